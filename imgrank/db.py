@@ -1,0 +1,140 @@
+"""Open the database. The schema lives only in the migrations below, applied in order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from imgrank import config
+
+migrations = Migrations("imgrank")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    # Photo folders the owner registered.
+    db["roots"].create({"id": int, "path": str, "added_at": float}, pk="id", not_null={"path"})
+    db["roots"].create_index(["path"], unique=True)
+
+    # One row per path ever seen. size/mtime_ns are what was last seen on disk *or set by imgrank*,
+    # so a file imgrank touched is not "changed". state: ok | missing | unreadable.
+    db["files"].create(
+        {
+            "id": int,
+            "path": str,
+            "root_id": int,
+            "size": int,
+            "mtime_ns": int,
+            "sha256": str,
+            "state": str,
+            "reason": str,
+            "width": int,
+            "height": int,
+            "first_seen": float,
+            "last_seen": float,
+        },
+        pk="id",
+        not_null={"path", "state"},
+        foreign_keys=[("root_id", "roots", "id")],
+    )
+    db["files"].create_index(["path"], unique=True)
+    db["files"].create_index(["sha256"])
+    db["files"].create_index(["state"])
+
+    # Image embeddings, keyed by content: a move, rename or copy reuses them.
+    db["vectors"].create(
+        {"sha256": str, "model": str, "dim": int, "vector": bytes},
+        pk=("sha256", "model"),
+    )
+    # Embeddings of file-name text, keyed by the name itself.
+    db["name_vectors"].create(
+        {"name": str, "model": str, "dim": int, "vector": bytes},
+        pk=("name", "model"),
+    )
+
+    # The current label of each content hash, and the append-only history of every change.
+    db["labels"].create(
+        {"sha256": str, "label": str, "source": str, "updated_at": float}, pk="sha256"
+    )
+    db["label_history"].create(
+        {"id": int, "sha256": str, "label": str, "source": str, "path": str, "at": float},
+        pk="id",
+    )
+    db["label_history"].create_index(["sha256"])
+
+    # Training runs; a run with a head file can be activated.
+    db["runs"].create(
+        {
+            "id": int,
+            "started_at": float,
+            "finished_at": float,
+            "config": str,
+            "counts": str,
+            "metrics": str,
+            "head_path": str,
+            "embed_model": str,
+            "active": int,
+        },
+        pk="id",
+    )
+    # Out-of-fold probabilities of "delete" from `train --cv K`, for `suspects`.
+    db["oof"].create({"run_id": int, "sha256": str, "p_delete": float}, pk=("run_id", "sha256"))
+
+    # Deletion scores from the active head.
+    db["scores"].create({"sha256": str, "run_id": int, "score": float, "at": float}, pk="sha256")
+
+    # Original mtimes of files imgrank has touched, stored before the first touch.
+    db["mtimes"].create(
+        {"path": str, "original_ns": int, "set_ns": int, "at": float}, pk="path"
+    )
+
+    # The daemon's heartbeat and counters (one row).
+    db["daemon"].create(
+        {"id": int, "pid": int, "started_at": float, "heartbeat_at": float, "counters": str},
+        pk="id",
+    )
+
+    # Small key/value settings (e.g. the embedding model the store was built with).
+    db["settings"].create({"key": str, "value": str}, pk="key")
+
+
+def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
+    """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated."""
+    path = Path(path) if path else config.db_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA busy_timeout = 30000")
+    db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    migrations.apply(db)
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            os.chmod(p, 0o600)
+    return db
+
+
+def get_setting(db: sqlite_utils.Database, key: str) -> str | None:
+    row = db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def set_setting(db: sqlite_utils.Database, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", [key, value])
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """A vector as a little-endian float32 blob."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")

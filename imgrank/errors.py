@@ -1,0 +1,13 @@
+"""Errors a user can cause. The CLI turns each into one clear line and a non-zero exit."""
+
+
+class ImgrankError(Exception):
+    """Base class: something the user can fix (bad input, missing model, too few labels...)."""
+
+
+class ModelError(ImgrankError):
+    """The embedding model or a head cannot be loaded, or does not match the store."""
+
+
+class UnreadableImage(ImgrankError):
+    """A file that cannot be read as an image; the message is the one-line reason."""
