@@ -57,9 +57,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
     # The current label of each content hash, and the append-only history of every change.
-    db["labels"].create(
-        {"sha256": str, "label": str, "source": str, "updated_at": float}, pk="sha256"
-    )
+    db["labels"].create({"sha256": str, "label": str, "source": str, "updated_at": float}, pk="sha256")
     db["label_history"].create(
         {"id": int, "sha256": str, "label": str, "source": str, "path": str, "at": float},
         pk="id",
@@ -88,9 +86,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["scores"].create({"sha256": str, "run_id": int, "score": float, "at": float}, pk="sha256")
 
     # Original mtimes of files imgrank has touched, stored before the first touch.
-    db["mtimes"].create(
-        {"path": str, "original_ns": int, "set_ns": int, "at": float}, pk="path"
-    )
+    db["mtimes"].create({"path": str, "original_ns": int, "set_ns": int, "at": float}, pk="path")
 
     # The daemon's heartbeat and counters (one row).
     db["daemon"].create(

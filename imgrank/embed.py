@@ -1,0 +1,186 @@
+"""Embedding models: load (hub id or local directory), preprocess, batch.
+
+The encoders run through uform's own ONNX classes; preprocessing is imgrank's own because
+uform's numpy processor mishandles portrait images (it scales the wrong side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgrank import config
+from imgrank.errors import ModelError
+
+IMAGE_SIZE = 224
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+TEXT_BATCH = 256
+
+
+def preprocess_image(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
+    """RGB image -> float32 3×size×size: shortest side to `size` (bicubic), centre crop, CLIP normalisation."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.float32) * (1 / 255.0)
+    arr = (arr - CLIP_MEAN) / CLIP_STD
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """Open an image safely and preprocess it. Returns (tensor, original (width, height)).
+
+    Raises UnreadableImage with a one-line reason.
+    """
+    from imgrank.files import open_image
+
+    img = open_image(path)
+    size = img.info.get("original_size", img.size)
+    return preprocess_image(img), tuple(size)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class ModelFiles:
+    """Paths of a model in uform's layout, and the id its vectors are stored under."""
+
+    model_id: str
+    config: Path
+    image_encoder: Path
+    text_encoder: Path
+    tokenizer: Path
+
+
+def _local_files(directory: Path) -> ModelFiles:
+    def need(*names: str) -> Path:
+        for name in names:
+            if (directory / name).is_file():
+                return directory / name
+        raise ModelError(f"{directory} is not a uform model directory: no {' or '.join(names)}")
+
+    files = ModelFiles(
+        model_id="",
+        config=need("config.json", "torch_config.json"),
+        image_encoder=need("image_encoder.onnx"),
+        text_encoder=need("text_encoder.onnx"),
+        tokenizer=need("tokenizer.json"),
+    )
+    # A local directory is identified by its weights, so two copies of one model share vectors
+    # and a different model in the same place never mixes its vectors in.
+    digest = hashlib.sha256()
+    for path in (files.image_encoder, files.text_encoder):
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    files.model_id = f"{directory.name}@{digest.hexdigest()[:12]}"
+    return files
+
+
+def _hub_files(name: str) -> ModelFiles:
+    from uform import Modality, get_checkpoint
+
+    try:
+        config_path, paths, tokenizer = get_checkpoint(
+            name, (Modality.IMAGE_ENCODER, Modality.TEXT_ENCODER), format=".onnx"
+        )
+    except Exception as e:  # network, auth, missing repo: all end in the same advice
+        raise ModelError(
+            f"cannot load model {name!r} from the hub ({type(e).__name__}); without internet, "
+            "set --model or IMGRANK_MODEL to a local directory in uform's layout"
+        ) from None
+    if (
+        not isinstance(paths, dict)
+        or Modality.IMAGE_ENCODER not in paths
+        or Modality.TEXT_ENCODER not in paths
+    ):
+        raise ModelError(f"model {name!r} has no ONNX image and text encoders")
+    return ModelFiles(
+        model_id=name,
+        config=Path(config_path),
+        image_encoder=Path(paths[Modality.IMAGE_ENCODER]),
+        text_encoder=Path(paths[Modality.TEXT_ENCODER]),
+        tokenizer=Path(tokenizer),
+    )
+
+
+def resolve_model(name: str | None = None) -> ModelFiles:
+    """Find a model's files: a local directory in uform's layout, else a hub id fetched by uform."""
+    name = name or config.model_name()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _local_files(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise ModelError(f"model directory {name} does not exist")
+    return _hub_files(name)
+
+
+def _session_options(threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    return options
+
+
+class Embedder:
+    """Image and file-name text embeddings from one model, L2-normalised float32."""
+
+    def __init__(self, files: ModelFiles, threads: int | None = None):
+        import onnxruntime as ort
+        from uform.numpy_processors import TextProcessor
+        from uform.onnx_encoders import ImageEncoder, TextEncoder, available_providers
+
+        self.model_id = files.model_id
+        cfg = json.loads(files.config.read_text())
+        self.dim = int(cfg["image_encoder"]["embedding_dim"])
+        self.text_dim = int(cfg["text_encoder"]["embedding_dim"])
+        providers = available_providers("cpu")
+        options = _session_options(threads)
+        try:
+            # uform's encoder classes, with imgrank's thread settings on their sessions.
+            self._image = ImageEncoder.__new__(ImageEncoder)
+            self._image.return_features = False
+            self._image.session = ort.InferenceSession(str(files.image_encoder), options, providers=providers)
+            self._text = TextEncoder.__new__(TextEncoder)
+            self._text.return_features = False
+            self._text.text_encoder_session = ort.InferenceSession(
+                str(files.text_encoder), options, providers=providers
+            )
+            self._tokens = TextProcessor(str(files.config), str(files.tokenizer))
+        except Exception as e:
+            raise ModelError(f"cannot load model {files.model_id}: {e}") from None
+
+    def embed_images(self, batch: np.ndarray) -> np.ndarray:
+        """N×3×224×224 float32 -> N×dim."""
+        return _normalise(self._image.encode(np.ascontiguousarray(batch, dtype=np.float32)))
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """N strings -> N×text_dim."""
+        out = [np.zeros((0, self.text_dim), np.float32)]
+        for i in range(0, len(texts), TEXT_BATCH):
+            out.append(_normalise(self._text.encode(self._tokens(texts[i : i + TEXT_BATCH]))))
+        return np.concatenate(out)
+
+
+def load_embedder(name: str | None = None, threads: int | None = None) -> Embedder:
+    """Load the embedding model named (hub id or local directory), default $IMGRANK_MODEL or uform3-small."""
+    return Embedder(resolve_model(name), threads=threads)

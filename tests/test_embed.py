@@ -1,0 +1,63 @@
+"""The embedding model: local uform-layout directories, ids, preprocessing, clear failures."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgrank.embed import IMAGE_SIZE, load_embedder, preprocess_image
+from imgrank.errors import ModelError
+
+
+def test_local_model_embeds_images_and_names(tiny_model):
+    embedder = load_embedder(str(tiny_model))
+    batch = np.stack([preprocess_image(Image.new("RGB", (64, 48), c)) for c in ("red", "navy")])
+    vectors = embedder.embed_images(batch)
+    assert vectors.shape == (2, embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    names = embedder.embed_texts(["IMG_0042.jpg", "Screenshot 2024-01-01.png"])
+    assert names.shape == (2, embedder.text_dim)
+    assert not np.allclose(names[0], names[1])
+
+
+def test_model_id_follows_the_weights_not_the_path(tiny_model, tmp_path):
+    copy = shutil.copytree(tiny_model, tmp_path / "copy")
+    assert (
+        load_embedder(str(copy)).model_id.split("@")[1]
+        == load_embedder(str(tiny_model)).model_id.split("@")[1]
+    )
+    other = tmp_path / "other"
+    from imgrank.tinymodel import build_model
+
+    build_model(other, seed=1)
+    assert load_embedder(str(other)).model_id != load_embedder(str(tiny_model)).model_id
+
+
+@pytest.mark.parametrize("size", [(300, 900), (900, 300), (224, 224), (10, 5000)])
+def test_preprocess_scales_the_shortest_side_and_centre_crops(size):
+    # A portrait image with a red centre band: the centre crop must keep the red.
+    img = Image.new("RGB", size, "blue")
+    w, h = size
+    img.paste((255, 0, 0), (w // 2 - w // 8, h // 2 - h // 8, w // 2 + w // 8 + 1, h // 2 + h // 8 + 1))
+    arr = preprocess_image(img)
+    assert arr.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and arr.dtype == np.float32
+    centre = arr[:, IMAGE_SIZE // 2, IMAGE_SIZE // 2]
+    assert centre[0] > 1.5 and centre[2] < 0  # red, normalised
+
+
+def test_missing_directory_and_bad_directory_say_so(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_embedder(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a uform model directory"):
+        load_embedder(str(tmp_path / "empty"))
+
+
+def test_hub_id_without_internet_gives_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelError, match="local directory in uform's layout"):
+        load_embedder("unum-cloud/uform3-image-text-english-small")
