@@ -1,0 +1,81 @@
+"""Parquet export of labelled vectors, for training on another machine (`train --data FILE`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from imgrank.errors import ImgrankError
+
+SCHEMA_KEY = b"imgrank"
+
+
+def export_parquet(db, path: str | Path) -> dict:
+    """Write every labelled photo's image vector, name vector, metadata and label to Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imgrank.model import current_model_id, feature_spec, load_parts
+
+    model_id = current_model_id()
+    labels = dict(db.execute("SELECT sha256, label FROM labels").fetchall())
+    parts = load_parts(db, model_id, sorted(labels))
+    if not parts["sha256"]:
+        raise ImgrankError(
+            f"no labelled photo has a vector from {model_id}: label some and run `imgrank scan`"
+        )
+    spec = feature_spec(model_id, parts["image_dim"], parts["name_dim"])
+
+    def vectors(a: np.ndarray) -> pa.Array:
+        flat = pa.array(np.ascontiguousarray(a, np.float32).ravel(), pa.float32())
+        return pa.FixedSizeListArray.from_arrays(flat, max(a.shape[1], 1)) if a.shape[1] else pa.nulls(len(a))
+
+    table = pa.table(
+        {
+            "sha256": parts["sha256"],
+            "label": [labels[s] for s in parts["sha256"]],
+            "image": vectors(parts["image"]),
+            "name": vectors(parts["name"]),
+            **{m: pa.array(parts["meta"][:, i], pa.float32()) for i, m in enumerate(spec["meta"])},
+        }
+    )
+    table = table.replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()})
+    pq.write_table(table, str(path))
+    return {"path": str(path), "rows": len(parts["sha256"]), "feature_spec": spec}
+
+
+def read_parquet(path: str | Path) -> dict:
+    """Read an export: {"spec", "sha256", "y", "image", "name", "meta"} as numpy arrays."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(str(path))
+    except Exception as e:
+        raise ImgrankError(f"cannot read {path} as Parquet: {e}") from None
+    meta = table.schema.metadata or {}
+    if SCHEMA_KEY not in meta:
+        raise ImgrankError(f"{path} is not an imgrank export (no feature spec in its metadata)")
+    spec = json.loads(meta[SCHEMA_KEY])
+    n = table.num_rows
+
+    def matrix(column: str, dim: int) -> np.ndarray:
+        if not dim:
+            return np.zeros((n, 0), np.float32)
+        flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return np.asarray(flat, np.float32).reshape(n, dim)
+
+    labels = table.column("label").to_pylist()
+    return {
+        "spec": spec,
+        "sha256": table.column("sha256").to_pylist(),
+        "y": np.array([1 if v == "delete" else 0 for v in labels], int),
+        "image": matrix("image", spec["image_dim"]),
+        "name": matrix("name", spec["name_dim"]),
+        "meta": np.stack(
+            [table.column(m).to_numpy(zero_copy_only=False).astype(np.float32) for m in spec["meta"]], axis=1
+        )
+        if spec["meta"]
+        else np.zeros((n, 0), np.float32),
+    }

@@ -1,0 +1,171 @@
+"""Labels: the owner's keep/delete decisions, keyed by content, with an append-only history."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgrank.errors import ImgrankError
+
+LABELS = ("keep", "delete")
+SOURCES = ("user", "import", "deleted", "reviewed")
+
+
+def set_label(db, sha256: str, label: str | None, source: str, path: str | None = None) -> bool:
+    """Set (or with label None, clear) the label of a content hash; appends to the history.
+
+    Returns True when the label changed.
+    """
+    if label is not None and label not in LABELS:
+        raise ImgrankError(f"unknown label {label!r}: use one of {', '.join(LABELS)}")
+    if source not in SOURCES:
+        raise ImgrankError(f"unknown label source {source!r}")
+    now = time.time()
+    with db.atomic():
+        row = db.execute("SELECT label FROM labels WHERE sha256 = ?", [sha256]).fetchone()
+        old = row[0] if row else None
+        if label is None:
+            db.execute("DELETE FROM labels WHERE sha256 = ?", [sha256])
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO labels (sha256, label, source, updated_at) VALUES (?, ?, ?, ?)",
+                [sha256, label, source, now],
+            )
+        db.execute(
+            "INSERT INTO label_history (sha256, label, source, path, at) VALUES (?, ?, ?, ?, ?)",
+            [sha256, label, source, path, now],
+        )
+    return old != label
+
+
+def label_counts(db) -> dict:
+    """Counts by label and by (label, source)."""
+    by_label = {label: 0 for label in LABELS}
+    by_source: dict[str, dict[str, int]] = {}
+    for label, source, n in db.execute("SELECT label, source, count(*) FROM labels GROUP BY label, source"):
+        by_label[label] = by_label.get(label, 0) + n
+        by_source.setdefault(source, {})[label] = n
+    return {"total": sum(by_label.values()), "by_label": by_label, "by_source": by_source}
+
+
+def history(db, n: int = 20) -> list[dict]:
+    """The most recent label changes, newest first."""
+    rows = db.execute(
+        "SELECT at, label, source, path, sha256 FROM label_history ORDER BY id DESC LIMIT ?", [n]
+    ).fetchall()
+    return [{"at": r[0], "label": r[1], "source": r[2], "path": r[3], "sha256": r[4]} for r in rows]
+
+
+@dataclass
+class RelabelResult:
+    applied: list[str] = field(default_factory=list)  # paths labelled
+    changed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    indexed: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "applied": len(self.applied),
+            "changed": self.changed,
+            "indexed": self.indexed,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+        }
+
+
+def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
+    """Files named, and the images under folders named; missing paths go to `failed`."""
+    from imgrank.files import IMAGE_EXTENSIONS, walk
+
+    out: list[Path] = []
+    for p in paths:
+        path = Path(os.path.abspath(os.path.expanduser(str(p))))
+        if path.is_dir():
+            out.extend(Path(f) for f in walk(path) if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                failed.append((str(path), "not an image file"))
+            else:
+                out.append(path)
+        elif path.exists():
+            failed.append((str(path), "not a regular file"))
+        else:
+            failed.append((str(path), "no such file or folder"))
+    return list(dict.fromkeys(out))
+
+
+def _indexed_sha(db, path: Path) -> tuple[str | None, str | None]:
+    """(sha256, None) if the index is up to date for this path, else (None, reason or None)."""
+    row = db.execute(
+        "SELECT sha256, size, mtime_ns, state, reason FROM files WHERE path = ?", [str(path)]
+    ).fetchone()
+    if row is None:
+        return None, None
+    try:
+        st = path.stat()
+    except OSError as e:
+        return None, e.strerror or str(e)
+    if row[1] != st.st_size or row[2] != st.st_mtime_ns:
+        return None, None
+    if row[3] == "unreadable":
+        return None, row[4] or "unreadable"
+    return row[0], None
+
+
+def relabel(
+    db,
+    label: str | None,
+    paths: Iterable[str | Path],
+    get_embedder: Callable | None = None,
+    source: str = "user",
+) -> RelabelResult:
+    """Label files (and every image under folders). Paths not indexed yet are indexed and embedded first.
+
+    A path that is missing or unreadable is reported in `failed`; the others are still applied.
+    """
+    result = RelabelResult()
+    files = _expand(paths, result.failed)
+    todo = []
+    for path in files:
+        sha, reason = _indexed_sha(db, path)
+        if sha is None and reason is None:
+            todo.append(path)
+    if todo:
+        from imgrank import index
+        from imgrank.embed import load_embedder
+
+        embedder = (get_embedder or load_embedder)()
+        scan = index.index_paths(db, todo, embedder)
+        result.indexed = getattr(scan, "new", 0) + getattr(scan, "changed", 0) + getattr(scan, "moved", 0)
+    for path in files:
+        sha, reason = _indexed_sha(db, path)
+        if sha is None:
+            result.failed.append((str(path), reason or "could not be indexed"))
+            continue
+        result.changed += set_label(db, sha, label, source, str(path))
+        result.applied.append(str(path))
+    return result
+
+
+def suspects(db, n: int = 20) -> list[dict]:
+    """Labelled photos the latest out-of-fold predictions most disagree with (lowest P(given label) first)."""
+    row = db.execute("SELECT max(run_id) FROM oof").fetchone()
+    if row is None or row[0] is None:
+        raise ImgrankError("no out-of-fold predictions yet: run `imgrank train --cv 5`")
+    rows = db.execute(
+        """
+        SELECT l.sha256, l.label, o.p_delete,
+               CASE l.label WHEN 'delete' THEN o.p_delete ELSE 1 - o.p_delete END AS p_label,
+               (SELECT path FROM files WHERE sha256 = l.sha256
+                ORDER BY state = 'ok' DESC, last_seen DESC LIMIT 1)
+        FROM labels l JOIN oof o ON o.sha256 = l.sha256 AND o.run_id = ?
+        ORDER BY p_label ASC, l.sha256 LIMIT ?
+        """,
+        [row[0], n],
+    ).fetchall()
+    return [
+        {"path": r[4], "label": r[1], "p_label": round(r[3], 4), "p_delete": round(r[2], 4), "sha256": r[0]}
+        for r in rows
+    ]
