@@ -75,6 +75,272 @@ def open_db():
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
 
+
+@cli.command()
+@click.argument("label", type=click.Choice(["keep", "delete", "clear"]))
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@handles_errors
+def relabel(ctx, label, paths, as_json):
+    """Label photos keep or delete, or clear their label. PATH: a file, a folder, or - (stdin).
+
+    Paths not indexed yet are indexed and embedded first, so existing "keep" and "delete"
+    folders anywhere on disk can seed the labels.
+
+    \b
+    Example:
+        imgrank relabel delete ~/Pictures/blurry ~/Pictures/IMG_0042.jpg
+        find ~/Pictures -name '*screenshot*' | imgrank relabel delete -
+    """
+    from imgrank.labels import relabel as do_relabel
+
+    expanded = []
+    for p in paths:
+        if p == "-":
+            expanded += [line.rstrip("\n") for line in click.get_text_stream("stdin") if line.strip()]
+        else:
+            expanded.append(p)
+    result = do_relabel(open_db(), None if label == "clear" else label, expanded)
+    for path, reason in result.failed:
+        say(ctx, f"error: {path}: {reason}")
+    text = f"{label}: {len(result.applied)} photos ({result.changed} changed, {result.indexed} newly indexed)"
+    if result.failed:
+        text += f"; {len(result.failed)} failed"
+    emit(result.as_dict(), as_json, text)
+    if result.failed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("-n", "limit", default=10, show_default=True, help="How many recent changes to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print counts and history as JSON.")
+@handles_errors
+def labels(limit, as_json):
+    """Show label counts by label and source, and the most recent changes.
+
+    \b
+    Example:
+        imgrank labels -n 20
+    """
+    import datetime
+
+    from imgrank.labels import history, label_counts
+
+    db = open_db()
+    counts, recent = label_counts(db), history(db, limit)
+    lines = [f"{counts['by_label']['delete']} delete, {counts['by_label']['keep']} keep"]
+    for source, by in sorted(counts["by_source"].items()):
+        lines.append(f"  {source:<9} {by.get('delete', 0):>6} delete {by.get('keep', 0):>6} keep")
+    if recent:
+        lines.append("recent:")
+    for h in recent:
+        when = datetime.datetime.fromtimestamp(h["at"]).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"  {when}  {h['label'] or 'cleared':<7} {h['source']:<8} {h['path'] or h['sha256']}")
+    emit({"counts": counts, "recent": recent}, as_json, "\n".join(lines))
+
+
+def _train_config(**options):
+    from imgrank.train import TrainConfig
+
+    hidden = options.pop("hidden")
+    if hidden is not None:
+        options["hidden"] = tuple(int(h) for h in hidden.split(",") if h.strip())
+    return TrainConfig(**{k: v for k, v in options.items() if v is not None})
+
+
+@cli.command()
+@click.option("--cv", type=int, help="Also compute out-of-fold predictions with K folds (for `suspects`).")
+@click.option("--force", is_flag=True, default=None, help="Activate the new head even if it looks worse.")
+@click.option("--seed", type=int, help="Random seed (same seed, same data: same metrics).")
+@click.option("--epochs", "max_epochs", type=int, help="Most epochs (early stopping usually ends sooner).")
+@click.option("--hidden", help="Hidden layer widths, comma separated, e.g. 256 or 512,128; '' for logistic.")
+@click.option("--lr", type=float, help="AdamW learning rate.")
+@click.option("--batch-size", type=int, help="Minibatch size.")
+@click.option("--device", help="torch device, e.g. cpu or cuda.")
+@click.option(
+    "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
+)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="With --data: where to write the head.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_context
+@handles_errors
+def train(ctx, data, out, as_json, **options):
+    """Train the deletion head on your labels, record the run, activate it, and score every photo.
+
+    \b
+    Example:
+        imgrank train --cv 5
+        imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
+    """
+    from imgrank.train import format_report, require_torch
+
+    require_torch()  # one clear line before any work when the `train` extra is missing
+    cfg = _train_config(**options)
+    log = (lambda m: say(ctx, m)) if not as_json else (lambda m: None)
+    if data:
+        from imgrank.train import train_file
+
+        run = train_file(data, out or "head.safetensors", cfg, log)
+        emit(run, as_json, format_report(run) + f"\n\nhead written to {run['head_path']}")
+        return
+    from imgrank.train import train as do_train
+
+    run = do_train(open_db(), cfg, log)
+    emit(run, as_json, format_report(run) + f"\n\n{run['note']}; {run['scored']} photos scored")
+
+
+@cli.group()
+def model():
+    """List, choose and import trained heads.
+
+    \b
+    Example:
+        imgrank model list
+        imgrank model use 3
+    """
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print runs as JSON.")
+@handles_errors
+def model_list(as_json):
+    """List training runs and their heads, newest first (* = active).
+
+    \b
+    Example:
+        imgrank model list --json
+    """
+    import datetime
+
+    from imgrank.model import list_runs
+
+    runs = list_runs(open_db())
+
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = [f"   {'id':>4}  {'when':<16} {'delete':>6} {'keep':>6} {'val AP':>7} {'AUC':>6}  model"]
+    for r in runs:
+        when = datetime.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M")
+        c = r["counts"]
+        lines.append(
+            f" {'*' if r['active'] else ' '} {r['id']:>4}  {when:<16}"
+            f" {c.get('delete', '-'):>6} {c.get('keep', '-'):>6}"
+            f" {f(r['val_ap']):>7} {f(r['val_auc']):>6}  {r['embed_model']}"
+        )
+    emit(runs, as_json, "\n".join(lines) if runs else "no runs yet: label photos and run `imgrank train`")
+
+
+@model.command("use")
+@click.argument("run_id", type=int)
+@handles_errors
+def model_use(run_id):
+    """Make run ID's head the active one and rescore.
+
+    \b
+    Example:
+        imgrank model use 3
+    """
+    from imgrank.model import score_all, use_run
+
+    db = open_db()
+    use_run(db, run_id)
+    click.echo(f"run {run_id} is now the active head; {score_all(db)} photos scored")
+
+
+@model.command("import")
+@click.argument("head", type=click.Path(exists=True, dir_okay=False))
+@handles_errors
+def model_import(head):
+    """Import a head trained elsewhere (`train --data`), check it fits the local model, activate it.
+
+    \b
+    Example:
+        imgrank model import head.safetensors
+    """
+    from imgrank.model import import_head, score_all
+
+    db = open_db()
+    run_id = import_head(db, head)
+    click.echo(f"imported as run {run_id}, now active; {score_all(db)} photos scored")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
+@handles_errors
+def score(as_json):
+    """Score every embedded photo with the active head (numpy only).
+
+    \b
+    Example:
+        imgrank score
+    """
+    from imgrank.model import score_all
+
+    n = score_all(open_db())
+    emit({"scored": n}, as_json, f"{n} photos scored")
+
+
+@cli.command()
+@click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handles_errors
+def top(limit, as_json):
+    """The least-wanted photos: highest deletion score first; [keep]/[delete] marks labelled ones.
+
+    \b
+    Example:
+        imgrank top -n 50
+    """
+    from imgrank.model import top as top_rows
+
+    rows = top_rows(open_db(), limit)
+    marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
+    lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
+    emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")
+
+
+@cli.command()
+@click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handles_errors
+def suspects(limit, as_json):
+    """Labelled photos whose label the out-of-fold predictions most disagree with: likely wrong labels.
+
+    Fix one with `imgrank relabel keep|delete PATH`, then retrain.
+
+    \b
+    Example:
+        imgrank train --cv 5 && imgrank suspects -n 30
+    """
+    from imgrank.labels import suspects as find
+
+    rows = find(open_db(), limit)
+    lines = [f"{r['p_label']:.3f}  {r['label']:<6}  {r['path'] or r['sha256']}" for r in rows]
+    header = "P(label)  label   path"
+    empty = "no labelled photos with out-of-fold predictions"
+    emit(rows, as_json, "\n".join([header, *lines]) if rows else empty)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handles_errors
+def export(file, as_json):
+    """Write labelled vectors, labels and the feature spec to Parquet, to train elsewhere.
+
+    \b
+    Example:
+        imgrank export labels.parquet
+        # on a GPU machine: imgrank train --data labels.parquet --device cuda --out head.safetensors
+        # back here:       imgrank model import head.safetensors
+    """
+    from imgrank.export import export_parquet
+
+    result = export_parquet(open_db(), file)
+    emit(result, as_json, f"{result['rows']} labelled photos written to {result['path']}")
+
 # --- commands: order, restore (order.py) ---
 
 # --- commands: watch, service (watch.py) ---
