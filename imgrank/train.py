@@ -10,7 +10,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -128,7 +128,8 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float, block: int = 20
             parent[i], i = root, parent[i]
         return root
 
-    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
+    v = np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
     for start in range(0, n, block):
         sims = v[start : start + block] @ v.T
         rows, cols = np.nonzero(sims > threshold)
@@ -305,7 +306,9 @@ def train_arrays(
     log(f"training on {int((~val).sum())} photos, validating on {int(val.sum())}")
     weights, info = fit(x[~val], y[~val], x[val], y[val], config)
     p_val = predict(weights, x[val])
-    base_weights, _ = fit(x[~val], y[~val], x[val], y[val], config, hidden=())
+    # The baseline is logistic regression: no hidden layer, and a faster rate so it converges on few rows.
+    base_config = replace(config, lr=config.lr * 10, dropout=0.0)
+    base_weights, _ = fit(x[~val], y[~val], x[val], y[val], base_config, hidden=())
     metrics = {"mlp": evaluate(y[val], p_val), "baseline": evaluate(y[val], predict(base_weights, x[val]))}
     counts = {
         "keep": int((y == 0).sum()),
@@ -394,7 +397,7 @@ def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) 
     db.execute("UPDATE runs SET head_path = ? WHERE id = ?", [str(head_path), run_id])
     if result.oof is not None:
         with db.atomic():
-            db.executemany(
+            db.conn.executemany(
                 "INSERT INTO oof (run_id, sha256, p_delete) VALUES (?, ?, ?)",
                 [(run_id, s, float(p)) for s, p in zip(parts["sha256"], result.oof, strict=True)],
             )
