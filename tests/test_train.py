@@ -48,7 +48,8 @@ def store(db, vectors: np.ndarray, labels: np.ndarray | None = None, model: str 
     with db.atomic():
         for i, (sha, v) in enumerate(zip(shas, vectors, strict=True)):
             db.execute(
-                "INSERT INTO files (path, sha256, state, size, mtime_ns, width, height) VALUES (?, ?, 'ok', ?, 0, 640, 480)",
+                "INSERT INTO files (path, sha256, state, size, mtime_ns, width, height) "
+                "VALUES (?, ?, 'ok', ?, 0, 640, 480)",
                 [f"/photos/img{i:05d}.jpg", sha, 1000 + i],
             )
             db.execute(
