@@ -245,7 +245,7 @@ def score_all(db, model_id: str | None = None) -> int:
     run_id = head.meta["run_id"]
     with db.atomic():
         db.execute("DELETE FROM scores")
-        db.executemany(
+        db.conn.executemany(
             "INSERT INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
             [(s, run_id, float(v), now) for s, v in zip(parts["sha256"], p, strict=True)],
         )
