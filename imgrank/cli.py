@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 
 import click
 
@@ -72,6 +73,96 @@ def open_db():
 
 
 # --- commands: scan, status (index.py) ---
+
+
+@cli.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
+@click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.pass_context
+@handles_errors
+def scan(ctx, roots, model, jobs, as_json):
+    """Index photo folders: new, changed, moved and vanished files; embed what is new.
+
+    ROOTS are remembered, so later runs need none. Nothing under a root is ever changed.
+
+    \b
+    Example:
+        imgrank scan ~/Pictures /mnt/photos
+        imgrank scan --json
+    """
+    from imgrank import index
+    from imgrank.embed import load_embedder
+
+    db = open_db()
+    index.add_roots(db, roots)
+    all_roots = index.list_roots(db)
+    if not all_roots:
+        raise click.UsageError("no photo folders yet: give one, e.g. `imgrank scan ~/Pictures`")
+    embedder = load_embedder(model)
+    quiet = ctx.find_root().obj.get("quiet")
+    bar = None
+
+    def on_total(total):
+        nonlocal bar
+        if total >= 20 and not quiet:
+            bar = click.progressbar(length=total, label="Indexing", file=sys.stderr)
+            bar.__enter__()
+
+    try:
+        result = index.scan(db, all_roots, embedder, jobs=jobs, on_total=on_total,
+                            progress=lambda n: bar.update(n) if bar else None)
+    finally:
+        if bar:
+            bar.__exit__(None, None, None)
+    for warning in result.warnings:
+        say(ctx, warning)
+    hint = _heif_hint(db)
+    if hint:
+        say(ctx, hint)
+    d = result.as_dict()
+    d.pop("warnings")
+    text = ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds") + f" in {d['seconds']:.1f}s"
+    emit(d, as_json, text)
+
+
+def _heif_hint(db):
+    from imgrank.files import HEIF_HINT
+
+    row = db.execute("SELECT count(*) FROM files WHERE reason = ?", [HEIF_HINT]).fetchone()
+    return f"{row[0]} HEIC/HEIF files: {HEIF_HINT}" if row[0] else None
+
+
+@cli.command()
+@click.option("--unreadable", "list_unreadable", is_flag=True, help="List unreadable files and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handles_errors
+def status(list_unreadable, as_json):
+    """Show what imgrank knows: folders, images by state, model, labels, head, daemon.
+
+    \b
+    Example:
+        imgrank status
+        imgrank status --unreadable
+    """
+    from imgrank import index
+
+    db = open_db()
+    if list_unreadable:
+        rows = index.unreadable(db)
+        emit(rows, as_json, "\n".join(f"{r['path']}\t{r['reason']}" for r in rows))
+        return
+    info = index.status(db)
+    lines = [
+        "roots: " + (", ".join(info["roots"]) or "none (run `imgrank scan FOLDER`)"),
+        "images: " + ", ".join(f"{k} {v}" for k, v in info["images"].items()),
+        f"embedded: {info['embedded']}",
+        f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
+        f"embedding model: {info['embedding_model'] or '-'}",
+        f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
+    ]
+    emit(info, as_json, "\n".join(lines))
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
 
