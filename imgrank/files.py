@@ -116,7 +116,8 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
         img = Image.open(io.BytesIO(data))
         width, height = img.size
         if img.format == "JPEG":
-            img.draft("RGB", (target * 2, target * 2))
+            # Let libjpeg scale by up to 1/8 while decoding, keeping the short side >= target.
+            img.draft("RGB", (target, target))
         if img.size[0] * img.size[1] > MAX_DECODE_PIXELS:
             raise UnreadableImage(f"decompression bomb: declares {width}×{height} pixels")
         img.load()

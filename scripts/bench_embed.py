@@ -1,0 +1,116 @@
+"""Benchmark: `imgrank scan` throughput against the decode+model ceiling, in one run.
+
+Makes N 12-megapixel JPEGs (or takes --folder), builds a random-weight model with the shape of
+uform3-small's image encoder (ViT-S/16, width 384, 12 layers, 6 heads, 224 px, 256-d), then
+measures on all cores:
+  decode   read + hash + decode + preprocess, in a process pool (images/s)
+  model    image-encoder inference on pre-made tensors, batched (images/s)
+  ceiling  1 / (1/decode + 1/model): both share the same cores
+  scan     a full `imgrank scan` of the folder into a fresh store (images/s)
+and prints scan / ceiling. Writes bench-out/bench_embed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from imgrank import index  # noqa: E402
+from imgrank.db import open_db  # noqa: E402
+from imgrank.embed import load_embedder  # noqa: E402
+from imgrank.files import walk  # noqa: E402
+from imgrank.tinymodel import build_model  # noqa: E402
+
+
+def make_photo(args: tuple[str, int]) -> None:
+    """A 4000×3000 JPEG with photo-like content: smooth shapes plus sensor-like noise."""
+    path, seed = args
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    img = np.asarray(small.resize((4000, 3000), Image.BICUBIC), dtype=np.int16)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path, quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=160, help="How many 12-megapixel JPEGs to make.")
+    parser.add_argument("--folder", help="Benchmark on this folder of photos instead.")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--out", default="bench-out/bench_embed.json")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="imgrank-bench-"))
+    if args.folder:
+        folder = Path(args.folder)
+    else:
+        folder = work / "photos"
+        folder.mkdir()
+        with multiprocessing.Pool(args.jobs) as pool:
+            pool.map(make_photo, [(str(folder / f"IMG_{i:04d}.jpg"), i) for i in range(args.n)])
+    paths = [str(p) for p in walk(folder)]
+    n = len(paths)
+    mb = sum(os.path.getsize(p) for p in paths) / n / 1e6
+    print(f"{n} photos, {mb:.1f} MB each on average", file=sys.stderr)
+
+    model_dir = build_model(work / "model", shape="small")
+    embedder = load_embedder(str(model_dir))
+
+    # Decode + preprocess on all cores (the same worker the scan uses, with nothing embedded yet).
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(args.jobs, initializer=index._init_worker, initargs=(set(),)) as pool:
+        pool.map(index._read_one, paths[: args.jobs])  # warm the workers
+        t = time.perf_counter()
+        decoded = list(pool.imap(index._read_one, paths, chunksize=2))
+        decode_rate = n / (time.perf_counter() - t)
+    tensors = np.stack([d["array"] for d in decoded if d["array"] is not None][: index.BATCH])
+
+    # The model alone on pre-made tensors, in the scan's batch size.
+    embedder.embed_images(tensors)
+    reps, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 10:
+        embedder.embed_images(tensors)
+        reps += 1
+    model_rate = reps * len(tensors) / (time.perf_counter() - t)
+    ceiling = 1 / (1 / decode_rate + 1 / model_rate)
+
+    # The full scan into a fresh store.
+    os.environ["IMGRANK_HOME"] = str(work / "home")
+    db = open_db()
+    index.add_roots(db, [folder])
+    result = index.scan(db, [folder], embedder, jobs=args.jobs)
+    assert result.embedded == n, result
+    scan_rate = n / result.seconds
+
+    figures = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "photos": n,
+        "mb_per_photo": round(mb, 2),
+        "decode_per_s": round(decode_rate, 2),
+        "model_per_s": round(model_rate, 2),
+        "ceiling_per_s": round(ceiling, 2),
+        "scan_per_s": round(scan_rate, 2),
+        "scan_over_ceiling": round(scan_rate / ceiling, 3),
+    }
+    print(f"{'measure':<22}{'images/s':>10}")
+    for key in ("decode_per_s", "model_per_s", "ceiling_per_s", "scan_per_s"):
+        print(f"{key.removesuffix('_per_s'):<22}{figures[key]:>10.2f}")
+    print(f"{'scan / ceiling':<22}{figures['scan_over_ceiling']:>10.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
