@@ -8,13 +8,13 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from images import bad_files, every_format, photo, snapshot
 from PIL import Image
 
 from imgrank import index
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.embed import load_embedder
-from tests.images import bad_files, every_format, photo, snapshot
 
 
 @pytest.fixture
