@@ -184,12 +184,14 @@ def relabel(ctx, label, paths, as_json):
         imgrank relabel delete ~/Pictures/blurry ~/Pictures/IMG_0042.jpg
         find ~/Pictures -name '*screenshot*' | imgrank relabel delete -
     """
+    import sys
+
     from imgrank.labels import relabel as do_relabel
 
     expanded = []
     for p in paths:
         if p == "-":
-            expanded += [line.rstrip("\n") for line in click.get_text_stream("stdin") if line.strip()]
+            expanded += [line.rstrip("\n") for line in sys.stdin if line.strip()]
         else:
             expanded.append(p)
     result = do_relabel(open_db(), None if label == "clear" else label, expanded)
