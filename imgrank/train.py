@@ -10,7 +10,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -29,7 +29,8 @@ class TrainConfig:
     weight_decay: float = 1e-2
     batch_size: int = 256
     max_epochs: int = 200
-    patience: int = 15  # epochs without a better validation AP before stopping
+    patience: int = 8  # epochs without a better validation AP before stopping...
+    patience_steps: int = 300  # ...and at least this many minibatch steps (small data: more epochs)
     val_fraction: float = 0.2
     near_dup: float = 0.95  # cosine similarity of image embeddings above which two photos are one group
     use_name: bool = True  # file-name embedding as features
@@ -131,9 +132,10 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float, block: int = 20
     v = np.asarray(vectors, dtype=np.float32)
     v = np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
     for start in range(0, n, block):
-        sims = v[start : start + block] @ v.T
+        # only the upper triangle: each pair once, half the matrix product
+        sims = v[start : start + block] @ v[start:].T
         rows, cols = np.nonzero(sims > threshold)
-        for i, j in zip(rows + start, cols, strict=True):
+        for i, j in zip(rows + start, cols + start, strict=True):
             if j > i:
                 a, b = find(i), find(j)
                 if a != b:
@@ -227,6 +229,7 @@ def fit(
     xv = prep(x_val) if x_val is not None else None
     best = {"ap": -1.0, "epoch": 0, "weights": None}
     n_epochs = epochs or config.max_epochs
+    steps_per_epoch = -(-len(xt) // config.batch_size)
     epoch = 0
     for epoch in range(1, n_epochs + 1):
         net.train()
@@ -245,11 +248,37 @@ def fit(
         ap = average_precision(y_val, p) or 0.0
         if ap > best["ap"] + 1e-6:
             best = {"ap": ap, "epoch": epoch, "weights": snapshot()}
-        elif epoch - best["epoch"] >= config.patience:
+        elif epoch - best["epoch"] >= max(config.patience, config.patience_steps / steps_per_epoch):
             break
     if xv is None:
         return snapshot(), {"epochs": epoch, "best_epoch": epoch}
     return best["weights"], {"epochs": epoch, "best_epoch": best["epoch"]}
+
+
+def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig) -> dict[str, np.ndarray]:
+    """The baseline: class-weighted logistic regression with an L2 penalty (like C=1), fit by L-BFGS."""
+    torch = require_torch()
+    torch.manual_seed(config.seed)
+    weights = fit(x_train, y_train, None, None, config, hidden=(), epochs=1)[0]  # standardisation
+    z = (x_train - weights["mean"]) / weights["std"]
+    xt = torch.from_numpy(np.where(np.isnan(z), 0.0, z).astype(np.float64))
+    yt = torch.from_numpy(np.asarray(y_train, np.float64))
+    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    n_pos = float(yt.sum())
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([(len(yt) - n_pos) / max(n_pos, 1.0)]))
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(xt @ w + b, yt) + 0.5 * (w @ w) / len(yt)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weights["w0"] = w.detach().numpy().astype(np.float32)[None, :]
+    weights["b0"] = b.detach().numpy().astype(np.float32)
+    return weights
 
 
 def predict(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -306,9 +335,7 @@ def train_arrays(
     log(f"training on {int((~val).sum())} photos, validating on {int(val.sum())}")
     weights, info = fit(x[~val], y[~val], x[val], y[val], config)
     p_val = predict(weights, x[val])
-    # The baseline is logistic regression: no hidden layer, and a faster rate so it converges on few rows.
-    base_config = replace(config, lr=config.lr * 10, dropout=0.0)
-    base_weights, _ = fit(x[~val], y[~val], x[val], y[val], base_config, hidden=())
+    base_weights = fit_logistic(x[~val], y[~val], config)
     metrics = {"mlp": evaluate(y[val], p_val), "baseline": evaluate(y[val], predict(base_weights, x[val]))}
     counts = {
         "keep": int((y == 0).sum()),
