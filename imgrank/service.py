@@ -1,0 +1,131 @@
+"""The systemd user unit that runs `imgrank watch`, and installing it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from imgrank import config
+from imgrank.errors import ImgrankError
+
+UNIT_NAME = "imgrank-watch.service"
+ENABLE_LINE = f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT_NAME}"
+
+UNIT = """\
+[Unit]
+Description=imgrank: order photos by deletion score and learn from deletions
+Documentation=man:journalctl(1)
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+{environment}Restart=on-failure
+RestartSec=30
+# SIGTERM: the daemon commits and exits within 5 s
+TimeoutStopSec=20
+# Low CPU and IO priority: it never competes with the owner's own work.
+Nice=15
+CPUSchedulingPolicy=batch
+IOSchedulingClass=idle
+# Sandboxing that works in a user unit: the photo roots and the imgrank home are writable
+# (order rewrites mtimes), everything else read-only.
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=read-only
+{read_write}
+[Install]
+WantedBy=default.target
+"""
+
+
+def _escape(value: str, command: bool = False) -> str:
+    """A path as one unit-file word: % escaped ($ too in a command line), quoted if it holds spaces."""
+    value = value.replace("%", "%%")
+    if command:
+        value = value.replace("$", "$$")
+    if any(c in value for c in ' "\\\t'):
+        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def render_unit(
+    roots: list[Path],
+    home: Path | None = None,
+    exec_args: list[str] | None = None,
+    model: str | None = None,
+    raw: bool = False,
+) -> str:
+    """The unit text. `raw` leaves systemd specifiers (like %h) unescaped, for the example unit."""
+    esc = (lambda s, command=False: s) if raw else _escape
+    home = home or config.home_dir()
+    exec_args = exec_args or [sys.executable, "-m", "imgrank"]
+    exec_start = " ".join(esc(str(a), command=True) for a in [*exec_args, "watch", *roots])
+    env = [f"IMGRANK_HOME={home}"]
+    model = model if model is not None else os.environ.get("IMGRANK_MODEL")
+    if model:
+        env.append(f"IMGRANK_MODEL={model}")
+    environment = "".join(f"Environment={esc(e)}\n" for e in env)
+    writable = [*roots, home]
+    read_write = "".join(f"ReadWritePaths={esc(str(p))}\n" for p in writable)
+    # the model cache, where uform downloads the published weights on first use ("-": may not exist)
+    read_write += "ReadWritePaths=-%h/.cache\n"
+    return UNIT.format(exec_start=exec_start, environment=environment, read_write=read_write)
+
+
+def example_unit() -> str:
+    """The unit in the repository (systemd/imgrank-watch.service): a pip-installed `imgrank`, ~/Pictures."""
+    return render_unit(
+        [Path("%h/Pictures")], home=Path("%h/.config/imgrank"), exec_args=["%h/.local/bin/imgrank"], model="",
+        raw=True,
+    )  # fmt: skip
+
+
+def unit_dir() -> Path:
+    """~/.config/systemd/user (respecting $XDG_CONFIG_HOME)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "systemd" / "user"
+
+
+def resolve_roots(roots: tuple[str, ...] | list[str]) -> list[Path]:
+    """The roots given (must exist), else the ones the database remembers."""
+    if roots:
+        out = [Path(r).expanduser().resolve() for r in roots]
+        for r in out:
+            if not r.is_dir():
+                raise ImgrankError(f"{r} is not a folder")
+        return out
+    from imgrank import index
+    from imgrank.db import open_db
+
+    out = index.list_roots(open_db())
+    if not out:
+        raise ImgrankError("no photo folders yet: give one, e.g. `imgrank service install ~/Pictures`")
+    return out
+
+
+def install(roots: list[Path], directory: Path | None = None) -> Path:
+    """Write the unit for these roots; returns its path."""
+    directory = directory or unit_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / UNIT_NAME
+    path.write_text(render_unit(roots))
+    return path
+
+
+def enable() -> None:
+    """`systemctl --user daemon-reload && systemctl --user enable --now imgrank-watch.service`."""
+    for argv in (
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "--now", UNIT_NAME],
+    ):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise ImgrankError(
+                f"systemctl not found: start it yourself with `imgrank watch` ({ENABLE_LINE})"
+            ) from None
+        if proc.returncode != 0:
+            raise ImgrankError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()}")
