@@ -162,7 +162,12 @@ def status(list_unreadable, as_json):
         f"embedding model: {info['embedding_model'] or '-'}",
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
+    from imgrank.watch import daemon_status, format_daemon_status  # daemon line (watch.py)
+
+    info["daemon"] = daemon_status(db)
+    lines.append(format_daemon_status(info["daemon"]))
     emit(info, as_json, "\n".join(lines))
+
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
 
@@ -434,6 +439,87 @@ def export(file, as_json):
     result = export_parquet(open_db(), file)
     emit(result, as_json, f"{result['rows']} labelled photos written to {result['path']}")
 
+
 # --- commands: order, restore (order.py) ---
 
 # --- commands: watch, service (watch.py) ---
+
+
+@cli.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--settle", default=2.0, show_default=True, help="Seconds a file must hold still to be read.")
+@click.option(
+    "--reorder-interval", default=30.0, show_default=True, help="At most one reorder per this many seconds."
+)
+@click.option("--retrain-after", default=20, show_default=True, help="Retrain after N new labels (0: off).")
+@click.option("--no-learn-from-deletes", is_flag=True, help="Deleting a photo does not label it `delete`.")
+@click.option(
+    "--max-delete-burst",
+    default=20,
+    show_default=True,
+    help="More deletions than this at once is a folder wipe: nothing is learnt from them.",
+)
+@click.option("--polling", is_flag=True, help="Poll instead of inotify (network shares).")
+@click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
+@click.pass_context
+@handles_errors
+def watch(ctx, roots, no_learn_from_deletes, **options):
+    """Run the daemon: catch up, then index, score and order new photos as they arrive, and learn
+    from the ones you delete. Stops cleanly on SIGTERM or Ctrl-C.
+
+    ROOTS are remembered, so later runs need none.
+
+    \b
+    Example:
+        imgrank watch ~/Pictures
+        imgrank service install --enable   # run it as a systemd user service
+    """
+    import logging
+
+    from imgrank.watch import WatchConfig, run_watch
+
+    quiet = ctx.find_root().obj.get("quiet")
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
+
+
+@cli.group()
+def service():
+    """Run `imgrank watch` as a systemd user service.
+
+    \b
+    Example:
+        imgrank service install --enable
+        journalctl --user -u imgrank-watch -f
+    """
+
+
+@service.command("install")
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--enable", is_flag=True, help="Also run `systemctl --user daemon-reload` and `enable --now`.")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
+@click.pass_context
+@handles_errors
+def service_install(ctx, roots, enable, print_only):
+    """Write the imgrank-watch user unit (for ROOTS, default: the remembered folders) to
+    ~/.config/systemd/user/, and print or run the systemctl line that starts it.
+
+    \b
+    Example:
+        imgrank service install ~/Pictures
+        imgrank service install --enable
+    """
+    from imgrank import service as svc
+
+    unit_roots = svc.resolve_roots(roots)
+    if print_only:
+        click.echo(svc.render_unit(unit_roots), nl=False)
+        return
+    path = svc.install(unit_roots)
+    say(ctx, f"wrote {path}")
+    if enable:
+        svc.enable()
+        click.echo("imgrank-watch is running; logs: journalctl --user -u imgrank-watch -f")
+    else:
+        click.echo(svc.ENABLE_LINE)

@@ -344,15 +344,17 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
     src, dst = str(src), str(dst)
     try:
         st = os.stat(dst)
-    except OSError:
-        return False
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:  # already moved on again: the row follows now, the next rename carries it on
+        size = mtime_ns = None
     with db.atomic():
         if db.execute("SELECT 1 FROM files WHERE path = ?", [src]).fetchone() is None:
             return False
         db.execute("DELETE FROM files WHERE path = ?", [dst])
         db.execute(
-            "UPDATE files SET path = ?, root_id = ?, size = ?, mtime_ns = ?, last_seen = ? WHERE path = ?",
-            [dst, _root_id(db, Path(dst)), st.st_size, st.st_mtime_ns, time.time(), src],
+            """UPDATE files SET path = ?, root_id = ?, size = coalesce(?, size),
+               mtime_ns = coalesce(?, mtime_ns), last_seen = ? WHERE path = ?""",
+            [dst, _root_id(db, Path(dst)), size, mtime_ns, time.time(), src],
         )
     return True
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from images import photo
 
 from imgrank import debounce, watch
 from imgrank.db import open_db
-from tests.images import photo
 
 SETTLE = 0.3
 
