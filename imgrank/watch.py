@@ -385,11 +385,13 @@ class Watcher:
                 sha = index.mark_missing(self.db, path)
                 if sha is None:
                     continue
+                if self.db.execute("SELECT 1 FROM files WHERE sha256 = ? AND state = 'ok'", [sha]).fetchone():
+                    # the content is still here (a move inotify could not pair, or one of two copies)
+                    self.db.execute("DELETE FROM files WHERE path = ?", [path])
+                    self.counters["moved"] += 1
+                    continue
                 self.counters["deleted"] += 1
-                copy = self.db.execute(
-                    "SELECT 1 FROM files WHERE sha256 = ? AND state = 'ok'", [sha]
-                ).fetchone()
-                if self.cfg.learn_from_deletes and copy is None:
+                if self.cfg.learn_from_deletes:
                     labels.set_label(self.db, sha, "delete", "deleted", path)
                     self.counters["labels"] += 1
                     log.info("deleted: %s (labelled delete)", path)
