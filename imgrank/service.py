@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +27,13 @@ RestartSec=30
 # SIGTERM: the daemon commits and exits within 5 s
 TimeoutStopSec=20
 # Low CPU and IO priority: it never competes with the owner's own work.
-Nice=15
+Nice=10
 CPUSchedulingPolicy=batch
 IOSchedulingClass=idle
 # Sandboxing that works in a user unit: the photo roots and the imgrank home are writable
 # (order rewrites mtimes), everything else read-only.
 NoNewPrivileges=yes
-PrivateTmp=yes
+PrivateTmp={private_tmp}
 ProtectSystem=strict
 ProtectHome=read-only
 {read_write}
@@ -61,18 +62,34 @@ def render_unit(
     """The unit text. `raw` leaves systemd specifiers (like %h) unescaped, for the example unit."""
     esc = (lambda s, command=False: s) if raw else _escape
     home = home or config.home_dir()
-    exec_args = exec_args or [sys.executable, "-m", "imgrank"]
+    exec_args = exec_args or imgrank_command()
     exec_start = " ".join(esc(str(a), command=True) for a in [*exec_args, "watch", *roots])
     env = [f"IMGRANK_HOME={home}"]
     model = model if model is not None else os.environ.get("IMGRANK_MODEL")
     if model:
         env.append(f"IMGRANK_MODEL={model}")
+    private_tmp = "no" if any(_under_tmp(p) for p in [*roots, home]) else "yes"  # else they'd be hidden
     environment = "".join(f"Environment={esc(e)}\n" for e in env)
     writable = [*roots, home]
     read_write = "".join(f"ReadWritePaths={esc(str(p))}\n" for p in writable)
     # the model cache, where uform downloads the published weights on first use ("-": may not exist)
     read_write += "ReadWritePaths=-%h/.cache\n"
-    return UNIT.format(exec_start=exec_start, environment=environment, read_write=read_write)
+    return UNIT.format(
+        exec_start=exec_start, environment=environment, read_write=read_write, private_tmp=private_tmp
+    )
+
+
+def _under_tmp(path: Path) -> bool:
+    return str(path) == "/tmp" or str(path).startswith("/tmp/")
+
+
+def imgrank_command() -> list[str]:
+    """How to run this imgrank: the script beside this Python (its venv), else on PATH, else `python -m`."""
+    beside = Path(sys.executable).parent / "imgrank"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which("imgrank")
+    return [found] if found else [sys.executable, "-m", "imgrank"]
 
 
 def example_unit() -> str:

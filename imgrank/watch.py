@@ -91,6 +91,8 @@ class Watcher:
         self.started_at = time.time()
         self.settler = Settler(self.cfg.settle)
         self.deletes = DeleteBurst(self.cfg.settle)
+        self.held: list[str] = []  # settled files waiting for the rest of a burst
+        self.held_since = 0.0
         self.offline: set[Path] = set()
         self.devices: dict[Path, int] = {}
         self.watches: dict[Path, object] = {}
@@ -167,12 +169,14 @@ class Watcher:
         times = [self.last_beat + self._beat_interval()]
         if self.settler:
             times.append(self.settler.next_due())
+        if self.held:
+            times.append(self.held_since + self.cfg.settle)
         due = self.deletes.due()
         if due is not None:
             if self.settler.first_since(self.deletes.first):  # waits for those arrivals (see _tick)
                 due = max(due, self.settler.next_due())
             times.append(due)
-        elif self.dirty_since is not None and not self.settler:
+        elif self.dirty_since is not None and not self.settler and not self.held:
             times.append(max(now, self.last_order + self.cfg.reorder_interval))
         return min(times)
 
@@ -249,15 +253,20 @@ class Watcher:
     def _tick(self) -> None:
         now = time.monotonic()
         ready = self.settler.ready(now)
-        if ready:
-            self._index(ready)
+        if ready and not self.held:
+            self.held_since = now
+        self.held += ready
+        # In a burst (a camera import) hold what is ready until the rest settles: few, full batches.
+        if self.held and (not self.settler or now >= self.held_since + self.cfg.settle):
+            held, self.held = sorted(set(self.held)), []
+            self._index(held)
         due = self.deletes.due()
         # Wait for files that arrived during the burst: a move across roots is a deletion plus an arrival.
         if due is not None and now >= due:
             if not self.settler.first_since(self.deletes.first) or now > due + 10 * self.cfg.settle:
                 self._deletions()
         self._maybe_retrain()
-        if self.dirty_since is not None and not self.settler and self.deletes.due() is None:
+        if self.dirty_since is not None and not self.settler and not self.held and self.deletes.due() is None:
             if now >= self.last_order + self.cfg.reorder_interval:
                 self._reorder()
         if time.monotonic() >= self.last_beat + self._beat_interval():
@@ -576,12 +585,20 @@ def start_low_priority(argv: list[str], log_path: Path) -> subprocess.Popen:
     if shutil.which("ionice"):
         prefix = ["ionice", "-c", "3"]
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(prefix + argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            prefix + argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_lower_priority,  # before exec: the child never runs at normal priority
+        )
+
+
+def _lower_priority() -> None:
     try:
-        os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
+        os.nice(10)
     except OSError:
         pass
-    return proc
 
 
 def _pid_alive(pid: int | None) -> bool:
