@@ -263,7 +263,8 @@ class Watcher:
         due = self.deletes.due()
         # Wait for files that arrived during the burst: a move across roots is a deletion plus an arrival.
         if due is not None and now >= due:
-            if not self.settler.first_since(self.deletes.first) or now > due + 10 * self.cfg.settle:
+            waiting = self.held or self.settler.first_since(self.deletes.first)
+            if not waiting or now > due + 10 * self.cfg.settle:
                 self._deletions()
         self._maybe_retrain()
         if self.dirty_since is not None and not self.settler and not self.held and self.deletes.due() is None:
