@@ -361,3 +361,25 @@ def test_the_daemon_process_stops_cleanly_on_sigterm_and_never_imports_torch(mod
     assert pid is None and counters["stopped_at"]
     assert counters["torch_loaded"] is False
     assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_enough_new_labels_retrain_in_a_separate_process(daemon, roots):
+    from imgrank.labels import set_label
+
+    for i in range(24):
+        photo(roots / f"many{i:02}.jpg", seed=200 + i, size=(64, 48))
+    w = daemon(retrain_after=20)
+    db = open_db()
+    paths = [p for (p,) in db.execute("SELECT path FROM files WHERE path LIKE '%many%' ORDER BY path")]
+    for path in paths[:12]:
+        set_label(
+            db, db.execute("SELECT sha256 FROM files WHERE path = ?", [path]).fetchone()[0], "keep", "user"
+        )
+    db.close()
+    for path in paths[12:]:
+        os.unlink(path)
+    wait_for(lambda: w.counters["labels"] == 12)
+    wait_for(lambda: w.counters["retrains"] == 1, timeout=120)
+    assert q("SELECT count(*) FROM runs WHERE active = 1") == [(1,)]
+    assert w.retrain is None
