@@ -84,6 +84,14 @@ def _init_worker(known: set[str]) -> None:
     _known = known
 
 
+def _init_pool_worker(known: set[str]) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides how to stop, not each worker.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(known)
+
+
 def _read_one(path: str) -> dict:
     """Read a file once: hash it, and decode+preprocess it unless its content is already embedded."""
     out = {"path": path, "sha256": None, "array": None, "size": None, "mtime_ns": None}
@@ -105,7 +113,7 @@ def _results(paths: list[str], known: set[str], jobs: int):
         yield from map(_read_one, paths)
         return
     ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=(known,)) as pool:
+    with ctx.Pool(jobs, initializer=_init_pool_worker, initargs=(known,)) as pool:
         yield from pool.imap(_read_one, paths, chunksize=2)
 
 

@@ -26,6 +26,8 @@ ExecStart={exec_start}
 RestartSec=30
 # SIGTERM: the daemon commits and exits within 5 s
 TimeoutStopSec=20
+# SIGTERM to the daemon only; it stops its own decoding workers and any retraining child.
+KillMode=mixed
 # Low CPU and IO priority: it never competes with the owner's own work.
 Nice=10
 CPUSchedulingPolicy=batch
