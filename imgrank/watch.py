@@ -98,7 +98,7 @@ class Watcher:
         self.watches: dict[Path, object] = {}
         self.observer = None
         self.dirty_since: float | None = None
-        self.last_order = 0.0
+        self.last_order = float("-inf")  # the first change is ordered at once
         self.last_beat = 0.0
         self.retrain: subprocess.Popen | None = None
         self.label_mark = 0
