@@ -111,8 +111,14 @@ def scan(ctx, roots, model, jobs, as_json):
             bar.__enter__()
 
     try:
-        result = index.scan(db, all_roots, embedder, jobs=jobs, on_total=on_total,
-                            progress=lambda n: bar.update(n) if bar else None)
+        result = index.scan(
+            db,
+            all_roots,
+            embedder,
+            jobs=jobs,
+            on_total=on_total,
+            progress=lambda n: bar.update(n) if bar else None,
+        )
     finally:
         if bar:
             bar.__exit__(None, None, None)
@@ -391,9 +397,9 @@ def top(limit, as_json):
     Example:
         imgrank top -n 50
     """
-    from imgrank.model import top as top_rows
+    from imgrank.order import ranked
 
-    rows = top_rows(open_db(), limit)
+    rows = [{k: r[k] for k in ("path", "score", "label")} for r in ranked(open_db(), limit)]
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
     emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")
@@ -441,6 +447,105 @@ def export(file, as_json):
 
 
 # --- commands: order, restore (order.py) ---
+
+
+def _when(ns: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
+    for path, reason in failed:
+        click.echo(f"{path}: {reason}", err=True)
+    if failed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--step",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Seconds between neighbours (2 keeps the order on FAT and network shares).",
+)
+@click.option("--top", "top_n", type=click.IntRange(min=1), help="Touch only the N least-wanted photos.")
+@click.option(
+    "--oldest-first", is_flag=True, help="Least-wanted get the oldest times (viewers sorted oldest first)."
+)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@handles_errors
+def order(ctx, step, top_n, oldest_first, dry_run, as_json):
+    """Set photo mtimes in score order: a viewer sorted by date shows the least-wanted first.
+
+    The newest time goes to the highest deletion score, ending at now, one --step apart. Each
+    file's original mtime is stored before it is first changed; `imgrank restore` puts it back.
+    Access times and the photos' bytes are never changed.
+
+    \b
+    Example:
+        imgrank order                  # then sort your viewer by date, newest first
+        imgrank order --top 200        # touch only the 200 least-wanted
+        imgrank order --dry-run | head
+    """
+    from imgrank.order import order as run_order
+
+    result = run_order(open_db(), step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run)
+    if as_json:
+        emit(result.as_dict(), True)
+    elif dry_run:
+        for p in result.plan:
+            click.echo(f"{p['score']:.3f}  {_when(p['mtime_ns'])} -> {_when(p['new_mtime_ns'])}  {p['path']}")
+        click.echo(
+            f"dry run: would set {result.touched} of {result.ordered} mtimes ({result.in_place} in place)"
+        )
+    elif result.ordered == 0:
+        click.echo(
+            "nothing to order: no scored photos under the roots (run `imgrank scan` and `imgrank train`)"
+        )
+    else:
+        extra = (
+            f", {result.restored} no longer in the order given their own time back" if result.restored else ""
+        )
+        click.echo(
+            f"ordered {result.ordered} photos: {result.touched} mtimes set, "
+            f"{result.in_place} already in place{extra}, {len(result.failed)} failed ({result.seconds:.1f} s)"
+        )
+    _report_failures(ctx, result.failed)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--force", is_flag=True, help="Also restore files whose mtime someone changed since.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@handles_errors
+def restore(ctx, paths, force, as_json):
+    """Put back the original mtimes imgrank changed (all, or of files under PATHS).
+
+    A file whose mtime was changed by someone else since imgrank set it is reported and left
+    alone (--force restores it anyway).
+
+    \b
+    Example:
+        imgrank restore
+        imgrank restore ~/Pictures/2024
+    """
+    from imgrank.order import restore as run_restore
+
+    result = run_restore(open_db(), paths or None, force=force)
+    extra = f", {result.gone} deleted since forgotten" if result.gone else ""
+    emit(
+        result.as_dict(),
+        as_json,
+        f"restored {result.restored} mtimes ({result.already} already original{extra}), "
+        f"{len(result.failed)} left alone",
+    )
+    _report_failures(ctx, result.failed)
+
 
 # --- commands: watch, service (watch.py) ---
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["settings"].create({"key": str, "value": str}, pk="key")
 
 
+@migrations()
+def m002_mtimes_prev(db: sqlite_utils.Database) -> None:
+    # The imgrank time a file had before the one being set, until the touch is done: a crash
+    # between the database write and the touch leaves a time that `order`/`restore` still know.
+    db["mtimes"].add_column("prev_set_ns", int)
+
+
 def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
     """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated."""
     path = Path(path) if path else config.db_path()
@@ -107,10 +115,17 @@ def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
         os.close(fd)
     db = sqlite_utils.Database(path)
     db.execute("PRAGMA busy_timeout = 30000")
-    db.enable_wal()
+    # Two processes opening a new database at once (the daemon and a command) would race in the
+    # switch to WAL and the migrations: one at a time, under a lock file beside the database.
+    lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        db.enable_wal()
+        migrations.apply(db)
+    finally:
+        os.close(lock_fd)
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
-    migrations.apply(db)
     for suffix in ("", "-wal", "-shm"):
         p = Path(str(path) + suffix)
         if p.exists():

@@ -25,7 +25,7 @@ TEXT_BATCH = 256
 
 
 def preprocess_image(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
-    """RGB image -> float32 3×size×size: shortest side to `size` (bicubic), centre crop, CLIP normalisation."""
+    """RGB image -> float32 3×size×size: shortest side to `size` (bicubic), centre crop, CLIP norm."""
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size

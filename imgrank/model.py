@@ -314,17 +314,3 @@ def import_head(db, path: Path | str) -> int:
     db.execute("UPDATE runs SET head_path = ? WHERE id = ?", [str(dest), run_id])
     use_run(db, run_id)
     return run_id
-
-
-def top(db, n: int = 20) -> list[dict]:
-    """The least-wanted present photos: highest deletion score first, labelled ones marked."""
-    rows = db.execute(
-        """
-        SELECT f.path, s.score, l.label FROM scores s
-        JOIN files f ON f.sha256 = s.sha256 AND f.state = 'ok'
-        LEFT JOIN labels l ON l.sha256 = s.sha256
-        ORDER BY s.score DESC, f.path LIMIT ?
-        """,
-        [n],
-    ).fetchall()
-    return [{"path": r[0], "score": round(r[1], 4), "label": r[2]} for r in rows]

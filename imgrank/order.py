@@ -1,0 +1,319 @@
+"""Set file mtimes in score order, so a viewer sorted by date shows the least-wanted first; restore them.
+
+Nothing may be lost on the way. Before a file's mtime is changed, the database records, in one
+transaction: its original mtime (kept across later orders), the time about to be set, and the
+imgrank time it has now, if any. Only then are the files touched. So whatever a crash leaves on
+disk is one of three times the database knows: the original, the previous imgrank time or the new
+one; rerunning `order` or `restore` recognises all three. Any other time means someone else
+changed the file: that time becomes its original.
+
+The `files` row of a file in step with the disk gets the new time in the same transaction, so a
+later scan sees nothing changed (no re-hash, no re-embed).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+BATCH = 5000  # rows per executemany chunk
+
+
+@dataclass
+class Record:
+    """What the database knows of a file's mtimes."""
+
+    original_ns: int
+    set_ns: int | None
+    prev_set_ns: int | None
+
+    def ours(self, mtime_ns: int) -> bool:
+        """Is this on-disk time one imgrank set (or the original, not yet touched)?"""
+        return mtime_ns in (self.original_ns, self.set_ns, self.prev_set_ns)
+
+
+@dataclass
+class OrderResult:
+    ordered: int = 0  # files in the order
+    touched: int = 0  # files whose mtime changed
+    in_place: int = 0  # files already at their time
+    restored: int = 0  # files no longer in the order, given their own time back
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    plan: list[dict] = field(default_factory=list)  # filled by a dry run
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "ordered": self.ordered,
+            "touched": self.touched,
+            "in_place": self.in_place,
+            "restored": self.restored,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "dry_run": self.dry_run,
+            "plan": self.plan,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class RestoreResult:
+    restored: int = 0  # mtimes put back
+    already: int = 0  # records whose file already had its original time
+    gone: int = 0  # records of files deleted since (their folder is still there): forgotten
+    failed: list[tuple[str, str]] = field(default_factory=list)  # left alone, record kept
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "restored": self.restored,
+            "already": self.already,
+            "gone": self.gone,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[dict]:
+    """Present, scored images under the roots: highest deletion score first, then by path."""
+    rows = db.execute(
+        """
+        SELECT f.id, f.path, f.size, f.mtime_ns, s.score, l.label FROM scores s
+        JOIN files f ON f.sha256 = s.sha256 AND f.state = 'ok' AND f.root_id IS NOT NULL
+        LEFT JOIN labels l ON l.sha256 = s.sha256
+        ORDER BY s.score DESC, f.path
+        LIMIT ?
+        """,
+        [-1 if limit is None else limit],
+    ).fetchall()
+    keys = ("id", "path", "size", "mtime_ns", "score", "label")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def _records(db: sqlite_utils.Database, under: list[str] | None = None) -> dict[str, Record]:
+    """The records of all touched files, or of those at or under the given absolute paths."""
+    sql = "SELECT path, original_ns, set_ns, prev_set_ns FROM mtimes"
+    if under is None:
+        rows = db.execute(sql).fetchall()
+    else:
+        rows = []
+        for p in under:
+            prefix = p.rstrip(os.sep) + os.sep
+            rows += db.execute(
+                sql + " WHERE path = ? OR substr(path, 1, ?) = ?", [p, len(prefix), prefix]
+            ).fetchall()
+    return {r[0]: Record(r[1], r[2], r[3]) for r in rows}
+
+
+def _lstat(path: str) -> tuple[os.stat_result | None, str | None]:
+    """The file's own stat (a symlink is never followed), or why it cannot be touched."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return None, "vanished" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None, "not a regular file any more"
+    return st, None
+
+
+def _touch(path: str, atime_ns: int, mtime_ns: int) -> str | None:
+    """Set the mtime, keep the atime; the reason on failure."""
+    try:
+        os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def _times(n: int, step_ns: int, now_ns: int, oldest_first: bool, before_ns: int | None) -> list[int]:
+    """The mtime for each rank (0 = least wanted): evenly spaced by whole steps, never in the future.
+
+    Newest first, rank 0 gets the newest time, "now" rounded down to the step. Oldest first,
+    rank 0 gets the oldest; when only the top N are ordered (`before_ns` is the oldest time of
+    the rest), they all go just before that time, so the rest keep their own times after them.
+    """
+    if oldest_first:
+        end = before_ns - step_ns if before_ns is not None else now_ns
+        end = end // step_ns * step_ns
+        return [end - (n - 1 - i) * step_ns for i in range(n)]
+    end = now_ns // step_ns * step_ns
+    return [end - i * step_ns for i in range(n)]
+
+
+def order(
+    db: sqlite_utils.Database,
+    step: float = 2.0,
+    top: int | None = None,
+    oldest_first: bool = False,
+    dry_run: bool = False,
+    now_ns: int | None = None,
+) -> OrderResult:
+    """Set the mtimes of the scored images under the roots in score order (see the module text).
+
+    With `top`, only the `top` least-wanted are ordered; files imgrank ordered before that are
+    no longer among them get their own times back.
+    """
+    start = time.monotonic()
+    result = OrderResult(dry_run=dry_run)
+    step_ns = max(1, round(step * 1e9))
+    rows = ranked(db)
+    chosen, rest = (rows, []) if top is None else (rows[:top], rows[top:])
+    records = _records(db)
+    before_ns = None
+    if oldest_first and top is not None and rest:
+        before_ns = min(
+            records[r["path"]].original_ns if r["path"] in records else r["mtime_ns"] for r in rest
+        )
+    targets = _times(len(chosen), step_ns, now_ns or time.time_ns(), oldest_first, before_ns)
+    result.ordered = len(chosen)
+
+    # Plan: what each file's record and row become. Nothing is written yet.
+    plans = []  # (row, st, target, record-after)
+    for row, target in zip(chosen, targets, strict=True):
+        st, why = _lstat(row["path"])
+        if st is None:
+            result.failed.append((row["path"], why))
+            continue
+        if st.st_mtime_ns == target:
+            result.in_place += 1
+            continue
+        rec = records.get(row["path"])
+        if rec is not None and rec.ours(st.st_mtime_ns):
+            original = rec.original_ns
+            prev = st.st_mtime_ns if st.st_mtime_ns != rec.original_ns else None
+        else:  # never touched, or changed by someone else since: today's time is its own
+            original, prev = st.st_mtime_ns, None
+        plans.append((row, st, target, Record(original, target, prev)))
+    if dry_run:
+        result.plan = [
+            {"path": r["path"], "score": r["score"], "mtime_ns": st.st_mtime_ns, "new_mtime_ns": t}
+            for r, st, t, _ in plans
+        ]
+        result.touched = len(plans)
+        result.seconds = time.monotonic() - start
+        return result
+
+    # Record first, in one transaction: originals, new times, and the rows that stay in step
+    # with the disk (a row that is not, because the file changed since the last scan, keeps its
+    # old time so the next scan still sees the change).
+    def in_step(row: dict, st: os.stat_result) -> bool:
+        old = records.get(row["path"])
+        return row["size"] == st.st_size and (
+            row["mtime_ns"] == st.st_mtime_ns
+            or (old is not None and old.ours(st.st_mtime_ns) and old.ours(row["mtime_ns"]))
+        )
+
+    now = time.time()
+    with db.atomic():
+        _write_records(db, [(row["path"], rec) for row, _, _, rec in plans], now)
+        _executemany(
+            db,
+            "UPDATE files SET mtime_ns = ? WHERE id = ?",
+            [(rec.set_ns, row["id"]) for row, st, _, rec in plans if in_step(row, st)],
+        )
+
+    # Then touch. A failure puts that file's record and row back as they were.
+    undo = []
+    for row, st, target, _ in plans:
+        why = _touch(row["path"], st.st_atime_ns, target)
+        if why is None:
+            result.touched += 1
+        else:
+            result.failed.append((row["path"], why))
+            undo.append(row)
+    if undo:
+        with db.atomic():
+            _write_records(db, [(r["path"], records[r["path"]]) for r in undo if r["path"] in records], now)
+            _executemany(
+                db,
+                "DELETE FROM mtimes WHERE path = ?",
+                [(r["path"],) for r in undo if r["path"] not in records],
+            )
+            _executemany(
+                db, "UPDATE files SET mtime_ns = ? WHERE id = ?", [(r["mtime_ns"], r["id"]) for r in undo]
+            )
+
+    # Files imgrank ordered before that are no longer in the order get their own times back
+    # (those not on disk now are left for `restore`, which tells deleted from unmounted).
+    chosen_paths = {r["path"] for r in chosen}
+    others = {p: r for p, r in records.items() if p not in chosen_paths and os.path.lexists(p)}
+    if others:
+        back = _give_back(db, others)
+        result.restored = back.restored
+        result.failed += back.failed
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def restore(
+    db: sqlite_utils.Database, paths: Iterable[str | Path] | None = None, force: bool = False
+) -> RestoreResult:
+    """Put original mtimes back (all, or of files under `paths`) and forget those records.
+
+    Only where the file still has a time imgrank set: a file changed since is reported and left
+    alone, its record kept, unless `force`. A file deleted since is forgotten; one whose folder
+    is gone (an unmounted disk?) is reported and its record kept for when it comes back.
+    """
+    wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
+    return _give_back(db, _records(db, wanted), force)
+
+
+def _give_back(db: sqlite_utils.Database, records: dict[str, Record], force: bool = False) -> RestoreResult:
+    start = time.monotonic()
+    result = RestoreResult()
+    done = []  # (path, original) whose record goes
+    for path, rec in records.items():
+        st, why = _lstat(path)
+        if st is None and why == "vanished" and os.path.isdir(os.path.dirname(path)):
+            result.gone += 1  # deleted since: nothing to give back
+            done.append((path, rec))
+            continue
+        if st is None:
+            if why == "vanished":
+                why = "its folder is not there (unmounted?): original time kept for later"
+            result.failed.append((path, why))
+            continue
+        if st.st_mtime_ns == rec.original_ns:
+            result.already += 1
+            done.append((path, rec))
+            continue
+        if not rec.ours(st.st_mtime_ns) and not force:
+            result.failed.append(
+                (path, "changed since imgrank ordered it: left alone (--force restores anyway)")
+            )
+            continue
+        why = _touch(path, st.st_atime_ns, rec.original_ns)
+        if why is not None:
+            result.failed.append((path, why))
+            continue
+        result.restored += 1
+        done.append((path, rec))
+    with db.atomic():
+        _executemany(db, "DELETE FROM mtimes WHERE path = ?", [(p,) for p, _ in done])
+        # Rows in step with imgrank's time follow the file back, so a scan sees no change.
+        _executemany(
+            db,
+            "UPDATE files SET mtime_ns = ? WHERE path = ? AND mtime_ns IN (?, ?)",
+            [(r.original_ns, p, r.set_ns, r.prev_set_ns) for p, r in done],
+        )
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _write_records(db: sqlite_utils.Database, items: list[tuple[str, Record]], now: float) -> None:
+    _executemany(
+        db,
+        "INSERT OR REPLACE INTO mtimes (path, original_ns, set_ns, prev_set_ns, at) VALUES (?, ?, ?, ?, ?)",
+        [(p, r.original_ns, r.set_ns, r.prev_set_ns, now) for p, r in items],
+    )
+
+
+def _executemany(db: sqlite_utils.Database, sql: str, params: list[tuple]) -> None:
+    for i in range(0, len(params), BATCH):
+        db.conn.executemany(sql, params[i : i + BATCH])

@@ -1,0 +1,403 @@
+"""`imgrank order` and `imgrank restore`: score order in a real viewer, nothing lost, no loops."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from images import photo
+
+from imgrank import index
+from imgrank import order as order_mod
+from imgrank.cli import cli
+from imgrank.db import open_db
+from imgrank.order import order, ranked, restore
+
+DAY = 86_400 * 10**9
+PAST = 1_600_000_000 * 10**9  # 2020-09-13: every original time in these tests is older than now
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def times(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_atime_ns, st.st_mtime_ns
+
+
+def scored_folder(db, root: Path, scores: list[float], mtimes: list[int] | None = None) -> list[Path]:
+    """Real files under a registered root, indexed and scored as a scan and `score` would leave them.
+
+    The index rows are written directly so hundreds of hypothesis examples stay fast; the files,
+    their times and everything `order` and `restore` do are real.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    index.add_roots(db, [root])
+    root_id = db.execute("SELECT id FROM roots WHERE path = ?", [str(root.resolve())]).fetchone()[0]
+    paths = []
+    with db.atomic():
+        for i, score in enumerate(scores):
+            p = root.resolve() / f"img{i:03d}.jpg"
+            p.write_bytes(b"photo %d" % i)
+            mtime = mtimes[i] if mtimes else PAST - i * DAY - i * 7919
+            os.utime(p, ns=(PAST + i * 13, mtime))  # distinct atimes, to see they stay
+            st = p.stat()
+            sha = f"{root.name}:{i}"
+            db.execute(
+                "INSERT INTO files (path, root_id, size, mtime_ns, sha256, state) "
+                "VALUES (?, ?, ?, ?, ?, 'ok')",
+                [str(p), root_id, st.st_size, st.st_mtime_ns, sha],
+            )
+            db.execute("INSERT INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, score])
+            paths.append(p)
+    return paths
+
+
+def by_mtime(paths: list[Path], newest_first: bool = True) -> list[str]:
+    return [str(p) for p in sorted(paths, key=lambda p: os.lstat(p).st_mtime_ns, reverse=newest_first)]
+
+
+def in_step(db, paths: list[Path]) -> bool:
+    """Does every files row hold the mtime on disk (so a scan sees nothing changed)?"""
+    rows = dict(db.execute("SELECT path, mtime_ns FROM files").fetchall())
+    return all(rows[str(p)] == os.lstat(p).st_mtime_ns for p in paths)
+
+
+scores_st = st.lists(
+    st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 1.0]) | st.floats(0, 1), min_size=1, max_size=25
+)
+mtimes_st = st.integers(min_value=10**9, max_value=PAST)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    scores=scores_st,
+    data=st.data(),
+    step=st.sampled_from([2.0, 1.0, 0.5, 60.0]),
+    oldest_first=st.booleans(),
+)
+def test_order_then_restore_is_the_identity(scores, data, step, oldest_first):
+    mtimes = data.draw(st.lists(mtimes_st, min_size=len(scores), max_size=len(scores)))
+    top = data.draw(st.none() | st.integers(1, len(scores)))
+    rounds = data.draw(st.integers(1, 3))  # orders in a row (scores change between them)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_db(Path(tmp) / "imgrank.db")
+        paths = scored_folder(db, Path(tmp) / "photos", scores, mtimes)
+        before = {p: times(p) for p in paths}
+        for r in range(rounds):
+            result = order(db, step=step, top=top, oldest_first=oldest_first)
+            assert not result.failed
+            assert all(times(p)[0] == before[p][0] for p in paths)  # access times untouched
+            assert in_step(db, paths)
+            db.execute("UPDATE scores SET score = 1 - score WHERE sha256 = ?", [f"photos:{r % len(scores)}"])
+        back = restore(db)
+        assert not back.failed
+        assert {p: times(p) for p in paths} == before
+        assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 0
+        assert in_step(db, paths)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scores=scores_st, data=st.data(), step=st.sampled_from([2.0, 1.0, 0.5]), oldest_first=st.booleans())
+def test_the_order_matches_the_scores(scores, data, step, oldest_first):
+    top = data.draw(st.none() | st.integers(1, len(scores)))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_db(Path(tmp) / "imgrank.db")
+        paths = scored_folder(db, Path(tmp) / "photos", scores)
+        now = time.time_ns()
+        order(db, step=step, top=top, oldest_first=oldest_first)
+        want = [r["path"] for r in ranked(db)]
+        n = len(want) if top is None else top
+        got = by_mtime(paths, newest_first=not oldest_first)
+        assert got[:n] == want[:n]  # the least-wanted first, in score order
+        set_times = sorted(os.lstat(p).st_mtime_ns for p in want[:n])
+        step_ns = round(step * 1e9)
+        assert all(b - a == step_ns for a, b in zip(set_times, set_times[1:], strict=False))  # evenly spaced
+        assert all(t % step_ns == 0 for t in set_times)  # on whole steps (FAT keeps 2 s)
+        assert set_times[-1] <= time.time_ns()  # never in the future
+        if top is None and not oldest_first:
+            assert set_times[-1] >= now - step_ns  # ending at now
+        if top is not None:  # the rest keep their own times
+            assert all(
+                os.lstat(p).st_mtime_ns == PAST - i * DAY - i * 7919
+                for i, p in enumerate(paths)
+                if str(p) not in want[:n]
+            )
+
+
+def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeypatch):
+    root = tmp_path / "photos"
+    for i in range(6):
+        photo(root / f"p{i}.jpg", seed=i)
+    assert run("scan", str(root), "--jobs", "1").exit_code == 0
+    db = open_db()
+    with db.atomic():
+        for i, (sha,) in enumerate(db.execute("SELECT sha256 FROM files ORDER BY path").fetchall()):
+            db.execute("INSERT INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, i / 10])
+    reads = []
+    real = index._read_one
+    monkeypatch.setattr(index, "_read_one", lambda p: reads.append(p) or real(p))
+    for command in (
+        ["order"],
+        ["scan", "--json", "--jobs", "1"],
+        ["restore"],
+        ["scan", "--json", "--jobs", "1"],
+    ):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
+        if command[0] == "scan":
+            assert json.loads(result.output)["unchanged"] == 6
+    assert reads == []
+
+
+def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_path):
+    """A real `kill -9` in the middle of the touches, after the first order and during a second one."""
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [i / 20 for i in range(20)])
+    before = {p: times(p) for p in paths}
+
+    def order_killed_after(k: int) -> None:
+        script = (
+            "import os, signal; from imgrank import order as o; from imgrank.db import open_db\n"
+            "real, n = o._touch, [0]\n"
+            "def touch(*a):\n"
+            f"    n[0] += 1\n    if n[0] > {k}: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(*a)\n"
+            "o._touch = touch\n"
+            "o.order(open_db())\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", script], env=os.environ, capture_output=True)
+        assert proc.returncode == -9, proc.stderr
+
+    order_killed_after(7)  # the first order dies: 7 files touched, 13 recorded but not touched
+    assert restore(db).failed == []
+    assert {p: times(p) for p in paths} == before
+
+    order_killed_after(5)
+    order(db)  # rerun to the end, then change the scores and die in the middle of the next order
+    db.execute("UPDATE scores SET score = 1 - score")
+    order_killed_after(9)
+    order(db)  # rerunning `order` is correct...
+    assert by_mtime(paths) == [r["path"] for r in ranked(db)]
+    assert in_step(db, paths)
+    db.execute("UPDATE scores SET score = 1 - score")
+    order_killed_after(3)
+    back = restore(db)  # ...and so is `restore` straight after a crash
+    assert back.failed == []
+    assert {p: times(p) for p in paths} == before
+    assert in_step(db, paths)
+
+
+def test_edits_after_ordering_become_the_original(tmp_path):
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [0.9, 0.5, 0.1])
+    before = {p: times(p) for p in paths}
+    assert run("order").exit_code == 0
+    touched, edited = paths[0], paths[1]
+    os.utime(touched, ns=(before[touched][0], PAST + 5 * DAY))  # someone set its time
+    edited.write_bytes(b"edited in an editor")  # someone changed its content: mtime is now
+
+    result = run("restore")
+    assert result.exit_code == 1
+    assert f"{touched}: changed since imgrank ordered it" in result.output
+    assert f"{edited}: changed since imgrank ordered it" in result.output
+    assert times(paths[2]) == before[paths[2]]
+    assert os.lstat(touched).st_mtime_ns == PAST + 5 * DAY  # left alone
+
+    # A later order takes the owner's time as the original; a restore gives that back.
+    edited_mtime = os.lstat(edited).st_mtime_ns
+    assert run("order").exit_code == 0
+    assert run("restore").exit_code == 0
+    assert os.lstat(touched).st_mtime_ns == PAST + 5 * DAY
+    assert os.lstat(edited).st_mtime_ns == edited_mtime
+    assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 0
+
+
+def test_restore_force_puts_back_a_time_someone_changed(tmp_path):
+    db = open_db()
+    (path,) = scored_folder(db, tmp_path / "photos", [0.5])
+    before = times(path)
+    order(db)
+    os.utime(path, ns=(before[0], PAST + DAY))
+    assert run("restore").exit_code == 1
+    assert run("restore", "--force").exit_code == 0
+    assert times(path) == before
+
+
+def test_a_file_that_cannot_be_touched_is_reported_and_the_rest_are_ordered(tmp_path):
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [0.9, 0.8, 0.7, 0.1])
+    gone = paths[1]
+    gone.unlink()
+    result = run("order")
+    assert result.exit_code == 1
+    assert f"{gone}: vanished" in result.output
+    assert "ordered 4 photos: 3 mtimes set" in result.output
+    assert by_mtime([p for p in paths if p != gone]) == [str(p) for p in paths if p != gone]
+    assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 3
+    # A restore forgets the deleted file (its folder is still there) and gives back the rest.
+    result = run("restore", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.output) | {"seconds": 0} == {
+        "restored": 3,
+        "already": 0,
+        "gone": 0,
+        "failed": [],
+        "seconds": 0,
+    }
+
+
+def _can_mount_read_only(path: Path) -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def test_a_read_only_mount_is_reported_and_the_rest_are_ordered(tmp_path):
+    """A real read-only bind mount, in a private mount namespace, over one folder of the root."""
+    db = open_db()
+    root = tmp_path / "photos"
+    paths = scored_folder(db, root, [0.9, 0.6, 0.3])
+    ro = root / "ro"
+    ro.mkdir()
+    moved = ro / paths[1].name
+    paths[1].rename(moved)
+    db.execute("UPDATE files SET path = ? WHERE path = ?", [str(moved), str(paths[1])])
+    paths[1] = moved
+    before = {p: times(p) for p in paths}
+    if not _can_mount_read_only(ro):
+        pytest.skip("no user namespaces here for a read-only bind mount")
+    imgrank = [sys.executable, "-m", "imgrank"]
+    shell = f'mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", shell, "sh", *imgrank, "order"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert proc.returncode == 1
+    assert f"{moved}: Read-only file system" in proc.stderr
+    assert "ordered 3 photos: 2 mtimes set" in proc.stdout
+    assert times(moved) == before[moved]
+    assert [r[0] for r in db.execute("SELECT path FROM mtimes ORDER BY path")] == sorted(
+        str(p) for p in (paths[0], paths[2])
+    )
+    assert in_step(db, paths)
+    assert run("restore").exit_code == 0
+    assert {p: times(p) for p in paths} == before
+
+
+def test_top_n_touches_only_the_least_wanted_and_gives_the_rest_back(tmp_path):
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [0.9, 0.8, 0.7, 0.6, 0.5])
+    before = {p: times(p) for p in paths}
+    order(db)
+    result = order(db, top=2)
+    assert (result.ordered, result.restored) == (2, 3)
+    assert [times(p) for p in paths[2:]] == [before[p] for p in paths[2:]]
+    assert by_mtime(paths)[:2] == [str(paths[0]), str(paths[1])]
+    assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 2
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [0.2, 0.7])
+    before = {p: times(p) for p in paths}
+    result = run("order", "--dry-run")
+    assert result.exit_code == 0
+    assert "dry run: would set 2 of 2 mtimes" in result.output
+    assert result.output.index(str(paths[1])) < result.output.index(str(paths[0]))
+    assert {p: times(p) for p in paths} == before
+    assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 0
+
+
+def test_restore_under_a_path_restores_only_there(tmp_path):
+    db = open_db()
+    a = scored_folder(db, tmp_path / "photos" / "a", [0.1, 0.2])
+    b = scored_folder(db, tmp_path / "photos" / "a-b", [0.3])  # a sibling whose name starts the same
+    before = {p: times(p) for p in a + b}
+    order(db)
+    result = run("restore", str(tmp_path / "photos" / "a"))
+    assert result.exit_code == 0
+    assert [times(p) for p in a] == [before[p] for p in a]
+    assert times(b[0]) != before[b[0]]
+
+
+def test_restore_forgets_deleted_files_and_keeps_records_of_an_unmounted_folder(tmp_path):
+    db = open_db()
+    kept = scored_folder(db, tmp_path / "photos", [0.5, 0.4])
+    away = scored_folder(db, tmp_path / "disk", [0.3])
+    order(db)
+    kept[0].unlink()
+    shutil.move(tmp_path / "disk", tmp_path / "unplugged")
+    result = restore(db)
+    assert (result.restored, result.gone) == (1, 1)
+    assert result.failed == [
+        (str(away[0]), "its folder is not there (unmounted?): original time kept for later")
+    ]
+    assert [r[0] for r in db.execute("SELECT path FROM mtimes")] == [str(away[0])]
+
+
+@pytest.mark.skipif(not shutil.which("feh"), reason="feh is not installed (.ci/run installs it)")
+def test_feh_sorted_by_mtime_lists_photos_in_top_order(tmp_path, model_env):
+    """The whole way: real photos, scan, labels, training, order, and a real viewer's listing."""
+    root = tmp_path / "photos"
+    for i in range(12):
+        photo(root / "keep" / f"k{i:02d}.jpg", seed=i)
+        photo(root / "bad" / f"b{i:02d}.png", seed=100 + i, size=(160, 120))
+    for i in range(6):
+        photo(root / "new" / f"n{i}.webp", seed=200 + i)
+    for command in (
+        ["scan", str(root), "--jobs", "1"],
+        ["relabel", "keep", str(root / "keep")],
+        ["relabel", "delete", str(root / "bad")],
+        ["train"],
+    ):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
+
+    def feh(*flags) -> list[str]:
+        out = subprocess.run(
+            ["feh", "--list", "--recursive", "--sort", "mtime", *flags, str(root)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [line.split("\t")[-1] for line in out.splitlines()[1:]]
+
+    top = [r["path"] for r in json.loads(run("top", "-n", "100", "--json").output)]
+    assert len(top) == 30
+    assert run("order").exit_code == 0
+    assert feh() == top
+    assert run("order", "--oldest-first").exit_code == 0
+    assert feh("--reverse") == top
+    assert run("restore").exit_code == 0
+
+
+def test_order_with_nothing_scored_says_what_to_run():
+    result = run("order")
+    assert result.exit_code == 0
+    assert "run `imgrank scan` and `imgrank train`" in result.output
+
+
+def test_ranking_skips_files_outside_the_roots_and_missing_ones(tmp_path):
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [0.3, 0.2, 0.1])
+    db.execute(
+        "UPDATE files SET root_id = NULL WHERE path = ?", [str(paths[0])]
+    )  # a labelled folder elsewhere
+    db.execute("UPDATE files SET state = 'missing' WHERE path = ?", [str(paths[1])])
+    assert [r["path"] for r in ranked(db)] == [str(paths[2])]
+    assert order_mod.order(db).ordered == 1
