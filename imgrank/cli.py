@@ -565,6 +565,10 @@ def restore(ctx, paths, force, as_json):
     help="More deletions than this at once is a folder wipe: nothing is learnt from them.",
 )
 @click.option("--polling", is_flag=True, help="Poll instead of inotify (network shares).")
+@click.option("--top", type=click.IntRange(min=1), help="Order only the N least-wanted (as `order --top`).")
+@click.option(
+    "--oldest-first", is_flag=True, help="Least-wanted get the oldest times (as `order --oldest-first`)."
+)
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.pass_context
 @handles_errors

@@ -50,6 +50,8 @@ EVENTS = [
 class WatchConfig:
     settle: float = 2.0  # seconds a file's size and mtime must hold still (without a close event)
     reorder_interval: float = 30.0  # at most one reorder per this many seconds
+    top: int | None = None  # order only the N least-wanted (as `imgrank order --top N`)
+    oldest_first: bool = False  # as `imgrank order --oldest-first`
     retrain_after: int = 20  # new labels before retraining in the background
     learn_from_deletes: bool = True
     max_delete_burst: int = 20  # more deletions than this in one burst: a folder wipe, no labels
@@ -115,8 +117,11 @@ class Watcher:
         from imgrank.db import open_db
         from imgrank.embed import load_embedder
 
+        from imgrank.index import add_roots
+
         self.db = db = open_db()
         _refuse_second_daemon(db)
+        add_roots(db, [r for r in self.roots if r.is_dir()])  # what it indexes is under a root
         self.embedder = load_embedder(self.cfg.model)
         self._beat(force=True)
         try:
@@ -407,17 +412,17 @@ class Watcher:
                     log.info("deleted: %s (labelled delete)", path)
 
     def _reorder(self) -> None:
+        from imgrank.order import order
+
         self.dirty_since = None
         self.last_order = time.monotonic()
-        try:
-            from imgrank.order import order
-        except ImportError:
-            self._say_once("order", "ordering is not available in this version")
-            return
         if self.db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is None:
             return
-        order(self.db)
+        result = order(self.db, top=self.cfg.top, oldest_first=self.cfg.oldest_first)
         self.counters["reorders"] += 1
+        for path, reason in result.failed:
+            log.warning("order: %s: %s", path, reason)
+        log.info("ordered %d photos (%d mtimes set)", result.ordered, result.touched)
 
     # --- retraining ----------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from images import photo
 
 from imgrank import debounce, watch
 from imgrank.db import open_db
+from imgrank.model import score_all
+from imgrank.order import order, restore
 
 SETTLE = 0.3
 
@@ -253,16 +255,9 @@ def test_order_and_touches_do_not_wake_the_daemon_into_work(daemon, roots):
     time.sleep(SETTLE)  # let the catch-up's own reorder (if any) pass
     before = dict(w.counters)
     db = open_db()
-    try:
-        from imgrank.order import order
-
-        order(db)
-    except ImportError:  # order.py not there yet: do what it does, mtime + files row together
-        for i, (path,) in enumerate(db.execute("SELECT path FROM files").fetchall()):
-            ns = time.time_ns() - i * 10**9
-            with db.atomic():
-                os.utime(path, ns=(ns, ns))
-                db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [ns, path])
+    score_all(db)
+    restore(db)  # whatever the daemon ordered goes back, then every photo gets a new mtime:
+    assert order(db).touched == 3  # neither is work for the daemon
     db.close()
     time.sleep(SETTLE * 5)
     for key in ("indexed", "embedded", "batches", "reorders", "scored", "deleted"):
@@ -383,3 +378,39 @@ def test_enough_new_labels_retrain_in_a_separate_process(daemon, roots):
     wait_for(lambda: w.counters["retrains"] == 1, timeout=120)
     assert q("SELECT count(*) FROM runs WHERE active = 1") == [(1,)]
     assert w.retrain is None
+
+
+@pytest.mark.skipif(not shutil.which("feh"), reason="feh is not installed (.ci/run installs it)")
+def test_feh_stays_in_score_order_as_photos_are_added_renamed_and_deleted(daemon, roots):
+    """The daemon's promise, seen through a real viewer's listing."""
+
+    def feh() -> list[str]:
+        out = subprocess.run(
+            ["feh", "--list", "--recursive", "--sort", "mtime", str(roots)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [line.split("\t")[-1] for line in out.splitlines()[1:]]
+
+    def in_order() -> bool:
+        ranked = [
+            r[0]
+            for r in q(
+                """SELECT f.path FROM scores s JOIN files f ON f.sha256 = s.sha256 AND f.state = 'ok'
+               ORDER BY s.score DESC, f.path"""
+            )
+        ]
+        listed = feh()
+        return bool(ranked) and listed == ranked and set(listed) == {str(p) for p in roots.rglob("*.jpg")}
+
+    w = daemon()
+    activate_random_head()
+    score_all(open_db())
+    for i in range(4):
+        photo(roots / "new" / f"n{i}.jpg", seed=70 + i)
+    wait_for(in_order, timeout=20)
+    os.rename(roots / "new" / "n0.jpg", roots / "renamed.jpg")
+    (roots / "old1.jpg").unlink()
+    wait_for(lambda: w.counters["deleted"] == 1 and in_order(), timeout=20)
+    assert w.counters["embedded"] == 4  # the rename re-embedded nothing
