@@ -399,7 +399,7 @@ def top(limit, as_json):
     """
     from imgrank.order import ranked
 
-    rows = [{k: r[k] for k in ("path", "score", "label")} for r in ranked(open_db(), limit)]
+    rows = [r._asdict() for r in ranked(open_db(), limit)]
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
     emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")

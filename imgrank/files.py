@@ -71,8 +71,15 @@ def walk(root: Path | str) -> Iterator[Path]:
 
 def read_file(path: Path | str) -> tuple[bytes, os.stat_result]:
     """The bytes of a regular file, never blocking on a FIFO or device. Raises UnreadableImage."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    noatime = getattr(os, "O_NOATIME", 0)  # reading leaves the access time alone (own files only)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            fd = os.open(path, flags | noatime)
+        except PermissionError:
+            if not noatime:
+                raise
+            fd = os.open(path, flags)
     except FileNotFoundError:
         raise UnreadableImage("vanished before it could be read") from None
     except PermissionError:

@@ -74,6 +74,19 @@ def _root_id(db: sqlite_utils.Database, path: Path) -> int | None:
     return best[0] if best else None
 
 
+# --- identity -------------------------------------------------------------------------------
+
+# imgrank's own times for a file (set by `order`), beside its row: `f` is files, `m` is mtimes.
+OWN_TIMES_JOIN = "LEFT JOIN mtimes m ON m.path = f.path"
+
+
+def unchanged(
+    size: int | None, mtime_ns: int | None, set_ns: int | None, prev_set_ns: int | None, st
+) -> bool:
+    """Same size, and the mtime indexed or one imgrank set itself: the file needs no read."""
+    return st.st_size == size and st.st_mtime_ns in (mtime_ns, set_ns, prev_set_ns)
+
+
 # --- workers --------------------------------------------------------------------------------
 
 _known: set[str] = set()
@@ -247,8 +260,8 @@ def scan(
     rows = {
         r[0]: r[1:]
         for r in db.execute(
-            """SELECT f.path, f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL
-               FROM files f LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ?""",
+            f"""SELECT f.path, f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL, m.set_ns, m.prev_set_ns
+                FROM files f LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ? {OWN_TIMES_JOIN}""",
             [model],
         )
     }
@@ -269,8 +282,7 @@ def scan(
             row = rows.get(p)
             if (
                 row
-                and row[0] == st.st_size
-                and row[1] == st.st_mtime_ns
+                and unchanged(row[0], row[1], row[4], row[5], st)
                 and (row[2] == "unreadable" or (row[2] == "ok" and row[3]))
             ):
                 result.unchanged += 1
@@ -296,8 +308,9 @@ def scan(
     # goes (the vectors and labels stay with the content).
     moved = db.execute(
         """DELETE FROM files WHERE state = 'missing' AND sha256 IN
-           (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path"""
+           (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
     ).fetchall()
+    _own_times_follow(db, moved)
     db.commit()
     result.missing -= len(set(vanished) & {r[0] for r in moved})
     result.seconds = time.monotonic() - start
@@ -315,8 +328,9 @@ def index_paths(
     for p in paths:
         path = Path(p).expanduser().resolve()
         row = db.execute(
-            """SELECT f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL FROM files f
-               LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ? WHERE f.path = ?""",
+            f"""SELECT f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL, m.set_ns, m.prev_set_ns
+                FROM files f LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ? {OWN_TIMES_JOIN}
+                WHERE f.path = ?""",
             [embedder.model_id, str(path)],
         ).fetchone()
         try:
@@ -326,8 +340,7 @@ def index_paths(
         if (
             row
             and st
-            and row[0] == st.st_size
-            and row[1] == st.st_mtime_ns
+            and unchanged(row[0], row[1], row[4], row[5], st)
             and (row[2] == "unreadable" or (row[2] == "ok" and row[3]))
         ):
             result.unchanged += 1
@@ -358,13 +371,45 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
     with db.atomic():
         if db.execute("SELECT 1 FROM files WHERE path = ?", [src]).fetchone() is None:
             return False
+        own = db.execute("SELECT set_ns, prev_set_ns FROM mtimes WHERE path = ?", [src]).fetchone()
+        if own and mtime_ns in own:
+            mtime_ns = None  # a rename keeps imgrank's time: the indexed one stays the file's own
         db.execute("DELETE FROM files WHERE path = ?", [dst])
         db.execute(
             """UPDATE files SET path = ?, root_id = ?, size = coalesce(?, size),
                mtime_ns = coalesce(?, mtime_ns), last_seen = ? WHERE path = ?""",
             [dst, _root_id(db, Path(dst)), size, mtime_ns, time.time(), src],
         )
+        _move_own_times(db, [(src, dst)])
     return True
+
+
+def _own_times_follow(db: sqlite_utils.Database, moved: list[tuple[str, str]]) -> None:
+    """A file imgrank had ordered turned up at a new path (found by its content and its imgrank
+    time, which a move keeps): its record goes with it, and its row gets its own time back."""
+    for src, sha in moved:
+        own = db.execute(
+            "SELECT original_ns, set_ns, prev_set_ns FROM mtimes WHERE path = ?", [src]
+        ).fetchone()
+        if own is None:
+            continue
+        dst = db.execute(
+            f"""SELECT f.path FROM files f {OWN_TIMES_JOIN} WHERE f.sha256 = ? AND f.state = 'ok'
+                AND m.path IS NULL AND f.mtime_ns IN (?, ?) LIMIT 1""",
+            [sha, own[1], own[2]],
+        ).fetchone()
+        if dst:
+            _move_own_times(db, [(src, dst[0])])
+            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [own[0], dst[0]])
+
+
+def _move_own_times(db: sqlite_utils.Database, moves: list[tuple[str, str]]) -> None:
+    """imgrank's record of a file's original mtime follows the file (`restore` finds it there)."""
+    for src, dst in moves:
+        db.execute(
+            "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
+        )
+        db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
 
 
 def status(db: sqlite_utils.Database) -> dict:

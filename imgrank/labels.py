@@ -98,8 +98,12 @@ def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
 
 def _indexed_sha(db, path: Path) -> tuple[str | None, str | None]:
     """(sha256, None) if the index is up to date for this path, else (None, reason or None)."""
+    from imgrank.index import OWN_TIMES_JOIN, unchanged
+
     row = db.execute(
-        "SELECT sha256, size, mtime_ns, state, reason FROM files WHERE path = ?", [str(path)]
+        f"SELECT f.sha256, f.size, f.mtime_ns, f.state, f.reason, m.set_ns, m.prev_set_ns FROM files f "
+        f"{OWN_TIMES_JOIN} WHERE f.path = ?",
+        [str(path)],
     ).fetchone()
     if row is None:
         return None, None
@@ -107,7 +111,7 @@ def _indexed_sha(db, path: Path) -> tuple[str | None, str | None]:
         st = path.stat()
     except OSError as e:
         return None, e.strerror or str(e)
-    if row[1] != st.st_size or row[2] != st.st_mtime_ns:
+    if not unchanged(row[1], row[2], row[5], row[6], st):
         return None, None
     if row[3] == "unreadable":
         return None, row[4] or "unreadable"

@@ -116,7 +116,6 @@ class Watcher:
     def run(self) -> dict:
         from imgrank.db import open_db
         from imgrank.embed import load_embedder
-
         from imgrank.index import add_roots
 
         self.db = db = open_db()
@@ -281,18 +280,20 @@ class Watcher:
 
     def _own_change(self, paths: list[str]) -> set[str]:
         """Paths whose size and mtime are what the database already has (imgrank's own touch)."""
-        from imgrank.index import IN_JSON
+        from imgrank.index import IN_JSON, OWN_TIMES_JOIN, unchanged
 
         rows = self.db.execute(
-            f"""SELECT f.path, f.size, f.mtime_ns, m.set_ns FROM files f LEFT JOIN mtimes m ON m.path = f.path
+            f"""SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {OWN_TIMES_JOIN}
                 WHERE f.state != 'missing' AND f.path IN {IN_JSON}""",
             [json.dumps(paths)],
         ).fetchall()
         same = set()
-        for path, size, mtime_ns, set_ns in rows:
-            key = stat_key(path)
-            if key and key[0] == size and key[1] in (mtime_ns, set_ns):
-                same.add(path)
+        for path, *times in rows:
+            try:
+                if unchanged(*times, os.stat(path)):
+                    same.add(path)
+            except OSError:
+                pass
         return same
 
     def _index(self, paths: list[str]) -> None:

@@ -45,7 +45,8 @@ def make_photo(args: tuple[str, int]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("-n", type=int, default=160, help="How many 12-megapixel JPEGs to make.")
     parser.add_argument("--folder", help="Benchmark on this folder of photos instead.")
     parser.add_argument("--jobs", type=int, default=os.cpu_count())

@@ -69,9 +69,14 @@ def by_mtime(paths: list[Path], newest_first: bool = True) -> list[str]:
 
 
 def in_step(db, paths: list[Path]) -> bool:
-    """Does every files row hold the mtime on disk (so a scan sees nothing changed)?"""
-    rows = dict(db.execute("SELECT path, mtime_ns FROM files").fetchall())
-    return all(rows[str(p)] == os.lstat(p).st_mtime_ns for p in paths)
+    """Would a scan take every file as unchanged (no read)?"""
+    rows = {
+        r[0]: r[1:]
+        for r in db.execute(
+            f"SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {index.OWN_TIMES_JOIN}"
+        )
+    }
+    return all(index.unchanged(*rows[str(p)], os.lstat(p)) for p in paths)
 
 
 scores_st = st.lists(
@@ -117,7 +122,7 @@ def test_the_order_matches_the_scores(scores, data, step, oldest_first):
         paths = scored_folder(db, Path(tmp) / "photos", scores)
         now = time.time_ns()
         order(db, step=step, top=top, oldest_first=oldest_first)
-        want = [r["path"] for r in ranked(db)]
+        want = [r.path for r in ranked(db)]
         n = len(want) if top is None else top
         got = by_mtime(paths, newest_first=not oldest_first)
         assert got[:n] == want[:n]  # the least-wanted first, in score order
@@ -161,6 +166,29 @@ def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeyp
     assert reads == []
 
 
+def test_the_original_time_follows_a_moved_photo(tmp_path, model_env):
+    """Renamed after ordering, seen by a scan (by content) or by the daemon (as a move event)."""
+    root = tmp_path / "photos"
+    paths = [photo(root / f"p{i}.jpg", seed=i) for i in range(3)]
+    assert run("scan", str(root), "--jobs", "1").exit_code == 0
+    db = open_db()
+    db.execute("INSERT INTO scores (sha256, run_id, score, at) SELECT sha256, 1, 0.5, 0 FROM files")
+    before = {p.name: times(p) for p in paths}
+    order(db)
+    os.rename(paths[0], root / "renamed.jpg")
+    (root / "sub").mkdir()
+    os.rename(paths[1], root / "sub" / "moved.jpg")
+    result = json.loads(run("scan", "--json", "--jobs", "1").output)
+    assert (result["moved"], result["embedded"]) == (2, 0)
+    os.rename(paths[2], root / "watched.jpg")
+    index.move_path(db, paths[2], root / "watched.jpg")
+    assert restore(db).failed == []
+    assert times(root / "renamed.jpg") == before["p0.jpg"]  # atimes too: scans read with O_NOATIME
+    assert times(root / "sub" / "moved.jpg") == before["p1.jpg"]
+    assert times(root / "watched.jpg") == before["p2.jpg"]
+    assert json.loads(run("scan", "--json", "--jobs", "1").output)["unchanged"] == 3
+
+
 def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_path):
     """A real `kill -9` in the middle of the touches, after the first order and during a second one."""
     db = open_db()
@@ -189,7 +217,7 @@ def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_pa
     db.execute("UPDATE scores SET score = 1 - score")
     order_killed_after(9)
     order(db)  # rerunning `order` is correct...
-    assert by_mtime(paths) == [r["path"] for r in ranked(db)]
+    assert by_mtime(paths) == [r.path for r in ranked(db)]
     assert in_step(db, paths)
     db.execute("UPDATE scores SET score = 1 - score")
     order_killed_after(3)
@@ -399,5 +427,5 @@ def test_ranking_skips_files_outside_the_roots_and_missing_ones(tmp_path):
         "UPDATE files SET root_id = NULL WHERE path = ?", [str(paths[0])]
     )  # a labelled folder elsewhere
     db.execute("UPDATE files SET state = 'missing' WHERE path = ?", [str(paths[1])])
-    assert [r["path"] for r in ranked(db)] == [str(paths[2])]
+    assert [r.path for r in ranked(db)] == [str(paths[2])]
     assert order_mod.order(db).ordered == 1
