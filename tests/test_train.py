@@ -46,11 +46,13 @@ def store(db, vectors: np.ndarray, labels: np.ndarray | None = None, model: str 
     model = model or config.model_name()
     shas = [f"{i:064x}" for i in range(len(vectors))]
     with db.atomic():
+        db.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES ('/photos', 0)")
+        root_id = db.execute("SELECT id FROM roots WHERE path = '/photos'").fetchone()[0]
         for i, (sha, v) in enumerate(zip(shas, vectors, strict=True)):
             db.execute(
-                "INSERT INTO files (path, sha256, state, size, mtime_ns, width, height) "
-                "VALUES (?, ?, 'ok', ?, 0, 640, 480)",
-                [f"/photos/img{i:05d}.jpg", sha, 1000 + i],
+                "INSERT INTO files (path, root_id, sha256, state, size, mtime_ns, width, height) "
+                "VALUES (?, ?, ?, 'ok', ?, 0, 640, 480)",
+                [f"/photos/img{i:05d}.jpg", root_id, sha, 1000 + i],
             )
             db.execute(
                 "INSERT INTO vectors (sha256, model, dim, vector) VALUES (?, ?, ?, ?)",
