@@ -166,6 +166,8 @@ def status(list_unreadable, as_json):
         f"embedded: {info['embedded']}",
         f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
         f"embedding model: {info['embedding_model'] or '-'}",
+        f"mtimes set by `order`: {info['ordered']}"
+        + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
     from imgrank.watch import daemon_status, format_daemon_status  # daemon line (watch.py)

@@ -431,6 +431,7 @@ def status(db: sqlite_utils.Database) -> dict:
         "database": str(path),
         "database_bytes": size,
         "embedding_model": model,
+        "ordered": db.execute("SELECT count(*) FROM mtimes").fetchone()[0],  # originals `restore` holds
     }
 
 

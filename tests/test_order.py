@@ -409,6 +409,7 @@ def test_feh_sorted_by_mtime_lists_photos_in_top_order(tmp_path, model_env):
     assert len(top) == 30
     assert run("order").exit_code == 0
     assert feh() == top
+    assert json.loads(run("status", "--json").output)["ordered"] == 30
     assert run("order", "--oldest-first").exit_code == 0
     assert feh("--reverse") == top
     assert run("restore").exit_code == 0
