@@ -380,7 +380,7 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
                mtime_ns = coalesce(?, mtime_ns), last_seen = ? WHERE path = ?""",
             [dst, _root_id(db, Path(dst)), size, mtime_ns, time.time(), src],
         )
-        _move_own_times(db, [(src, dst)])
+        _move_own_times(db, src, dst)
     return True
 
 
@@ -399,17 +399,16 @@ def _own_times_follow(db: sqlite_utils.Database, moved: list[tuple[str, str]]) -
             [sha, own[1], own[2]],
         ).fetchone()
         if dst:
-            _move_own_times(db, [(src, dst[0])])
+            _move_own_times(db, src, dst[0])
             db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [own[0], dst[0]])
 
 
-def _move_own_times(db: sqlite_utils.Database, moves: list[tuple[str, str]]) -> None:
+def _move_own_times(db: sqlite_utils.Database, src: str, dst: str) -> None:
     """imgrank's record of a file's original mtime follows the file (`restore` finds it there)."""
-    for src, dst in moves:
-        db.execute(
-            "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
-        )
-        db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
+    db.execute(
+        "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
+    )
+    db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
 
 
 def status(db: sqlite_utils.Database) -> dict:
