@@ -22,10 +22,17 @@ IMAGE_SIZE = 224
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 TEXT_BATCH = 256
+# Images per inference call. On two AVX2 cores a ViT-S/16 runs 10-20% faster in batches of 8
+# than of 32: the activations of a small batch stay in cache.
+IMAGE_BATCH = 8
 
 
 def preprocess_image(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
-    """RGB image -> float32 3×size×size: shortest side to `size` (bicubic), centre crop, CLIP norm."""
+    """RGB image -> uint8 size×size×3: shortest side to `size` (bicubic), centre crop.
+
+    Pixels stay 8-bit until the batch is embedded (`Embedder.embed_images` normalises them): a
+    decoding process sends a quarter of the bytes a float32 tensor would take.
+    """
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
@@ -33,22 +40,13 @@ def preprocess_image(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((new_w, new_h), Image.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.float32) * (1 / 255.0)
-    arr = (arr - CLIP_MEAN) / CLIP_STD
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def preprocess(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
-    """Open an image safely and preprocess it. Returns (tensor, original (width, height)).
-
-    Raises UnreadableImage with a one-line reason.
-    """
-    from imgrank.files import open_image
-
-    img = open_image(path)
-    size = img.info.get("original_size", img.size)
-    return preprocess_image(img), tuple(size)
+def to_tensor(pixels: np.ndarray) -> np.ndarray:
+    """uint8 N×size×size×3 -> float32 N×3×size×size with CLIP normalisation."""
+    arr = (pixels.astype(np.float32) * (1 / 255.0) - CLIP_MEAN) / CLIP_STD
+    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -172,9 +170,12 @@ class Embedder:
         except Exception as e:
             raise ModelError(f"cannot load model {files.model_id}: {e}") from None
 
-    def embed_images(self, batch: np.ndarray) -> np.ndarray:
-        """N×3×224×224 float32 -> N×dim."""
-        return _normalise(self._image.encode(np.ascontiguousarray(batch, dtype=np.float32)))
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        """N×224×224×3 uint8 (see preprocess_image) -> N×dim."""
+        out = [np.zeros((0, self.dim), np.float32)]
+        for i in range(0, len(pixels), IMAGE_BATCH):
+            out.append(_normalise(self._image.encode(to_tensor(pixels[i : i + IMAGE_BATCH]))))
+        return np.concatenate(out)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """N strings -> N×text_dim."""

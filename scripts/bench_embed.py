@@ -4,7 +4,7 @@ Makes N 12-megapixel JPEGs (or takes --folder), builds a random-weight model wit
 uform3-small's image encoder (ViT-S/16, width 384, 12 layers, 6 heads, 224 px, 256-d), then
 measures on all cores:
   decode   read + hash + decode + preprocess, in a process pool (images/s)
-  model    image-encoder inference on pre-made tensors, batched (images/s)
+  model    image-encoder inference on pre-made 224 px crops, batched (images/s)
            (both before and after the scan; the mean of the two is used)
   ceiling  1 / (1/decode + 1/model): both share the same cores
   scan     a full `imgrank scan` of the folder into a fresh store (images/s)
@@ -81,7 +81,7 @@ def main() -> None:
         return rate, np.stack([d["array"] for d in decoded if d["array"] is not None][: index.BATCH])
 
     def model_rate(tensors: np.ndarray) -> float:
-        """The image encoder alone on pre-made tensors, in the scan's batch size."""
+        """The image encoder alone on pre-made crops, as the scan calls it."""
         embedder.embed_images(tensors)
         reps, t = 0, time.perf_counter()
         while time.perf_counter() - t < 10:

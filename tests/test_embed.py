@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrank.embed import IMAGE_SIZE, load_embedder, preprocess_image
+from imgrank.embed import IMAGE_BATCH, IMAGE_SIZE, load_embedder, preprocess_image, to_tensor
 from imgrank.errors import ModelError
 
 
@@ -42,10 +42,25 @@ def test_preprocess_scales_the_shortest_side_and_centre_crops(size):
     img = Image.new("RGB", size, "blue")
     w, h = size
     img.paste((255, 0, 0), (w // 2 - w // 8, h // 2 - h // 8, w // 2 + w // 8 + 1, h // 2 + h // 8 + 1))
-    arr = preprocess_image(img)
-    assert arr.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and arr.dtype == np.float32
-    centre = arr[:, IMAGE_SIZE // 2, IMAGE_SIZE // 2]
-    assert centre[0] > 1.5 and centre[2] < 0  # red, normalised
+    pixels = preprocess_image(img)
+    assert pixels.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and pixels.dtype == np.uint8
+    assert tuple(pixels[IMAGE_SIZE // 2, IMAGE_SIZE // 2]) == (255, 0, 0)
+    tensor = to_tensor(pixels[None])
+    assert tensor.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE) and tensor.dtype == np.float32
+    centre = tensor[0, :, IMAGE_SIZE // 2, IMAGE_SIZE // 2]
+    assert centre[0] > 1.5 and centre[2] < 0  # red, CLIP-normalised
+
+
+def test_batches_larger_than_one_inference_call_embed_each_image_alone(tiny_model):
+    """embed_images splits a batch into calls of IMAGE_BATCH; each row is that image's vector."""
+    embedder = load_embedder(str(tiny_model))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (IMAGE_BATCH * 2 + 3, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    together = embedder.embed_images(pixels)
+    alone = np.concatenate([embedder.embed_images(pixels[i : i + 1]) for i in range(len(pixels))])
+    assert together.shape == (len(pixels), embedder.dim)
+    assert np.allclose(together, alone, atol=1e-5)
+    assert embedder.embed_images(pixels[:0]).shape == (0, embedder.dim)
 
 
 def test_missing_directory_and_bad_directory_say_so(tmp_path):
