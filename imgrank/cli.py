@@ -94,6 +94,8 @@ def scan(ctx, roots, model, jobs, as_json):
     """
     from imgrank import index
     from imgrank.embed import load_embedder
+    from imgrank.errors import ModelError
+    from imgrank.model import score_unscored
 
     db = open_db()
     index.add_roots(db, roots)
@@ -129,6 +131,12 @@ def scan(ctx, roots, model, jobs, as_json):
         say(ctx, hint)
     d = result.as_dict()
     d.pop("warnings")
+    # With a trained head, what is new, changed or moved is scored at once (`order` and `top` see it).
+    try:
+        d["scored"] = score_unscored(db, embedder.model_id)
+    except ModelError as e:
+        say(ctx, f"photos not scored: {e}")
+        d["scored"] = 0
     text = ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds") + f" in {d['seconds']:.1f}s"
     emit(d, as_json, text)
 

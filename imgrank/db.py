@@ -13,6 +13,7 @@ from sqlite_utils.migrations import Migrations
 from imgrank import config
 
 migrations = Migrations("imgrank")
+IN_JSON = "(SELECT value FROM json_each(?))"  # `x IN` a JSON list bound as one parameter
 
 
 @migrations()

@@ -20,12 +20,12 @@ import numpy as np
 import sqlite_utils
 
 from imgrank import db as dbm
+from imgrank.db import IN_JSON
 from imgrank.embed import Embedder, preprocess_image
 from imgrank.errors import ImgrankError, UnreadableImage
 from imgrank.files import decode_image, read_file, sha256_bytes, walk
 
 BATCH = 32
-IN_JSON = "(SELECT value FROM json_each(?))"  # `x IN` a JSON list bound as one parameter
 Progress = Callable[[int], None]
 
 
@@ -311,6 +311,8 @@ def scan(
            (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
     ).fetchall()
     _own_times_follow(db, moved)
+    # The file name is one of the head's features: a moved photo is scored again under its new one.
+    db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [_json([sha for _, sha in moved])])
     db.commit()
     result.missing -= len(set(vanished) & {r[0] for r in moved})
     result.seconds = time.monotonic() - start
@@ -381,6 +383,8 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
             [dst, _root_id(db, Path(dst)), size, mtime_ns, time.time(), src],
         )
         _move_own_times(db, src, dst)
+        # The file name is one of the head's features: the photo is scored again under its new one.
+        db.execute("DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [dst])
     return True
 
 

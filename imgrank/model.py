@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrank import config
-from imgrank.db import from_blob
+from imgrank.db import IN_JSON, from_blob
 from imgrank.errors import ModelError
 
 HEAD_FORMAT = "imgrank-head/1"
@@ -98,30 +98,36 @@ def load_parts(db, model_id: str, shas: list[str] | None = None) -> dict:
     """Image vectors, file-name vectors and metadata for embedded images of one model.
 
     Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}; with
-    `shas`, only those (in that order; ones without a vector are left out).
+    `shas`, only those (in that order; ones without a vector are left out), read from the
+    database alone: the daemon scores a few new photos without loading the whole store.
     """
+    where, params = "v.model = ?", [model_id]
+    if shas is not None:
+        where, params = f"{where} AND v.sha256 IN {IN_JSON}", [model_id, json.dumps(shas)]
     # One file per content hash: a present one first, then the most recently seen.
     rows = db.execute(
-        """
+        f"""
         SELECT v.sha256, v.vector, f.path, f.width, f.height, f.size
         FROM vectors v
         LEFT JOIN files f ON f.id = (
             SELECT id FROM files WHERE sha256 = v.sha256
             ORDER BY state = 'ok' DESC, last_seen DESC, id LIMIT 1)
-        WHERE v.model = ?
+        WHERE {where}
         """,
-        [model_id],
+        params,
     ).fetchall()
     if shas is not None:
         by_sha = {r[0]: r for r in rows}
         rows = [by_sha[s] for s in shas if s in by_sha]
-    dims = {r[0] for r in db.execute("SELECT DISTINCT dim FROM vectors WHERE model = ?", [model_id])}
-    image_dim = dims.pop() if len(dims) == 1 else 0
+    image_dim, name_dim = store_dims(db, model_id)
+    wanted = sorted({os.path.basename(r[2]) for r in rows if r[2]})
     names = {
         name: from_blob(blob)
-        for name, blob in db.execute("SELECT name, vector FROM name_vectors WHERE model = ?", [model_id])
+        for name, blob in db.execute(
+            f"SELECT name, vector FROM name_vectors WHERE model = ? AND name IN {IN_JSON}",
+            [model_id, json.dumps(wanted)],
+        )
     }
-    name_dim = len(next(iter(names.values()))) if names else 0
     image = np.zeros((len(rows), image_dim), np.float32)
     name = np.zeros((len(rows), name_dim), np.float32)
     for i, r in enumerate(rows):
@@ -237,16 +243,39 @@ def score_all(db, model_id: str | None = None) -> int:
     head = active_head(db, model_id)
     if head is None:
         raise ModelError("no trained head yet: label some photos and run `imgrank train`")
-    parts = load_parts(db, model_id)
-    if not parts["sha256"]:
+    return _score(db, head, load_parts(db, model_id), replace=True)
+
+
+def score_unscored(db, model_id: str | None = None) -> int:
+    """Score the present photos the active head has no score for (new, changed or renamed since it
+    last scored: a rename drops a score, as the file name is a feature). Returns the count; 0 when
+    no head is active. Raises ModelError if the active head does not fit the store."""
+    model_id = model_id or current_model_id()
+    head = active_head(db, model_id)
+    if head is None:
         return 0
+    shas = [
+        r[0]
+        for r in db.execute(
+            """SELECT DISTINCT f.sha256 FROM files f
+               JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ?
+               WHERE f.state = 'ok' AND NOT EXISTS
+                   (SELECT 1 FROM scores s WHERE s.sha256 = f.sha256 AND s.run_id = ?)""",
+            [model_id, head.meta["run_id"]],
+        )
+    ]
+    return _score(db, head, load_parts(db, model_id, shas), replace=False) if shas else 0
+
+
+def _score(db, head: Head, parts: dict, replace: bool) -> int:
     p = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
     now = time.time()
     run_id = head.meta["run_id"]
     with db.atomic():
-        db.execute("DELETE FROM scores")
+        if replace:
+            db.execute("DELETE FROM scores")
         db.conn.executemany(
-            "INSERT INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
             [(s, run_id, float(v), now) for s, v in zip(parts["sha256"], p, strict=True)],
         )
     return len(parts["sha256"])

@@ -100,6 +100,7 @@ class Watcher:
         self.watches: dict[Path, object] = {}
         self.observer = None
         self.dirty_since: float | None = None
+        self.rescore = False
         self.last_order = float("-inf")  # the first change is ordered at once
         self.last_beat = 0.0
         self.retrain: subprocess.Popen | None = None
@@ -245,6 +246,7 @@ class Watcher:
         if inside and self._wanted(dest):
             if index.move_path(self.db, src, dest):
                 self.counters["moved"] += 1
+                self.rescore = True  # under its new name, once the burst of moves is in (see _tick)
             else:
                 self.settler.touch(dest, now, closed=True)  # arrived from elsewhere
         elif inside:
@@ -270,6 +272,9 @@ class Watcher:
             waiting = self.held or self.settler.first_since(self.deletes.first)
             if not waiting or now > due + 10 * self.cfg.settle:
                 self._deletions()
+        if self.rescore:
+            self.rescore = False
+            self._score()
         self._maybe_retrain()
         if self.dirty_since is not None and not self.settler and not self.held and self.deletes.due() is None:
             if now >= self.last_order + self.cfg.reorder_interval:
@@ -280,7 +285,8 @@ class Watcher:
 
     def _own_change(self, paths: list[str]) -> set[str]:
         """Paths whose size and mtime are what the database already has (imgrank's own touch)."""
-        from imgrank.index import IN_JSON, OWN_TIMES_JOIN, unchanged
+        from imgrank.db import IN_JSON
+        from imgrank.index import OWN_TIMES_JOIN, unchanged
 
         rows = self.db.execute(
             f"""SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {OWN_TIMES_JOIN}
@@ -319,43 +325,23 @@ class Watcher:
                     log.warning(
                         "%d unreadable files skipped (see `imgrank status --unreadable`)", result.unreadable
                     )
-            self._score(chunk)
+            self._score()
 
-    def _score(self, paths: list[str]) -> None:
-        """Score these files' content with the active head (numpy), if there is one."""
+    def _score(self) -> None:
+        """Score what the active head has not scored yet (numpy), if there is a head."""
         from imgrank import model
         from imgrank.errors import ModelError
-        from imgrank.index import IN_JSON
 
-        shas = [
-            r[0]
-            for r in self.db.execute(
-                f"SELECT DISTINCT sha256 FROM files WHERE state = 'ok' AND path IN {IN_JSON}",
-                [json.dumps(paths)],
-            )
-        ]
-        if not shas:
-            return
-        self.dirty_since = self.dirty_since or time.monotonic()
         try:
-            head = model.active_head(self.db, self.embedder.model_id)
+            n = model.score_unscored(self.db, self.embedder.model_id)
         except ModelError as e:
             self._say_once("head", f"cannot score with the active head: {e}")
             return
-        if head is None:
+        if n:
+            self.dirty_since = self.dirty_since or time.monotonic()
+            self.counters["scored"] += n
+        elif model.active_run(self.db) is None:
             self._say_once("head", "no trained head yet: new photos are indexed but not scored")
-            return
-        parts = model.load_parts(self.db, self.embedder.model_id, shas)
-        if not parts["sha256"]:
-            return
-        p = head.predict(model.assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
-        now = time.time()
-        with self.db.atomic():
-            self.db.conn.executemany(
-                "INSERT OR REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
-                [(s, head.meta["run_id"], float(v), now) for s, v in zip(parts["sha256"], p, strict=True)],
-            )
-        self.counters["scored"] += len(parts["sha256"])
 
     def _deletions(self) -> None:
         from imgrank import index, labels
@@ -486,8 +472,7 @@ class Watcher:
         )
         for r in online:
             self.devices[r] = r.stat().st_dev
-        if result.new or result.changed or result.moved or result.embedded:
-            self._score([p for (p,) in self.db.execute("SELECT path FROM files WHERE state = 'ok'")])
+        self._score()
 
     def _start_observer(self) -> None:
         self.observer = PollingObserver(timeout=max(1.0, self.cfg.settle)) if self.cfg.polling else Observer()

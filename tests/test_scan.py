@@ -236,3 +236,37 @@ def test_every_command_has_help_with_an_example():
         assert result.exit_code == 0, args
         if not isinstance(command, click.Group):
             assert "Example" in result.output, f"imgrank {' '.join(args)} --help has no example"
+
+
+def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path, model_env):
+    from test_watch import activate_random_head
+
+    from imgrank.model import score_all
+
+    root = tmp_path / "photos"
+    photo(root / "a.jpg", seed=1)
+    photo(root / "b.jpg", seed=2)
+    assert json.loads(run("scan", str(root), "--json").output)["scored"] == 0  # no head yet
+    activate_random_head()
+    photo(root / "c.jpg", seed=3)
+    assert json.loads(run("scan", "--json").output)["scored"] == 3  # the head had scored nothing
+    assert json.loads(run("scan", "--json").output)["scored"] == 0
+
+    def score_of(name):
+        return (
+            open_db()
+            .execute(
+                "SELECT s.score FROM scores s JOIN files f USING (sha256) WHERE f.path = ?",
+                [str(root / name)],
+            )
+            .fetchone()[0]
+        )
+
+    before = score_of("a.jpg")
+    os.rename(root / "a.jpg", root / "renamed.jpg")
+    summary = json.loads(run("scan", "--json").output)
+    assert (summary["moved"], summary["embedded"], summary["scored"]) == (1, 0, 1)
+    after = score_of("renamed.jpg")
+    assert after != before  # the file name is a feature
+    score_all(open_db())
+    assert score_of("renamed.jpg") == pytest.approx(after)

@@ -206,6 +206,22 @@ def test_a_rename_and_a_folder_move_re_embed_nothing_and_keep_labels(daemon, roo
     assert q("SELECT label FROM labels WHERE sha256 = ?", [sha]) == [("keep",)]
 
 
+def test_a_renamed_photo_is_scored_again_under_its_new_name(daemon, roots):
+    w = daemon()
+    activate_random_head()
+    score_all(open_db())
+
+    def score(path):
+        rows = q("SELECT s.score FROM scores s JOIN files f USING (sha256) WHERE f.path = ?", [str(path)])
+        return rows[0][0] if rows else None
+
+    before = score(roots / "old0.jpg")
+    os.rename(roots / "old0.jpg", roots / "kept-for-the-album.jpg")
+    after = wait_for(lambda: score(roots / "kept-for-the-album.jpg"))
+    assert after != before  # the file name is one of the head's features
+    assert w.counters["embedded"] == 0
+
+
 def test_deleting_a_folder_gives_no_labels(daemon, roots):
     w = daemon()
     for i in range(3):
