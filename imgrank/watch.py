@@ -517,6 +517,11 @@ class Watcher:
                 pass
 
     def _check_roots(self) -> None:
+        from imgrank.index import list_roots
+
+        for r in list_roots(self.db):
+            if r not in self.roots:
+                self._add_root(r)
         for r in self.roots:
             try:
                 dev = r.stat().st_dev if r.is_dir() else None
@@ -533,6 +538,23 @@ class Watcher:
                 if self.observer is not None:
                     self._schedule(r)
                 self._catch_up([r])
+
+    def _add_root(self, root: Path) -> None:
+        """A folder registered since the daemon started (`imgrank scan NEWROOT`): watch it too."""
+        log.info("new photo folder %s: watching it", root)
+        self.roots.append(root)
+        if not root.is_dir():
+            self._go_offline(root, "not there")
+            return
+        if not os.access(root, os.W_OK):
+            log.warning(
+                "%s is read-only here: photos are indexed and scored but not ordered (for the "
+                "systemd service, run `imgrank service install` again and restart it)",
+                root,
+            )
+        if self.observer is not None:
+            self._schedule(root)
+        self._catch_up([root])
 
     # --- heartbeat and shutdown ----------------------------------------------------------------
 

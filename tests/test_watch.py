@@ -265,6 +265,21 @@ def test_a_root_that_disappears_gives_no_labels_and_is_picked_up_again(daemon, r
     wait_for(lambda: file_row(new))
 
 
+def test_a_folder_added_by_scan_while_the_daemon_runs_is_watched(daemon, roots, tmp_path):
+    from imgrank.index import add_roots
+
+    w = daemon()
+    more = tmp_path / "phone-import"
+    first = photo(more / "first.jpg", seed=50)
+    db = open_db()
+    add_roots(db, [more])  # what `imgrank scan MORE` does first
+    db.close()
+    wait_for(lambda: file_row(first), timeout=10)  # caught up at the next heartbeat
+    later = photo(more / "sub" / "later.jpg", seed=51)
+    wait_for(lambda: file_row(later))  # and watched from then on
+    assert more in w.roots and w.counters["errors"] == 0
+
+
 def test_order_and_touches_do_not_wake_the_daemon_into_work(daemon, roots):
     w = daemon()
     activate_random_head()
