@@ -484,11 +484,16 @@ def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
 @click.option(
     "--oldest-first", is_flag=True, help="Least-wanted get the oldest times (viewers sorted oldest first)."
 )
+@click.option(
+    "--keep-places",
+    is_flag=True,
+    help="Photos still in order keep their times; only the others move (fewer changes for backups).",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @handles_errors
-def order(ctx, step, top_n, oldest_first, dry_run, as_json):
+def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
     """Set photo mtimes in score order: a viewer sorted by date shows the least-wanted first.
 
     The newest time goes to the highest deletion score, ending at now, one --step apart. Each
@@ -499,11 +504,14 @@ def order(ctx, step, top_n, oldest_first, dry_run, as_json):
     Example:
         imgrank order                  # then sort your viewer by date, newest first
         imgrank order --top 200        # touch only the 200 least-wanted
+        imgrank order --keep-places    # after new photos or scores: move only what must move
         imgrank order --dry-run | head
     """
     from imgrank.order import order as run_order
 
-    result = run_order(open_db(), step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run)
+    result = run_order(
+        open_db(), step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
+    )
     if as_json:
         emit(result.as_dict(), True)
     elif dry_run:

@@ -13,6 +13,7 @@ and sees no change (no re-hash, no re-embed).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import gc
 import os
@@ -147,19 +148,56 @@ def _touch(path: str, atime_ns: int, mtime_ns: int) -> str | None:
     return None
 
 
-def _times(n: int, step_ns: int, now_ns: int, oldest_first: bool, before_ns: int | None) -> list[int]:
-    """The mtime for each rank (0 = least wanted): evenly spaced by whole steps, never in the future.
+def _targets(current: list[int | None], step_ns: int, end_ns: int) -> list[int]:
+    """The mtime for each place, newest first (place 0 gets the newest), never after `end_ns`.
 
-    Newest first, rank 0 gets the newest time, "now" rounded down to the step. Oldest first,
-    rank 0 gets the oldest; when only the top N are ordered (`before_ns` is the oldest time of
-    the rest), they all go just before that time, so the rest keep their own times after them.
+    With nothing known (`current` all None) the times are whole steps apart, ending at
+    `end_ns`. `current[i]` is the imgrank time the file for place i has now, if it is to be
+    kept where it can: then as many files as possible keep theirs (the longest run of them
+    already in order with a step of room for each file placed between two of them), and only
+    the rest move. So after a deletion nothing moves, and after a photo arrives or a score
+    changes only the files on the shorter side of the change do.
     """
-    if oldest_first:
-        end = before_ns - step_ns if before_ns is not None else now_ns
-        end = end // step_ns * step_ns
-        return [end - (n - 1 - i) * step_ns for i in range(n)]
-    end = now_ns // step_ns * step_ns
-    return [end - i * step_ns for i in range(n)]
+    n = len(current)
+    # Keeping places i < j needs current[i] - current[j] >= (j - i) * step, i.e. d[i] >= d[j]
+    # with d = current + place * step, and room above the first up to end_ns (d <= end_ns): the
+    # longest non-increasing run of d, by patience sorting on -d.
+    tails: list[int] = []  # -d at the end of the best run of each length
+    ends: list[int] = []  # the place it ends at
+    parent = [-1] * n
+    for i, c in enumerate(current):
+        if c is None or c + i * step_ns > end_ns:
+            continue
+        key = -(c + i * step_ns)
+        k = bisect.bisect_right(tails, key)
+        parent[i] = ends[k - 1] if k else -1
+        if k == len(tails):
+            tails.append(key)
+            ends.append(i)
+        else:
+            tails[k], ends[k] = key, i
+    kept = []
+    i = ends[-1] if ends else -1
+    while i >= 0:
+        kept.append(i)
+        i = parent[i]
+    kept.reverse()
+    if not kept:
+        return [end_ns - i * step_ns for i in range(n)]
+
+    t = [0] * n
+    for i in kept:
+        t[i] = current[i]
+    first, last = kept[0], kept[-1]
+    if first:  # above the first kept file (there is room up to end_ns)
+        for i in range(first):
+            t[i] = t[first] + (first - i) * step_ns
+    for a, b in zip(kept, kept[1:], strict=False):  # between two kept files: a step apart
+        for i in range(a + 1, b):
+            t[i] = t[a] - (i - a) * step_ns
+    for i in range(last + 1, n):  # below the last kept file
+        t[i] = t[last] - (i - last) * step_ns
+    return t
 
 
 def _without_cyclic_gc(fn):
@@ -187,11 +225,14 @@ def order(
     oldest_first: bool = False,
     dry_run: bool = False,
     now_ns: int | None = None,
+    keep_places: bool = False,
 ) -> OrderResult:
     """Set the mtimes of the scored images under the roots in score order (see the module text).
 
     With `top`, only the `top` least-wanted are ordered; files imgrank ordered before that are
-    no longer among them get their own times back.
+    no longer among them get their own times back. With `keep_places`, files whose imgrank time
+    is still in order keep it and only the others move (see _targets): for the daemon's frequent
+    reorders, so backups see a few changed files instead of all of them.
     """
     start = time.monotonic()
     result = OrderResult(dry_run=dry_run)
@@ -199,17 +240,37 @@ def order(
     rows = ranked(db)
     chosen, rest = (rows, []) if top is None else (rows[:top], rows[top:])
     records = _records(db)
-    before_ns = None
-    if oldest_first and rest:
-        before_ns = min(_own_time(r.path, records) for r in rest)
-    targets = _times(len(chosen), step_ns, now_ns or time.time_ns(), oldest_first, before_ns)
+    now_ns = now_ns or time.time_ns()
+    if oldest_first and rest:  # the ordered ones go just before the rest's own times
+        end_ns = min(_own_time(r.path, records) for r in rest) - step_ns
+    else:
+        end_ns = now_ns
+    end_ns = end_ns // step_ns * step_ns
     result.ordered = len(chosen)
 
-    # Plan each file's new record; nothing is written yet. Files go in path order from here on:
-    # neighbours on disk are neighbours in the kernel's caches (a third faster than score order).
+    # Files go in path order from here on: neighbours on disk are neighbours in the kernel's
+    # caches (a third faster than score order).
+    stats = {r.path: _lstat(r.path) for r in sorted(chosen)}
+
+    def imgrank_time(path: str) -> int | None:
+        st, rec = stats[path][0], records.get(path)
+        ours_now = keep_places and st and rec and st.st_mtime_ns == rec.set_ns
+        return st.st_mtime_ns if ours_now else None
+
+    places = chosen[::-1] if oldest_first else chosen  # newest time first
+    targets = dict(
+        zip(
+            (r.path for r in places),
+            _targets([imgrank_time(r.path) for r in places], step_ns, end_ns),
+            strict=True,
+        )
+    )
+
+    # Plan each file's new record; nothing is written yet.
     plans = []  # (path, stat, new record)
-    for (path, score, _), target in sorted(zip(chosen, targets, strict=True)):
-        st, why = _lstat(path)
+    for path, score, _ in sorted(chosen):
+        target = targets[path]
+        st, why = stats[path]
         if st is None:
             result.failed.append((path, why))
             continue

@@ -405,7 +405,8 @@ class Watcher:
         self.last_order = time.monotonic()
         if self.db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is None:
             return
-        result = order(self.db, top=self.cfg.top, oldest_first=self.cfg.oldest_first)
+        # Photos still in order keep their times: a new photo moves a few files, not all of them.
+        result = order(self.db, top=self.cfg.top, oldest_first=self.cfg.oldest_first, keep_places=True)
         self.counters["reorders"] += 1
         for path, reason in result.failed:
             log.warning("order: %s: %s", path, reason)

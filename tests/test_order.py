@@ -189,6 +189,57 @@ def test_the_original_time_follows_a_moved_photo(tmp_path, model_env):
     assert json.loads(run("scan", "--json", "--jobs", "1").output)["unchanged"] == 3
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    current=st.lists(st.none() | st.integers(0, 200), max_size=30),
+    step=st.sampled_from([2, 1, 3, 60]),
+    end=st.integers(100, 300),
+)
+def test_places_keep_what_is_in_order_and_stay_a_step_apart(current, step, end):
+    t = order_mod._targets(current, step, end)  # in whole seconds: the function takes any unit
+    assert len(t) == len(current)
+    assert all(x <= end for x in t)  # never after the end ("now")
+    assert all(a - b >= step for a, b in zip(t, t[1:], strict=False))  # newest first, a step apart
+    fresh = order_mod._targets([None] * len(current), step, end)
+    assert fresh == [end - i * step for i in range(len(current))]
+    assert order_mod._targets(fresh, step, end + 100) == fresh  # all in order: nothing moves
+    if len(fresh) > 2:
+        moved = fresh[:1] + fresh[2:] + fresh[1:2]  # place 1's file now belongs last
+        again = order_mod._targets(moved, step, end)
+        assert sum(a != b for a, b in zip(again, moved, strict=True)) == 1
+        gone = fresh[:1] + fresh[2:]  # a deletion
+        assert order_mod._targets(gone, step, end) == gone
+
+
+def test_a_reorder_keeping_places_touches_only_the_photos_that_must_move(tmp_path):
+    db = open_db()
+    paths = scored_folder(db, tmp_path / "photos", [i / 40 for i in range(40)])
+    a_minute_ago = time.time_ns() - 60 * 10**9
+    assert order(db, now_ns=a_minute_ago, keep_places=True).touched == 40
+
+    def reorder(now_ns=None):
+        result = order(db, now_ns=now_ns, keep_places=True)
+        present = [p for p in paths + more if p.exists()]
+        assert by_mtime(present) == [r.path for r in ranked(db)]
+        assert in_step(db, present) and not result.failed
+        return result.touched
+
+    more = []
+    paths[5].unlink()
+    index.mark_missing(db, paths[5])
+    assert reorder(a_minute_ago) == 0  # a deletion moves nothing
+    more = scored_folder(db, tmp_path / "more", [0.995])
+    assert reorder() == 1  # a new least-wanted photo goes on top
+    db.execute("UPDATE scores SET score = 0.9 WHERE sha256 = 'photos:30'")  # up a few places
+    assert reorder() <= 6  # those it passes (or fewer)
+    db.execute("UPDATE scores SET score = 0.26 WHERE sha256 = 'photos:3'")  # low to the middle
+    assert reorder() <= 20  # the shorter side of the change, at most
+    assert order(db).touched >= 39  # without keep_places every time is laid out anew, up to now
+    assert json.loads(run("order", "--keep-places", "--json").output)["touched"] == 0
+    back = restore(db)
+    assert back.restored == 40 and not back.failed
+
+
 def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_path):
     """A real `kill -9` in the middle of the touches, after the first order and during a second one."""
     db = open_db()
