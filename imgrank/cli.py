@@ -504,7 +504,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
     Example:
         imgrank order                  # then sort your viewer by date, newest first
         imgrank order --top 200        # touch only the 200 least-wanted
-        imgrank order --keep-places    # after new photos or scores: move only what must move
+        imgrank order --step 10 --keep-places   # later runs move only what must move
         imgrank order --dry-run | head
     """
     from imgrank.order import order as run_order

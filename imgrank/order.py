@@ -26,6 +26,9 @@ from typing import NamedTuple
 
 import sqlite_utils
 
+# The least gap between two ordered files with --keep-places: FAT keeps mtimes to 2 seconds.
+MIN_GAP_NS = 2 * 10**9
+
 
 @dataclass
 class Record:
@@ -148,27 +151,29 @@ def _touch(path: str, atime_ns: int, mtime_ns: int) -> str | None:
     return None
 
 
-def _targets(current: list[int | None], step_ns: int, end_ns: int) -> list[int]:
+def _targets(current: list[int | None], step_ns: int, end_ns: int, gap_ns: int | None = None) -> list[int]:
     """The mtime for each place, newest first (place 0 gets the newest), never after `end_ns`.
 
     With nothing known (`current` all None) the times are whole steps apart, ending at
     `end_ns`. `current[i]` is the imgrank time the file for place i has now, if it is to be
-    kept where it can: then as many files as possible keep theirs (the longest run of them
-    already in order with a step of room for each file placed between two of them), and only
-    the rest move. So after a deletion nothing moves, and after a photo arrives or a score
-    changes only the files on the shorter side of the change do.
+    kept where it can: then as many files as possible keep theirs (the longest run of them in
+    order with room between each two for the files placed between them, at least `gap_ns`
+    apart), and only the rest move. So a deletion moves nothing; with a gap smaller than the
+    step, a photo that arrives or changes place slides in between two others, and otherwise
+    the files on the shorter side of the change move.
     """
     n = len(current)
-    # Keeping places i < j needs current[i] - current[j] >= (j - i) * step, i.e. d[i] >= d[j]
-    # with d = current + place * step, and room above the first up to end_ns (d <= end_ns): the
+    gap = gap_ns or step_ns
+    # Keeping places i < j needs current[i] - current[j] >= (j - i) * gap, i.e. d[i] >= d[j]
+    # with d = current + place * gap, and room above the first up to end_ns (d <= end_ns): the
     # longest non-increasing run of d, by patience sorting on -d.
     tails: list[int] = []  # -d at the end of the best run of each length
     ends: list[int] = []  # the place it ends at
     parent = [-1] * n
     for i, c in enumerate(current):
-        if c is None or c + i * step_ns > end_ns:
+        if c is None or c + i * gap > end_ns:
             continue
-        key = -(c + i * step_ns)
+        key = -(c + i * gap)
         k = bisect.bisect_right(tails, key)
         parent[i] = ends[k - 1] if k else -1
         if k == len(tails):
@@ -188,13 +193,21 @@ def _targets(current: list[int | None], step_ns: int, end_ns: int) -> list[int]:
     t = [0] * n
     for i in kept:
         t[i] = current[i]
+
+    def fill(a: int, b: int, top: int, bottom: int) -> None:
+        """Places a+1 .. b-1, strictly between the times top and bottom: a step apart just
+        below top where there is room, else spread evenly on whole gaps."""
+        m = b - a - 1
+        spaced = top - bottom >= (m + 1) * step_ns
+        for k in range(1, m + 1):
+            t[a + k] = top - k * (step_ns if spaced else (top - bottom) // (m + 1) // gap * gap)
+
     first, last = kept[0], kept[-1]
-    if first:  # above the first kept file (there is room up to end_ns)
-        for i in range(first):
-            t[i] = t[first] + (first - i) * step_ns
-    for a, b in zip(kept, kept[1:], strict=False):  # between two kept files: a step apart
-        for i in range(a + 1, b):
-            t[i] = t[a] - (i - a) * step_ns
+    if first:  # above the first kept file: up to end_ns, the newest at end_ns if there is room
+        room = end_ns + step_ns - t[first] >= (first + 1) * step_ns
+        fill(-1, first, end_ns + (step_ns if room else gap), t[first])
+    for a, b in zip(kept, kept[1:], strict=False):
+        fill(a, b, t[a], t[b])
     for i in range(last + 1, n):  # below the last kept file
         t[i] = t[last] - (i - last) * step_ns
     return t
@@ -261,7 +274,7 @@ def order(
     targets = dict(
         zip(
             (r.path for r in places),
-            _targets([imgrank_time(r.path) for r in places], step_ns, end_ns),
+            _targets([imgrank_time(r.path) for r in places], step_ns, end_ns, min(step_ns, MIN_GAP_NS)),
             strict=True,
         )
     )

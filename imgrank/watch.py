@@ -405,8 +405,11 @@ class Watcher:
         self.last_order = time.monotonic()
         if self.db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is None:
             return
-        # Photos still in order keep their times: a new photo moves a few files, not all of them.
-        result = order(self.db, top=self.cfg.top, oldest_first=self.cfg.oldest_first, keep_places=True)
+        # Photos still in order keep their times, 10 s apart when laid out: a new photo slides in
+        # between two others (room for four there) and backups see a few changed files, not all.
+        result = order(
+            self.db, step=10.0, top=self.cfg.top, oldest_first=self.cfg.oldest_first, keep_places=True
+        )
         self.counters["reorders"] += 1
         for path, reason in result.failed:
             log.warning("order: %s: %s", path, reason)

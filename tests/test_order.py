@@ -192,23 +192,29 @@ def test_the_original_time_follows_a_moved_photo(tmp_path, model_env):
 @settings(max_examples=300, deadline=None)
 @given(
     current=st.lists(st.none() | st.integers(0, 200), max_size=30),
-    step=st.sampled_from([2, 1, 3, 60]),
+    step=st.sampled_from([2, 1, 3, 10, 60]),
+    gap=st.sampled_from([None, 1, 2]),
     end=st.integers(100, 300),
 )
-def test_places_keep_what_is_in_order_and_stay_a_step_apart(current, step, end):
-    t = order_mod._targets(current, step, end)  # in whole seconds: the function takes any unit
+def test_places_keep_what_is_in_order_and_stay_a_gap_apart(current, step, gap, end):
+    gap = min(gap or step, step)
+    t = order_mod._targets(current, step, end, gap)  # in whole seconds: any unit will do
     assert len(t) == len(current)
     assert all(x <= end for x in t)  # never after the end ("now")
-    assert all(a - b >= step for a, b in zip(t, t[1:], strict=False))  # newest first, a step apart
-    fresh = order_mod._targets([None] * len(current), step, end)
+    assert all(a - b >= gap for a, b in zip(t, t[1:], strict=False))  # newest first, a gap apart
+    fresh = order_mod._targets([None] * len(current), step, end, gap)
     assert fresh == [end - i * step for i in range(len(current))]
-    assert order_mod._targets(fresh, step, end + 100) == fresh  # all in order: nothing moves
+    assert order_mod._targets(fresh, step, end + 100, gap) == fresh  # all in order: nothing moves
     if len(fresh) > 2:
-        moved = fresh[:1] + fresh[2:] + fresh[1:2]  # place 1's file now belongs last
-        again = order_mod._targets(moved, step, end)
+        gone = fresh[:1] + fresh[2:]  # a deletion moves nothing
+        assert order_mod._targets(gone, step, end, gap) == gone
+        moved = fresh[:1] + fresh[2:] + fresh[1:2]  # place 1's file now belongs last: it alone moves
+        again = order_mod._targets(moved, step, end, gap)
         assert sum(a != b for a, b in zip(again, moved, strict=True)) == 1
-        gone = fresh[:1] + fresh[2:]  # a deletion
-        assert order_mod._targets(gone, step, end) == gone
+        arrived = fresh[:1] + [None] + fresh[1:]  # a new file between the first two
+        again = order_mod._targets(arrived, step, end + step, gap)  # a step later
+        touched = sum(a != b for a, b in zip(again, arrived, strict=True))
+        assert touched == 1 if step >= 2 * gap else touched <= 2  # slides in, or the top moves up
 
 
 def test_a_reorder_keeping_places_touches_only_the_photos_that_must_move(tmp_path):
@@ -234,10 +240,19 @@ def test_a_reorder_keeping_places_touches_only_the_photos_that_must_move(tmp_pat
     assert reorder() <= 6  # those it passes (or fewer)
     db.execute("UPDATE scores SET score = 0.26 WHERE sha256 = 'photos:3'")  # low to the middle
     assert reorder() <= 20  # the shorter side of the change, at most
-    assert order(db).touched >= 39  # without keep_places every time is laid out anew, up to now
+    order(db)  # without keep_places every time is laid out anew: evenly, ending at now
+    t = sorted((os.lstat(p).st_mtime_ns for p in paths + more if p.exists()), reverse=True)
+    assert [a - b for a, b in zip(t, t[1:], strict=False)] == [2 * 10**9] * 39
     assert json.loads(run("order", "--keep-places", "--json").output)["touched"] == 0
     back = restore(db)
     assert back.restored == 40 and not back.failed
+
+    # Laid out 10 s apart (as the daemon does), a photo slides in between two others.
+    assert order(db, step=10, now_ns=a_minute_ago, keep_places=True).touched == 40
+    for score in (0.5, 0.2, 0.9, 0.501):
+        more += scored_folder(db, tmp_path / f"more{score}", [score])
+        assert order(db, step=10, keep_places=True).touched == 1
+        assert by_mtime([p for p in paths + more if p.exists()]) == [r.path for r in ranked(db)]
 
 
 def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_path):
