@@ -263,25 +263,21 @@ def order(
 
     # Files go in path order from here on: neighbours on disk are neighbours in the kernel's
     # caches (a third faster than score order).
-    stats = {r.path: _lstat(r.path) for r in sorted(chosen)}
-
-    def imgrank_time(path: str) -> int | None:
-        st, rec = stats[path][0], records.get(path)
-        ours_now = keep_places and st and rec and st.st_mtime_ns == rec.set_ns
-        return st.st_mtime_ns if ours_now else None
-
-    places = chosen[::-1] if oldest_first else chosen  # newest time first
-    targets = dict(
-        zip(
-            (r.path for r in places),
-            _targets([imgrank_time(r.path) for r in places], step_ns, end_ns, min(step_ns, MIN_GAP_NS)),
-            strict=True,
-        )
-    )
+    in_path_order = sorted(chosen)
+    stats = {r.path: _lstat(r.path) for r in in_path_order}
+    places = [r.path for r in (chosen[::-1] if oldest_first else chosen)]  # newest time first
+    current = [None] * len(places)
+    if keep_places:  # the time a file has now, if it is the one imgrank set last
+        for i, path in enumerate(places):
+            st, rec = stats[path][0], records.get(path)
+            if st and rec and st.st_mtime_ns == rec.set_ns:
+                current[i] = st.st_mtime_ns
+    gap_ns = min(step_ns, MIN_GAP_NS)
+    targets = dict(zip(places, _targets(current, step_ns, end_ns, gap_ns), strict=True))
 
     # Plan each file's new record; nothing is written yet.
     plans = []  # (path, stat, new record)
-    for path, score, _ in sorted(chosen):
+    for path, score, _ in in_path_order:
         target = targets[path]
         st, why = stats[path]
         if st is None:
