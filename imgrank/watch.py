@@ -325,7 +325,12 @@ class Watcher:
                     log.warning(
                         "%d unreadable files skipped (see `imgrank status --unreadable`)", result.unreadable
                     )
+            self._dirty()  # a new file needs its place, even with content scored before (a copy)
             self._score()
+
+    def _dirty(self) -> None:
+        """The order on disk is out of date: reorder once things settle (see _tick)."""
+        self.dirty_since = self.dirty_since or time.monotonic()
 
     def _score(self) -> None:
         """Score what the active head has not scored yet (numpy), if there is a head."""
@@ -338,7 +343,7 @@ class Watcher:
             self._say_once("head", f"cannot score with the active head: {e}")
             return
         if n:
-            self.dirty_since = self.dirty_since or time.monotonic()
+            self._dirty()
             self.counters["scored"] += n
         elif model.active_run(self.db) is None:
             self._say_once("head", "no trained head yet: new photos are indexed but not scored")
@@ -435,7 +440,7 @@ class Watcher:
             if rc == 0:
                 self.counters["retrains"] += 1
                 log.info("retrained: new head active, photos rescored")
-                self.dirty_since = self.dirty_since or time.monotonic()
+                self._dirty()
             else:
                 tail = (config.home_dir() / "train.log").read_text(errors="replace").strip().splitlines()[-1:]
                 log.warning("retraining failed (exit %d): %s", rc, tail[0] if tail else "")
@@ -476,6 +481,8 @@ class Watcher:
         )
         for r in online:
             self.devices[r] = r.stat().st_dev
+        if result.new or result.changed or result.moved:
+            self._dirty()
         self._score()
 
     def _start_observer(self) -> None:

@@ -222,6 +222,16 @@ def test_a_renamed_photo_is_scored_again_under_its_new_name(daemon, roots):
     assert w.counters["embedded"] == 0
 
 
+def test_a_copy_of_a_scored_photo_takes_its_place_in_the_order(daemon, roots):
+    daemon()
+    activate_random_head()
+    score_all(open_db())
+    copy = roots / "copy-of-old1.jpg"
+    shutil.copyfile(roots / "old1.jpg", copy)  # same content (already scored), a new file
+    wait_for(lambda: q("SELECT set_ns FROM mtimes WHERE path = ?", [str(copy)]))
+    assert q("SELECT set_ns FROM mtimes WHERE path = ?", [str(copy)])[0][0] == os.lstat(copy).st_mtime_ns
+
+
 def test_deleting_a_folder_gives_no_labels(daemon, roots):
     w = daemon()
     for i in range(3):
