@@ -87,6 +87,22 @@ def unchanged(
     return st.st_size == size and st.st_mtime_ns in (mtime_ns, set_ns, prev_set_ns)
 
 
+# What a scan needs to know of each indexed path (one model's vectors): the key, then size, mtime_ns,
+# state, embedded, imgrank's set_ns and prev_set_ns (see _done).
+_KNOWN_SQL = f"""SELECT f.path, f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL, m.set_ns, m.prev_set_ns
+    FROM files f LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ? {OWN_TIMES_JOIN}"""
+
+
+def _done(known: tuple | None, st) -> bool:
+    """The file is as indexed and needs no work: unchanged, and embedded (or known unreadable)."""
+    if known is None:
+        return False
+    size, mtime_ns, state, embedded, set_ns, prev_set_ns = known
+    return unchanged(size, mtime_ns, set_ns, prev_set_ns, st) and (
+        state == "unreadable" or (state == "ok" and bool(embedded))
+    )
+
+
 # --- workers --------------------------------------------------------------------------------
 
 _known: set[str] = set()
@@ -257,14 +273,7 @@ def scan(
     result = ScanResult()
     _check_model(db, embedder, result)
     model = embedder.model_id
-    rows = {
-        r[0]: r[1:]
-        for r in db.execute(
-            f"""SELECT f.path, f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL, m.set_ns, m.prev_set_ns
-                FROM files f LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ? {OWN_TIMES_JOIN}""",
-            [model],
-        )
-    }
+    rows = {r[0]: r[1:] for r in db.execute(_KNOWN_SQL, [model])}
     todo: list[str] = []
     vanished: list[str] = []
     for root in [Path(r) for r in roots]:
@@ -280,11 +289,7 @@ def scan(
             except OSError:
                 continue  # vanished between listing and stat
             row = rows.get(p)
-            if (
-                row
-                and unchanged(row[0], row[1], row[4], row[5], st)
-                and (row[2] == "unreadable" or (row[2] == "ok" and row[3]))
-            ):
+            if _done(row, st):
                 result.unchanged += 1
                 if row[2] == "unreadable":
                     result.unreadable += 1
@@ -329,22 +334,12 @@ def index_paths(
     todo = []
     for p in paths:
         path = Path(p).expanduser().resolve()
-        row = db.execute(
-            f"""SELECT f.size, f.mtime_ns, f.state, v.sha256 IS NOT NULL, m.set_ns, m.prev_set_ns
-                FROM files f LEFT JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ? {OWN_TIMES_JOIN}
-                WHERE f.path = ?""",
-            [embedder.model_id, str(path)],
-        ).fetchone()
+        row = db.execute(_KNOWN_SQL + " WHERE f.path = ?", [embedder.model_id, str(path)]).fetchone()
         try:
             st = path.stat()
         except OSError:
             st = None
-        if (
-            row
-            and st
-            and unchanged(row[0], row[1], row[4], row[5], st)
-            and (row[2] == "unreadable" or (row[2] == "ok" and row[3]))
-        ):
+        if st and _done(row[1:] if row else None, st):
             result.unchanged += 1
         else:
             todo.append(str(path))

@@ -20,7 +20,7 @@ import os
 import stat as stat_mod
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +43,14 @@ class Record:
         return mtime_ns in (self.original_ns, self.set_ns, self.prev_set_ns)
 
 
+def _as_dict(result) -> dict:
+    """A result as JSON: its fields in order, failures as {path, reason}, seconds rounded."""
+    d = asdict(result)
+    d["failed"] = [{"path": p, "reason": r} for p, r in result.failed]
+    d["seconds"] = round(result.seconds, 3)
+    return d
+
+
 @dataclass
 class OrderResult:
     ordered: int = 0  # files in the order
@@ -50,21 +58,11 @@ class OrderResult:
     in_place: int = 0  # files already at their time
     restored: int = 0  # files no longer in the order, given their own time back
     failed: list[tuple[str, str]] = field(default_factory=list)
-    plan: list[dict] = field(default_factory=list)  # filled by a dry run
     dry_run: bool = False
+    plan: list[dict] = field(default_factory=list)  # filled by a dry run
     seconds: float = 0.0
 
-    def as_dict(self) -> dict:
-        return {
-            "ordered": self.ordered,
-            "touched": self.touched,
-            "in_place": self.in_place,
-            "restored": self.restored,
-            "failed": [{"path": p, "reason": r} for p, r in self.failed],
-            "dry_run": self.dry_run,
-            "plan": self.plan,
-            "seconds": round(self.seconds, 3),
-        }
+    as_dict = _as_dict
 
 
 @dataclass
@@ -75,14 +73,7 @@ class RestoreResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # left alone, record kept
     seconds: float = 0.0
 
-    def as_dict(self) -> dict:
-        return {
-            "restored": self.restored,
-            "already": self.already,
-            "gone": self.gone,
-            "failed": [{"path": p, "reason": r} for p, r in self.failed],
-            "seconds": round(self.seconds, 3),
-        }
+    as_dict = _as_dict
 
 
 class Ranked(NamedTuple):
