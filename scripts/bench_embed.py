@@ -32,7 +32,7 @@ from imgrank import index  # noqa: E402
 from imgrank.db import open_db  # noqa: E402
 from imgrank.embed import load_embedder  # noqa: E402
 from imgrank.files import walk  # noqa: E402
-from imgrank.tinymodel import build_model  # noqa: E402
+from imgrank.testing.tinymodel import build_model  # noqa: E402
 
 
 def make_photo(args: tuple[str, int]) -> None:

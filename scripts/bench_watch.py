@@ -1,6 +1,7 @@
 """Benchmark: the daemon with the real-shape model (uform3 small layout, random weights).
 
-1. builds the model (`tinymodel.build_model(dir, shape="small")`), scans a folder of camera-sized
+1. builds the model (`imgrank.testing.tinymodel.build_model(dir, shape="small")`), scans a folder of
+   camera-sized
    JPEGs, labels half of them and trains a head (`imgrank train`, torch, in its own process);
 2. starts `python -m imgrank watch ROOT` (default --settle 2) as a subprocess;
 3. latency: copies a photo into the root (closed when the copy returns) and times until its score
@@ -108,7 +109,7 @@ def main() -> None:
     }
     try:
         t = time.monotonic()
-        from imgrank.tinymodel import build_model
+        from imgrank.testing.tinymodel import build_model
 
         env["IMGRANK_MODEL"] = str(build_model(work / "model", shape="small"))
         print(f"model built in {time.monotonic() - t:.1f}s", file=sys.stderr)

@@ -17,7 +17,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A tiny random-weight model directory in uform's layout (built once per session)."""
-    from imgrank.tinymodel import build_model
+    from imgrank.testing.tinymodel import build_model
 
     return build_model(tmp_path_factory.mktemp("tiny-model"))
 

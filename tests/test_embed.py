@@ -30,7 +30,7 @@ def test_model_id_follows_the_weights_not_the_path(tiny_model, tmp_path):
         == load_embedder(str(tiny_model)).model_id.split("@")[1]
     )
     other = tmp_path / "other"
-    from imgrank.tinymodel import build_model
+    from imgrank.testing.tinymodel import build_model
 
     build_model(other, seed=1)
     assert load_embedder(str(other)).model_id != load_embedder(str(tiny_model)).model_id

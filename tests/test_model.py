@@ -97,7 +97,7 @@ def test_a_clearly_worse_head_is_not_activated_unless_forced():
 
 
 def test_a_head_from_another_embedding_model_is_refused(tiny_model, tmp_path, monkeypatch):
-    from imgrank.tinymodel import build_model
+    from imgrank.testing.tinymodel import build_model
 
     other = build_model(tmp_path / "other-model", seed=1)
     monkeypatch.setenv("IMGRANK_MODEL", str(tiny_model))

@@ -185,7 +185,7 @@ def test_permission_denied_and_vanished_mid_scan_are_recorded(tmp_path, embedder
 
 
 def test_switching_models_reembeds_and_never_mixes(tmp_path, tiny_model, monkeypatch):
-    from imgrank.tinymodel import build_model
+    from imgrank.testing.tinymodel import build_model
 
     root = tmp_path / "photos"
     photo(root / "a.jpg", seed=1)
