@@ -1,8 +1,7 @@
 """Benchmark: the daemon with the real-shape model (uform3 small layout, random weights).
 
 1. builds the model (`imgrank.testing.tinymodel.build_model(dir, shape="small")`), scans a folder of
-   camera-sized
-   JPEGs, labels half of them and trains a head (`imgrank train`, torch, in its own process);
+   camera-sized JPEGs, labels half of them and trains a head (`imgrank train`, torch, in its own process);
 2. starts `python -m imgrank watch ROOT` (default --settle 2) as a subprocess;
 3. latency: copies a photo into the root (closed when the copy returns) and times until its score
    is in the database and until `order` has given it its place (its mtime is the one recorded in
