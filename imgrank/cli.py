@@ -182,6 +182,10 @@ def status(list_unreadable, as_json):
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
+    from imgrank.model import score_source
+
+    info["order_source"] = score_source(db)
+    lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
 
 
@@ -380,11 +384,21 @@ def model_import(head):
     click.echo(f"imported as run {run_id}, now active; {score_all(db)} photos scored")
 
 
+def _source_line(source: str | None) -> str:
+    """Where the order comes from, in words (status, top)."""
+    if source == "prior":
+        return "order: from the cold-start prior (no head trained yet; label photos and `imgrank train`)"
+    return "order: from the trained head" if source == "head" else "order: nothing scored yet"
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
 @handles_errors
 def score(as_json):
-    """Score every embedded photo with the active head (numpy only).
+    """Score every embedded photo with the active head (numpy only); with no head yet, with the prior.
+
+    The prior guesses from prompts (see prompts.txt in the package, or in your imgrank home) and
+    from blur, exposure and resolution measured while scanning.
 
     \b
     Example:
@@ -409,7 +423,12 @@ def top(limit, as_json):
     """
     from imgrank.order import ranked
 
-    rows = [r._asdict() for r in ranked(open_db(), limit)]
+    db = open_db()
+    rows = [r._asdict() for r in ranked(db, limit)]
+    from imgrank.model import score_source
+
+    if rows and score_source(db) == "prior":
+        say(None, _source_line("prior"))
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
     emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")

@@ -246,7 +246,7 @@ def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path
     root = tmp_path / "photos"
     photo(root / "a.jpg", seed=1)
     photo(root / "b.jpg", seed=2)
-    assert json.loads(run("scan", str(root), "--json").output)["scored"] == 0  # no head yet
+    assert json.loads(run("scan", str(root), "--json").output)["scored"] == 2  # no head: the prior
     activate_random_head()
     photo(root / "c.jpg", seed=3)
     assert json.loads(run("scan", "--json").output)["scored"] == 3  # the head had scored nothing
