@@ -275,7 +275,7 @@ def _train_config(**options):
 @click.option("--hidden", help="Hidden layer widths, comma separated, e.g. 256 or 512,128; '' for logistic.")
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--batch-size", type=int, help="Minibatch size.")
-@click.option("--device", help="torch device, e.g. cpu or cuda.")
+@click.option("--device", help="torch device: cpu, cuda, cuda:1, or auto (cuda where there is one).")
 @click.option(
     "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
 )
@@ -294,6 +294,10 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import format_report, require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
+    if options.get("device"):
+        from imgrank.devices import resolve_device
+
+        options["device"] = resolve_device(options["device"])
     cfg = _train_config(**options)
     log = (lambda m: say(ctx, m)) if not as_json else (lambda m: None)
     if data:
