@@ -439,6 +439,43 @@ def top(limit, as_json):
 
 
 @cli.command()
+@click.option(
+    "--threshold",
+    type=float,
+    help="Cosine similarity of image vectors at or above which two photos are near-duplicates [0.95].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@handles_errors
+def dupes(threshold, as_json):
+    """Group near-duplicates (bursts) and exact copies; the keeper of each group is marked.
+
+    The keeper is the photo least likely to be deleted (by the head, else the prior); in the order
+    the others move up (their deletion score goes halfway to 1). Nothing is deleted.
+
+    \b
+    Example:
+        imgrank dupes
+        imgrank dupes --threshold 0.97 --json
+    """
+    from imgrank import dupes as grouping
+
+    db = open_db()
+    summary = grouping.regroup(db, threshold=threshold or grouping.DEFAULT_THRESHOLD)
+    groups = grouping.listing(db)
+    lines = []
+    for i, g in enumerate(groups, 1):
+        lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
+        lines += [
+            f"  {'keep ' if p['keeper'] else '     '} {p['score']:.3f}  {p['path']}" for p in g["photos"]
+        ]
+    lines.append(
+        f"{len(groups)} groups among {summary['photos']} photos "
+        f"(similarity >= {summary['threshold']}, {summary['seconds']:.1f} s)"
+    )
+    emit(groups, as_json, "\n".join(lines))
+
+
+@cli.command()
 @click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handles_errors

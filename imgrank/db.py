@@ -126,6 +126,12 @@ def m003_cues(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m004_dupe_groups(db: sqlite_utils.Database) -> None:
+    # Near-duplicate groups of the last grouping (dupes.py): content hash -> group id.
+    db["dupe_groups"].create({"sha256": str, "group_id": int}, pk="sha256")
+
+
 def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
     """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated."""
     path = Path(path) if path else config.db_path()

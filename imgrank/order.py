@@ -80,14 +80,15 @@ class Ranked(NamedTuple):
     path: str
     score: float
     label: str | None
+    sha256: str | None = None
 
 
-def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
-    """Present, scored images under the roots: highest deletion score first, then by path."""
+def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
+    """Present, scored images under the roots by their own scores: highest first, then by path."""
     # `+f.state`: a scan of files beats the state index, which nearly every row matches.
     rows = db.execute(
         """
-        SELECT f.path, s.score, l.label FROM files f
+        SELECT f.path, s.score, l.label, f.sha256 FROM files f
         JOIN scores s ON s.sha256 = f.sha256
         LEFT JOIN labels l ON l.sha256 = f.sha256
         WHERE +f.state = 'ok' AND f.root_id IS NOT NULL
@@ -97,6 +98,15 @@ def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
         [-1 if limit is None else limit],
     ).fetchall()
     return [Ranked(*r) for r in rows]
+
+
+def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
+    """The deletion order: scored photos, with each burst's and each set of copies' non-keepers moved
+    up (dupes.adjust); highest first, then by path."""
+    from imgrank import dupes
+
+    rows = dupes.adjust(scored_photos(db), dupes.load_groups(db))
+    return rows if limit is None else rows[:limit]
 
 
 def _records(db: sqlite_utils.Database, under: list[str] | None = None) -> dict[str, Record]:
