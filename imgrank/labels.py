@@ -41,6 +41,12 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
     return old != label
 
 
+def current_label(db, sha256: str) -> str | None:
+    """The label a content hash has now, if any."""
+    row = db.execute("SELECT label FROM labels WHERE sha256 = ?", [sha256]).fetchone()
+    return row[0] if row else None
+
+
 def label_counts(db) -> dict:
     """Counts by label and by (label, source)."""
     by_label = {label: 0 for label in LABELS}

@@ -278,7 +278,7 @@ def order(
 
     # Plan each file's new record; nothing is written yet.
     plans = []  # (path, stat, new record)
-    for path, score, _ in in_path_order:
+    for path, score, *_ in in_path_order:
         target = targets[path]
         st, why = stats[path]
         if st is None:
