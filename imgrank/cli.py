@@ -12,6 +12,10 @@ import click
 from imgrank import __version__
 from imgrank.errors import ImgrankError
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
+)
+
 
 def emit(data, as_json: bool, text: str | None = None) -> None:
     """Data to stdout: JSON for machines, else the given text."""
@@ -79,7 +83,7 @@ def open_db():
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@json_option
 @click.pass_context
 @handles_errors
 def scan(ctx, roots, model, jobs, as_json):
@@ -150,7 +154,7 @@ def _heif_hint(db):
 
 @cli.command()
 @click.option("--unreadable", "list_unreadable", is_flag=True, help="List unreadable files and why.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def status(list_unreadable, as_json):
     """Show what imgrank knows: folders, images by state, model, labels, head, daemon.
@@ -191,7 +195,7 @@ def status(list_unreadable, as_json):
 @cli.command()
 @click.argument("label", type=click.Choice(["keep", "delete", "clear"]))
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def relabel(ctx, label, paths, as_json):
@@ -228,7 +232,7 @@ def relabel(ctx, label, paths, as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=10, show_default=True, help="How many recent changes to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print counts and history as JSON.")
+@json_option
 @handles_errors
 def labels(limit, as_json):
     """Show label counts by label and source, and the most recent changes.
@@ -276,7 +280,7 @@ def _train_config(**options):
     "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
 )
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="With --data: where to write the head.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def train(ctx, data, out, as_json, **options):
@@ -316,7 +320,7 @@ def model():
 
 
 @model.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print runs as JSON.")
+@json_option
 @handles_errors
 def model_list(as_json):
     """List training runs and their heads, newest first (* = active).
@@ -381,7 +385,7 @@ def model_import(head):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
+@json_option
 @handles_errors
 def score(as_json):
     """Score every embedded photo with the active head (numpy only).
@@ -398,7 +402,7 @@ def score(as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def top(limit, as_json):
     """The least-wanted photos: highest deletion score first; [keep]/[delete] marks labelled ones.
@@ -417,7 +421,7 @@ def top(limit, as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def suspects(limit, as_json):
     """Labelled photos whose label the out-of-fold predictions most disagree with: likely wrong labels.
@@ -439,7 +443,7 @@ def suspects(limit, as_json):
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @handles_errors
 def export(file, as_json):
     """Write labelled vectors, labels and the feature spec to Parquet, to train elsewhere.
@@ -490,7 +494,7 @@ def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
     help="Photos still in order keep their times; only the others move (fewer changes for backups).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
@@ -538,7 +542,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--force", is_flag=True, help="Also restore files whose mtime someone changed since.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def restore(ctx, paths, force, as_json):
