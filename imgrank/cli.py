@@ -186,6 +186,10 @@ def status(list_unreadable, as_json):
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
+    from imgrank.model import score_source
+
+    info["order_source"] = score_source(db)
+    lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
 
 
@@ -275,7 +279,7 @@ def _train_config(**options):
 @click.option("--hidden", help="Hidden layer widths, comma separated, e.g. 256 or 512,128; '' for logistic.")
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--batch-size", type=int, help="Minibatch size.")
-@click.option("--device", help="torch device, e.g. cpu or cuda.")
+@click.option("--device", help="torch device: cpu, cuda, cuda:1, or auto (cuda where there is one).")
 @click.option(
     "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
 )
@@ -294,6 +298,10 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import format_report, require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
+    if options.get("device"):
+        from imgrank.devices import resolve_device
+
+        options["device"] = resolve_device(options["device"])
     cfg = _train_config(**options)
     log = (lambda m: say(ctx, m)) if not as_json else (lambda m: None)
     if data:
@@ -384,11 +392,21 @@ def model_import(head):
     click.echo(f"imported as run {run_id}, now active; {score_all(db)} photos scored")
 
 
+def _source_line(source: str | None) -> str:
+    """Where the order comes from, in words (status, top)."""
+    if source == "prior":
+        return "order: from the cold-start prior (no head trained yet; label photos and `imgrank train`)"
+    return "order: from the trained head" if source == "head" else "order: nothing scored yet"
+
+
 @cli.command()
 @json_option
 @handles_errors
 def score(as_json):
-    """Score every embedded photo with the active head (numpy only).
+    """Score every embedded photo with the active head (numpy only); with no head yet, with the prior.
+
+    The prior guesses from prompts (see prompts.txt in the package, or in your imgrank home) and
+    from blur, exposure and resolution measured while scanning.
 
     \b
     Example:
@@ -413,7 +431,12 @@ def top(limit, as_json):
     """
     from imgrank.order import ranked
 
-    rows = [r._asdict() for r in ranked(open_db(), limit)]
+    db = open_db()
+    rows = [r._asdict() for r in ranked(db, limit)]
+    from imgrank.model import score_source
+
+    if rows and score_source(db) == "prior":
+        say(None, _source_line("prior"))
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
     emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")

@@ -117,6 +117,15 @@ def m002_mtimes_prev(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE mtimes_old")
 
 
+@migrations()
+def m003_cues(db: sqlite_utils.Database) -> None:
+    # Cheap cues measured while decoding, per content (prior.py): variance of the Laplacian of the
+    # grey image, fractions of clipped dark and bright pixels, mean grey level.
+    db["cues"].create(
+        {"sha256": str, "sharpness": float, "dark": float, "bright": float, "mean": float}, pk="sha256"
+    )
+
+
 def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
     """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated."""
     path = Path(path) if path else config.db_path()
