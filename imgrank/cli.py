@@ -141,8 +141,9 @@ def scan(ctx, roots, model, jobs, as_json):
     except ModelError as e:
         say(ctx, f"photos not scored: {e}")
         d["scored"] = 0
-    text = ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds") + f" in {d['seconds']:.1f}s"
-    emit(d, as_json, text)
+    from imgrank.words import scan_summary
+
+    emit(d, as_json, scan_summary(d))
 
 
 def _heif_hint(db):
@@ -174,7 +175,7 @@ def status(list_unreadable, as_json):
     info = index.status(db)
     lines = [
         "roots: " + (", ".join(info["roots"]) or "none (run `imgrank scan FOLDER`)"),
-        "images: " + ", ".join(f"{k} {v}" for k, v in info["images"].items()),
+        "images: " + _image_counts(info["images"]),
         f"embedded: {info['embedded']}",
         f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
         f"embedding model: {info['embedding_model'] or '-'}",
@@ -182,7 +183,7 @@ def status(list_unreadable, as_json):
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
-    from imgrank.watch import daemon_status, format_daemon_status  # daemon line (watch.py)
+    from imgrank.daemon.heartbeat import daemon_status
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
@@ -191,6 +192,35 @@ def status(list_unreadable, as_json):
     info["order_source"] = score_source(db)
     lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
+
+
+def _image_counts(images: dict) -> str:
+    from imgrank.words import counts
+
+    shown = counts([(images.get("ok", 0), "present"), (images.get("missing", 0), "missing")], noun=None)
+    return shown or "none yet"
+
+
+def format_daemon_status(info: dict) -> str:
+    """One line for `imgrank status`: running or not, since when, what it did (non-zero counts)."""
+    import datetime
+
+    from imgrank.words import counts, plural
+
+    def when(t):
+        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    c = info["counters"]
+    photos = counts([(c.get(k, 0), k) for k in ("indexed", "moved", "deleted")], verb=True)
+    more = [plural(c.get(k, 0), noun) for k, noun in (("labels", "label"), ("reorders", "reorder"))]
+    more.append(plural(c.get("retrains", 0), "retraining"))
+    done = ", ".join([photos] * bool(photos) + [m for m in more if not m.startswith("0 ")])
+    done = f"; {done}" if done else ""
+    if info["running"]:
+        return f"daemon: running (pid {info['pid']}) since {when(info['started_at'])}{done}"
+    if info["started_at"] is None:
+        return "daemon: not running (start it with `imgrank watch` or `imgrank service install --enable`)"
+    return f"daemon: not running (last seen {when(info['heartbeat_at'])}){done}"
 
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
@@ -415,7 +445,9 @@ def score(as_json):
     from imgrank.model import score_all
 
     n = score_all(open_db())
-    emit({"scored": n}, as_json, f"{n} photos scored")
+    from imgrank.words import plural
+
+    emit({"scored": n}, as_json, f"{plural(n, 'photo')} scored")
 
 
 @cli.command()
@@ -437,8 +469,11 @@ def top(limit, as_json):
 
     if rows and score_source(db) == "prior":
         say(None, _source_line("prior"))
+    rows = [{"rank": i, **r} for i, r in enumerate(rows, 1)]
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
-    lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
+    lines = [f"{'rank':>5}  {'score':>5}  {'label':<8}  path"]
+    for r, mark in zip(rows, marks, strict=True):
+        lines.append(f"{r['rank']:>5}  {r['score']:.3f}  {mark:<8}  {r['path']}")
     emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")
 
 
@@ -592,7 +627,7 @@ def restore(ctx, paths, force, as_json):
     _report_failures(ctx, result.failed)
 
 
-# --- commands: watch, service (watch.py) ---
+# --- commands: watch, service (daemon/, service.py) ---
 
 
 @cli.command()
@@ -630,11 +665,13 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     """
     import logging
 
-    from imgrank.watch import WatchConfig, run_watch
+    from imgrank.daemon.entry import run_watch
+    from imgrank.daemon.loop import WatchConfig
 
     quiet = ctx.find_root().obj.get("quiet")
     level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
+    logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
 
 

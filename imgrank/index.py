@@ -353,13 +353,77 @@ def index_paths(
     return result
 
 
-def mark_missing(db: sqlite_utils.Database, path: Path | str) -> str | None:
-    """A file vanished: keep its row, vectors and labels. Returns its content hash, if known."""
-    row = db.execute("SELECT sha256 FROM files WHERE path = ? AND state != 'missing'", [str(path)]).fetchone()
+def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | None = None) -> str | None:
+    """A file vanished: keep its row, vectors and labels. Returns its content hash, if known.
+
+    With `since` (a time.time() when the file was seen to go), a row a scan marked missing at or
+    after that time counts too: the scan got there first, but the file was present until then."""
+    row = db.execute("SELECT sha256, state, last_seen FROM files WHERE path = ?", [str(path)]).fetchone()
     if row is None:
         return None
+    sha, state, last_seen = row
+    if state == "missing":
+        return sha if since is not None and (last_seen or 0) >= since else None
     db.execute("UPDATE files SET state = 'missing', last_seen = ? WHERE path = ?", [time.time(), str(path)])
-    return row[0]
+    return sha
+
+
+def indexed_state(db: sqlite_utils.Database, paths: list[str]) -> dict[str, bool]:
+    """For those of `paths` with a present row: True when the file is as indexed (same size, and
+    the indexed mtime or one imgrank set, e.g. its own touch), False when it changed since."""
+    rows = db.execute(
+        f"""SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {OWN_TIMES_JOIN}
+            WHERE f.state != 'missing' AND f.path IN {IN_JSON}""",
+        [_json(paths)],
+    ).fetchall()
+    state = {}
+    for path, *times in rows:
+        try:
+            state[path] = unchanged(*times, os.stat(path))
+        except OSError:
+            state[path] = False
+    return state
+
+
+def embed_names(db: sqlite_utils.Database, embedder: Embedder, paths: Iterable[str]) -> int:
+    """Embed the file names of these paths that have no name vector yet (a rename seen as it
+    happened gives a photo a new name, one of the head's features). Returns how many."""
+    model = embedder.model_id
+    names = sorted({os.path.basename(p) for p in paths})
+    have = {
+        r[0]
+        for r in db.execute(
+            f"SELECT name FROM name_vectors WHERE model = ? AND name IN {IN_JSON}", [model, _json(names)]
+        )
+    }
+    names = [n for n in names if n not in have]
+    if not names:
+        return 0
+    vectors = embedder.embed_texts(names)
+    with db.atomic():
+        for n, v in zip(names, vectors, strict=True):
+            db.execute(
+                "INSERT OR REPLACE INTO name_vectors (name, model, dim, vector) VALUES (?, ?, ?, ?)",
+                [n, model, len(v), dbm.to_blob(v)],
+            )
+    return len(names)
+
+
+def present_under(db: sqlite_utils.Database, folder: Path | str) -> list[str]:
+    """Paths of indexed files under `folder` that are not missing."""
+    prefix = str(folder).rstrip(os.sep) + os.sep
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    sql = "SELECT path FROM files WHERE state != 'missing' AND path LIKE ? ESCAPE '\\'"
+    return [r[0] for r in db.execute(sql, [like])]
+
+
+def drop_if_moved(db: sqlite_utils.Database, path: Path | str, sha: str) -> bool:
+    """A vanished path whose content is present at another path was moved (or was one of two
+    copies), not lost: its row goes, vectors and labels stay with the content. True if so."""
+    if db.execute("SELECT 1 FROM files WHERE sha256 = ? AND state = 'ok'", [sha]).fetchone() is None:
+        return False
+    db.execute("DELETE FROM files WHERE path = ?", [str(path)])
+    return True
 
 
 def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bool:

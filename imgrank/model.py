@@ -225,6 +225,16 @@ def active_run(db) -> dict | None:
     return dict(zip(cols, row, strict=True))
 
 
+def has_scores(db) -> bool:
+    """Whether any photo has a score (else there is nothing to order)."""
+    return db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is not None
+
+
+def last_run_started_at(db) -> float | None:
+    """When the latest training run started (None before the first)."""
+    return db.execute("SELECT max(started_at) FROM runs").fetchone()[0]
+
+
 def active_head(db, model_id: str | None = None) -> Head | None:
     """The active head, checked against the store's embedding model; None if no head is active."""
     run = active_run(db)
