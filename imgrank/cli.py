@@ -13,6 +13,10 @@ import click
 from imgrank import __version__
 from imgrank.errors import ImgrankError
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
+)
+
 
 def emit(data, as_json: bool, text: str | None = None) -> None:
     """Data to stdout: JSON for machines, else the given text."""
@@ -89,7 +93,7 @@ def open_db():
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@json_option
 @click.pass_context
 @handles_errors
 def scan(ctx, roots, model, jobs, as_json):
@@ -160,7 +164,7 @@ def _heif_hint(db):
 
 @cli.command()
 @click.option("--unreadable", "list_unreadable", is_flag=True, help="List unreadable files and why.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def status(list_unreadable, as_json):
     """Show what imgrank knows: folders, images by state, model, labels, head, daemon.
@@ -192,6 +196,10 @@ def status(list_unreadable, as_json):
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
+    from imgrank.model import score_source
+
+    info["order_source"] = score_source(db)
+    lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
 
 
@@ -201,7 +209,7 @@ def status(list_unreadable, as_json):
 @cli.command()
 @click.argument("label", type=click.Choice(["keep", "delete", "clear"]))
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def relabel(ctx, label, paths, as_json):
@@ -238,7 +246,7 @@ def relabel(ctx, label, paths, as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=10, show_default=True, help="How many recent changes to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print counts and history as JSON.")
+@json_option
 @handles_errors
 def labels(limit, as_json):
     """Show label counts by label and source, and the most recent changes.
@@ -281,12 +289,12 @@ def _train_config(**options):
 @click.option("--hidden", help="Hidden layer widths, comma separated, e.g. 256 or 512,128; '' for logistic.")
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--batch-size", type=int, help="Minibatch size.")
-@click.option("--device", help="torch device, e.g. cpu or cuda.")
+@click.option("--device", help="torch device: cpu, cuda, cuda:1, or auto (cuda where there is one).")
 @click.option(
     "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
 )
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="With --data: where to write the head.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def train(ctx, data, out, as_json, **options):
@@ -300,6 +308,10 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import format_report, require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
+    if options.get("device"):
+        from imgrank.devices import resolve_device
+
+        options["device"] = resolve_device(options["device"])
     cfg = _train_config(**options)
     log = (lambda m: say(ctx, m)) if not as_json else (lambda m: None)
     if data:
@@ -326,7 +338,7 @@ def model():
 
 
 @model.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print runs as JSON.")
+@json_option
 @handles_errors
 def model_list(as_json):
     """List training runs and their heads, newest first (* = active).
@@ -390,11 +402,21 @@ def model_import(head):
     click.echo(f"imported as run {run_id}, now active; {score_all(db)} photos scored")
 
 
+def _source_line(source: str | None) -> str:
+    """Where the order comes from, in words (status, top)."""
+    if source == "prior":
+        return "order: from the cold-start prior (no head trained yet; label photos and `imgrank train`)"
+    return "order: from the trained head" if source == "head" else "order: nothing scored yet"
+
+
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
+@json_option
 @handles_errors
 def score(as_json):
-    """Score every embedded photo with the active head (numpy only).
+    """Score every embedded photo with the active head (numpy only); with no head yet, with the prior.
+
+    The prior guesses from prompts (see prompts.txt in the package, or in your imgrank home) and
+    from blur, exposure and resolution measured while scanning.
 
     \b
     Example:
@@ -408,7 +430,7 @@ def score(as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def top(limit, as_json):
     """The least-wanted photos: highest deletion score first; [keep]/[delete] marks labelled ones.
@@ -419,7 +441,12 @@ def top(limit, as_json):
     """
     from imgrank.ranking import ranked
 
-    rows = [r._asdict() for r in ranked(open_db(), limit)]
+    db = open_db()
+    rows = [r._asdict() for r in ranked(db, limit)]
+    from imgrank.model import score_source
+
+    if rows and score_source(db) == "prior":
+        say(None, _source_line("prior"))
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
     emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")
@@ -427,7 +454,7 @@ def top(limit, as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def suspects(limit, as_json):
     """Labelled photos whose label the out-of-fold predictions most disagree with: likely wrong labels.
@@ -449,7 +476,7 @@ def suspects(limit, as_json):
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @handles_errors
 def export(file, as_json):
     """Write labelled vectors, labels and the feature spec to Parquet, to train elsewhere.
@@ -500,7 +527,7 @@ def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
     help="Photos still in order keep their times; only the others move (fewer changes for backups).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
@@ -553,7 +580,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
     is_flag=True,
     help="Drop the records of files not found anywhere under the roots (deleted for good).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def restore(ctx, paths, force, forget_missing, as_json):

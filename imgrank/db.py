@@ -129,7 +129,16 @@ def m002_mtimes_prev(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m003_mtimes_content(db: sqlite_utils.Database) -> None:
+def m003_cues(db: sqlite_utils.Database) -> None:
+    # Cheap cues measured while decoding, per content (prior.py): variance of the Laplacian of the
+    # grey image, fractions of clipped dark and bright pixels, mean grey level.
+    db["cues"].create(
+        {"sha256": str, "sharpness": float, "dark": float, "bright": float, "mean": float}, pk="sha256"
+    )
+
+
+@migrations()
+def m004_mtimes_content(db: sqlite_utils.Database) -> None:
     # The content hash of each file imgrank touched: a file that moved before a scan saw it is
     # found by its content and its imgrank time, and `restore` gives its time back there.
     db.execute("ALTER TABLE mtimes ADD COLUMN sha256 TEXT")

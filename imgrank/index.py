@@ -25,6 +25,8 @@ from imgrank.db import IN_JSON
 from imgrank.embed import Embedder, preprocess_image
 from imgrank.errors import ImgrankError, UnreadableImage
 from imgrank.files import decode_image, read_file, sha256_bytes, walk
+from imgrank.prior import measure_cues, store_cues
+from imgrank.review.thumbs import save_from_decode
 
 BATCH = 32
 Progress = Callable[[int], None]
@@ -138,6 +140,8 @@ def _read_one(path: str) -> dict:
             img = decode_image(data, path)
             out["width"], out["height"] = img.info["original_size"]
             out["array"] = preprocess_image(img)
+            out["cues"] = measure_cues(img)  # the prior's cues and the review thumbnail, from this decode
+            save_from_decode(img, out["sha256"])
     except UnreadableImage as e:
         out["reason"] = str(e)
     return out
@@ -206,6 +210,7 @@ def _index(
                 )
             for r in pending:
                 _write_row(db, r, now)
+            store_cues(db, [(r["sha256"], r["cues"]) for r in decoded if r.get("cues")])
         result.embedded += len(decoded)
         if progress:
             progress(len(pending))

@@ -243,47 +243,64 @@ def active_head(db, model_id: str | None = None) -> Head | None:
 
 
 def score_all(db, model_id: str | None = None) -> int:
-    """Score every embedded image of the current model with the active head; returns the count."""
+    """Score every embedded image of the model with the active head, else the prior; returns the count."""
     model_id = model_id or current_model_id()
     head = active_head(db, model_id)
-    if head is None:
-        raise ModelError("no trained head yet: label some photos and run `imgrank train`")
+    if head is None:  # cold start: the zero-shot prior orders the photos until a head exists
+        from imgrank import prior
+
+        return prior.score(db, model_id)
     return _score(db, head, load_parts(db, model_id), replace=True)
 
 
 def score_unscored(db, model_id: str | None = None) -> int:
     """Score the present photos the active head has no score for (new, changed or renamed since it
-    last scored: a rename drops a score, as the file name is a feature). Returns the count; 0 when
-    no head is active. Raises ModelError if the active head does not fit the store."""
+    last scored: a rename drops a score, as the file name is a feature). With no head, the prior
+    scores them. Returns the count. Raises ModelError if the active head does not fit the store."""
     model_id = model_id or current_model_id()
     head = active_head(db, model_id)
-    if head is None:
-        return 0
+    run_id = head.meta["run_id"] if head else None
     shas = [
         r[0]
         for r in db.execute(
             """SELECT DISTINCT f.sha256 FROM files f
                JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ?
                WHERE f.state = 'ok' AND NOT EXISTS
-                   (SELECT 1 FROM scores s WHERE s.sha256 = f.sha256 AND s.run_id = ?)""",
-            [model_id, head.meta["run_id"]],
+                   (SELECT 1 FROM scores s WHERE s.sha256 = f.sha256 AND s.run_id IS ?)""",
+            [model_id, run_id],
         )
     ]
-    return _score(db, head, load_parts(db, model_id, shas), replace=False) if shas else 0
+    if not shas:
+        return 0
+    if head is None:
+        from imgrank import prior
+
+        return prior.score(db, model_id, shas)
+    return _score(db, head, load_parts(db, model_id, shas), replace=False)
 
 
 def _score(db, head: Head, parts: dict, replace: bool) -> int:
     p = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
+    write_scores(db, parts["sha256"], p, head.meta["run_id"], replace)
+    return len(parts["sha256"])
+
+
+def write_scores(db, shas: list[str], values, run_id: int | None, replace: bool = False) -> None:
+    """Store deletion scores; run_id None marks the cold-start prior's. `replace` drops all others first."""
     now = time.time()
-    run_id = head.meta["run_id"]
     with db.atomic():
         if replace:
             db.execute("DELETE FROM scores")
         db.conn.executemany(
             "INSERT OR REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
-            [(s, run_id, float(v), now) for s, v in zip(parts["sha256"], p, strict=True)],
+            [(s, run_id, float(v), now) for s, v in zip(shas, values, strict=True)],
         )
-    return len(parts["sha256"])
+
+
+def score_source(db) -> str | None:
+    """Where the stored scores come from: "head", "prior" (no head yet), or None when nothing is scored."""
+    row = db.execute("SELECT run_id IS NULL FROM scores ORDER BY run_id IS NULL LIMIT 1").fetchone()
+    return None if row is None else ("prior" if row[0] else "head")
 
 
 def list_runs(db) -> list[dict]:

@@ -60,7 +60,7 @@ def scored_folder(db, root: Path, scores: list[float], mtimes: list[int] | None 
                 "VALUES (?, ?, ?, ?, ?, 'ok')",
                 [str(p), root_id, st.st_size, st.st_mtime_ns, sha],
             )
-            db.execute("INSERT INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, score])
+            db.execute("REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, score])
             paths.append(p)
     return paths
 
@@ -150,7 +150,7 @@ def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeyp
     db = open_db()
     with db.atomic():
         for i, (sha,) in enumerate(db.execute("SELECT sha256 FROM files ORDER BY path").fetchall()):
-            db.execute("INSERT INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, i / 10])
+            db.execute("REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, i / 10])
     reads = []
     real = index._read_one
     monkeypatch.setattr(index, "_read_one", lambda p: reads.append(p) or real(p))
@@ -173,7 +173,7 @@ def test_the_original_time_follows_a_moved_photo(tmp_path, model_env):
     paths = [photo(root / f"p{i}.jpg", seed=i) for i in range(3)]
     assert run("scan", str(root), "--jobs", "1").exit_code == 0
     db = open_db()
-    db.execute("INSERT INTO scores (sha256, run_id, score, at) SELECT sha256, 1, 0.5, 0 FROM files")
+    db.execute("REPLACE INTO scores (sha256, run_id, score, at) SELECT sha256, 1, 0.5, 0 FROM files")
     before = {p.name: times(p) for p in paths}
     order(db)
     os.rename(paths[0], root / "renamed.jpg")
