@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 
 import click
@@ -41,6 +42,11 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except ImgrankError as e:
             raise click.ClickException(str(e)) from None
+        except sqlite3.DatabaseError as e:  # damaged under us, or locked past the busy timeout
+            from imgrank.config import db_path
+            from imgrank.db import damaged
+
+            raise click.ClickException(damaged(db_path(), e)) from None
 
     return wrapper
 
@@ -64,6 +70,10 @@ def cli(ctx: click.Context, home: str | None, quiet: bool) -> None:
         imgrank relabel delete ~/Pictures/bad
         imgrank train && imgrank order
     """
+    if home is not None and not home.strip():
+        raise click.BadParameter(
+            "is empty: give a folder, or leave --home out for the default", param_hint="--home"
+        )
     if home:
         os.environ["IMGRANK_HOME"] = os.path.abspath(home)
     ctx.ensure_object(dict)
@@ -461,7 +471,7 @@ def top(limit, as_json):
     Example:
         imgrank top -n 50
     """
-    from imgrank.order import ranked
+    from imgrank.ranking import ranked
 
     db = open_db()
     rows = [r._asdict() for r in ranked(db, limit)]
@@ -600,14 +610,21 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--force", is_flag=True, help="Also restore files whose mtime someone changed since.")
+@click.option(
+    "--forget-missing",
+    is_flag=True,
+    help="Drop the records of files not found anywhere under the roots (deleted for good).",
+)
 @json_option
 @click.pass_context
 @handles_errors
-def restore(ctx, paths, force, as_json):
+def restore(ctx, paths, force, forget_missing, as_json):
     """Put back the original mtimes imgrank changed (all, or of files under PATHS).
 
     A file whose mtime was changed by someone else since imgrank set it is reported and left
-    alone (--force restores it anyway).
+    alone (--force restores it anyway). A file moved since is found under the roots by its
+    content and restored where it is; one not found (deleted, or on a disk not mounted now)
+    keeps its record for later, unless --forget-missing.
 
     \b
     Example:
@@ -616,14 +633,23 @@ def restore(ctx, paths, force, as_json):
     """
     from imgrank.order import restore as run_restore
 
-    result = run_restore(open_db(), paths or None, force=force)
-    extra = f", {result.gone} deleted since forgotten" if result.gone else ""
+    result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
+    extra = f", {result.followed} found moved" if result.followed else ""
+    extra += f", {result.forgotten} missing forgotten" if result.forgotten else ""
     emit(
         result.as_dict(),
         as_json,
         f"restored {result.restored} mtimes ({result.already} already original{extra}), "
         f"{len(result.failed)} left alone",
     )
+    if result.missing:
+        shown = result.missing[:10]
+        more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""
+        say(
+            ctx,
+            f"{len(result.missing)} not found under the roots: their original times are kept for when "
+            f"they come back (`imgrank restore --forget-missing` drops them): {', '.join(shown)}{more}",
+        )
     _report_failures(ctx, result.failed)
 
 

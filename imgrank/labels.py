@@ -41,6 +41,11 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
     return old != label
 
 
+def current_labels(db) -> dict[str, str]:
+    """The current label of each labelled content hash."""
+    return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
+
+
 def label_counts(db) -> dict:
     """Counts by label and by (label, source)."""
     by_label = {label: 0 for label in LABELS}

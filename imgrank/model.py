@@ -217,6 +217,11 @@ def store_dims(db, model_id: str) -> tuple[int, int]:
     return one("vectors"), one("name_vectors")
 
 
+def scores(db) -> dict[str, float]:
+    """The deletion score of each scored content hash."""
+    return dict(db.execute("SELECT sha256, score FROM scores").fetchall())
+
+
 def active_run(db) -> dict | None:
     row = db.execute("SELECT * FROM runs WHERE active = 1 ORDER BY id DESC LIMIT 1").fetchone()
     if row is None:
