@@ -79,10 +79,15 @@ def open_db():
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
+@click.option(
+    "--device",
+    help="Embed images with torch on this device (cuda, auto, cpu; half precision on CUDA). "
+    "Default: ONNX on the CPU, no torch needed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
 @handles_errors
-def scan(ctx, roots, model, jobs, as_json):
+def scan(ctx, roots, model, jobs, device, as_json):
     """Index photo folders: new, changed, moved and vanished files; embed what is new.
 
     ROOTS are remembered, so later runs need none. Nothing under a root is ever changed.
@@ -91,6 +96,7 @@ def scan(ctx, roots, model, jobs, as_json):
     Example:
         imgrank scan ~/Pictures /mnt/photos
         imgrank scan --json
+        imgrank scan --device cuda /data/photos   # a backlog, on a GPU machine
     """
     from imgrank import index
     from imgrank.embed import load_embedder
@@ -102,7 +108,7 @@ def scan(ctx, roots, model, jobs, as_json):
     all_roots = index.list_roots(db)
     if not all_roots:
         raise click.UsageError("no photo folders yet: give one, e.g. `imgrank scan ~/Pictures`")
-    embedder = load_embedder(model)
+    embedder = load_embedder(model, device=device)
     quiet = ctx.find_root().obj.get("quiet")
     bar = None
 
