@@ -17,7 +17,8 @@ def export_parquet(db, path: str | Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from imgrank.model import current_model_id, feature_spec, load_parts
+    from imgrank.model import current_model_id, feature_spec
+    from imgrank.vectors import load_parts
 
     model_id = current_model_id()
     labels = dict(db.execute("SELECT sha256, label FROM labels").fetchall())

@@ -409,7 +409,8 @@ def train_arrays(
 
 def labelled_data(db, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(x, y, parts, spec) for every labelled photo with a vector of the current embedding model."""
-    from imgrank.model import assemble, current_model_id, feature_spec, load_parts
+    from imgrank.model import assemble, current_model_id, feature_spec
+    from imgrank.vectors import load_parts
 
     model_id = current_model_id()
     labels = dict(db.execute("SELECT sha256, label FROM labels").fetchall())
