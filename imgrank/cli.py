@@ -95,7 +95,7 @@ def scan(ctx, roots, model, jobs, as_json):
     from imgrank import index
     from imgrank.embed import load_embedder
     from imgrank.errors import ModelError
-    from imgrank.model import score_unscored
+    from imgrank.runs import score_unscored
 
     db = open_db()
     index.add_roots(db, roots)
@@ -264,7 +264,9 @@ def _train_config(**options):
 
 
 @cli.command()
-@click.option("--cv", type=int, help="Also compute out-of-fold predictions with K folds (for `suspects`).")
+@click.option(
+    "--cv", type=click.IntRange(2, 20), help="Cross-validation folds that choose the recipe (default 5)."
+)
 @click.option("--force", is_flag=True, default=None, help="Activate the new head even if it looks worse.")
 @click.option("--seed", type=int, help="Random seed (same seed, same data: same metrics).")
 @click.option("--epochs", "max_epochs", type=int, help="Most epochs (early stopping usually ends sooner).")
@@ -282,12 +284,16 @@ def _train_config(**options):
 def train(ctx, data, out, as_json, **options):
     """Train the deletion head on your labels, record the run, activate it, and score every photo.
 
+    Cross-validation over near-duplicate groups measures the MLP and an L2 logistic regression on
+    photos they did not see and chooses between them; the head is then refit on all labels.
+
     \b
     Example:
-        imgrank train --cv 5
+        imgrank train
         imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
     """
-    from imgrank.train import format_report, require_torch
+    from imgrank.cli_text import format_report
+    from imgrank.train import require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
     cfg = _train_config(**options)
@@ -301,7 +307,8 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import train as do_train
 
     run = do_train(open_db(), cfg, log)
-    emit(run, as_json, format_report(run) + f"\n\n{run['note']}; {run['scored']} photos scored")
+    scored = f"; {run['scored']} photos scored" if run["activated"] else ""
+    emit(run, as_json, format_report(run) + f"\n\n{run['note']}{scored}")
 
 
 @cli.group()
@@ -327,7 +334,7 @@ def model_list(as_json):
     """
     import datetime
 
-    from imgrank.model import list_runs
+    from imgrank.runs import list_runs
 
     runs = list_runs(open_db())
 
@@ -347,7 +354,7 @@ def model_list(as_json):
 
 
 @model.command("use")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=click.IntRange(1, 2**63 - 1))
 @handles_errors
 def model_use(run_id):
     """Make run ID's head the active one and rescore.
@@ -356,7 +363,7 @@ def model_use(run_id):
     Example:
         imgrank model use 3
     """
-    from imgrank.model import score_all, use_run
+    from imgrank.runs import score_all, use_run
 
     db = open_db()
     use_run(db, run_id)
@@ -365,19 +372,20 @@ def model_use(run_id):
 
 @model.command("import")
 @click.argument("head", type=click.Path(exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Activate it even if its metrics look worse.")
 @handles_errors
-def model_import(head):
+def model_import(head, force):
     """Import a head trained elsewhere (`train --data`), check it fits the local model, activate it.
 
     \b
     Example:
         imgrank model import head.safetensors
     """
-    from imgrank.model import import_head, score_all
+    from imgrank.runs import import_head
 
-    db = open_db()
-    run_id = import_head(db, head)
-    click.echo(f"imported as run {run_id}, now active; {score_all(db)} photos scored")
+    run = import_head(open_db(), head, force=force)
+    scored = f"; {run['scored']} photos scored" if run["activated"] else ""
+    click.echo(f"{run['note']}{scored}" if run["duplicate"] else f"imported as {run['note']}{scored}")
 
 
 @cli.command()
@@ -390,50 +398,56 @@ def score(as_json):
     Example:
         imgrank score
     """
-    from imgrank.model import score_all
+    from imgrank.runs import score_all
 
     n = score_all(open_db())
     emit({"scored": n}, as_json, f"{n} photos scored")
 
 
 @cli.command()
-@click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
+@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
+@click.option("--unlabelled", is_flag=True, help="Only photos without a label (you judged the others).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handles_errors
-def top(limit, as_json):
-    """The least-wanted photos: highest deletion score first; [keep]/[delete] marks labelled ones.
+def top(limit, unlabelled, as_json):
+    """The least-wanted photos: highest deletion score (calibrated P(delete)) first; [keep]/[delete]
+    marks labelled ones.
 
     \b
     Example:
-        imgrank top -n 50
+        imgrank top -n 50 --unlabelled
     """
     from imgrank.order import ranked
 
-    rows = [r._asdict() for r in ranked(open_db(), limit)]
+    db = open_db()
+    found = ranked(db, None if unlabelled else limit)
+    rows = [r._asdict() for r in found if not (unlabelled and r.label)][:limit]
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
-    emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")
+    empty = "every scored photo has a label" if found else "no scores yet: run `imgrank train`"
+    emit(rows, as_json, "\n".join(lines) if rows else empty)
 
 
 @cli.command()
-@click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
+@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handles_errors
 def suspects(limit, as_json):
-    """Labelled photos whose label the out-of-fold predictions most disagree with: likely wrong labels.
+    """Labelled photos whose label the held-out predictions of the last `train` most disagree with:
+    likely wrong labels.
 
     Fix one with `imgrank relabel keep|delete PATH`, then retrain.
 
     \b
     Example:
-        imgrank train --cv 5 && imgrank suspects -n 30
+        imgrank train && imgrank suspects -n 30
     """
-    from imgrank.labels import suspects as find
+    from imgrank.runs import suspects as find
 
     rows = find(open_db(), limit)
     lines = [f"{r['p_label']:.3f}  {r['label']:<6}  {r['path'] or r['sha256']}" for r in rows]
     header = "P(label)  label   path"
-    empty = "no labelled photos with out-of-fold predictions"
+    empty = "no labelled photos with held-out predictions"
     emit(rows, as_json, "\n".join([header, *lines]) if rows else empty)
 
 

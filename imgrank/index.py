@@ -438,3 +438,19 @@ def unreadable(db: sqlite_utils.Database) -> list[dict]:
         {"path": p, "reason": r}
         for p, r in db.execute("SELECT path, reason FROM files WHERE state = 'unreadable' ORDER BY path")
     ]
+
+
+def present_contents(db: sqlite_utils.Database) -> set[str]:
+    """The content hashes of the files present now."""
+    rows = db.execute("SELECT DISTINCT sha256 FROM files WHERE state = 'ok' AND sha256 IS NOT NULL")
+    return {r[0] for r in rows}
+
+
+def paths_of_contents(db: sqlite_utils.Database, shas: list[str]) -> dict[str, str]:
+    """One path per content hash: a present file first, then the most recently seen."""
+    rows = db.execute(
+        f"""SELECT sha256, path FROM files WHERE sha256 IN {IN_JSON}
+            ORDER BY state = 'ok', last_seen, id DESC""",
+        [_json(list(shas))],
+    ).fetchall()
+    return dict(rows)  # later rows win: the present, most recently seen file

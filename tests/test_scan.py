@@ -239,9 +239,9 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path, model_env):
-    from test_watch import activate_random_head
+    from helpers import activate_random_head
 
-    from imgrank.model import score_all
+    from imgrank.runs import score_all
 
     root = tmp_path / "photos"
     photo(root / "a.jpg", seed=1)
@@ -249,7 +249,7 @@ def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path
     assert json.loads(run("scan", str(root), "--json").output)["scored"] == 0  # no head yet
     activate_random_head()
     photo(root / "c.jpg", seed=3)
-    assert json.loads(run("scan", "--json").output)["scored"] == 3  # the head had scored nothing
+    assert json.loads(run("scan", "--json").output)["scored"] == 1  # activating it scored a and b
     assert json.loads(run("scan", "--json").output)["scored"] == 0
 
     def score_of(name):
