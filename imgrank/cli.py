@@ -5,12 +5,17 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 
 import click
 
 from imgrank import __version__
 from imgrank.errors import ImgrankError
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
+)
 
 
 def emit(data, as_json: bool, text: str | None = None) -> None:
@@ -37,6 +42,11 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except ImgrankError as e:
             raise click.ClickException(str(e)) from None
+        except sqlite3.DatabaseError as e:  # damaged under us, or locked past the busy timeout
+            from imgrank.config import db_path
+            from imgrank.db import damaged
+
+            raise click.ClickException(damaged(db_path(), e)) from None
 
     return wrapper
 
@@ -60,6 +70,10 @@ def cli(ctx: click.Context, home: str | None, quiet: bool) -> None:
         imgrank relabel delete ~/Pictures/bad
         imgrank train && imgrank order
     """
+    if home is not None and not home.strip():
+        raise click.BadParameter(
+            "is empty: give a folder, or leave --home out for the default", param_hint="--home"
+        )
     if home:
         os.environ["IMGRANK_HOME"] = os.path.abspath(home)
     ctx.ensure_object(dict)
@@ -79,7 +93,7 @@ def open_db():
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@json_option
 @click.pass_context
 @handles_errors
 def scan(ctx, roots, model, jobs, as_json):
@@ -150,7 +164,7 @@ def _heif_hint(db):
 
 @cli.command()
 @click.option("--unreadable", "list_unreadable", is_flag=True, help="List unreadable files and why.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def status(list_unreadable, as_json):
     """Show what imgrank knows: folders, images by state, model, labels, head, daemon.
@@ -182,6 +196,10 @@ def status(list_unreadable, as_json):
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
+    from imgrank.runs import score_source
+
+    info["order_source"] = score_source(db)
+    lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
 
 
@@ -191,7 +209,7 @@ def status(list_unreadable, as_json):
 @cli.command()
 @click.argument("label", type=click.Choice(["keep", "delete", "clear"]))
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def relabel(ctx, label, paths, as_json):
@@ -228,7 +246,7 @@ def relabel(ctx, label, paths, as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=10, show_default=True, help="How many recent changes to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print counts and history as JSON.")
+@json_option
 @handles_errors
 def labels(limit, as_json):
     """Show label counts by label and source, and the most recent changes.
@@ -273,12 +291,12 @@ def _train_config(**options):
 @click.option("--hidden", help="Hidden layer widths, comma separated, e.g. 256 or 512,128; '' for logistic.")
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--batch-size", type=int, help="Minibatch size.")
-@click.option("--device", help="torch device, e.g. cpu or cuda.")
+@click.option("--device", help="torch device: cpu, cuda, cuda:1, or auto (cuda where there is one).")
 @click.option(
     "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
 )
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="With --data: where to write the head.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def train(ctx, data, out, as_json, **options):
@@ -296,6 +314,10 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
+    if options.get("device"):
+        from imgrank.devices import resolve_device
+
+        options["device"] = resolve_device(options["device"])
     cfg = _train_config(**options)
     log = (lambda m: say(ctx, m)) if not as_json else (lambda m: None)
     if data:
@@ -323,7 +345,7 @@ def model():
 
 
 @model.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print runs as JSON.")
+@json_option
 @handles_errors
 def model_list(as_json):
     """List training runs and their heads, newest first (* = active).
@@ -384,15 +406,29 @@ def model_import(head, force):
     from imgrank.runs import import_head
 
     run = import_head(open_db(), head, force=force)
-    scored = f"; {run['scored']} photos scored" if run["activated"] else ""
-    click.echo(f"{run['note']}{scored}" if run["duplicate"] else f"imported as {run['note']}{scored}")
+    if run["duplicate"]:
+        click.echo(run["note"])
+    elif run["activated"]:
+        click.echo(f"imported as run {run['id']}, now active; {run['scored']} photos scored")
+    else:
+        click.echo(f"imported as {run['note']}")
+
+
+def _source_line(source: str | None) -> str:
+    """Where the order comes from, in words (status, top)."""
+    if source == "prior":
+        return "order: from the cold-start prior (no head trained yet; label photos and `imgrank train`)"
+    return "order: from the trained head" if source == "head" else "order: nothing scored yet"
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
+@json_option
 @handles_errors
 def score(as_json):
-    """Score every embedded photo with the active head (numpy only).
+    """Score every embedded photo with the active head (numpy only); with no head yet, with the prior.
+
+    The prior guesses from prompts (see prompts.txt in the package, or in your imgrank home) and
+    from blur, exposure and resolution measured while scanning.
 
     \b
     Example:
@@ -407,7 +443,7 @@ def score(as_json):
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
 @click.option("--unlabelled", is_flag=True, help="Only photos without a label (you judged the others).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def top(limit, unlabelled, as_json):
     """The least-wanted photos: highest deletion score (calibrated P(delete)) first; [keep]/[delete]
@@ -417,11 +453,15 @@ def top(limit, unlabelled, as_json):
     Example:
         imgrank top -n 50 --unlabelled
     """
-    from imgrank.order import ranked
+    from imgrank.ranking import ranked
 
     db = open_db()
     found = ranked(db, None if unlabelled else limit)
     rows = [r._asdict() for r in found if not (unlabelled and r.label)][:limit]
+    from imgrank.runs import score_source
+
+    if rows and score_source(db) == "prior":
+        say(None, _source_line("prior"))
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
     empty = "every scored photo has a label" if found else "no scores yet: run `imgrank train`"
@@ -430,7 +470,7 @@ def top(limit, unlabelled, as_json):
 
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @handles_errors
 def suspects(limit, as_json):
     """Labelled photos whose label the held-out predictions of the last `train` most disagree with:
@@ -453,7 +493,7 @@ def suspects(limit, as_json):
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @handles_errors
 def export(file, as_json):
     """Write labelled vectors, labels and the feature spec to Parquet, to train elsewhere.
@@ -504,7 +544,7 @@ def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
     help="Photos still in order keep their times; only the others move (fewer changes for backups).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_context
 @handles_errors
 def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
@@ -552,14 +592,21 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--force", is_flag=True, help="Also restore files whose mtime someone changed since.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--forget-missing",
+    is_flag=True,
+    help="Drop the records of files not found anywhere under the roots (deleted for good).",
+)
+@json_option
 @click.pass_context
 @handles_errors
-def restore(ctx, paths, force, as_json):
+def restore(ctx, paths, force, forget_missing, as_json):
     """Put back the original mtimes imgrank changed (all, or of files under PATHS).
 
     A file whose mtime was changed by someone else since imgrank set it is reported and left
-    alone (--force restores it anyway).
+    alone (--force restores it anyway). A file moved since is found under the roots by its
+    content and restored where it is; one not found (deleted, or on a disk not mounted now)
+    keeps its record for later, unless --forget-missing.
 
     \b
     Example:
@@ -568,14 +615,23 @@ def restore(ctx, paths, force, as_json):
     """
     from imgrank.order import restore as run_restore
 
-    result = run_restore(open_db(), paths or None, force=force)
-    extra = f", {result.gone} deleted since forgotten" if result.gone else ""
+    result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
+    extra = f", {result.followed} found moved" if result.followed else ""
+    extra += f", {result.forgotten} missing forgotten" if result.forgotten else ""
     emit(
         result.as_dict(),
         as_json,
         f"restored {result.restored} mtimes ({result.already} already original{extra}), "
         f"{len(result.failed)} left alone",
     )
+    if result.missing:
+        shown = result.missing[:10]
+        more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""
+        say(
+            ctx,
+            f"{len(result.missing)} not found under the roots: their original times are kept for when "
+            f"they come back (`imgrank restore --forget-missing` drops them): {', '.join(shown)}{more}",
+        )
     _report_failures(ctx, result.failed)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,69 @@ except ImportError:  # pragma: no cover - depends on the extra
 
 AVIF_SUPPORTED = bool(features.check("avif")) if "avif" in features.get_supported_modules() else False
 HEIF_HINT = "HEIC/HEIF photos are skipped: install the heif extra (pip install 'imgrank[heif]') to read them"
+
+
+# --- paths ----------------------------------------------------------------------------------
+# Linux file names are bytes. Above the store, paths are ordinary `str` from os.fsdecode, where a
+# byte that is not UTF-8 is a lone surrogate (\udc80-\udcff) that SQLite cannot hold. db_path and
+# fs_path convert at the boundary of every table with a path column: character by character,
+# injective and reversible, and a plain name without a backslash is stored as it is.
+
+
+def db_path(p: str | os.PathLike) -> str:
+    """The text form of a path for SQLite: `\\` for a backslash, `\\xXX` for an undecodable byte."""
+    s = os.fsdecode(p)
+    if "\\" not in s and s.isascii():
+        return s
+    out = []
+    for c in s:
+        o = ord(c)
+        if c == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= o <= 0xDCFF:  # os.fsdecode's form of a byte that is not UTF-8
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif 0xD800 <= o <= 0xDFFF:  # any other lone surrogate (not from a file name, but reversible)
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def fs_path(s: str) -> str:
+    """The path (as os.fsdecode gives it) that db_path turned into `s`."""
+    if "\\" not in s:
+        return s
+
+    def back(m: re.Match) -> str:
+        code = m.group(1)
+        if code == "\\":
+            return "\\"
+        if code[0] == "x":
+            return chr(0xDC00 + int(code[1:], 16))
+        return chr(int(code[1:], 16))
+
+    return _ESCAPE.sub(back, s)
+
+
+def display_name(p: str | os.PathLike) -> str:
+    """A lossy, always-encodable form of a path for messages and the name tokenizer (� per bad byte)."""
+    try:
+        raw = os.fsencode(p)
+    except UnicodeEncodeError:  # a surrogate no file name holds: replace it too
+        raw = os.fsdecode(p).encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+def under(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Is `path` the folder itself or inside it? By name, component-wise (`/a/bc` is not under `/a/b`)."""
+    p, f = os.fsdecode(path), os.fsdecode(folder)
+    if p == f:
+        return True
+    f = f.rstrip(os.sep) + os.sep
+    return p.startswith(f)
 
 
 def is_image_name(name: str) -> bool:

@@ -20,10 +20,13 @@ import numpy as np
 import sqlite_utils
 
 from imgrank import db as dbm
+from imgrank import owntimes
 from imgrank.db import IN_JSON
 from imgrank.embed import Embedder, preprocess_image
 from imgrank.errors import ImgrankError, UnreadableImage
 from imgrank.files import decode_image, read_file, sha256_bytes, walk
+from imgrank.prior import measure_cues, store_cues
+from imgrank.review.thumbs import save_from_decode
 
 BATCH = 32
 Progress = Callable[[int], None]
@@ -64,6 +67,12 @@ def add_roots(db: sqlite_utils.Database, paths: Iterable[Path | str]) -> list[Pa
 
 def list_roots(db: sqlite_utils.Database) -> list[Path]:
     return [Path(r[0]) for r in db.execute("SELECT path FROM roots ORDER BY path").fetchall()]
+
+
+def present_files(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+    """(path, sha256) of every present, readable image under the roots."""
+    # `+state`: a scan of files beats the state index, which nearly every row matches.
+    return db.execute("SELECT path, sha256 FROM files WHERE +state = 'ok' AND root_id IS NOT NULL").fetchall()
 
 
 def _root_id(db: sqlite_utils.Database, path: Path) -> int | None:
@@ -131,6 +140,8 @@ def _read_one(path: str) -> dict:
             img = decode_image(data, path)
             out["width"], out["height"] = img.info["original_size"]
             out["array"] = preprocess_image(img)
+            out["cues"] = measure_cues(img)  # the prior's cues and the review thumbnail, from this decode
+            save_from_decode(img, out["sha256"])
     except UnreadableImage as e:
         out["reason"] = str(e)
     return out
@@ -199,6 +210,7 @@ def _index(
                 )
             for r in pending:
                 _write_row(db, r, now)
+            store_cues(db, [(r["sha256"], r["cues"]) for r in decoded if r.get("cues")])
         result.embedded += len(decoded)
         if progress:
             progress(len(pending))
@@ -311,14 +323,15 @@ def scan(
     _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, progress)
     # A vanished path whose content is present at another path was moved, not lost: its row
     # goes (the vectors and labels stay with the content).
-    moved = db.execute(
-        """DELETE FROM files WHERE state = 'missing' AND sha256 IN
-           (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
-    ).fetchall()
-    _own_times_follow(db, moved)
-    # The file name is one of the head's features: a moved photo is scored again under its new one.
-    db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [_json([sha for _, sha in moved])])
-    db.commit()
+    # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
+    with owntimes.locked(db), db.atomic():
+        moved = db.execute(
+            """DELETE FROM files WHERE state = 'missing' AND sha256 IN
+               (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
+        ).fetchall()
+        _own_times_follow(db, moved)
+        # The file name is one of the head's features: a moved photo is scored again under its new one.
+        db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [_json([sha for _, sha in moved])])
     result.missing -= len(set(vanished) & {r[0] for r in moved})
     result.seconds = time.monotonic() - start
     return result
@@ -365,11 +378,11 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
         size, mtime_ns = st.st_size, st.st_mtime_ns
     except OSError:  # already moved on again: the row follows now, the next rename carries it on
         size = mtime_ns = None
-    with db.atomic():
+    with owntimes.locked(db), db.atomic():
         if db.execute("SELECT 1 FROM files WHERE path = ?", [src]).fetchone() is None:
             return False
-        own = db.execute("SELECT set_ns, prev_set_ns FROM mtimes WHERE path = ?", [src]).fetchone()
-        if own and mtime_ns in own:
+        own = owntimes.record(db, src)
+        if own and mtime_ns in own.set_times():
             mtime_ns = None  # a rename keeps imgrank's time: the indexed one stays the file's own
         db.execute("DELETE FROM files WHERE path = ?", [dst])
         db.execute(
@@ -377,7 +390,7 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
                mtime_ns = coalesce(?, mtime_ns), last_seen = ? WHERE path = ?""",
             [dst, _root_id(db, Path(dst)), size, mtime_ns, time.time(), src],
         )
-        _move_own_times(db, src, dst)
+        owntimes.follow(db, src, dst)
         # The file name is one of the head's features: the photo is scored again under its new one.
         db.execute("DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [dst])
     return True
@@ -387,27 +400,13 @@ def _own_times_follow(db: sqlite_utils.Database, moved: list[tuple[str, str]]) -
     """A file imgrank had ordered turned up at a new path (found by its content and its imgrank
     time, which a move keeps): its record goes with it, and its row gets its own time back."""
     for src, sha in moved:
-        own = db.execute(
-            "SELECT original_ns, set_ns, prev_set_ns FROM mtimes WHERE path = ?", [src]
-        ).fetchone()
-        if own is None:
-            continue
-        dst = db.execute(
-            f"""SELECT f.path FROM files f {OWN_TIMES_JOIN} WHERE f.sha256 = ? AND f.state = 'ok'
-                AND m.path IS NULL AND f.mtime_ns IN (?, ?) LIMIT 1""",
-            [sha, own[1], own[2]],
-        ).fetchone()
-        if dst:
-            _move_own_times(db, src, dst[0])
-            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [own[0], dst[0]])
-
-
-def _move_own_times(db: sqlite_utils.Database, src: str, dst: str) -> None:
-    """imgrank's record of a file's original mtime follows the file (`restore` finds it there)."""
-    db.execute(
-        "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
-    )
-    db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
+        present = db.execute(
+            "SELECT path, mtime_ns FROM files WHERE sha256 = ? AND state = 'ok'", [sha]
+        ).fetchall()
+        followed = owntimes.follow_content(db, src, present)
+        if followed is not None:
+            dst, rec = followed
+            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [rec.original_ns, dst])
 
 
 def status(db: sqlite_utils.Database) -> dict:
@@ -429,7 +428,7 @@ def status(db: sqlite_utils.Database) -> dict:
         "database": str(path),
         "database_bytes": size,
         "embedding_model": model,
-        "ordered": db.execute("SELECT count(*) FROM mtimes").fetchone()[0],  # originals `restore` holds
+        "ordered": owntimes.count(db),  # originals `restore` holds
     }
 
 

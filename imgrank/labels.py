@@ -41,6 +41,11 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
     return old != label
 
 
+def current_labels(db) -> dict[str, str]:
+    """The current label of each labelled content hash."""
+    return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
+
+
 def label_counts(db) -> dict:
     """Counts by label and by (label, source)."""
     by_label = {label: 0 for label in LABELS}
@@ -49,11 +54,6 @@ def label_counts(db) -> dict:
         by_label[label] = by_label.get(label, 0) + n
         by_source.setdefault(source, {})[label] = n
     return {"total": sum(by_label.values()), "by_label": by_label, "by_source": by_source}
-
-
-def current_labels(db) -> dict[str, str]:
-    """Every labelled content hash and its label ("keep" or "delete")."""
-    return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
 
 
 def history(db, n: int = 20) -> list[dict]:

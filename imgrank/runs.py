@@ -219,7 +219,8 @@ def active_head(db, model_id: str | None = None) -> Head | None:
 
 
 def write_scores(db, shas: list[str], values: np.ndarray, run_id: int | None, replace: bool = False) -> int:
-    """Store P(delete) per content hash (replace: drop every other score first). Returns the count."""
+    """Store P(delete) per content hash; run_id None marks the cold-start prior's (replace: drop every
+    other score first). Returns the count."""
     now = time.time()
     with db.atomic():
         if replace:
@@ -251,28 +252,41 @@ def _score(db, head: Head, parts: dict, replace: bool) -> int:
 
 
 def score_all(db, model_id: str | None = None) -> int:
-    """Score every embedded image of the store's model with the active head; returns the count."""
+    """Score every embedded image of the store's model with the active head, else with the cold-start
+    prior; returns the count."""
     model_id = model_id or current_model_id(db)
     head = active_head(db, model_id)
-    if head is None:
-        raise ModelError("no trained head yet: label some photos and run `imgrank train`")
+    if head is None:  # cold start: the zero-shot prior orders the photos until a head exists
+        from imgrank import prior
+
+        return prior.score(db, model_id)
     return _score(db, head, load_parts(db, model_id), replace=True)
 
 
 def score_unscored(db, model_id: str | None = None) -> int:
-    """Score the present photos the active head has no score for (new, changed or renamed since it
-    last scored: a rename drops a score, as the file name is a feature). Returns the count; 0 when
-    no head is active. Raises ModelError if the active head does not fit the store."""
+    """Score the present photos the active head (with no head, the prior) has no score for: new,
+    changed or renamed since it last scored (a rename drops a score, as the file name is a feature).
+    Returns the count. Raises ModelError if the active head does not fit the store."""
     from imgrank.index import present_contents
 
-    run = active_run(db)
-    if run is None:
-        return 0
     model_id = model_id or current_model_id(db)
     head = active_head(db, model_id)
-    scored = {r[0] for r in db.execute("SELECT sha256 FROM scores WHERE run_id = ?", [run["id"]])}
+    run_id = head.meta["run_id"] if head else None
+    scored = {r[0] for r in db.execute("SELECT sha256 FROM scores WHERE run_id IS ?", [run_id])}
     todo = sorted(present_contents(db) - scored)
-    return _score(db, head, load_parts(db, model_id, todo), replace=False) if todo else 0
+    if not todo:
+        return 0
+    if head is None:
+        from imgrank import prior
+
+        return prior.score(db, model_id, todo)
+    return _score(db, head, load_parts(db, model_id, todo), replace=False)
+
+
+def score_source(db) -> str | None:
+    """Where the stored scores come from: "head", "prior" (no head yet), or None when nothing is scored."""
+    row = db.execute("SELECT run_id IS NULL FROM scores ORDER BY run_id IS NULL LIMIT 1").fetchone()
+    return None if row is None else ("prior" if row[0] else "head")
 
 
 # --- out-of-fold predictions ---

@@ -72,16 +72,11 @@ def require_torch():
 
 
 def torch_device(name: str):
-    """The torch device, or one clear line when this machine has no such device."""
+    """The torch device (`auto`: CUDA where there is one), or one clear line when there is no such device."""
+    from imgrank.devices import resolve_device
+
     torch = require_torch()
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ImgrankError(f"unknown torch device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImgrankError(
-            f"--device {name}: this machine has no CUDA device torch can use (try --device cpu)"
-        )
+    device = torch.device(resolve_device(name))
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ImgrankError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
     return device

@@ -151,7 +151,7 @@ def test_the_good_head_those_are_made_from_is_accepted(tmp_path):
     store(db, x, y, model="m")
     result = invoke("model", "import", crafted(tmp_path, *good_head()))
     assert result.exit_code == 0 and result.exception is None, result.output
-    assert "run 1 is now the active head; 40 photos scored" in result.output
+    assert "imported as run 1, now active; 40 photos scored" in result.output
 
 
 def test_importing_the_same_head_twice_adds_no_second_run(tmp_path):

@@ -246,7 +246,7 @@ def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path
     root = tmp_path / "photos"
     photo(root / "a.jpg", seed=1)
     photo(root / "b.jpg", seed=2)
-    assert json.loads(run("scan", str(root), "--json").output)["scored"] == 0  # no head yet
+    assert json.loads(run("scan", str(root), "--json").output)["scored"] == 2  # no head: the prior
     activate_random_head()
     photo(root / "c.jpg", seed=3)
     assert json.loads(run("scan", "--json").output)["scored"] == 1  # activating it scored a and b
@@ -270,3 +270,46 @@ def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path
     assert after != before  # the file name is a feature
     score_all(open_db())
     assert score_of("renamed.jpg") == pytest.approx(after)
+
+
+# --- path helpers (bytes-safe names) ----------------------------------------------------------
+
+NAMES = [
+    "/p/plain.jpg",
+    "/p/été.jpg",
+    os.fsdecode(b"/p/\xff\xfe.jpg"),
+    os.fsdecode(b"/p/\xe9t\xe9.jpg"),
+    "/p/back\\slash.jpg",
+    "/p/\\xff.jpg",  # a real name that looks like an escape
+    os.fsdecode(b"/p/\\\xff\\\\x.jpg"),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_db_path_is_reversible_and_sqlite_safe(name):
+    from imgrank.files import db_path, display_name, fs_path
+
+    stored = db_path(name)
+    stored.encode("utf-8")  # SQLite (and the tokenizer) can hold it
+    assert fs_path(stored) == name
+    assert os.fsencode(fs_path(stored)) == os.fsencode(name)
+    display_name(name).encode("utf-8")
+
+
+def test_db_path_is_injective_and_leaves_plain_names_alone():
+    from imgrank.files import db_path
+
+    assert len({db_path(n) for n in NAMES}) == len(NAMES)
+    assert db_path("/p/plain.jpg") == "/p/plain.jpg"
+    assert db_path("/p/été.jpg") == "/p/été.jpg"
+    assert db_path(os.fsdecode(b"/p/\xe9t\xe9.jpg")) == "/p/\\xe9t\\xe9.jpg"
+    assert db_path(os.fsdecode(b"/p/\xe9t\xe9.jpg")) != db_path("/p/\\xe9t\\xe9.jpg")
+
+
+def test_under_is_component_wise():
+    from imgrank.files import under
+
+    assert under("/a/b/c.jpg", "/a/b") and under("/a/b", "/a/b") and under("/a/b/c", "/a/b/")
+    assert not under("/a/bc/d.jpg", "/a/b") and not under("/a", "/a/b")
+    assert under("/x.jpg", "/")
+    assert under(os.fsdecode(b"/\xff/x.jpg"), os.fsdecode(b"/\xff"))

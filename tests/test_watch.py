@@ -43,21 +43,30 @@ def q(sql: str, params=()):
         db.close()
 
 
+def imgrank_children() -> list[tuple[int, list[str]]]:
+    """Live children of this process that run imgrank itself (`python -m imgrank ...`, such as the
+    daemon's retraining). Not multiprocessing's forkserver or resource tracker, which pytest keeps
+    for its whole run, and not anything else whose command line merely mentions "imgrank" (a clone
+    of this project is a folder named imgrank, so the venv's path does)."""
+    me = os.getpid()
+    found = []
+    for pid in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        if any(argv[i : i + 2] == ["-m", "imgrank"] for i in range(len(argv))):
+            found.append((int(pid), argv))
+    return found
+
+
 @pytest.fixture
 def no_leaks():
-    """No thread or child process outlives the test."""
+    """No thread or imgrank child process outlives the test."""
     before = set(threading.enumerate())
     yield
     wait_for(lambda: not (set(threading.enumerate()) - before), timeout=5)
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    assert not [c for c in children if Path(f"/proc/{c}").exists() and "imgrank" in _cmdline(c)]
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return ""
+    assert imgrank_children() == []
 
 
 @pytest.fixture
