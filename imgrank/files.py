@@ -248,3 +248,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.point(lambda v: v / 256).convert("L")  # 16-bit greyscale to 8 bits
     return img.convert("RGB")
 
+
+def open_image(path: Path | str, target: int = 224) -> Image.Image:
+    """Open an image file safely (see decode_image). Raises UnreadableImage with a one-line reason."""
+    data, _ = read_file(path)
+    return decode_image(data, str(path), target)

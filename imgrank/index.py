@@ -25,12 +25,13 @@ from typing import NamedTuple
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, vectors
+from imgrank import config, owntimes, vectors
 from imgrank import db as dbm
 from imgrank.db import IN_JSON
 from imgrank.embed import Embedder
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, display_name, fs_path, under, walk
+from imgrank.prior import store_cues
 from imgrank.workers import init_worker as _init_worker
 from imgrank.workers import read_all
 from imgrank.workers import read_one as _read_one
@@ -100,6 +101,13 @@ def remove_root(db: sqlite_utils.Database, path: Path | str) -> Path:
                 db.execute("DELETE FROM roots WHERE path = ?", [db_path(root)])
             return root
     raise ImgrankError(f"{display_name(path)} is not a root (see `imgrank roots list`)")
+
+
+def present_files(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+    """(path, sha256) of every present, readable image under the roots."""
+    # `+state`: a scan of files beats the state index, which nearly every row matches.
+    found = db.execute("SELECT path, sha256 FROM files WHERE +state = 'ok' AND root_id IS NOT NULL")
+    return [(fs_path(p), sha) for p, sha in found]
 
 
 def _root_id(db: sqlite_utils.Database, path: Path | str) -> int | None:
@@ -199,12 +207,8 @@ def unchanged(
 
 
 def _own_times(db: sqlite_utils.Database, paths: list[str]) -> dict[str, tuple[int | None, int | None]]:
-    """(set_ns, prev_set_ns) of the paths imgrank ordered (the mtimes table belongs to order)."""
-    keys = {db_path(p): p for p in paths}
-    found = db.execute(
-        f"SELECT path, set_ns, prev_set_ns FROM mtimes WHERE path IN {IN_JSON}", [json.dumps(list(keys))]
-    )
-    return {keys[r[0]]: (r[1], r[2]) for r in found}
+    """(set_ns, prev_set_ns) of the paths imgrank ordered: times a scan takes as the file's own."""
+    return owntimes.own_times(db, paths)
 
 
 def _needs(row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: set[str] | None) -> bool:
@@ -300,6 +304,7 @@ def _index(
             known.update(r["sha256"] for r in decoded)
             for r in pending:
                 _write_row(db, r, now)
+            store_cues(db, [(r["sha256"], r["cues"]) for r in decoded if r.get("cues")])
         result.embedded += len(decoded)
         if progress:
             progress(len(pending))
@@ -455,14 +460,15 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
     _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, progress)
     # A vanished path whose content is present at another path was moved, not lost: its row
     # goes (the vectors and labels stay with the content).
-    moved = db.execute(
-        """DELETE FROM files WHERE state = 'missing' AND sha256 IN
-           (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
-    ).fetchall()
-    _own_times_follow(db, moved)
-    # The file name is one of the head's features: a moved photo is scored again under its new one.
-    db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps([sha for _, sha in moved])])
-    db.commit()
+    # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
+    with owntimes.locked(db), db.atomic():
+        moved = db.execute(
+            """DELETE FROM files WHERE state = 'missing' AND sha256 IN
+               (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
+        ).fetchall()
+        _own_times_follow(db, moved)
+        # The file name is one of the head's features: a moved photo is scored again under its new one.
+        db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps([sha for _, sha in moved])])
     result.missing -= len(set(vanished) & {fs_path(r[0]) for r in moved})
     result.seconds = time.monotonic() - start
     return result
@@ -506,22 +512,23 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
     except OSError:  # already moved on again: the row follows now, the next rename carries it on
         size = mtime_ns = None
     root_id = _root_id(db, dst)
-    src, dst = db_path(src), db_path(dst)
-    with db.atomic():
-        if db.execute("SELECT 1 FROM files WHERE path = ?", [src]).fetchone() is None:
+    with owntimes.locked(db), db.atomic():
+        if db.execute("SELECT 1 FROM files WHERE path = ?", [db_path(src)]).fetchone() is None:
             return False
-        own = db.execute("SELECT set_ns, prev_set_ns FROM mtimes WHERE path = ?", [src]).fetchone()
-        if own and mtime_ns in own:
+        own = owntimes.record(db, os.fspath(src))
+        if own and mtime_ns in own.set_times():
             mtime_ns = None  # a rename keeps imgrank's time: the indexed one stays the file's own
-        db.execute("DELETE FROM files WHERE path = ?", [dst])
+        db.execute("DELETE FROM files WHERE path = ?", [db_path(dst)])
         db.execute(
             """UPDATE files SET path = ?, root_id = ?, size = coalesce(?, size),
                mtime_ns = coalesce(?, mtime_ns), last_seen = ? WHERE path = ?""",
-            [dst, root_id, size, mtime_ns, time.time(), src],
+            [db_path(dst), root_id, size, mtime_ns, time.time(), db_path(src)],
         )
-        _move_own_times(db, src, dst)
+        owntimes.follow(db, os.fspath(src), os.fspath(dst))
         # The file name is one of the head's features: the photo is scored again under its new one.
-        db.execute("DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [dst])
+        db.execute(
+            "DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [db_path(dst)]
+        )
     return True
 
 
@@ -529,27 +536,13 @@ def _own_times_follow(db: sqlite_utils.Database, moved: list[tuple[str, str]]) -
     """A file imgrank had ordered turned up at a new path (found by its content and its imgrank
     time, which a move keeps): its record goes with it, and its row gets its own time back."""
     for src, sha in moved:
-        own = db.execute(
-            "SELECT original_ns, set_ns, prev_set_ns FROM mtimes WHERE path = ?", [src]
-        ).fetchone()
-        if own is None:
-            continue
-        dst = db.execute(
-            """SELECT f.path FROM files f LEFT JOIN mtimes m ON m.path = f.path
-                WHERE f.sha256 = ? AND f.state = 'ok' AND m.path IS NULL AND f.mtime_ns IN (?, ?) LIMIT 1""",
-            [sha, own[1], own[2]],
-        ).fetchone()
-        if dst:
-            _move_own_times(db, src, dst[0])
-            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [own[0], dst[0]])
-
-
-def _move_own_times(db: sqlite_utils.Database, src: str, dst: str) -> None:
-    """imgrank's record of a file's original mtime follows the file (`restore` finds it there)."""
-    db.execute(
-        "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
-    )
-    db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
+        present = db.execute(
+            "SELECT path, mtime_ns FROM files WHERE sha256 = ? AND state = 'ok'", [sha]
+        ).fetchall()
+        followed = owntimes.follow_content(db, fs_path(src), [(fs_path(p), t) for p, t in present])
+        if followed is not None:
+            dst, rec = followed
+            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [rec.original_ns, db_path(dst)])
 
 
 def status(db: sqlite_utils.Database) -> dict:
@@ -568,7 +561,7 @@ def status(db: sqlite_utils.Database) -> dict:
         "database": str(path),
         "database_bytes": size,
         "embedding_model": model,
-        "ordered": db.execute("SELECT count(*) FROM mtimes").fetchone()[0],  # originals `restore` holds
+        "ordered": owntimes.count(db),  # originals `restore` holds
     }
 
 
@@ -577,3 +570,19 @@ def unreadable(db: sqlite_utils.Database) -> list[dict]:
         {"path": fs_path(p), "reason": r}
         for p, r in db.execute("SELECT path, reason FROM files WHERE state = 'unreadable' ORDER BY path")
     ]
+
+
+def present_contents(db: sqlite_utils.Database) -> set[str]:
+    """The content hashes of the files present now."""
+    rows = db.execute("SELECT DISTINCT sha256 FROM files WHERE state = 'ok' AND sha256 IS NOT NULL")
+    return {r[0] for r in rows}
+
+
+def paths_of_contents(db: sqlite_utils.Database, shas: list[str]) -> dict[str, str]:
+    """One path per content hash: a present file first, then the most recently seen."""
+    rows = db.execute(
+        f"""SELECT sha256, path FROM files WHERE sha256 IN {IN_JSON}
+            ORDER BY state = 'ok', last_seen, id DESC""",
+        [json.dumps(list(shas))],
+    ).fetchall()
+    return {sha: fs_path(p) for sha, p in rows}  # later rows win: the present, most recently seen file

@@ -48,6 +48,11 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
     return old != label
 
 
+def current_labels(db) -> dict[str, str]:
+    """The current label of each labelled content hash."""
+    return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
+
+
 def label_counts(db) -> dict:
     """Counts by label and by (label, source)."""
     by_label = {label: 0 for label in LABELS}
@@ -153,25 +158,3 @@ def relabel(
         result.changed += set_label(db, sha, label, source, str(path))
         result.applied.append(str(path))
     return result
-
-
-def suspects(db, n: int = 20) -> list[dict]:
-    """Labelled photos the latest out-of-fold predictions most disagree with (lowest P(given label) first)."""
-    row = db.execute("SELECT max(run_id) FROM oof").fetchone()
-    if row is None or row[0] is None:
-        raise ImgrankError("no out-of-fold predictions yet: run `imgrank train --cv 5`")
-    rows = db.execute(
-        """
-        SELECT l.sha256, l.label, o.p_delete,
-               CASE l.label WHEN 'delete' THEN o.p_delete ELSE 1 - o.p_delete END AS p_label,
-               (SELECT path FROM files WHERE sha256 = l.sha256
-                ORDER BY state = 'ok' DESC, last_seen DESC LIMIT 1)
-        FROM labels l JOIN oof o ON o.sha256 = l.sha256 AND o.run_id = ?
-        ORDER BY p_label ASC, l.sha256 LIMIT ?
-        """,
-        [row[0], n],
-    ).fetchall()
-    return [
-        {"path": r[4], "label": r[1], "p_label": round(r[3], 4), "p_delete": round(r[2], 4), "sha256": r[0]}
-        for r in rows
-    ]

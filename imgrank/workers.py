@@ -23,6 +23,8 @@ from concurrent.futures.process import BrokenProcessPool
 from imgrank.embed import preprocess_image
 from imgrank.errors import UnreadableImage
 from imgrank.files import decode_image, read_file, sha256_bytes
+from imgrank.prior import measure_cues
+from imgrank.review.thumbs import save_from_decode
 
 # Address space a decoding worker may add to what it maps at start: a 1 GB decode (the most
 # imgrank.files lets through) and the copies made around it fit, a runaway decoder does not.
@@ -75,6 +77,8 @@ def read_one(path: str) -> dict:
             del data  # the bytes are not needed while preprocessing
             out["width"], out["height"] = img.info["original_size"]
             out["array"] = preprocess_image(img)
+            out["cues"] = measure_cues(img)  # the prior's cues and the review thumbnail, from this decode
+            save_from_decode(img, out["sha256"])
     except UnreadableImage as e:
         out["reason"] = str(e)
     except MemoryError:  # past the worker's memory limit outside the decoder itself

@@ -1,0 +1,187 @@
+"""scripts/remote-train.sh against a real sshd on 127.0.0.1: the round trip brings back an active head;
+a failed step names itself in one line and leaves the local store as it was."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from images import photo
+
+from imgrank.cli import cli
+from imgrank.model import load_head
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "remote-train.sh"
+SSHD = "/usr/sbin/sshd"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A throw-away sshd on 127.0.0.1 for the current user, and an ssh_config that reaches it as `gpu-box`."""
+    if not Path(SSHD).exists() or not shutil.which("ssh"):
+        if os.environ.get("CI"):
+            pytest.fail("openssh-server and openssh-client must be installed for this test (.ci/run does)")
+        pytest.skip("needs openssh-server and openssh-client")
+    d = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    shutil.copy(d / "user_key.pub", d / "authorized_keys")
+    port = free_port()
+    host_pub = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    (d / "sshd_config").write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d / "host_key"}
+PidFile {d / "sshd.pid"}
+AuthorizedKeysFile {d / "authorized_keys"}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+    )
+    (d / "ssh_config").write_text(
+        f"""Host gpu-box
+    HostName 127.0.0.1
+    Port {port}
+    User {getpass.getuser()}
+    IdentityFile {d / "user_key"}
+    IdentitiesOnly yes
+    UserKnownHostsFile {d / "known_hosts"}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+"""
+    )
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation folder, made by its service
+    log = open(d / "sshd.log", "w")  # open while sshd runs
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("sshd did not start: " + (d / "sshd.log").read_text())
+            time.sleep(0.1)
+    yield {"config": d / "ssh_config", "port": port, "dir": d}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def remote_dir(tmp_path_factory):
+    """The host's working folder, kept for the session: the venv with torch and imgrank is made once."""
+    return tmp_path_factory.mktemp("remote-host") / "imgrank-remote"
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    return result.output
+
+
+@pytest.fixture
+def labelled_store(model_env, tmp_path):
+    """A store with 12 photos labelled delete and 12 keep, embedded with the tiny model."""
+    for i in range(12):
+        photo(tmp_path / "photos" / "delete" / f"IMG_{i:03d}.jpg", seed=i)
+        photo(tmp_path / "photos" / "keep" / f"DSC_{i:03d}.jpg", seed=100 + i)
+    invoke("scan", str(tmp_path / "photos"))
+    invoke("relabel", "delete", str(tmp_path / "photos" / "delete"))
+    invoke("relabel", "keep", str(tmp_path / "photos" / "keep"))
+    return tmp_path
+
+
+def run_script(*args, timeout=900):
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--python", sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+def local_state(home: Path) -> tuple:
+    """What a round trip may change here: the runs (and which is active) and the head files."""
+    runs = json.loads(invoke("model", "list", "--json"))
+    heads = sorted(p.name for p in home.rglob("*.safetensors"))
+    return [(r["id"], r["active"]) for r in runs], heads
+
+
+def test_round_trip_brings_back_an_active_head(sshd, remote_dir, labelled_store, home):
+    assert json.loads(invoke("model", "list", "--json")) == []
+    result = run_script(
+        "-F", str(sshd["config"]), "--remote-python", sys.executable, "--remote-dir", str(remote_dir),
+        "gpu-box", "--", "--seed", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "imported as run" in result.stdout and "now active" in result.stdout
+    assert "ROC AUC" in result.stdout  # the host's training report reaches the user
+    runs = json.loads(invoke("model", "list", "--json"))
+    assert len(runs) == 1 and runs[0]["active"]
+    # Trained on the host with --device auto (no GPU here: the CPU), and options after -- got there.
+    config = load_head(runs[0]["head_path"]).meta["config"]
+    assert config["seed"] == 1 and config["device"] == "cpu"
+    # The photos are scored with the imported head, and the labels did not stay on the host.
+    assert invoke("top", "-n", "24", "--json").count('"score"') == 24
+    assert not (remote_dir / "job").exists()
+    assert (remote_dir / "venv" / "imgrank-wheel.sha256").is_file()
+
+
+@pytest.mark.parametrize(
+    ("options", "step"),
+    [
+        (["--remote-python", "/nonexistent/python3"], "create venv on gpu-box"),
+        (["-o", "Port=1"], "connect to gpu-box"),
+    ],
+)
+def test_a_failed_step_names_itself_in_one_line_and_changes_nothing(
+    sshd, labelled_store, home, tmp_path, options, step
+):
+    before = local_state(home)
+    result = run_script(
+        "-F", str(sshd["config"]), "--remote-dir", str(tmp_path / "fresh-host"), *options, "gpu-box"
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"remote-train: step '{step}' failed"), lines[0]
+    assert local_state(home) == before
+
+
+def test_train_device_cuda_without_a_gpu_is_one_clear_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data = tmp_path / "labels.parquet"
+    data.write_bytes(b"not read: the device is checked first")
+    result = CliRunner().invoke(cli, ["train", "--data", str(data), "--device", "cuda"])
+    assert result.exit_code == 1
+    assert "no CUDA device" in result.output and "--device auto or cpu" in result.output
