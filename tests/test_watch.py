@@ -12,14 +12,14 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import activate_random_head
 from images import photo
 
 from imgrank import debounce, watch
 from imgrank.db import open_db
-from imgrank.model import score_all
 from imgrank.order import order, restore
+from imgrank.runs import score_all
 
 SETTLE = 0.3
 
@@ -43,38 +43,30 @@ def q(sql: str, params=()):
         db.close()
 
 
-def activate_random_head(seed: int = 0) -> None:
-    """A linear head over the store's features, activated as a run (no torch needed)."""
-    from imgrank import model
-
-    db = open_db()
-    model_id = model.current_model_id()
-    spec = model.feature_spec(model_id, *model.store_dims(db, model_id))
-    n = model.n_features(spec)
-    rng = np.random.default_rng(seed)
-    weights = {"mean": np.zeros(n), "std": np.ones(n), "w0": rng.normal(size=(1, n)), "b0": np.zeros(1)}
-    path = model.save_head(
-        weights, {"feature_spec": spec, "n_layers": 1}, Path(os.environ["IMGRANK_HOME"]) / "h.st"
-    )
-    model.import_head(db, path)
-    db.close()
+def imgrank_children() -> list[tuple[int, list[str]]]:
+    """Live children of this process that run imgrank itself (`python -m imgrank ...`, such as the
+    daemon's retraining). Not multiprocessing's forkserver or resource tracker, which pytest keeps
+    for its whole run, and not anything else whose command line merely mentions "imgrank" (a clone
+    of this project is a folder named imgrank, so the venv's path does)."""
+    me = os.getpid()
+    found = []
+    for pid in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        if any(argv[i : i + 2] == ["-m", "imgrank"] for i in range(len(argv))):
+            found.append((int(pid), argv))
+    return found
 
 
 @pytest.fixture
 def no_leaks():
-    """No thread or child process outlives the test."""
+    """No thread or imgrank child process outlives the test."""
     before = set(threading.enumerate())
     yield
     wait_for(lambda: not (set(threading.enumerate()) - before), timeout=5)
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    assert not [c for c in children if Path(f"/proc/{c}").exists() and "imgrank" in _cmdline(c)]
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return ""
+    assert imgrank_children() == []
 
 
 @pytest.fixture

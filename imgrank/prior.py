@@ -1,0 +1,244 @@
+"""The cold-start prior: a guess at P(delete) before any head exists, from zero-shot prompts and cheap cues.
+
+Zero-shot: each photo's image vector against the prompts of `prompts.txt` (embedded by the model's
+own text encoder), a CLIP-style softmax over the prompts, P(delete) = the sum over the `delete`
+kinds. Cues measured while the photo is decoded for its embedding (blur as the variance of the
+Laplacian, clipped or dark exposure, a tiny resolution) each take their share of what is left.
+This module owns the `cues` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgrank import config
+from imgrank.db import IN_JSON
+from imgrank.errors import ImgrankError
+
+CUE_NAMES = ("blur", "exposure", "tiny")
+# Cues are measured on the decoded image brought to this long side: a drafted JPEG is already near it,
+# and the Laplacian's variance depends on the scale it is measured at.
+CUE_SIDE = 512
+
+
+@dataclass
+class Prompts:
+    """The prompts file: kinds of photo (prompt, wanted?, weight), cue weights, the logit scale."""
+
+    texts: list[str] = field(default_factory=list)
+    delete: list[bool] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    cues: dict[str, float] = field(default_factory=dict)
+    scale: float = 100.0
+    source: str = ""
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.texts, self.delete]).encode()).hexdigest()[:16]
+
+
+def prompts_path() -> Path:
+    """The prompts file in use: `prompts.txt` in the imgrank home if the owner put one there, else ours."""
+    own = config.home_dir() / "prompts.txt"
+    return own if own.is_file() else Path(str(resources.files("imgrank") / "prompts.txt"))
+
+
+def parse_prompts(text: str, source: str = "prompts.txt") -> Prompts:
+    """Read the prompts format (see the shipped prompts.txt). Raises ImgrankError on a bad line."""
+    out = Prompts(source=source)
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split(None, 2)
+        try:
+            if words[0] in ("delete", "keep") and len(words) == 3:
+                out.weights.append(float(words[1]))
+                out.delete.append(words[0] == "delete")
+                out.texts.append(words[2])
+            elif words[0] == "cue" and len(words) == 3 and words[1] in CUE_NAMES:
+                out.cues[words[1]] = min(1.0, max(0.0, float(words[2])))
+            elif words[0] == "scale" and len(words) == 2:
+                out.scale = float(words[1])
+            else:
+                raise ValueError
+        except ValueError:
+            raise ImgrankError(f"{source} line {n}: cannot read {raw.strip()!r}") from None
+    if not any(out.delete) or all(out.delete) or any(w <= 0 for w in out.weights):
+        raise ImgrankError(f"{source}: needs at least one `delete` and one `keep` prompt, weights above 0")
+    return out
+
+
+def load_prompts() -> Prompts:
+    path = prompts_path()
+    return parse_prompts(path.read_text(encoding="utf-8"), str(path))
+
+
+# --- cues, measured in the decoding worker ---------------------------------------------------
+
+
+def measure_cues(img: Image.Image) -> dict[str, float]:
+    """Sharpness (variance of the Laplacian), clipped dark/bright fractions and mean of the grey image."""
+    grey = img.convert("L")
+    if max(grey.size) > CUE_SIDE:
+        grey.thumbnail((CUE_SIDE, CUE_SIDE), Image.BILINEAR)
+    g = np.asarray(grey, dtype=np.float32)
+    if min(g.shape) < 3:
+        lap_var = 0.0
+    else:
+        lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
+        lap_var = float(lap.var())
+    return {
+        "sharpness": lap_var,
+        "dark": float((g <= 10).mean()),
+        "bright": float((g >= 245).mean()),
+        "mean": float(g.mean()),
+    }
+
+
+def store_cues(db, rows: list[tuple[str, dict]]) -> None:
+    """Record the cues measured for these content hashes (sha256, measure_cues(...))."""
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO cues (sha256, sharpness, dark, bright, mean) VALUES (?, ?, ?, ?, ?)",
+        [(sha, c["sharpness"], c["dark"], c["bright"], c["mean"]) for sha, c in rows],
+    )
+
+
+def load_cues(db, shas: list[str]) -> dict[str, dict[str, float]]:
+    rows = db.execute(
+        f"SELECT sha256, sharpness, dark, bright, mean FROM cues WHERE sha256 IN {IN_JSON}",
+        [json.dumps(shas)],
+    )
+    return {r[0]: {"sharpness": r[1], "dark": r[2], "bright": r[3], "mean": r[4]} for r in rows}
+
+
+def _ramp(x: float, bad: float, good: float) -> float:
+    """1 at `bad` or beyond, 0 at `good` or beyond, linear in between."""
+    return float(min(1.0, max(0.0, (good - x) / (good - bad))))
+
+
+def cue_values(measured: dict[str, float] | None, pixels: float | None) -> dict[str, float]:
+    """Each cue in [0, 1] (1: strong sign of a photo to delete); NaN where it was never measured."""
+    out = dict.fromkeys(CUE_NAMES, math.nan)
+    if measured:
+        # A Laplacian variance under ~30 on the grey image is blurred through; over ~300 is sharp.
+        out["blur"] = _ramp(math.log10(measured["sharpness"] + 1.0), math.log10(30), math.log10(300))
+        clipped = max(measured["dark"], measured["bright"])
+        out["exposure"] = max(_ramp(-clipped, -0.6, -0.1), _ramp(measured["mean"], 25, 70))
+    if pixels and pixels > 0:
+        # 640×480 and more is a photo; under ~170×170 an icon or a thumbnail saved by accident.
+        out["tiny"] = _ramp(math.log10(pixels), math.log10(3e4), math.log10(3e5))
+    return out
+
+
+# --- the prior ---------------------------------------------------------------------------------
+
+
+def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarray:
+    """The prompts' text vectors, cached under the imgrank home per model and prompts."""
+    key = hashlib.sha256(f"{model_id}\n{prompts.digest}".encode()).hexdigest()[:20]
+    cache = config.home_dir() / "prior" / f"prompts-{key}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    if embedder is None or embedder.model_id != model_id:
+        from imgrank.embed import load_embedder
+
+        embedder = load_embedder()
+    if embedder.model_id != model_id:
+        raise ImgrankError(f"the prior needs the text encoder of {model_id}, but {embedder.model_id} loads")
+    vectors = embedder.embed_texts(prompts.texts)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(cache)
+    return vectors
+
+
+@dataclass
+class PriorResult:
+    """The prior for some photos: final P(delete), the prompts' part, the cues and each prompt's share."""
+
+    sha256: list[str]
+    p: np.ndarray
+    p_prompts: np.ndarray
+    cues: np.ndarray  # N × len(CUE_NAMES), NaN where unmeasured
+    shares: np.ndarray  # N × n_prompts, softmax over the prompts
+    prompts: Prompts
+
+    def why(self, i: int, n: int = 3) -> dict:
+        """One photo's explanation: its top prompts and cues, for the review page."""
+        top = np.argsort(-self.shares[i])[:n]
+        return {
+            "p": round(float(self.p[i]), 4),
+            "p_prompts": round(float(self.p_prompts[i]), 4),
+            "prompts": [
+                {
+                    "prompt": self.prompts.texts[k],
+                    "kind": "delete" if self.prompts.delete[k] else "keep",
+                    "share": round(float(self.shares[i, k]), 3),
+                }
+                for k in top
+            ],
+            "cues": {
+                name: round(float(v), 3) for name, v in zip(CUE_NAMES, self.cues[i], strict=True) if v == v
+            },
+        }
+
+    def features(self) -> np.ndarray:
+        """N×4 features for a head: logit of the prompts' P(delete), then the cues (NaN unknown)."""
+        p = np.clip(self.p_prompts, 1e-6, 1 - 1e-6)
+        return np.concatenate([np.log(p / (1 - p))[:, None], self.cues], axis=1).astype(np.float32)
+
+
+def compute(
+    db, model_id: str, shas: list[str] | None = None, embedder=None, prompts: Prompts | None = None
+) -> PriorResult:
+    """The prior for the given content hashes (default: every embedded photo of the model)."""
+    from imgrank.model import load_parts
+
+    prompts = prompts or load_prompts()
+    parts = load_parts(db, model_id, shas)
+    texts = _prompt_vectors(prompts, model_id, embedder)
+    logits = prompts.scale * (parts["image"] @ texts.T) + np.log(np.asarray(prompts.weights))[None, :]
+    logits -= logits.max(axis=1, keepdims=True)
+    shares = np.exp(logits)
+    shares /= shares.sum(axis=1, keepdims=True)
+    p_prompts = shares[:, np.asarray(prompts.delete, bool)].sum(axis=1)
+    measured = load_cues(db, parts["sha256"])
+    pixels = np.exp(parts["meta"][:, 0].astype(np.float64))  # log_pixels; NaN where unknown
+    cues = np.array(
+        [
+            [cue_values(measured.get(s), None if np.isnan(px) else px)[c] for c in CUE_NAMES]
+            for s, px in zip(parts["sha256"], pixels, strict=True)
+        ],
+        dtype=np.float64,
+    ).reshape(len(parts["sha256"]), len(CUE_NAMES))
+    weights = np.array([prompts.cues.get(c, 0.0) for c in CUE_NAMES])
+    keep_left = np.prod(1 - np.nan_to_num(cues, nan=0.0) * weights[None, :], axis=1)
+    p = 1 - (1 - p_prompts) * keep_left
+    return PriorResult(parts["sha256"], p, p_prompts, cues, shares, prompts)
+
+
+def score(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
+    """Write the prior as the photos' scores (used while no head is active); returns the count."""
+    from imgrank.runs import write_scores
+
+    result = compute(db, model_id, shas, embedder)
+    write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)
+    return len(result.sha256)
+
+
+def explain(db, model_id: str, shas: list[str]) -> dict[str, dict]:
+    """sha256 -> why the prior scores it as it does (top prompts, cues); for the review page."""
+    if not shas:
+        return {}
+    result = compute(db, model_id, shas)
+    return {s: result.why(i) for i, s in enumerate(result.sha256)}

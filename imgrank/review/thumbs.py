@@ -1,0 +1,62 @@
+"""Thumbnails for the review page, cached under the imgrank home (never next to the photos).
+
+The scan makes them from the same decode as the embedding (`save_from_decode`, called in the
+decoding worker); a photo embedded before that gets its thumbnail when first asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from imgrank import config
+
+THUMB_SIDE = 320
+LARGE_SIDE = 1600
+
+
+def thumb_path(sha256: str) -> Path:
+    return config.home_dir() / "thumbs" / sha256[:2] / f"{sha256}.jpg"
+
+
+def _write(img: Image.Image, path: Path, side: int) -> None:
+    small = img.copy()
+    small.thumbnail((side, side), Image.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    small.convert("RGB").save(tmp, "JPEG", quality=82)
+    tmp.replace(path)  # readers never see half a file
+
+
+def save_from_decode(img: Image.Image, sha256: str) -> None:
+    """Cache the thumbnail of a photo just decoded for its embedding (cheap: the decode is done)."""
+    path = thumb_path(sha256)
+    if not path.exists():
+        try:
+            _write(img, path, THUMB_SIDE)
+        except OSError:
+            pass  # a full or read-only home costs the review page a lazy thumbnail, not the scan
+
+
+def thumbnail(sha256: str, photo_path: str) -> Path:
+    """The cached thumbnail, made now from the photo if the scan did not make it."""
+    from imgrank.files import open_image
+
+    path = thumb_path(sha256)
+    if not path.exists():
+        _write(open_image(photo_path, target=THUMB_SIDE), path, THUMB_SIDE)
+    return path
+
+
+def large_jpeg(photo_path: str) -> bytes:
+    """The photo at up to LARGE_SIDE pixels as JPEG bytes (any format imgrank reads; made on request)."""
+    from imgrank.files import open_image
+
+    img = open_image(photo_path, target=LARGE_SIDE)
+    img.thumbnail((LARGE_SIDE, LARGE_SIDE), Image.BICUBIC)
+    out = io.BytesIO()
+    img.convert("RGB").save(out, "JPEG", quality=88)
+    return out.getvalue()
