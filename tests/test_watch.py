@@ -13,15 +13,15 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import activate_random_head
 from images import photo
 
 from imgrank.daemon import debounce, loop
 from imgrank.daemon import roots as daemon_roots
 from imgrank.db import open_db
-from imgrank.model import score_all
 from imgrank.order import order, restore
+from imgrank.runs import score_all
 
 SETTLE = 0.3
 
@@ -43,23 +43,6 @@ def q(sql: str, params=()):
         return db.execute(sql, params).fetchall()
     finally:
         db.close()
-
-
-def activate_random_head(seed: int = 0) -> None:
-    """A linear head over the store's features, activated as a run (no torch needed)."""
-    from imgrank import model
-
-    db = open_db()
-    model_id = model.current_model_id()
-    spec = model.feature_spec(model_id, *model.store_dims(db, model_id))
-    n = model.n_features(spec)
-    rng = np.random.default_rng(seed)
-    weights = {"mean": np.zeros(n), "std": np.ones(n), "w0": rng.normal(size=(1, n)), "b0": np.zeros(1)}
-    path = model.save_head(
-        weights, {"feature_spec": spec, "n_layers": 1}, Path(os.environ["IMGRANK_HOME"]) / "h.st"
-    )
-    model.import_head(db, path)
-    db.close()
 
 
 def imgrank_children() -> list[tuple[int, list[str]]]:
