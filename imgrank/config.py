@@ -7,15 +7,38 @@ from pathlib import Path
 
 import click
 
+from imgrank.errors import StoreError
+
 DEFAULT_MODEL = "unum-cloud/uform3-image-text-english-small"
 
 
 def home_dir() -> Path:
-    """The imgrank home: $IMGRANK_HOME, else the platform's per-user app directory."""
+    """The imgrank home: $IMGRANK_HOME, else the platform's per-user app directory.
+
+    Created if needed; one that cannot be a writable folder is refused (StoreError)."""
     env = os.environ.get("IMGRANK_HOME")
     path = Path(env) if env else Path(click.get_app_dir("imgrank"))
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise StoreError(f"imgrank home {path} is a file, not a folder: give another with --home") from None
+    except NotADirectoryError:
+        raise StoreError(
+            f"imgrank home {path} is under a file, not a folder: give another with --home"
+        ) from None
+    except OSError as e:
+        raise StoreError(f"cannot create the imgrank home {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        why = "on a read-only file system" if _read_only_fs(path) else "not writable by you"
+        raise StoreError(f"imgrank home {path} is {why}: give a writable folder with --home")
     return path
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def db_path() -> Path:

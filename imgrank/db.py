@@ -1,9 +1,19 @@
-"""Open the database. The schema lives only in the migrations below, applied in order."""
+"""Open the database. The schema lives only in the migrations below, applied in order.
+
+Transactions: the connection autocommits each bare statement, and every multi-statement write
+is one `db.atomic()` block, which begins with BEGIN IMMEDIATE. A deferred transaction that reads
+and then writes while another process writes fails at once with "database is locked" (SQLite
+cannot wait on the busy timeout there without breaking the reader's snapshot); an immediate one
+takes the write lock first, waiting on the busy timeout like any other.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +21,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from imgrank import config
+from imgrank.errors import StoreError
 
 migrations = Migrations("imgrank")
 IN_JSON = "(SELECT value FROM json_each(?))"  # `x IN` a JSON list bound as one parameter
@@ -127,25 +138,79 @@ def m003_cues(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m004_dupe_groups(db: sqlite_utils.Database) -> None:
+def m004_mtimes_content(db: sqlite_utils.Database) -> None:
+    # The content hash of each file imgrank touched: a file that moved before a scan saw it is
+    # found by its content and its imgrank time, and `restore` gives its time back there.
+    db.execute("ALTER TABLE mtimes ADD COLUMN sha256 TEXT")
+    db.execute("UPDATE mtimes SET sha256 = (SELECT f.sha256 FROM files f WHERE f.path = mtimes.path)")
+
+
+@migrations()
+def m005_dupe_groups(db: sqlite_utils.Database) -> None:
     # Near-duplicate groups of the last grouping (dupes.py): content hash -> group id.
     db["dupe_groups"].create({"sha256": str, "group_id": int}, pk="sha256")
 
 
-def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
-    """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated."""
+class Store(sqlite_utils.Database):
+    """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Store]:
+        if self.conn.in_transaction:  # nested: a savepoint inside the outer transaction
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+
+def open_db(path: Path | str | None = None) -> Store:
+    """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated.
+
+    A database that is damaged, empty, or written by a newer imgrank is refused (StoreError).
+    """
     path = Path(path) if path else config.db_path()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-    db = sqlite_utils.Database(path)
-    db.execute("PRAGMA busy_timeout = 30000")
+    try:
+        return _open(path)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(damaged(path, e)) from None
+    except OSError as e:
+        raise StoreError(f"cannot open the database {path}: {e.strerror or e}") from None
+
+
+def damaged(path: Path | str, error: Exception) -> str:
+    """The one line for an SQLite error: what it says, where, and what to do."""
+    if isinstance(error, sqlite3.OperationalError) and "locked" not in str(error):
+        return f"database {path}: {error}"
+    return (
+        f"database {path}: {error} (damaged, or not an imgrank database: move it aside and run "
+        "`imgrank scan` to build a new one)"
+    )
+
+
+def _open(path: Path) -> Store:
+    path.parent.mkdir(parents=True, exist_ok=True)
     # Two processes opening a new database at once (the daemon and a command) would race in the
     # switch to WAL and the migrations: one at a time, under a lock file beside the database.
     lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        _refuse_empty(path)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        db = Store(path)
+        db.conn.isolation_level = None  # autocommit; transactions only through atomic()
+        db.execute("PRAGMA busy_timeout = 30000")
+        _refuse_newer(db, path)
         db.enable_wal()
         migrations.apply(db)
     finally:
@@ -157,6 +222,32 @@ def open_db(path: Path | str | None = None) -> sqlite_utils.Database:
         if p.exists():
             os.chmod(p, 0o600)
     return db
+
+
+def _refuse_empty(path: Path) -> None:
+    """An existing database of 0 bytes lost its contents (a full disk, a bad copy): refuse it
+    rather than start afresh, which would forget every original mtime `restore` needs."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    wal = Path(str(path) + "-wal")
+    if size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+        raise StoreError(
+            f"database {path} is empty (0 bytes): it lost its contents, so it is left as it is; "
+            "move it aside (or restore it from a backup) and run `imgrank scan` to start a new one"
+        )
+
+
+def _refuse_newer(db: sqlite_utils.Database, path: Path) -> None:
+    """A database migrated by a newer imgrank has tables this one does not know: refuse it."""
+    known = {m.name for m in migrations._migrations}
+    unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+    if unknown:
+        raise StoreError(
+            f"database {path} was written by a newer imgrank (schema step {unknown[0]} is unknown "
+            "here): upgrade imgrank to use it"
+        )
 
 
 def get_setting(db: sqlite_utils.Database, key: str) -> str | None:

@@ -59,13 +59,14 @@ def near_groups(vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD, k: in
 
 def regroup(db, model_id: str | None = None, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Group the present photos' vectors again and store the groups. Returns counts and seconds."""
-    from imgrank.model import current_model_id, load_parts
-    from imgrank.order import scored_photos
+    from imgrank.model import current_model_id
+    from imgrank.ranking import scored_photos
+    from imgrank.vectors import load_parts
 
     if not 0 < threshold < 1:
         raise ImgrankError(f"--threshold must be between 0 and 1, not {threshold}")
     start = time.monotonic()
-    model_id = model_id or current_model_id()
+    model_id = model_id or current_model_id(db)
     present = sorted({r.sha256 for r in scored_photos(db)})
     parts = load_parts(db, model_id, present)
     group = near_groups(parts["image"], threshold)
@@ -125,7 +126,7 @@ def adjust(rows: list, near: dict[str, int]) -> list:
 
 def listing(db) -> list[dict]:
     """Every group of the stored grouping plus exact copies: members best first, the keeper marked."""
-    from imgrank.order import scored_photos
+    from imgrank.ranking import scored_photos
 
     groups = grouped(scored_photos(db), load_groups(db))
     out = []

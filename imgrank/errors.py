@@ -11,3 +11,7 @@ class ModelError(ImgrankError):
 
 class UnreadableImage(ImgrankError):
     """A file that cannot be read as an image; the message is the one-line reason."""
+
+
+class StoreError(ImgrankError):
+    """The database or the imgrank home cannot be used (damaged, empty, newer, not writable)."""

@@ -1,11 +1,13 @@
-"""Set file mtimes in score order, so a viewer sorted by date shows the least-wanted first; restore them.
+"""Plan file mtimes in score order, so a viewer sorted by date shows the least-wanted first; restore them.
 
-Nothing may be lost on the way. Before a file's mtime is changed, the `mtimes` table records, in
-one transaction: its original mtime (kept across later orders), the time about to be set, and the
-imgrank time it has now, if any. Only then are the files touched. So whatever a crash leaves on
-disk is one of three times the database knows: the original, the previous imgrank time or the new
-one; rerunning `order` or `restore` recognises all three. Any other time means someone else
-changed the file: that time becomes its original.
+Nothing may be lost on the way. Before a file's mtime is changed, its record (imgrank.owntimes)
+is written, in one transaction: its original mtime (kept across later orders), the time about to
+be set, and the imgrank time it has now, if any. Only then are the files touched. So whatever a
+crash leaves on disk is one of three times the database knows: the original, the previous imgrank
+time or the new one; rerunning `order` or `restore` recognises all three. Any other time means
+someone else changed the file: that time becomes its original. Every order and restore runs under
+the mtimes lock (owntimes.locked), reading the records only once it holds it, so two of them (or
+the daemon's reorder and a command) never interleave.
 
 The `files` rows keep the files' own times; a scan takes a time recorded here as imgrank's own
 and sees no change (no re-hash, no re-embed).
@@ -17,36 +19,29 @@ import bisect
 import functools
 import gc
 import os
-import stat as stat_mod
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import sqlite_utils
 
+from imgrank import owntimes
+from imgrank.owntimes import Record, lstat
+from imgrank.ranking import Ranked, ranked
+
+__all__ = ["OrderResult", "Ranked", "RestoreResult", "order", "ranked", "restore"]
+
 # The least gap between two ordered files with --keep-places: FAT keeps mtimes to 2 seconds.
 MIN_GAP_NS = 2 * 10**9
-
-
-@dataclass
-class Record:
-    """What the database knows of a file's mtimes."""
-
-    original_ns: int
-    set_ns: int | None
-    prev_set_ns: int | None
-
-    def ours(self, mtime_ns: int) -> bool:
-        """Is this on-disk time one imgrank set (or the original, not yet touched)?"""
-        return mtime_ns in (self.original_ns, self.set_ns, self.prev_set_ns)
 
 
 def _as_dict(result) -> dict:
     """A result as JSON: its fields in order, failures as {path, reason}, seconds rounded."""
     d = asdict(result)
     d["failed"] = [{"path": p, "reason": r} for p, r in result.failed]
+    if "missing" in d:
+        d["missing"] = list(result.missing)
     d["seconds"] = round(result.seconds, 3)
     return d
 
@@ -69,87 +64,21 @@ class OrderResult:
 class RestoreResult:
     restored: int = 0  # mtimes put back
     already: int = 0  # records whose file already had its original time
-    gone: int = 0  # records of files deleted since (their folder is still there): forgotten
+    followed: int = 0  # files found moved (by content and imgrank time): restored where they are now
+    missing: list[str] = field(default_factory=list)  # not there: records kept for when they come back
+    forgotten: int = 0  # missing files whose records were dropped (--forget-missing)
     failed: list[tuple[str, str]] = field(default_factory=list)  # left alone, record kept
     seconds: float = 0.0
 
     as_dict = _as_dict
 
 
-class Ranked(NamedTuple):
-    path: str
-    score: float
-    label: str | None
-    sha256: str | None = None
-
-
-def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
-    """Present, scored images under the roots by their own scores: highest first, then by path."""
-    # `+f.state`: a scan of files beats the state index, which nearly every row matches.
-    rows = db.execute(
-        """
-        SELECT f.path, s.score, l.label, f.sha256 FROM files f
-        JOIN scores s ON s.sha256 = f.sha256
-        LEFT JOIN labels l ON l.sha256 = f.sha256
-        WHERE +f.state = 'ok' AND f.root_id IS NOT NULL
-        ORDER BY s.score DESC, f.path
-        LIMIT ?
-        """,
-        [-1 if limit is None else limit],
-    ).fetchall()
-    return [Ranked(*r) for r in rows]
-
-
-def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
-    """The deletion order: scored photos, with each burst's and each set of copies' non-keepers moved
-    up (dupes.adjust); highest first, then by path."""
-    from imgrank import dupes
-
-    rows = dupes.adjust(scored_photos(db), dupes.load_groups(db))
-    return rows if limit is None else rows[:limit]
-
-
-def _records(db: sqlite_utils.Database, under: list[str] | None = None) -> dict[str, Record]:
-    """The records of all touched files, or of those at or under the given absolute paths."""
-    sql = "SELECT path, original_ns, set_ns, prev_set_ns FROM mtimes m"
-    if under is None:
-        rows = db.execute(sql).fetchall()
-    else:
-        rows = []
-        for p in under:
-            prefix = p.rstrip(os.sep) + os.sep
-            rows += db.execute(
-                sql + " WHERE m.path = ? OR substr(m.path, 1, ?) = ?", [p, len(prefix), prefix]
-            ).fetchall()
-    return {r[0]: Record(*r[1:]) for r in rows}
-
-
 def _own_time(path: str, records: dict[str, Record]) -> int:
     """The file's own mtime: the original imgrank recorded, else the one on disk."""
     if path in records:
         return records[path].original_ns
-    st, _ = _lstat(path)
+    st, _ = lstat(path)
     return st.st_mtime_ns if st else time.time_ns()
-
-
-def _lstat(path: str) -> tuple[os.stat_result | None, str | None]:
-    """The file's own stat (a symlink is never followed), or why it cannot be touched."""
-    try:
-        st = os.lstat(path)
-    except OSError as e:
-        return None, "vanished" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
-    if not stat_mod.S_ISREG(st.st_mode):
-        return None, "not a regular file any more"
-    return st, None
-
-
-def _touch(path: str, atime_ns: int, mtime_ns: int) -> str | None:
-    """Set the mtime, keep the atime; the reason on failure."""
-    try:
-        os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
-    except OSError as e:
-        return e.strerror or str(e)
-    return None
 
 
 def _targets(current: list[int | None], step_ns: int, end_ns: int, gap_ns: int | None = None) -> list[int]:
@@ -248,12 +177,25 @@ def order(
     is still in order keep it and only the others move (see _targets): for the daemon's frequent
     reorders, so backups see a few changed files instead of all of them.
     """
+    with owntimes.locked(db):
+        return _order(db, step, top, oldest_first, dry_run, now_ns, keep_places)
+
+
+def _order(
+    db: sqlite_utils.Database,
+    step: float,
+    top: int | None,
+    oldest_first: bool,
+    dry_run: bool,
+    now_ns: int | None,
+    keep_places: bool,
+) -> OrderResult:
     start = time.monotonic()
     result = OrderResult(dry_run=dry_run)
     step_ns = max(1, round(step * 1e9))
     rows = ranked(db)
     chosen, rest = (rows, []) if top is None else (rows[:top], rows[top:])
-    records = _records(db)
+    records = owntimes.records(db)
     now_ns = now_ns or time.time_ns()
     if oldest_first and rest:  # the ordered ones go just before the rest's own times
         end_ns = min(_own_time(r.path, records) for r in rest) - step_ns
@@ -265,7 +207,7 @@ def order(
     # Files go in path order from here on: neighbours on disk are neighbours in the kernel's
     # caches (a third faster than score order).
     in_path_order = sorted(chosen)
-    stats = {r.path: _lstat(r.path) for r in in_path_order}
+    stats = {r.path: lstat(r.path) for r in in_path_order}
     places = [r.path for r in (chosen[::-1] if oldest_first else chosen)]  # newest time first
     current = [None] * len(places)
     if keep_places:  # the time a file has now, if it is the one imgrank set last
@@ -278,7 +220,7 @@ def order(
 
     # Plan each file's new record; nothing is written yet.
     plans = []  # (path, stat, new record)
-    for path, score, *_ in in_path_order:
+    for path, score, _, sha in in_path_order:
         target = targets[path]
         st, why = stats[path]
         if st is None:
@@ -293,7 +235,7 @@ def order(
             prev = st.st_mtime_ns if st.st_mtime_ns != rec.original_ns else None
         else:  # never touched, or changed by someone else since: today's time is its own
             original, prev = st.st_mtime_ns, None
-        plans.append((path, st, Record(original, target, prev)))
+        plans.append((path, st, Record(original, target, prev, sha)))
         if dry_run:
             result.plan.append(
                 {"path": path, "score": score, "mtime_ns": st.st_mtime_ns, "new_mtime_ns": target}
@@ -305,21 +247,22 @@ def order(
         return result
 
     # Record first, then touch. A failed touch puts that file's record back as it was.
-    _write_records(db, [(path, rec) for path, _, rec in plans])
+    owntimes.write(db, [(path, rec) for path, _, rec in plans])
     undo = []
-    for path, st, rec in plans:
-        why = _touch(path, st.st_atime_ns, rec.set_ns)
-        if why is None:
-            result.touched += 1
-        else:
-            result.failed.append((path, why))
-            undo.append(path)
+    with owntimes.Toucher() as toucher:
+        for path, st, rec in plans:
+            why = toucher.touch(path, st.st_atime_ns, rec.set_ns)
+            if why is None:
+                result.touched += 1
+            else:
+                result.failed.append((path, why))
+                undo.append(path)
     if undo:
-        _write_records(db, [(p, records[p]) for p in undo if p in records])
-        _delete_records(db, [p for p in undo if p not in records])
+        owntimes.write(db, [(p, records[p]) for p in undo if p in records])
+        owntimes.forget(db, [p for p in undo if p not in records])
 
     # Files imgrank ordered before that are no longer in the order get their own times back
-    # (those not on disk now are left for `restore`, which tells deleted from unmounted).
+    # (those not on disk now are left for `restore`, which looks for where they went).
     chosen_paths = {r.path for r in chosen}
     others = {p: r for p, r in records.items() if p not in chosen_paths and os.path.lexists(p)}
     if others:
@@ -332,67 +275,74 @@ def order(
 
 @_without_cyclic_gc
 def restore(
-    db: sqlite_utils.Database, paths: Iterable[str | Path] | None = None, force: bool = False
+    db: sqlite_utils.Database,
+    paths: Iterable[str | Path] | None = None,
+    force: bool = False,
+    forget_missing: bool = False,
 ) -> RestoreResult:
     """Put original mtimes back (all, or of files under `paths`) and forget those records.
 
     Only where the file still has a time imgrank set: a file changed since is reported and left
-    alone, its record kept, unless `force`. A file deleted since is forgotten; one whose folder
-    is gone (an unmounted disk?) is reported and its record kept for when it comes back.
+    alone, its record kept, unless `force`. A file that is not where it was is looked for under
+    the roots (by its imgrank time and content: a move nobody scanned yet) and restored where it
+    is now; one not found is reported and its record kept (it may be on a disk that is not
+    mounted), unless `forget_missing`.
     """
+    from imgrank import index
+    from imgrank.files import walk
+
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
-    return _give_back(db, _records(db, wanted), force)
-
-
-def _give_back(db: sqlite_utils.Database, records: dict[str, Record], force: bool = False) -> RestoreResult:
     start = time.monotonic()
-    result = RestoreResult()
-    done = []  # paths whose record goes
-    for path, rec in records.items():
-        st, why = _lstat(path)
-        if st is None and why == "vanished" and os.path.isdir(os.path.dirname(path)):
-            result.gone += 1  # deleted since: nothing to give back
-            done.append(path)
-            continue
-        if st is None:
-            if why == "vanished":
-                why = "its folder is not there (unmounted?): original time kept for later"
-            result.failed.append((path, why))
-            continue
-        if st.st_mtime_ns == rec.original_ns:
-            result.already += 1
-            done.append(path)
-            continue
-        if not rec.ours(st.st_mtime_ns) and not force:
-            result.failed.append(
-                (path, "changed since imgrank ordered it: left alone (--force restores anyway)")
-            )
-            continue
-        why = _touch(path, st.st_atime_ns, rec.original_ns)
-        if why is not None:
-            result.failed.append((path, why))
-            continue
-        result.restored += 1
-        done.append(path)
-    _delete_records(db, done)
+    with owntimes.locked(db):
+        records = owntimes.records(db, wanted)
+        lost = {p: r for p, r in records.items() if lstat(p)[1] == "vanished"}
+        moved = {}
+        if lost:
+            taken = set(records if wanted is None else owntimes.records(db))
+            moved = owntimes.find_moved(index.list_roots(db), lost, taken, walk)
+            for old, new in moved.items():
+                owntimes.follow(db, old, new)
+                records[new] = records.pop(old)
+        result = _give_back(db, records, force, forget_missing)
+    result.followed = len(moved)
     result.seconds = time.monotonic() - start
     return result
 
 
-def _write_records(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
-    now = time.time()
-    _write(
-        db,
-        "INSERT OR REPLACE INTO mtimes (path, original_ns, set_ns, prev_set_ns, at) VALUES (?, ?, ?, ?, ?)",
-        [(p, r.original_ns, r.set_ns, r.prev_set_ns, now) for p, r in items],
-    )
-
-
-def _delete_records(db: sqlite_utils.Database, paths: list[str]) -> None:
-    _write(db, "DELETE FROM mtimes WHERE path = ?", [(p,) for p in paths])
-
-
-def _write(db: sqlite_utils.Database, sql: str, params: list[tuple]) -> None:
-    """Many writes in one transaction, in key order (SQLite's B-tree work is then sequential: 3× faster)."""
-    with db.atomic():
-        db.conn.executemany(sql, sorted(params))
+def _give_back(
+    db: sqlite_utils.Database, records: dict[str, Record], force: bool = False, forget_missing: bool = False
+) -> RestoreResult:
+    """Put these files' original times back (under the lock); drop the records that are done."""
+    result = RestoreResult()
+    done = []  # paths whose record goes
+    with owntimes.Toucher() as toucher:
+        for path in sorted(records):
+            rec = records[path]
+            st, why = lstat(path)
+            if st is None and why == "vanished":
+                if forget_missing:
+                    result.forgotten += 1
+                    done.append(path)
+                else:
+                    result.missing.append(path)
+                continue
+            if st is None:
+                result.failed.append((path, why))
+                continue
+            if st.st_mtime_ns == rec.original_ns:
+                result.already += 1
+                done.append(path)
+                continue
+            if not rec.ours(st.st_mtime_ns) and not force:
+                result.failed.append(
+                    (path, "changed since imgrank ordered it: left alone (--force restores anyway)")
+                )
+                continue
+            why = toucher.touch(path, st.st_atime_ns, rec.original_ns)
+            if why is not None:
+                result.failed.append((path, why))
+                continue
+            result.restored += 1
+            done.append(path)
+    owntimes.forget(db, done)
+    return result

@@ -202,7 +202,7 @@ def compute(
     db, model_id: str, shas: list[str] | None = None, embedder=None, prompts: Prompts | None = None
 ) -> PriorResult:
     """The prior for the given content hashes (default: every embedded photo of the model)."""
-    from imgrank.model import load_parts
+    from imgrank.vectors import load_parts
 
     prompts = prompts or load_prompts()
     parts = load_parts(db, model_id, shas)
@@ -229,7 +229,7 @@ def compute(
 
 def score(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
     """Write the prior as the photos' scores (used while no head is active); returns the count."""
-    from imgrank.model import write_scores
+    from imgrank.runs import write_scores
 
     result = compute(db, model_id, shas, embedder)
     write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from imgrank import config
 from imgrank.cli import cli
-from imgrank.db import open_db, to_blob
+from imgrank.db import open_db, set_setting, to_blob
 from imgrank.dupes import moved_up, near_groups
 from imgrank.order import ranked
 
@@ -53,6 +53,7 @@ def test_a_slow_pan_does_not_chain_into_one_group():
 def store(db, vectors, scores, paths):
     """Present, scored photos as a scan and a head would leave them (paths may share a content)."""
     model = config.model_name()
+    set_setting(db, "embed_model", model)  # as a scan records it
     with db.atomic():
         db.execute("INSERT INTO roots (path, added_at) VALUES ('/photos', 0)")
         for path, sha in paths:

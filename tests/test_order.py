@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -70,13 +71,7 @@ def by_mtime(paths: list[Path], newest_first: bool = True) -> list[str]:
 
 def in_step(db, paths: list[Path]) -> bool:
     """Would a scan take every file as unchanged (no read)?"""
-    rows = {
-        r[0]: r[1:]
-        for r in db.execute(
-            f"SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {index.OWN_TIMES_JOIN}"
-        )
-    }
-    return all(index.unchanged(*rows[str(p)], os.lstat(p)) for p in paths)
+    return not index.needs_work(db, [str(p) for p in paths])
 
 
 scores_st = st.lists(
@@ -263,12 +258,13 @@ def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_pa
 
     def order_killed_after(k: int) -> None:
         script = (
-            "import os, signal; from imgrank import order as o; from imgrank.db import open_db\n"
-            "real, n = o._touch, [0]\n"
+            "import os, signal; from imgrank import order as o, owntimes as t\n"
+            "from imgrank.db import open_db\n"
+            "real, n = t.Toucher.touch, [0]\n"
             "def touch(*a):\n"
             f"    n[0] += 1\n    if n[0] > {k}: os.kill(os.getpid(), signal.SIGKILL)\n"
             "    return real(*a)\n"
-            "o._touch = touch\n"
+            "t.Toucher.touch = touch\n"
             "o.order(open_db())\n"
         )
         proc = subprocess.run([sys.executable, "-c", script], env=os.environ, capture_output=True)
@@ -340,13 +336,15 @@ def test_a_file_that_cannot_be_touched_is_reported_and_the_rest_are_ordered(tmp_
     assert "ordered 4 photos: 3 mtimes set" in result.output
     assert by_mtime([p for p in paths if p != gone]) == [str(p) for p in paths if p != gone]
     assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 3
-    # A restore forgets the deleted file (its folder is still there) and gives back the rest.
+    # A restore gives back the rest (the deleted file was never recorded: nothing to keep).
     result = run("restore", "--json")
     assert result.exit_code == 0
     assert json.loads(result.output) | {"seconds": 0} == {
         "restored": 3,
         "already": 0,
-        "gone": 0,
+        "followed": 0,
+        "missing": [],
+        "forgotten": 0,
         "failed": [],
         "seconds": 0,
     }
@@ -429,7 +427,12 @@ def test_restore_under_a_path_restores_only_there(tmp_path):
     assert times(b[0]) != before[b[0]]
 
 
-def test_restore_forgets_deleted_files_and_keeps_records_of_an_unmounted_folder(tmp_path):
+def records(db) -> list[str]:
+    return [r[0] for r in db.execute("SELECT path FROM mtimes ORDER BY path")]
+
+
+def test_restore_keeps_the_records_of_missing_files_until_told_to_forget_them(tmp_path):
+    """A deleted file and a folder whose disk is gone: nothing proves their originals obsolete."""
     db = open_db()
     kept = scored_folder(db, tmp_path / "photos", [0.5, 0.4])
     away = scored_folder(db, tmp_path / "disk", [0.3])
@@ -437,11 +440,90 @@ def test_restore_forgets_deleted_files_and_keeps_records_of_an_unmounted_folder(
     kept[0].unlink()
     shutil.move(tmp_path / "disk", tmp_path / "unplugged")
     result = restore(db)
-    assert (result.restored, result.gone) == (1, 1)
-    assert result.failed == [
-        (str(away[0]), "its folder is not there (unmounted?): original time kept for later")
-    ]
-    assert [r[0] for r in db.execute("SELECT path FROM mtimes")] == [str(away[0])]
+    assert (result.restored, result.missing, result.failed) == (1, sorted([str(kept[0]), str(away[0])]), [])
+    assert records(db) == sorted([str(kept[0]), str(away[0])])
+    cli = run("restore")
+    assert cli.exit_code == 0 and "2 not found under the roots" in cli.output and str(away[0]) in cli.output
+    # The disk comes back: its original time is there to give back.
+    before = os.lstat(tmp_path / "unplugged" / away[0].name).st_mtime_ns
+    shutil.move(tmp_path / "unplugged", tmp_path / "disk")
+    assert os.lstat(away[0]).st_mtime_ns == before
+    assert restore(db).restored == 1
+    assert os.lstat(away[0]).st_mtime_ns == PAST - 0 * DAY
+    # Deleted for good: the owner says so.
+    cli = run("restore", "--forget-missing", "--json")
+    assert cli.exit_code == 0 and json.loads(cli.output)["forgotten"] == 1
+    assert records(db) == []
+
+
+def test_restore_follows_a_file_moved_before_any_scan(tmp_path):
+    """A rename and a move to another folder under the root, not scanned yet: found by content."""
+    db = open_db()
+    root = tmp_path / "photos"
+    paths = scored_folder(db, root, [0.9, 0.5, 0.1])
+    with db.atomic():  # content hashes as a scan computes them (scored_folder's are names)
+        for p in paths:
+            old = db.execute("SELECT sha256 FROM files WHERE path = ?", [str(p)]).fetchone()[0]
+            sha = hashlib.sha256(p.read_bytes()).hexdigest()
+            db.execute("UPDATE files SET sha256 = ? WHERE path = ?", [sha, str(p)])
+            db.execute("UPDATE scores SET sha256 = ? WHERE sha256 = ?", [sha, old])
+    copy = root / "copy.jpg"  # the same bytes, but with a time of its own: not the moved file
+    shutil.copyfile(paths[2], copy)
+    before = {p.name: times(p) for p in paths}
+    order(db)
+    (root / "sub").mkdir()
+    renamed, moved = root / "renamed.jpg", root / "sub" / paths[1].name
+    paths[0].rename(renamed)
+    paths[1].rename(moved)
+    paths[2].unlink()  # deleted; its copy has the same bytes but a time of its own: not this file
+    result = restore(db)
+    assert (result.restored, result.followed, result.missing, result.failed) == (2, 2, [str(paths[2])], [])
+    assert times(renamed) == before[paths[0].name]
+    assert times(moved) == before[paths[1].name]
+    assert records(db) == [str(paths[2])]
+
+
+def test_a_root_that_is_an_empty_mount_point_loses_nothing(tmp_path):
+    """The root stays as an empty folder while its disk is unmounted: every record is kept."""
+    db = open_db()
+    root = tmp_path / "mnt"
+    paths = scored_folder(db, root, [0.9, 0.5, 0.1])
+    before = {p: times(p) for p in paths}
+    order(db)
+    disk = tmp_path / "disk-contents"
+    shutil.move(root, disk)
+    root.mkdir()  # the mount point, empty
+    result = run("restore")
+    assert result.exit_code == 0 and "3 not found under the roots" in result.output
+    assert records(db) == sorted(str(p) for p in paths)
+    root.rmdir()
+    shutil.move(disk, root)  # mounted again
+    assert run("restore").exit_code == 0
+    assert {p: times(p) for p in paths} == before
+
+
+def test_order_never_touches_a_file_outside_the_root_through_a_swapped_folder(tmp_path):
+    """A folder under the root is replaced by a symlink to a folder outside it, with files of the
+    same names: order touches none of them, and restore none either."""
+    db = open_db()
+    root = tmp_path / "photos"
+    sub = root / "sub"
+    sub.mkdir(parents=True)
+    paths = scored_folder(db, sub, [0.9, 0.5, 0.1]) + scored_folder(db, root / "safe", [0.7])
+    order(db)
+    restore(db)
+    outside = tmp_path / "outside"
+    shutil.move(sub, outside)
+    sub.symlink_to(outside, target_is_directory=True)
+    outside_before = {p.name: times(outside / p.name) for p in paths[:3]}
+    result = order(db)
+    assert sorted(p for p, _ in result.failed) == sorted(str(p) for p in paths[:3])
+    assert all("symlink" in why for _, why in result.failed)
+    assert result.touched == 1
+    assert {n: times(outside / n) for n in outside_before} == outside_before
+    assert records(db) == [str(paths[3])]
+    assert restore(db).restored == 1
+    assert {n: times(outside / n) for n in outside_before} == outside_before
 
 
 @pytest.mark.skipif(not shutil.which("feh"), reason="feh is not installed (.ci/run installs it)")

@@ -16,8 +16,8 @@ COLOURS = {"keep": "#2b8a3e", "delete": "#c92a2a", "ap": "#1864ab", "auc": "#e67
 def gather(db) -> dict:
     """Everything the metrics tab shows, as plain data."""
     from imgrank.labels import label_counts
-    from imgrank.model import active_run, list_runs, score_source
-    from imgrank.order import scored_photos
+    from imgrank.ranking import scored_photos
+    from imgrank.runs import active_run, headline, list_runs, score_source
 
     runs = sorted(list_runs(db), key=lambda r: r["id"])
     active = active_run(db)
@@ -38,7 +38,7 @@ def gather(db) -> dict:
             for r in runs
         ],
         "active_run": active["id"] if active else None,
-        "confusion": (metrics.get("mlp") or {}).get("confusion"),
+        "confusion": headline(metrics).get("confusion"),
         "labels": label_counts(db),
         "y": y.tolist(),
         "p": p.tolist(),

@@ -40,8 +40,8 @@ def _unique(rows):
 
 
 def least_wanted(db, n: int = 60) -> list[dict]:
-    from imgrank.model import score_source
-    from imgrank.order import ranked
+    from imgrank.ranking import ranked
+    from imgrank.runs import score_source
 
     source = score_source(db)
     return [_item(r, source) for r in _unique(r for r in ranked(db) if r.label is None)[:n]]
@@ -49,15 +49,15 @@ def least_wanted(db, n: int = 60) -> list[dict]:
 
 def suspects(db, n: int = 60) -> list[dict]:
     """Labelled photos whose label the model doubts most (lowest P(given label) first)."""
-    from imgrank import labels
+    from imgrank import runs
     from imgrank.errors import ImgrankError
-    from imgrank.model import score_source
-    from imgrank.order import scored_photos
+    from imgrank.ranking import scored_photos
+    from imgrank.runs import score_source
 
     rows = {r.sha256: r for r in scored_photos(db) if r.label is not None}
     try:
         doubted = [
-            (s["sha256"], s["p_label"], "out-of-fold") for s in labels.suspects(db, n) if s["sha256"] in rows
+            (s["sha256"], s["p_label"], "out-of-fold") for s in runs.suspects(db, n) if s["sha256"] in rows
         ]
     except ImgrankError:  # no cross-validation yet: the current scores are the doubt
         p_label = {s: (r.score if r.label == "delete" else 1 - r.score) for s, r in rows.items()}
@@ -69,8 +69,10 @@ def suspects(db, n: int = 60) -> list[dict]:
 
 def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
     """Unlabelled photos nearest the boundary (0.5 for a head, the prior's median), spread over kinds."""
-    from imgrank.model import current_model_id, load_parts, score_source
-    from imgrank.order import scored_photos
+    from imgrank.model import current_model_id
+    from imgrank.ranking import scored_photos
+    from imgrank.runs import score_source
+    from imgrank.vectors import load_parts
 
     source = score_source(db)
     rows = _unique(r for r in scored_photos(db) if r.label is None)
@@ -79,7 +81,7 @@ def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
     scores = np.array([r.score for r in rows])
     boundary = 0.5 if source == "head" else float(np.median(scores))
     pool = [rows[i] for i in np.argsort(np.abs(scores - boundary), kind="stable")[: 4 * n]]
-    parts = load_parts(db, model_id or current_model_id(), [r.sha256 for r in pool])
+    parts = load_parts(db, model_id or current_model_id(db), [r.sha256 for r in pool])
     by_sha = {r.sha256: r for r in pool}
     picked = _spread(parts["image"], n) if len(parts["sha256"]) else []
     chosen = [by_sha[parts["sha256"][i]] for i in picked]
@@ -101,7 +103,7 @@ def _spread(vectors: np.ndarray, n: int) -> list[int]:
 def bursts(db, n_groups: int = 20) -> list[dict]:
     """Groups from the last `imgrank dupes` (or the review page's regroup), and exact copies."""
     from imgrank import dupes
-    from imgrank.model import score_source
+    from imgrank.runs import score_source
 
     return _number_groups(dupes.listing(db)[:n_groups], score_source(db))
 
@@ -147,14 +149,15 @@ def why(db, sha256: str) -> dict:
     """Why a photo scores as it does: the source, and the prior's top prompts and cues."""
     from imgrank import prior
     from imgrank.errors import ImgrankError
-    from imgrank.model import active_run, current_model_id, score_source
+    from imgrank.model import current_model_id
+    from imgrank.runs import active_run, score_source
 
     out: dict = {"source": score_source(db)}
     run = active_run(db)
     if run and out["source"] == "head":
         out["head"] = f"head of run {run['id']}"
     try:
-        out["prior"] = prior.explain(db, current_model_id(), [sha256]).get(sha256)
+        out["prior"] = prior.explain(db, current_model_id(db), [sha256]).get(sha256)
     except ImgrankError as e:  # the prior needs the text encoder once; the page works without it
         out["prior_error"] = str(e)
     return out
@@ -166,7 +169,7 @@ def keep_survivors(db, n: int) -> dict:
     import os
 
     from imgrank.labels import set_label
-    from imgrank.order import ranked
+    from imgrank.ranking import ranked
 
     rows = ranked(db, n)
     out = {"looked_at": len(rows), "kept": 0, "already_labelled": 0, "gone": 0}

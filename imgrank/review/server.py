@@ -69,8 +69,8 @@ class Review:
 
     def queue(self, name: str, n: int) -> dict:
         from imgrank.labels import label_counts
-        from imgrank.model import score_source
         from imgrank.review.queues import queue
+        from imgrank.runs import score_source
 
         items = queue(self.db(), name, n)
         for item in items:
@@ -105,7 +105,7 @@ class Review:
             from imgrank.train import TrainConfig, train
 
             run = train(open_db(self.db_path), TrainConfig())
-            self.retrain = {"running": False, "note": run["note"], "ap": run["metrics"]["mlp"]["ap"]}
+            self.retrain = {"running": False, "note": run["note"]}
         except (ImgrankError, ImportError) as e:
             self.retrain = {"running": False, "error": str(e)}
 

@@ -1,0 +1,316 @@
+"""imgrank's own times: the `mtimes` table, its lock, and the one place that sets a photo's time.
+
+Each record holds a touched file's original mtime (kept across later orders), the time imgrank
+set last, the imgrank time before that until its touch is done, and the file's content hash (to
+find it again after a move nobody scanned). Only this module runs SQL on `mtimes` and only its
+`Toucher` calls `os.utime` on a photo.
+
+Every record-then-touch (order, restore, a scan or the daemon following a move) runs under
+`locked(db)`: an exclusive `flock` on a file beside the database, held across reading the
+records, writing them and touching the files, so two processes never interleave and lose an
+original. The lock is always taken before any SQLite write transaction, never inside one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+
+@dataclass
+class Record:
+    """What the database knows of a file's mtimes."""
+
+    original_ns: int
+    set_ns: int | None
+    prev_set_ns: int | None
+    sha256: str | None = None
+
+    def ours(self, mtime_ns: int) -> bool:
+        """Is this on-disk time one imgrank set (or the original, not yet touched)?"""
+        return mtime_ns in (self.original_ns, self.set_ns, self.prev_set_ns)
+
+    def set_times(self) -> tuple[int, ...]:
+        """The imgrank times a file may have now (a move keeps them)."""
+        return tuple(t for t in (self.set_ns, self.prev_set_ns) if t is not None)
+
+
+# --- the lock --------------------------------------------------------------------------------
+
+_held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth): re-entrant within a process
+_thread_lock = threading.RLock()
+
+
+def _lock_path(db: sqlite_utils.Database) -> str:
+    main = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    return (main or ":memory:") + ".mtimes-lock"
+
+
+@contextlib.contextmanager
+def locked(db: sqlite_utils.Database) -> Iterator[None]:
+    """Hold the mtimes lock (waits for another process's order, restore or move to finish)."""
+    if db.conn.in_transaction:
+        # Waiting for the lock while holding SQLite's write lock could deadlock with a holder
+        # of this lock that waits for SQLite's.
+        raise RuntimeError("owntimes.locked() must be entered outside any transaction")
+    path = _lock_path(db)
+    with _thread_lock:
+        if path in _held:
+            fd, depth = _held[path]
+            _held[path] = (fd, depth + 1)
+        else:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            _held[path] = (fd, 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held[path]
+            if depth == 1:
+                del _held[path]
+                os.close(fd)  # releases the flock
+            else:
+                _held[path] = (fd, depth - 1)
+
+
+def _require_lock(db: sqlite_utils.Database) -> None:
+    if _lock_path(db) not in _held:
+        raise RuntimeError("hold owntimes.locked(db) around a change of the mtimes records")
+
+
+# --- records ---------------------------------------------------------------------------------
+
+_COLUMNS = "path, original_ns, set_ns, prev_set_ns, sha256"
+
+
+def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> dict[str, Record]:
+    """The records of all touched files, or of those at or under the given absolute paths."""
+    sql = f"SELECT {_COLUMNS} FROM mtimes"
+    if under is None:
+        rows = db.execute(sql).fetchall()
+    else:
+        rows = []
+        for p in under:
+            prefix = p.rstrip(os.sep) + os.sep
+            rows += db.execute(
+                sql + " WHERE path = ? OR substr(path, 1, ?) = ?", [p, len(prefix), prefix]
+            ).fetchall()
+    return {r[0]: Record(*r[1:]) for r in rows}
+
+
+def record(db: sqlite_utils.Database, path: str) -> Record | None:
+    """The record of one file, if imgrank touched it."""
+    row = db.execute(f"SELECT {_COLUMNS} FROM mtimes WHERE path = ?", [path]).fetchone()
+    return Record(*row[1:]) if row else None
+
+
+def own_times(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
+    """(set_ns, prev_set_ns) of those paths imgrank touched: times a scan takes as the file's own."""
+    import json
+
+    rows = db.execute(
+        "SELECT path, set_ns, prev_set_ns FROM mtimes WHERE path IN (SELECT value FROM json_each(?))",
+        [json.dumps(list(paths))],
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def count(db: sqlite_utils.Database) -> int:
+    """How many originals `restore` holds."""
+    return db.execute("SELECT count(*) FROM mtimes").fetchone()[0]
+
+
+def write(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
+    """Store these records (replacing any for the same paths), in one transaction."""
+    _require_lock(db)
+    now = time.time()
+    _write(
+        db,
+        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(p, r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, now) for p, r in items],
+    )
+
+
+def forget(db: sqlite_utils.Database, paths: list[str]) -> None:
+    """Drop the records of these paths (their originals are back, or proved obsolete)."""
+    _require_lock(db)
+    _write(db, "DELETE FROM mtimes WHERE path = ?", [(p,) for p in paths])
+
+
+def _write(db: sqlite_utils.Database, sql: str, params: list[tuple]) -> None:
+    """Many writes in one transaction, in key order (SQLite's B-tree work is then sequential: 3× faster)."""
+    if not params:
+        return
+    with db.atomic():
+        db.conn.executemany(sql, sorted(params))
+
+
+def follow(db: sqlite_utils.Database, src: str, dst: str) -> None:
+    """A file moved from src to dst: its record goes with it (`restore` finds it there).
+
+    Call under `locked(db)`, inside or outside a transaction of the caller's."""
+    _require_lock(db)
+    db.execute(
+        "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
+    )
+    db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
+
+
+def follow_content(
+    db: sqlite_utils.Database, src: str, candidates: Iterable[tuple[str, int]]
+) -> tuple[str, Record] | None:
+    """src vanished; `candidates` are (path, indexed mtime_ns) of present files with its content.
+    The record follows the first one that has none of its own and still has imgrank's time (a
+    move keeps it; a copy does not). Returns (that path, the record), else None.
+
+    Call under `locked(db)`."""
+    rec = record(db, src)
+    if rec is None:
+        return None
+    for path, mtime_ns in candidates:
+        if mtime_ns in rec.set_times() and record(db, path) is None:
+            follow(db, src, path)
+            return path, rec
+    return None
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def lstat(path: str) -> tuple[os.stat_result | None, str | None]:
+    """The file's own stat (a symlink is never followed), or why it cannot be touched."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return None, "vanished" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None, "not a regular file any more"
+    return st, None
+
+
+def sha256_of(path: str) -> str | None:
+    """The content hash of a file, or None if it cannot be read."""
+    h = hashlib.sha256()
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:  # reading must not change the access time `restore` keeps (only the owner may ask)
+            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+class Toucher:
+    """Sets photos' mtimes (the only `os.utime` on a photo), never through a symlink.
+
+    Each file is touched relative to a descriptor of its folder, opened without following a
+    symlink at the last step and checked to be the folder the path names: a folder on the way
+    swapped for a symlink (to somewhere outside the roots) is refused, whatever it points to.
+    Files come in path order, so one folder descriptor serves all its files.
+    """
+
+    def __init__(self) -> None:
+        self._folder: str | None = None
+        self._fd: int | None = None
+        self._why: str | None = None
+
+    def __enter__(self) -> Toucher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._folder = self._fd = self._why = None
+
+    def _open_folder(self, folder: str) -> None:
+        self._close()
+        self._folder = folder
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            if os.path.islink(folder):
+                self._why = f"its folder is a symlink now (to {os.path.realpath(folder)}): not touched"
+            else:
+                self._why = e.strerror or str(e)
+            return
+        real = _real_path(fd, folder)
+        if real != folder:
+            os.close(fd)
+            self._why = f"a folder on its path is a symlink now (to {real}): not touched"
+            return
+        self._fd = fd
+
+    def touch(self, path: str, atime_ns: int, mtime_ns: int) -> str | None:
+        """Set the mtime, keep the atime; the reason on failure."""
+        folder, name = os.path.split(path)
+        if folder != self._folder:
+            self._open_folder(folder)
+        if self._fd is None:
+            return self._why
+        try:
+            os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=self._fd, follow_symlinks=False)
+        except OSError as e:
+            return e.strerror or str(e)
+        return None
+
+
+def _real_path(fd: int, fallback: str) -> str:
+    """Where an open folder really is (its path with every symlink resolved)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(fallback)
+
+
+def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
+    """Where did these vanished files go? Walks the roots for files that still have imgrank's time
+    for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
+    them by content. Returns {old path: new path}. `walk(root)` yields the image files under a root."""
+    by_time: dict[int, list[str]] = {}
+    for path, rec in lost.items():
+        if rec.sha256:
+            for t in rec.set_times():
+                by_time.setdefault(t, []).append(path)
+    if not by_time:
+        return {}
+    found: dict[str, str] = {}
+    for root in roots:
+        for p in walk(root):
+            p = str(p)
+            st, _ = lstat(p)
+            olds = by_time.get(st.st_mtime_ns) if st else None
+            if not olds or p in taken:
+                continue
+            sha = sha256_of(p)
+            for old in olds:
+                if old not in found and lost[old].sha256 == sha:
+                    found[old] = p
+                    taken.add(p)
+                    break
+    return found
