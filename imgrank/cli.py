@@ -90,7 +90,7 @@ def open_db():
 
 
 @cli.command()
-@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.argument("roots", nargs=-1)
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
 @json_option
@@ -134,6 +134,7 @@ def scan(ctx, roots, model, jobs, as_json):
             jobs=jobs,
             on_total=on_total,
             progress=lambda n: bar.update(n) if bar else None,
+            on_wait=lambda: say(ctx, "waiting for the other scan to finish..."),
         )
     finally:
         if bar:
@@ -178,12 +179,16 @@ def status(list_unreadable, as_json):
 
     db = open_db()
     if list_unreadable:
+        from imgrank.files import display_name
+
         rows = index.unreadable(db)
-        emit(rows, as_json, "\n".join(f"{r['path']}\t{r['reason']}" for r in rows))
+        emit(rows, as_json, "\n".join(f"{display_name(r['path'])}\t{r['reason']}" for r in rows))
         return
+    from imgrank.files import display_name
+
     info = index.status(db)
     lines = [
-        "roots: " + (", ".join(info["roots"]) or "none (run `imgrank scan FOLDER`)"),
+        "roots: " + (", ".join(map(display_name, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
         "images: " + ", ".join(f"{k} {v}" for k, v in info["images"].items()),
         f"embedded: {info['embedded']}",
         f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
@@ -201,6 +206,53 @@ def status(list_unreadable, as_json):
     info["order_source"] = score_source(db)
     lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
+
+
+@cli.group()
+def roots():
+    """List or remove the photo folders imgrank scans (`imgrank scan FOLDER` adds one).
+
+    \b
+    Example:
+        imgrank roots list
+        imgrank roots remove /mnt/old-disk/photos
+    """
+
+
+@roots.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as a JSON list.")
+@handles_errors
+def roots_list(as_json):
+    """List the photo folders, one a line.
+
+    \b
+    Example:
+        imgrank roots list
+    """
+    from imgrank import index
+    from imgrank.files import display_name
+
+    paths = [str(p) for p in index.list_roots(open_db())]
+    emit(paths, as_json, "\n".join(map(display_name, paths)))
+
+
+@roots.command("remove")
+@click.argument("path", type=click.Path())
+@click.pass_context
+@handles_errors
+def roots_remove(ctx, path):
+    """Stop scanning a folder: its photos leave the ranking. Their vectors and labels are kept
+    (adding the folder again re-embeds nothing), and `restore` still knows any times set there.
+
+    \b
+    Example:
+        imgrank roots remove /mnt/old-disk/photos
+    """
+    from imgrank import index
+    from imgrank.files import display_name
+
+    removed = index.remove_root(open_db(), path)
+    say(ctx, f"removed root {display_name(removed)}")
 
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
@@ -223,19 +275,19 @@ def relabel(ctx, label, paths, as_json):
         imgrank relabel delete ~/Pictures/blurry ~/Pictures/IMG_0042.jpg
         find ~/Pictures -name '*screenshot*' | imgrank relabel delete -
     """
-    import sys
-
+    from imgrank.files import display_name
     from imgrank.labels import relabel as do_relabel
 
     expanded = []
     for p in paths:
-        if p == "-":
-            expanded += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if p == "-":  # names are bytes: read them as bytes, with CRLF or LF endings
+            lines = sys.stdin.buffer.read().splitlines()
+            expanded += [os.fsdecode(line.rstrip(b"\r")) for line in lines if line.strip()]
         else:
             expanded.append(p)
     result = do_relabel(open_db(), None if label == "clear" else label, expanded)
     for path, reason in result.failed:
-        say(ctx, f"error: {path}: {reason}")
+        say(ctx, f"error: {display_name(path)}: {reason}")
     text = f"{label}: {len(result.applied)} photos ({result.changed} changed, {result.indexed} newly indexed)"
     if result.failed:
         text += f"; {len(result.failed)} failed"
@@ -245,7 +297,9 @@ def relabel(ctx, label, paths, as_json):
 
 
 @cli.command()
-@click.option("-n", "limit", default=10, show_default=True, help="How many recent changes to show.")
+@click.option(
+    "-n", "limit", default=10, show_default=True, type=click.IntRange(1), help="How many changes to show."
+)
 @json_option
 @handles_errors
 def labels(limit, as_json):
@@ -257,6 +311,7 @@ def labels(limit, as_json):
     """
     import datetime
 
+    from imgrank.files import display_name
     from imgrank.labels import history, label_counts
 
     db = open_db()
@@ -268,7 +323,8 @@ def labels(limit, as_json):
         lines.append("recent:")
     for h in recent:
         when = datetime.datetime.fromtimestamp(h["at"]).strftime("%Y-%m-%d %H:%M")
-        lines.append(f"  {when}  {h['label'] or 'cleared':<7} {h['source']:<8} {h['path'] or h['sha256']}")
+        where = display_name(h["path"]) if h["path"] else h["sha256"]
+        lines.append(f"  {when}  {h['label'] or 'cleared':<7} {h['source']:<8} {where}")
     emit({"counts": counts, "recent": recent}, as_json, "\n".join(lines))
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from imgrank.db import IN_JSON, from_blob, get_setting
+from imgrank.db import get_setting
 from imgrank.errors import ImgrankError, ModelError
+from imgrank.vectors import load_parts, store_dims  # noqa: F401 (the embedding store owns them)
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.
@@ -135,58 +135,6 @@ def current_model_id(db) -> str:
     return model_id
 
 
-def load_parts(db, model_id: str, shas: list[str] | None = None) -> dict:
-    """Image vectors, file-name vectors and metadata for embedded images of one model.
-
-    Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}; with
-    `shas`, only those (in that order; ones without a vector are left out), read from the
-    database alone: the daemon scores a few new photos without loading the whole store.
-    """
-    where, params = "v.model = ?", [model_id]
-    if shas is not None:
-        where, params = f"{where} AND v.sha256 IN {IN_JSON}", [model_id, json.dumps(shas)]
-    # One file per content hash: a present one first, then the most recently seen.
-    rows = db.execute(
-        f"""
-        SELECT v.sha256, v.vector, f.path, f.width, f.height, f.size
-        FROM vectors v
-        LEFT JOIN files f ON f.id = (
-            SELECT id FROM files WHERE sha256 = v.sha256
-            ORDER BY state = 'ok' DESC, last_seen DESC, id LIMIT 1)
-        WHERE {where}
-        """,
-        params,
-    ).fetchall()
-    if shas is not None:
-        by_sha = {r[0]: r for r in rows}
-        rows = [by_sha[s] for s in shas if s in by_sha]
-    image_dim, name_dim = store_dims(db, model_id)
-    wanted = sorted({os.path.basename(r[2]) for r in rows if r[2]})
-    names = {
-        name: from_blob(blob)
-        for name, blob in db.execute(
-            f"SELECT name, vector FROM name_vectors WHERE model = ? AND name IN {IN_JSON}",
-            [model_id, json.dumps(wanted)],
-        )
-    }
-    image = np.zeros((len(rows), image_dim), np.float32)
-    name = np.zeros((len(rows), name_dim), np.float32)
-    for i, r in enumerate(rows):
-        image[i] = from_blob(r[1])
-        vec = names.get(os.path.basename(r[2])) if r[2] else None
-        if vec is not None:
-            name[i] = vec
-    return {
-        "sha256": [r[0] for r in rows],
-        "path": [r[2] for r in rows],
-        "image": image,
-        "name": name,
-        "meta": meta_columns([r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows]),
-        "image_dim": image_dim,
-        "name_dim": name_dim,
-    }
-
-
 def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
     """Write a head: safetensors (metadata in its header) and a JSON copy beside it."""
     from safetensors.numpy import save_file
@@ -300,16 +248,6 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
         raise ModelError(f"head expects {spec['name_dim']}-d name vectors, the store has {name_dim}-d")
     if spec.get("meta") and any(m not in META_FEATURES for m in spec["meta"]):
         raise ModelError(f"head uses metadata features this version does not know: {spec['meta']}")
-
-
-def store_dims(db, model_id: str) -> tuple[int, int]:
-    """(image_dim, name_dim) of the vectors stored for a model; 0 where there are none."""
-
-    def one(table: str) -> int:
-        row = db.execute(f"SELECT dim FROM {table} WHERE model = ? LIMIT 1", [model_id]).fetchone()
-        return row[0] if row else 0
-
-    return one("vectors"), one("name_vectors")
 
 
 @dataclass

@@ -285,22 +285,10 @@ class Watcher:
 
     def _own_change(self, paths: list[str]) -> set[str]:
         """Paths whose size and mtime are what the database already has (imgrank's own touch)."""
-        from imgrank.db import IN_JSON
-        from imgrank.index import OWN_TIMES_JOIN, unchanged
+        from imgrank.index import needs_work
 
-        rows = self.db.execute(
-            f"""SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {OWN_TIMES_JOIN}
-                WHERE f.state != 'missing' AND f.path IN {IN_JSON}""",
-            [json.dumps(paths)],
-        ).fetchall()
-        same = set()
-        for path, *times in rows:
-            try:
-                if unchanged(*times, os.stat(path)):
-                    same.add(path)
-            except OSError:
-                pass
-        return same
+        work = needs_work(self.db, paths)
+        return {p for p in paths if p not in work and os.path.exists(p)}
 
     def _index(self, paths: list[str]) -> None:
         from imgrank import index
