@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, owntimes, vectors
+from imgrank import config, owntimes, runs, vectors
 from imgrank import db as dbm
 from imgrank.db import IN_JSON
 from imgrank.embed import Embedder
@@ -468,7 +468,7 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
         ).fetchall()
         _own_times_follow(db, moved)
         # The file name is one of the head's features: a moved photo is scored again under its new one.
-        db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps([sha for _, sha in moved])])
+        runs.forget_scores(db, [sha for _, sha in moved])
     result.missing -= len(set(vanished) & {fs_path(r[0]) for r in moved})
     result.seconds = time.monotonic() - start
     return result
@@ -526,9 +526,8 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
         )
         owntimes.follow(db, os.fspath(src), os.fspath(dst))
         # The file name is one of the head's features: the photo is scored again under its new one.
-        db.execute(
-            "DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [db_path(dst)]
-        )
+        row = db.execute("SELECT sha256 FROM files WHERE path = ?", [db_path(dst)]).fetchone()
+        runs.forget_scores(db, [row[0]] if row and row[0] else [])
     return True
 
 

@@ -157,7 +157,7 @@ def fold_average(x, y, image_groups, result, config: TrainConfig, x_test) -> np.
         if result.recipe == "mlp":
             w, _ = fit_mlp(x[rows], y[rows], config, result.epochs)
         else:
-            w = fit_logistic(x[rows], y[rows])
+            w = fit_logistic(x[rows], y[rows], result.metrics["baseline"]["l2"])
         preds.append(predict(w, x_test))
     return np.mean(preds, axis=0)
 
