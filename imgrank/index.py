@@ -511,6 +511,17 @@ def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | Non
     return sha
 
 
+def embed_names(db: sqlite_utils.Database, embedder: Embedder, paths: Iterable[str]) -> int:
+    """Embed the file names of these paths that have no name vector yet (a rename seen as it
+    happened gives a photo a new name, one of the head's features). Returns how many."""
+    names = vectors.missing_names(db, embedder.model_id, (vectors.name_key(p) for p in paths))
+    if not names:
+        return 0
+    with db.atomic():
+        vectors.store(db, embedder.model_id, names=zip(names, embedder.embed_texts(names), strict=True))
+    return len(names)
+
+
 def present_under(db: sqlite_utils.Database, folder: Path | str) -> list[str]:
     """Paths of indexed files under `folder` that are not missing."""
     prefix = db_path(folder).rstrip(os.sep) + os.sep
