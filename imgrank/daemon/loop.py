@@ -190,7 +190,6 @@ class Watcher:
     # --- work ----------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        from imgrank import index
 
         now = time.monotonic()
         ready = self.settler.ready(now)
@@ -209,7 +208,7 @@ class Watcher:
                 self._deletions()
         if self.renamed:
             renamed, self.renamed = self.renamed, []
-            index.embed_names(self.db, self.embedder, renamed)  # a feature of the head, as scan does
+            work.embed_names(self.db, self.embedder, renamed)
             self._score()
         self._maybe_retrain()
         if self.dirty_since is not None and not self.settler and not self.held and self.deletes.due() is None:
@@ -238,18 +237,18 @@ class Watcher:
 
     def _score(self) -> None:
         """Score what the active head has not scored yet (numpy), if there is a head."""
-        from imgrank import model
+        from imgrank import runs
         from imgrank.errors import ModelError
 
         try:
-            n = model.score_unscored(self.db, self.embedder.model_id)
+            n = runs.score_unscored(self.db, self.embedder.model_id)
         except ModelError as e:
             self._say_once("head", f"cannot score with the active head: {e}")
             return
         if n:
             self._dirty()
             self.counters["scored"] += n
-        if model.active_run(self.db) is None:
+        if runs.active_run(self.db) is None:
             self._say_once("head", "no trained head yet: photos are scored by the zero-shot prior")
 
     def _deletions(self) -> None:
