@@ -24,7 +24,7 @@ from imgrank import owntimes
 from imgrank.db import IN_JSON
 from imgrank.embed import Embedder, preprocess_image
 from imgrank.errors import ImgrankError, UnreadableImage
-from imgrank.files import decode_image, read_file, sha256_bytes, walk
+from imgrank.files import db_path, decode_image, fs_path, read_file, sha256_bytes, walk
 from imgrank.prior import measure_cues, store_cues
 from imgrank.review.thumbs import save_from_decode
 
@@ -403,10 +403,10 @@ def _own_times_follow(db: sqlite_utils.Database, moved: list[tuple[str, str]]) -
         present = db.execute(
             "SELECT path, mtime_ns FROM files WHERE sha256 = ? AND state = 'ok'", [sha]
         ).fetchall()
-        followed = owntimes.follow_content(db, src, present)
+        followed = owntimes.follow_content(db, fs_path(src), [(fs_path(p), t) for p, t in present])
         if followed is not None:
             dst, rec = followed
-            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [rec.original_ns, dst])
+            db.execute("UPDATE files SET mtime_ns = ? WHERE path = ?", [rec.original_ns, db_path(dst)])
 
 
 def status(db: sqlite_utils.Database) -> dict:
