@@ -274,7 +274,7 @@ class Toucher:
 
     def touch(self, path: str, atime_ns: int, mtime_ns: int) -> str | None:
         """Set the mtime, keep the atime; the reason on failure."""
-        folder, name = os.path.split(path)
+        folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
         if folder != self._folder:
             self._open_folder(folder)
         if self._fd is None:
