@@ -90,13 +90,18 @@ def open_db():
 
 
 @cli.command()
-@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.argument("roots", nargs=-1)
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
 @click.option("--jobs", type=click.IntRange(1), help="Decoding processes (default: all cores).")
+@click.option(
+    "--device",
+    help="Embed images with torch on this device (cuda, auto, cpu; half precision on CUDA). "
+    "Default: ONNX on the CPU, no torch needed.",
+)
 @json_option
 @click.pass_context
 @handles_errors
-def scan(ctx, roots, model, jobs, as_json):
+def scan(ctx, roots, model, jobs, device, as_json):
     """Index photo folders: new, changed, moved and vanished files; embed what is new.
 
     ROOTS are remembered, so later runs need none. Nothing under a root is ever changed.
@@ -105,18 +110,19 @@ def scan(ctx, roots, model, jobs, as_json):
     Example:
         imgrank scan ~/Pictures /mnt/photos
         imgrank scan --json
+        imgrank scan --device cuda /data/photos   # a backlog, on a GPU machine
     """
     from imgrank import index
     from imgrank.embed import load_embedder
     from imgrank.errors import ModelError
-    from imgrank.model import score_unscored
+    from imgrank.runs import score_unscored
 
     db = open_db()
     index.add_roots(db, roots)
     all_roots = index.list_roots(db)
     if not all_roots:
         raise click.UsageError("no photo folders yet: give one, e.g. `imgrank scan ~/Pictures`")
-    embedder = load_embedder(model)
+    embedder = load_embedder(model, device=device)
     quiet = ctx.find_root().obj.get("quiet")
     bar = None
 
@@ -134,6 +140,7 @@ def scan(ctx, roots, model, jobs, as_json):
             jobs=jobs,
             on_total=on_total,
             progress=lambda n: bar.update(n) if bar else None,
+            on_wait=lambda: say(ctx, "waiting for the other scan to finish..."),
         )
     finally:
         if bar:
@@ -151,8 +158,9 @@ def scan(ctx, roots, model, jobs, as_json):
     except ModelError as e:
         say(ctx, f"photos not scored: {e}")
         d["scored"] = 0
-    text = ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds") + f" in {d['seconds']:.1f}s"
-    emit(d, as_json, text)
+    from imgrank.words import scan_summary
+
+    emit(d, as_json, scan_summary(d))
 
 
 def _heif_hint(db):
@@ -178,13 +186,17 @@ def status(list_unreadable, as_json):
 
     db = open_db()
     if list_unreadable:
+        from imgrank.files import display_name
+
         rows = index.unreadable(db)
-        emit(rows, as_json, "\n".join(f"{r['path']}\t{r['reason']}" for r in rows))
+        emit(rows, as_json, "\n".join(f"{display_name(r['path'])}\t{r['reason']}" for r in rows))
         return
+    from imgrank.files import display_name
+
     info = index.status(db)
     lines = [
-        "roots: " + (", ".join(info["roots"]) or "none (run `imgrank scan FOLDER`)"),
-        "images: " + ", ".join(f"{k} {v}" for k, v in info["images"].items()),
+        "roots: " + (", ".join(map(display_name, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
+        "images: " + _image_counts(info["images"]),
         f"embedded: {info['embedded']}",
         f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
         f"embedding model: {info['embedding_model'] or '-'}",
@@ -192,15 +204,91 @@ def status(list_unreadable, as_json):
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
-    from imgrank.watch import daemon_status, format_daemon_status  # daemon line (watch.py)
+    from imgrank.daemon.heartbeat import daemon_status
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
-    from imgrank.model import score_source
+    from imgrank.runs import score_source
 
     info["order_source"] = score_source(db)
     lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
+
+
+def _image_counts(images: dict) -> str:
+    from imgrank.words import counts
+
+    shown = counts([(images.get("ok", 0), "present"), (images.get("missing", 0), "missing")], noun=None)
+    return shown or "none yet"
+
+
+def format_daemon_status(info: dict) -> str:
+    """One line for `imgrank status`: running or not, since when, what it did (non-zero counts)."""
+    import datetime
+
+    from imgrank.words import counts, plural
+
+    def when(t):
+        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    c = info["counters"]
+    photos = counts([(c.get(k, 0), k) for k in ("indexed", "moved", "deleted")], verb=True)
+    more = [plural(c.get(k, 0), noun) for k, noun in (("labels", "label"), ("reorders", "reorder"))]
+    more.append(plural(c.get("retrains", 0), "retraining"))
+    done = ", ".join([photos] * bool(photos) + [m for m in more if not m.startswith("0 ")])
+    done = f"; {done}" if done else ""
+    if info["running"]:
+        return f"daemon: running (pid {info['pid']}) since {when(info['started_at'])}{done}"
+    if info["started_at"] is None:
+        return "daemon: not running (start it with `imgrank watch` or `imgrank service install --enable`)"
+    return f"daemon: not running (last seen {when(info['heartbeat_at'])}){done}"
+
+
+@cli.group()
+def roots():
+    """List or remove the photo folders imgrank scans (`imgrank scan FOLDER` adds one).
+
+    \b
+    Example:
+        imgrank roots list
+        imgrank roots remove /mnt/old-disk/photos
+    """
+
+
+@roots.command("list")
+@json_option
+@handles_errors
+def roots_list(as_json):
+    """List the photo folders, one a line.
+
+    \b
+    Example:
+        imgrank roots list
+    """
+    from imgrank import index
+    from imgrank.files import display_name
+
+    paths = [str(p) for p in index.list_roots(open_db())]
+    emit(paths, as_json, "\n".join(map(display_name, paths)))
+
+
+@roots.command("remove")
+@click.argument("path", type=click.Path())
+@click.pass_context
+@handles_errors
+def roots_remove(ctx, path):
+    """Stop scanning a folder: its photos leave the ranking. Their vectors and labels are kept
+    (adding the folder again re-embeds nothing), and `restore` still knows any times set there.
+
+    \b
+    Example:
+        imgrank roots remove /mnt/old-disk/photos
+    """
+    from imgrank import index
+    from imgrank.files import display_name
+
+    removed = index.remove_root(open_db(), path)
+    say(ctx, f"removed root {display_name(removed)}")
 
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
@@ -223,19 +311,19 @@ def relabel(ctx, label, paths, as_json):
         imgrank relabel delete ~/Pictures/blurry ~/Pictures/IMG_0042.jpg
         find ~/Pictures -name '*screenshot*' | imgrank relabel delete -
     """
-    import sys
-
+    from imgrank.files import display_name
     from imgrank.labels import relabel as do_relabel
 
     expanded = []
     for p in paths:
-        if p == "-":
-            expanded += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if p == "-":  # names are bytes: read them as bytes, with CRLF or LF endings
+            lines = sys.stdin.buffer.read().splitlines()
+            expanded += [os.fsdecode(line.rstrip(b"\r")) for line in lines if line.strip()]
         else:
             expanded.append(p)
     result = do_relabel(open_db(), None if label == "clear" else label, expanded)
     for path, reason in result.failed:
-        say(ctx, f"error: {path}: {reason}")
+        say(ctx, f"error: {display_name(path)}: {reason}")
     text = f"{label}: {len(result.applied)} photos ({result.changed} changed, {result.indexed} newly indexed)"
     if result.failed:
         text += f"; {len(result.failed)} failed"
@@ -245,7 +333,9 @@ def relabel(ctx, label, paths, as_json):
 
 
 @cli.command()
-@click.option("-n", "limit", default=10, show_default=True, help="How many recent changes to show.")
+@click.option(
+    "-n", "limit", default=10, show_default=True, type=click.IntRange(1), help="How many changes to show."
+)
 @json_option
 @handles_errors
 def labels(limit, as_json):
@@ -257,6 +347,7 @@ def labels(limit, as_json):
     """
     import datetime
 
+    from imgrank.files import display_name
     from imgrank.labels import history, label_counts
 
     db = open_db()
@@ -268,7 +359,8 @@ def labels(limit, as_json):
         lines.append("recent:")
     for h in recent:
         when = datetime.datetime.fromtimestamp(h["at"]).strftime("%Y-%m-%d %H:%M")
-        lines.append(f"  {when}  {h['label'] or 'cleared':<7} {h['source']:<8} {h['path'] or h['sha256']}")
+        where = display_name(h["path"]) if h["path"] else h["sha256"]
+        lines.append(f"  {when}  {h['label'] or 'cleared':<7} {h['source']:<8} {where}")
     emit({"counts": counts, "recent": recent}, as_json, "\n".join(lines))
 
 
@@ -282,7 +374,9 @@ def _train_config(**options):
 
 
 @cli.command()
-@click.option("--cv", type=int, help="Also compute out-of-fold predictions with K folds (for `suspects`).")
+@click.option(
+    "--cv", type=click.IntRange(2, 20), help="Cross-validation folds that choose the recipe (default 5)."
+)
 @click.option("--force", is_flag=True, default=None, help="Activate the new head even if it looks worse.")
 @click.option("--seed", type=int, help="Random seed (same seed, same data: same metrics).")
 @click.option("--epochs", "max_epochs", type=int, help="Most epochs (early stopping usually ends sooner).")
@@ -300,12 +394,16 @@ def _train_config(**options):
 def train(ctx, data, out, as_json, **options):
     """Train the deletion head on your labels, record the run, activate it, and score every photo.
 
+    Cross-validation over near-duplicate groups measures the MLP and an L2 logistic regression on
+    photos they did not see and chooses between them; the head is then refit on all labels.
+
     \b
     Example:
-        imgrank train --cv 5
+        imgrank train
         imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
     """
-    from imgrank.train import format_report, require_torch
+    from imgrank.cli_text import format_report
+    from imgrank.train import require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
     if options.get("device"):
@@ -323,7 +421,8 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import train as do_train
 
     run = do_train(open_db(), cfg, log)
-    emit(run, as_json, format_report(run) + f"\n\n{run['note']}; {run['scored']} photos scored")
+    scored = f"; {run['scored']} photos scored" if run["activated"] else ""
+    emit(run, as_json, format_report(run) + f"\n\n{run['note']}{scored}")
 
 
 @cli.group()
@@ -349,7 +448,7 @@ def model_list(as_json):
     """
     import datetime
 
-    from imgrank.model import list_runs
+    from imgrank.runs import list_runs
 
     runs = list_runs(open_db())
 
@@ -369,7 +468,7 @@ def model_list(as_json):
 
 
 @model.command("use")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=click.IntRange(1, 2**63 - 1))
 @handles_errors
 def model_use(run_id):
     """Make run ID's head the active one and rescore.
@@ -378,7 +477,7 @@ def model_use(run_id):
     Example:
         imgrank model use 3
     """
-    from imgrank.model import score_all, use_run
+    from imgrank.runs import score_all, use_run
 
     db = open_db()
     use_run(db, run_id)
@@ -387,19 +486,24 @@ def model_use(run_id):
 
 @model.command("import")
 @click.argument("head", type=click.Path(exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Activate it even if its metrics look worse.")
 @handles_errors
-def model_import(head):
+def model_import(head, force):
     """Import a head trained elsewhere (`train --data`), check it fits the local model, activate it.
 
     \b
     Example:
         imgrank model import head.safetensors
     """
-    from imgrank.model import import_head, score_all
+    from imgrank.runs import import_head
 
-    db = open_db()
-    run_id = import_head(db, head)
-    click.echo(f"imported as run {run_id}, now active; {score_all(db)} photos scored")
+    run = import_head(open_db(), head, force=force)
+    if run["duplicate"]:
+        click.echo(run["note"])
+    elif run["activated"]:
+        click.echo(f"imported as run {run['id']}, now active; {run['scored']} photos scored")
+    else:
+        click.echo(f"imported as {run['note']}")
 
 
 def _source_line(source: str | None) -> str:
@@ -422,55 +526,65 @@ def score(as_json):
     Example:
         imgrank score
     """
-    from imgrank.model import score_all
+    from imgrank.runs import score_all
 
     n = score_all(open_db())
-    emit({"scored": n}, as_json, f"{n} photos scored")
+    from imgrank.words import plural
+
+    emit({"scored": n}, as_json, f"{plural(n, 'photo')} scored")
 
 
 @cli.command()
-@click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
+@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
+@click.option("--unlabelled", is_flag=True, help="Only photos without a label (you judged the others).")
 @json_option
 @handles_errors
-def top(limit, as_json):
-    """The least-wanted photos: highest deletion score first; [keep]/[delete] marks labelled ones.
+def top(limit, unlabelled, as_json):
+    """The least-wanted photos: highest deletion score (calibrated P(delete)) first; [keep]/[delete]
+    marks labelled ones.
 
     \b
     Example:
-        imgrank top -n 50
+        imgrank top -n 50 --unlabelled
     """
     from imgrank.ranking import ranked
 
     db = open_db()
-    rows = [r._asdict() for r in ranked(db, limit)]
-    from imgrank.model import score_source
+    found = ranked(db, None if unlabelled else limit)
+    rows = [r._asdict() for r in found if not (unlabelled and r.label)][:limit]
+    from imgrank.runs import score_source
 
     if rows and score_source(db) == "prior":
         say(None, _source_line("prior"))
+    rows = [{"rank": i, **r} for i, r in enumerate(rows, 1)]
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
-    lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
-    emit(rows, as_json, "\n".join(lines) if rows else "no scores yet: run `imgrank train`")
+    lines = [f"{'rank':>5}  {'score':>5}  {'label':<8}  path"]
+    for r, mark in zip(rows, marks, strict=True):
+        lines.append(f"{r['rank']:>5}  {r['score']:.3f}  {mark:<8}  {r['path']}")
+    empty = "every scored photo has a label" if found else "no scores yet: run `imgrank train`"
+    emit(rows, as_json, "\n".join(lines) if rows else empty)
 
 
 @cli.command()
-@click.option("-n", "limit", default=20, show_default=True, help="How many photos.")
+@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
 @json_option
 @handles_errors
 def suspects(limit, as_json):
-    """Labelled photos whose label the out-of-fold predictions most disagree with: likely wrong labels.
+    """Labelled photos whose label the held-out predictions of the last `train` most disagree with:
+    likely wrong labels.
 
     Fix one with `imgrank relabel keep|delete PATH`, then retrain.
 
     \b
     Example:
-        imgrank train --cv 5 && imgrank suspects -n 30
+        imgrank train && imgrank suspects -n 30
     """
-    from imgrank.labels import suspects as find
+    from imgrank.runs import suspects as find
 
     rows = find(open_db(), limit)
     lines = [f"{r['p_label']:.3f}  {r['label']:<6}  {r['path'] or r['sha256']}" for r in rows]
     header = "P(label)  label   path"
-    empty = "no labelled photos with out-of-fold predictions"
+    empty = "no labelled photos with held-out predictions"
     emit(rows, as_json, "\n".join([header, *lines]) if rows else empty)
 
 
@@ -618,7 +732,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
     _report_failures(ctx, result.failed)
 
 
-# --- commands: watch, service (watch.py) ---
+# --- commands: watch, service (daemon/, service.py) ---
 
 
 @cli.command()
@@ -656,11 +770,13 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     """
     import logging
 
-    from imgrank.watch import WatchConfig, run_watch
+    from imgrank.daemon.entry import run_watch
+    from imgrank.daemon.loop import WatchConfig
 
     quiet = ctx.find_root().obj.get("quiet")
     level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
+    logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
 
 

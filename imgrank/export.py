@@ -17,16 +17,10 @@ def export_parquet(db, path: str | Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from imgrank.model import current_model_id, feature_spec, load_parts
+    from imgrank.model import labelled_set
 
-    model_id = current_model_id()
-    labels = dict(db.execute("SELECT sha256, label FROM labels").fetchall())
-    parts = load_parts(db, model_id, sorted(labels))
-    if not parts["sha256"]:
-        raise ImgrankError(
-            f"no labelled photo has a vector from {model_id}: label some and run `imgrank scan`"
-        )
-    spec = feature_spec(model_id, parts["image_dim"], parts["name_dim"])
+    data = labelled_set(db)
+    parts, spec, labels = data.parts, data.spec, data.labels
 
     def vectors(a: np.ndarray) -> pa.Array:
         flat = pa.array(np.ascontiguousarray(a, np.float32).ravel(), pa.float32())

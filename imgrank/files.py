@@ -7,10 +7,10 @@ import io
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from PIL import Image, ImageOps, features
+from PIL import Image, ImageOps
 
 from imgrank.errors import UnreadableImage
 
@@ -19,11 +19,15 @@ IMAGE_EXTENSIONS = {
     ".heic", ".heif", ".avif",
 }  # fmt: skip
 HEIF_EXTENSIONS = {".heic", ".heif"}
-# Most pixels imgrank will decode. A 12-megapixel photo is far below; a small file declaring a
-# gigapixel image (a decompression bomb) is refused before any pixel is decoded. JPEGs are decoded
-# in draft mode (scaled by up to 1/8 while decoding), so the limit applies to the drafted size.
-MAX_DECODE_PIXELS = 64_000_000
-# Pillow's own bomb check is replaced by the one above, which knows about draft mode.
+# Most bytes decoding and preprocessing one image may allocate, estimated from its header before a
+# pixel is decoded: the decoded bands, the RGB copy, and the intermediate of the resize to the model's
+# input (shortest side to 224, so a 1×65,535 strip would become 224×14.7 million). A 12-megapixel
+# JPEG costs ~1 MB (decoded in draft mode, scaled by up to 1/8), a 100-megapixel TIFF ~600 MB.
+MAX_DECODE_BYTES = 1 << 30
+# A JPEG holds at least a few bits per 8×8 block: a flat grey 8000×8000 one is ~85 pixels a byte.
+# A header that declares far more pixels than its bytes can hold is a forgery (or truncated).
+MAX_JPEG_PIXELS_PER_BYTE = 4096
+# Pillow's own bomb check is replaced by the estimate above, which knows about draft mode.
 Image.MAX_IMAGE_PIXELS = None
 
 try:  # HEIC/HEIF when the `heif` extra is installed
@@ -34,7 +38,6 @@ try:  # HEIC/HEIF when the `heif` extra is installed
 except ImportError:  # pragma: no cover - depends on the extra
     HEIF_SUPPORTED = False
 
-AVIF_SUPPORTED = bool(features.check("avif")) if "avif" in features.get_supported_modules() else False
 HEIF_HINT = "HEIC/HEIF photos are skipped: install the heif extra (pip install 'imgrank[heif]') to read them"
 
 
@@ -105,18 +108,21 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
-def walk(root: Path | str) -> Iterator[Path]:
+def walk(root: Path | str, on_error: Callable[[str, str], None] | None = None) -> Iterator[Path]:
     """Image files under `root`, sorted. Hidden files and folders are skipped; symlinks below the
     root are never followed (so nothing outside it is read and no link loop can hang the walk);
-    FIFOs, sockets and device files are never yielded."""
+    FIFOs, sockets and device files are never yielded. A folder that cannot be listed (no read or
+    exec permission, an I/O error) is passed to `on_error(folder, reason)` and the walk goes on."""
     stack = [Path(root)]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue  # an unreadable folder is skipped; its files cannot be listed anyway
+        except OSError as e:
+            if on_error is not None:
+                on_error(str(folder), e.strerror or str(e))
+            continue
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
@@ -168,12 +174,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path | str) -> str:
-    """SHA-256 of a file's bytes (the content identity of vectors and labels)."""
-    data, _ = read_file(path)
-    return sha256_bytes(data)
-
-
 def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
     """Decode image bytes safely: draft-mode JPEG, bomb check, first frame, EXIF orientation, RGB.
 
@@ -189,8 +189,7 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
         if img.format == "JPEG":
             # Let libjpeg scale by up to 1/8 while decoding, keeping the short side >= target.
             img.draft("RGB", (target, target))
-        if img.size[0] * img.size[1] > MAX_DECODE_PIXELS:
-            raise UnreadableImage(f"decompression bomb: declares {width}×{height} pixels")
+        _check_cost(img, width, height, len(data), target)
         img.load()
         orientation = img.getexif().get(0x0112, 1)
         img = ImageOps.exif_transpose(img)
@@ -201,11 +200,40 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
         raise
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image (unrecognised format)") from None
+    except MemoryError:  # the worker's memory limit (see imgrank.workers) stopped a decode
+        raise UnreadableImage("out of memory while decoding") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UnreadableImage(f"corrupt or truncated image: {message}") from None
     img.info["original_size"] = (width, height)
     return img
+
+
+def decode_cost(img: Image.Image, target: int = 224) -> int:
+    """Bytes decoding and preprocessing an opened (not yet loaded) image will allocate, from its header."""
+    w, h = img.size
+    bands = len(img.getbands())
+    per_band = 4 if img.mode in ("I", "F") else 2 if img.mode.startswith("I;16") else 1
+    decoded = w * h * bands * per_band
+    rgb = w * h * 3
+    short, long = max(1, min(w, h)), max(w, h)
+    resized = target * max(target, -(-long * target // short)) * 3
+    return 2 * decoded + rgb + resized  # the decoded bands, a transposed copy, RGB, the resize
+
+
+def _check_cost(img: Image.Image, width: int, height: int, size: int, target: int) -> None:
+    """Refuse, before decoding, an image that would cost too much memory or cannot be what it declares."""
+    if img.format == "JPEG" and width * height > MAX_JPEG_PIXELS_PER_BYTE * size:
+        raise UnreadableImage(
+            f"decompression bomb: declares {width}×{height} pixels in {size} bytes "
+            "(a forged or truncated header)"
+        )
+    cost = decode_cost(img, target)
+    if cost > MAX_DECODE_BYTES:
+        raise UnreadableImage(
+            f"decompression bomb: declares {width}×{height} pixels, "
+            f"{cost / 2**20:,.0f} MB to decode (limit {MAX_DECODE_BYTES / 2**20:,.0f} MB)"
+        )
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -1,4 +1,7 @@
-"""Labels: the owner's keep/delete decisions, keyed by content, with an append-only history."""
+"""Labels: the owner's keep/delete decisions, keyed by content, with an append-only history.
+
+Owns the tables `labels` and `label_history`; nothing else runs SQL on them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgrank.errors import ImgrankError
+from imgrank.files import IMAGE_EXTENSIONS, db_path, fs_path, walk
 
 LABELS = ("keep", "delete")
 SOURCES = ("user", "import", "deleted", "reviewed")
@@ -17,7 +21,8 @@ SOURCES = ("user", "import", "deleted", "reviewed")
 def set_label(db, sha256: str, label: str | None, source: str, path: str | None = None) -> bool:
     """Set (or with label None, clear) the label of a content hash; appends to the history.
 
-    Returns True when the label changed.
+    Returns True when the label changed. A label set again to what it is (by the same source)
+    changes nothing and appends no history.
     """
     if label is not None and label not in LABELS:
         raise ImgrankError(f"unknown label {label!r}: use one of {', '.join(LABELS)}")
@@ -25,8 +30,10 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
         raise ImgrankError(f"unknown label source {source!r}")
     now = time.time()
     with db.atomic():
-        row = db.execute("SELECT label FROM labels WHERE sha256 = ?", [sha256]).fetchone()
+        row = db.execute("SELECT label, source FROM labels WHERE sha256 = ?", [sha256]).fetchone()
         old = row[0] if row else None
+        if old == label and (label is None or row[1] == source):
+            return False
         if label is None:
             db.execute("DELETE FROM labels WHERE sha256 = ?", [sha256])
         else:
@@ -36,7 +43,7 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
             )
         db.execute(
             "INSERT INTO label_history (sha256, label, source, path, at) VALUES (?, ?, ?, ?, ?)",
-            [sha256, label, source, path, now],
+            [sha256, label, source, None if path is None else db_path(path), now],
         )
     return old != label
 
@@ -56,12 +63,22 @@ def label_counts(db) -> dict:
     return {"total": sum(by_label.values()), "by_label": by_label, "by_source": by_source}
 
 
+def changes_count(db, until: float | None = None) -> int:
+    """How many label changes were ever made (up to the time `until`, if given)."""
+    if until is None:
+        return db.execute("SELECT count(*) FROM label_history").fetchone()[0]
+    return db.execute("SELECT count(*) FROM label_history WHERE at <= ?", [until]).fetchone()[0]
+
+
 def history(db, n: int = 20) -> list[dict]:
     """The most recent label changes, newest first."""
     rows = db.execute(
         "SELECT at, label, source, path, sha256 FROM label_history ORDER BY id DESC LIMIT ?", [n]
     ).fetchall()
-    return [{"at": r[0], "label": r[1], "source": r[2], "path": r[3], "sha256": r[4]} for r in rows]
+    return [
+        {"at": at, "label": label, "source": source, "path": fs_path(p) if p else None, "sha256": sha}
+        for at, label, source, p, sha in rows
+    ]
 
 
 @dataclass
@@ -82,8 +99,6 @@ class RelabelResult:
 
 def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
     """Files named, and the images under folders named; missing paths go to `failed`."""
-    from imgrank.files import IMAGE_EXTENSIONS, walk
-
     out: list[Path] = []
     for p in paths:
         path = Path(os.path.abspath(os.path.expanduser(str(p))))
@@ -103,24 +118,18 @@ def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
 
 def _indexed_sha(db, path: Path) -> tuple[str | None, str | None]:
     """(sha256, None) if the index is up to date for this path, else (None, reason or None)."""
-    from imgrank.index import OWN_TIMES_JOIN, unchanged
+    from imgrank import index
 
-    row = db.execute(
-        f"SELECT f.sha256, f.size, f.mtime_ns, f.state, f.reason, m.set_ns, m.prev_set_ns FROM files f "
-        f"{OWN_TIMES_JOIN} WHERE f.path = ?",
-        [str(path)],
-    ).fetchone()
-    if row is None:
-        return None, None
     try:
-        st = path.stat()
+        path.stat()
     except OSError as e:
         return None, e.strerror or str(e)
-    if not unchanged(row[1], row[2], row[5], row[6], st):
+    row = index.indexed(db, str(path))
+    if row is None:
         return None, None
-    if row[3] == "unreadable":
-        return None, row[4] or "unreadable"
-    return row[0], None
+    if row.state == "unreadable":
+        return None, row.reason or "unreadable"
+    return row.sha256, None
 
 
 def relabel(
@@ -156,25 +165,3 @@ def relabel(
         result.changed += set_label(db, sha, label, source, str(path))
         result.applied.append(str(path))
     return result
-
-
-def suspects(db, n: int = 20) -> list[dict]:
-    """Labelled photos the latest out-of-fold predictions most disagree with (lowest P(given label) first)."""
-    row = db.execute("SELECT max(run_id) FROM oof").fetchone()
-    if row is None or row[0] is None:
-        raise ImgrankError("no out-of-fold predictions yet: run `imgrank train --cv 5`")
-    rows = db.execute(
-        """
-        SELECT l.sha256, l.label, o.p_delete,
-               CASE l.label WHEN 'delete' THEN o.p_delete ELSE 1 - o.p_delete END AS p_label,
-               (SELECT path FROM files WHERE sha256 = l.sha256
-                ORDER BY state = 'ok' DESC, last_seen DESC LIMIT 1)
-        FROM labels l JOIN oof o ON o.sha256 = l.sha256 AND o.run_id = ?
-        ORDER BY p_label ASC, l.sha256 LIMIT ?
-        """,
-        [row[0], n],
-    ).fetchall()
-    return [
-        {"path": r[4], "label": r[1], "p_label": round(r[3], 4), "p_delete": round(r[2], 4), "sha256": r[0]}
-        for r in rows
-    ]

@@ -1,23 +1,24 @@
-"""Heads: the file format, compatibility checks, features, and scoring with numpy.
+"""Heads: the file format, its checks, features, standardisation and calibration, scoring with numpy.
 
 This module never imports torch: the daemon scores with it. A head is one safetensors file
 (weights as float32 arrays, the metadata as JSON in its header) plus a readable JSON copy of
-the metadata beside it. Never pickle.
+the metadata beside it. Never pickle. A head is checked whole when it is read, so a bad one is
+refused with one line before it can be activated.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from imgrank import config
-from imgrank.db import IN_JSON, from_blob
-from imgrank.errors import ModelError
+from imgrank.db import get_setting
+from imgrank.errors import ImgrankError, ModelError
+from imgrank.vectors import load_parts, store_dims  # noqa: F401 (the embedding store owns them)
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.
@@ -36,17 +37,59 @@ class Head:
     def spec(self) -> dict:
         return self.meta["feature_spec"]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Raw feature matrix (N×n_features, NaN where a metadata value is unknown) -> P(delete)."""
-        mean, std = self.weights["mean"], self.weights["std"]
-        h = (np.asarray(x, dtype=np.float32) - mean) / std
-        h = np.where(np.isnan(h), 0.0, h).astype(np.float32)  # unknown metadata = the training mean
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        """Raw feature matrix (N×n_features, NaN where a metadata value is unknown) -> the network's logit."""
+        h = standardise(x, self.weights["mean"], self.weights["std"])
         n_layers = self.meta["n_layers"]
         for i in range(n_layers):
             h = h @ self.weights[f"w{i}"].T + self.weights[f"b{i}"]
             if i < n_layers - 1:
                 h = np.maximum(h, 0.0)
-        return 1.0 / (1.0 + np.exp(-np.clip(h[:, 0], -60, 60)))
+        return h[:, 0].astype(np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(delete), calibrated on held-out predictions when the head carries a calibration."""
+        z = self.logit(x)
+        cal = self.meta.get("calibration")
+        if cal:
+            z = cal["a"] * z + cal["b"]
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of the training rows (unknown metadata, NaN, is left out)."""
+    with warnings.catch_warnings():  # an all-unknown metadata column is fine: it becomes 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x_train, axis=0).astype(np.float32)
+        std = np.nanstd(x_train, axis=0).astype(np.float32)
+    mean = np.where(np.isnan(mean), 0.0, mean).astype(np.float32)
+    std = np.where(~np.isfinite(std) | (std < 1e-6), 1.0, std).astype(np.float32)
+    return mean, std
+
+
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Standardised features (float32); unknown values (NaN) become the mean, 0."""
+    z = (np.asarray(x, dtype=np.float32) - mean) / std
+    return np.where(np.isnan(z), 0.0, z).astype(np.float32)
+
+
+def fit_platt(logit: np.ndarray, y: np.ndarray, iterations: int = 50) -> dict:
+    """Platt scaling: a, b so that sigmoid(a * logit + b) matches held-out labels (with Platt's
+    smoothed targets, so a perfectly separated held-out set does not send a to infinity)."""
+    z, y = np.asarray(logit, np.float64), np.asarray(y, np.float64)
+    n_pos, n_neg = y.sum(), len(y) - y.sum()
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    a, b = 1.0, 0.0
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.clip(a * z + b, -60, 60)))
+        g = np.array([np.sum((p - t) * z), np.sum(p - t)])
+        w = p * (1 - p) + 1e-9
+        h = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return {"method": "platt", "a": float(max(a, 1e-3)), "b": float(b)}
 
 
 def feature_spec(embed_model: str, image_dim: int, name_dim: int, meta: bool = True) -> dict:
@@ -84,76 +127,12 @@ def assemble(spec: dict, image: np.ndarray, name: np.ndarray | None, meta: np.nd
     return np.concatenate(parts, axis=1)
 
 
-def current_model_id(name: str | None = None) -> str:
-    """The id the store's vectors are kept under for the configured embedding model (loads no weights)."""
-    from imgrank.embed import resolve_model
-
-    name = name or config.model_name()
-    if Path(name).expanduser().is_dir():
-        return resolve_model(name).model_id
-    return name
-
-
-def load_parts(db, model_id: str, shas: list[str] | None = None) -> dict:
-    """Image vectors, file-name vectors and metadata for embedded images of one model.
-
-    Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}; with
-    `shas`, only those (in that order; ones without a vector are left out), read from the
-    database alone: the daemon scores a few new photos without loading the whole store.
-    """
-    where, params = "v.model = ?", [model_id]
-    if shas is not None:
-        where, params = f"{where} AND v.sha256 IN {IN_JSON}", [model_id, json.dumps(shas)]
-    # One file per content hash: a present one first, then the most recently seen.
-    rows = db.execute(
-        f"""
-        SELECT v.sha256, v.vector, f.path, f.width, f.height, f.size
-        FROM vectors v
-        LEFT JOIN files f ON f.id = (
-            SELECT id FROM files WHERE sha256 = v.sha256
-            ORDER BY state = 'ok' DESC, last_seen DESC, id LIMIT 1)
-        WHERE {where}
-        """,
-        params,
-    ).fetchall()
-    if shas is not None:
-        by_sha = {r[0]: r for r in rows}
-        rows = [by_sha[s] for s in shas if s in by_sha]
-    image_dim, name_dim = store_dims(db, model_id)
-    wanted = sorted({os.path.basename(r[2]) for r in rows if r[2]})
-    names = {
-        name: from_blob(blob)
-        for name, blob in db.execute(
-            f"SELECT name, vector FROM name_vectors WHERE model = ? AND name IN {IN_JSON}",
-            [model_id, json.dumps(wanted)],
-        )
-    }
-    image = np.zeros((len(rows), image_dim), np.float32)
-    name = np.zeros((len(rows), name_dim), np.float32)
-    for i, r in enumerate(rows):
-        image[i] = from_blob(r[1])
-        vec = names.get(os.path.basename(r[2])) if r[2] else None
-        if vec is not None:
-            name[i] = vec
-    return {
-        "sha256": [r[0] for r in rows],
-        "path": [r[2] for r in rows],
-        "image": image,
-        "name": name,
-        "meta": meta_columns([r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows]),
-        "image_dim": image_dim,
-        "name_dim": name_dim,
-    }
-
-
-def features(db, shas: list[str], spec: dict) -> np.ndarray:
-    """The raw feature matrix for these content hashes (each must have a vector of the spec's model)."""
-    parts = load_parts(db, spec["embed_model"], shas)
-    if len(parts["sha256"]) != len(shas):
-        raise ModelError(
-            f"{len(shas) - len(parts['sha256'])} images have no vector from {spec['embed_model']}"
-        )
-    return assemble(spec, parts["image"], parts["name"], parts["meta"])
+def current_model_id(db) -> str:
+    """The id of the embedding model the store was built with (the one `scan` records)."""
+    model_id = get_setting(db, "embed_model")
+    if not model_id:
+        raise ModelError("nothing is embedded yet: run `imgrank scan FOLDER` first")
+    return model_id
 
 
 def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
@@ -170,7 +149,7 @@ def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
 
 
 def load_head(path: Path | str) -> Head:
-    """Read a head file; refuses anything that is not an imgrank head."""
+    """Read a head file and check it whole; refuses anything that is not a sound imgrank head."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -178,17 +157,81 @@ def load_head(path: Path | str) -> Head:
         raise ModelError(f"head file {path} does not exist")
     try:
         with safe_open(str(path), framework="np") as f:
-            meta = json.loads((f.metadata() or {}).get("imgrank", "{}"))
+            raw = (f.metadata() or {}).get("imgrank")
             weights = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise ModelError(f"{path} is not a safetensors head: {e}") from None
-    if meta.get("format") != HEAD_FORMAT:
+        raise ModelError(
+            f"{path} is not a safetensors head: {str(e).splitlines()[0] if str(e) else e}"
+        ) from None
+    if raw is None:
         raise ModelError(f"{path} is not an imgrank head (no {HEAD_FORMAT} metadata)")
-    head = Head(weights, meta, path)
-    expected = n_features(head.spec)
-    if weights["w0"].shape[1] != expected or weights["mean"].shape != (expected,):
-        raise ModelError(f"{path}: weights do not match its feature spec ({expected} features)")
-    return head
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise ModelError(f"{path} is not an imgrank head: its metadata is not JSON") from None
+    problem = head_problem(weights, meta)
+    if problem:
+        raise ModelError(f"{path} is not a usable imgrank head: {problem}")
+    return Head(weights, meta, path)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _spec_problem(spec) -> str | None:
+    if not isinstance(spec, dict):
+        return "feature_spec is missing or not an object"
+    if not isinstance(spec.get("embed_model"), str) or not spec["embed_model"]:
+        return "feature_spec.embed_model is missing or not a string"
+    for key, least in (("image_dim", 1), ("name_dim", 0)):
+        if not _is_int(spec.get(key)) or spec[key] < least:
+            return f"feature_spec.{key} is missing or not a whole number >= {least}"
+    if not isinstance(spec.get("meta"), list) or any(m not in META_FEATURES for m in spec["meta"]):
+        return f"feature_spec.meta must be a list of {', '.join(META_FEATURES)}"
+    return None
+
+
+def head_problem(weights: dict[str, np.ndarray], meta) -> str | None:
+    """What is wrong with a head's metadata or weights, in a few words; None when it is sound."""
+    if not isinstance(meta, dict):
+        return "its metadata is not a JSON object"
+    if meta.get("format") != HEAD_FORMAT:
+        return f"format is {meta.get('format')!r}, not {HEAD_FORMAT!r}"
+    problem = _spec_problem(meta.get("feature_spec"))
+    if problem:
+        return problem
+    n_layers = meta.get("n_layers")
+    if not _is_int(n_layers) or not 1 <= n_layers <= 64:
+        return "n_layers is missing or not a whole number from 1 to 64"
+    cal = meta.get("calibration")
+    if cal is not None and not (
+        isinstance(cal, dict)
+        and all(isinstance(cal.get(k), (int, float)) and math.isfinite(cal[k]) for k in ("a", "b"))
+        and cal["a"] > 0
+    ):
+        return "calibration must hold finite numbers a > 0 and b"
+    expected = {"mean", "std"} | {f"{w}{i}" for i in range(n_layers) for w in "wb"}
+    if set(weights) != expected:
+        layers = sum(1 for k in weights if k[:1] == "w" and k[1:].isdigit())
+        return (
+            f"n_layers says {n_layers} but it holds {layers} layers of weights ({', '.join(sorted(weights))})"
+        )
+    width = n_features(meta["feature_spec"])
+    if weights["mean"].shape != (width,) or weights["std"].shape != (width,):
+        return f"mean/std do not have the {width} features of its feature_spec"
+    for i in range(n_layers):
+        w, b = weights[f"w{i}"], weights[f"b{i}"]
+        out = 1 if i == n_layers - 1 else (w.shape[0] if w.ndim == 2 else -1)
+        if w.shape != (out, width) or b.shape != (out,):
+            return f"layer {i} has shape {w.shape} + {b.shape}, expected ({out}, {width}) + ({out},)"
+        width = out
+    bad = [k for k, v in weights.items() if not np.all(np.isfinite(v))]
+    if bad:
+        return f"weights {', '.join(sorted(bad))} hold NaN or infinite values"
+    if np.any(weights["std"] <= 0):
+        return "std has values <= 0"
+    return None
 
 
 def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -> None:
@@ -207,161 +250,43 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
         raise ModelError(f"head uses metadata features this version does not know: {spec['meta']}")
 
 
-def store_dims(db, model_id: str) -> tuple[int, int]:
-    """(image_dim, name_dim) of the vectors stored for a model; 0 where there are none."""
+@dataclass
+class LabelledSet:
+    """Every labelled photo with a vector of the store's model: features, labels and their parts."""
 
-    def one(table: str) -> int:
-        row = db.execute(f"SELECT dim FROM {table} WHERE model = ? LIMIT 1", [model_id]).fetchone()
-        return row[0] if row else 0
-
-    return one("vectors"), one("name_vectors")
-
-
-def scores(db) -> dict[str, float]:
-    """The deletion score of each scored content hash."""
-    return dict(db.execute("SELECT sha256, score FROM scores").fetchall())
-
-
-def active_run(db) -> dict | None:
-    row = db.execute("SELECT * FROM runs WHERE active = 1 ORDER BY id DESC LIMIT 1").fetchone()
-    if row is None:
-        return None
-    cols = [c.name for c in db["runs"].columns]
-    return dict(zip(cols, row, strict=True))
+    x: np.ndarray
+    y: np.ndarray  # 1 = delete
+    image: np.ndarray
+    sha256: list[str]
+    paths: list[str | None]
+    spec: dict
+    parts: dict
+    labels: dict[str, str]
+    no_vector: int  # labelled photos without a vector (not scanned yet)
 
 
-def active_head(db, model_id: str | None = None) -> Head | None:
-    """The active head, checked against the store's embedding model; None if no head is active."""
-    run = active_run(db)
-    if run is None:
-        return None
-    head = load_head(run["head_path"])
-    head.meta["run_id"] = run["id"]
-    model_id = model_id or current_model_id()
-    check_compatible(head, model_id, *store_dims(db, model_id))
-    return head
+def labelled_set(db, use_name: bool = True, use_meta: bool = True) -> LabelledSet:
+    """Load the labelled photos once, for training and for export alike."""
+    from imgrank.labels import current_labels
 
-
-def score_all(db, model_id: str | None = None) -> int:
-    """Score every embedded image of the model with the active head, else the prior; returns the count."""
-    model_id = model_id or current_model_id()
-    head = active_head(db, model_id)
-    if head is None:  # cold start: the zero-shot prior orders the photos until a head exists
-        from imgrank import prior
-
-        return prior.score(db, model_id)
-    return _score(db, head, load_parts(db, model_id), replace=True)
-
-
-def score_unscored(db, model_id: str | None = None) -> int:
-    """Score the present photos the active head has no score for (new, changed or renamed since it
-    last scored: a rename drops a score, as the file name is a feature). With no head, the prior
-    scores them. Returns the count. Raises ModelError if the active head does not fit the store."""
-    model_id = model_id or current_model_id()
-    head = active_head(db, model_id)
-    run_id = head.meta["run_id"] if head else None
-    shas = [
-        r[0]
-        for r in db.execute(
-            """SELECT DISTINCT f.sha256 FROM files f
-               JOIN vectors v ON v.sha256 = f.sha256 AND v.model = ?
-               WHERE f.state = 'ok' AND NOT EXISTS
-                   (SELECT 1 FROM scores s WHERE s.sha256 = f.sha256 AND s.run_id IS ?)""",
-            [model_id, run_id],
+    model_id = current_model_id(db)
+    labels = current_labels(db)
+    parts = load_parts(db, model_id, sorted(labels))
+    if not parts["sha256"]:
+        raise ImgrankError(
+            f"none of the {len(labels)} labelled photos has a vector from {model_id}: "
+            "label some photos and run `imgrank scan`"
         )
-    ]
-    if not shas:
-        return 0
-    if head is None:
-        from imgrank import prior
-
-        return prior.score(db, model_id, shas)
-    return _score(db, head, load_parts(db, model_id, shas), replace=False)
-
-
-def _score(db, head: Head, parts: dict, replace: bool) -> int:
-    p = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
-    write_scores(db, parts["sha256"], p, head.meta["run_id"], replace)
-    return len(parts["sha256"])
-
-
-def write_scores(db, shas: list[str], values, run_id: int | None, replace: bool = False) -> None:
-    """Store deletion scores; run_id None marks the cold-start prior's. `replace` drops all others first."""
-    now = time.time()
-    with db.atomic():
-        if replace:
-            db.execute("DELETE FROM scores")
-        db.conn.executemany(
-            "INSERT OR REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
-            [(s, run_id, float(v), now) for s, v in zip(shas, values, strict=True)],
-        )
-
-
-def score_source(db) -> str | None:
-    """Where the stored scores come from: "head", "prior" (no head yet), or None when nothing is scored."""
-    row = db.execute("SELECT run_id IS NULL FROM scores ORDER BY run_id IS NULL LIMIT 1").fetchone()
-    return None if row is None else ("prior" if row[0] else "head")
-
-
-def list_runs(db) -> list[dict]:
-    """Every training run, newest first, with its headline metrics."""
-    out = []
-    for r in db.execute(
-        "SELECT id, started_at, finished_at, counts, metrics, head_path, embed_model, active "
-        "FROM runs ORDER BY id DESC"
-    ):
-        metrics = json.loads(r[4] or "{}")
-        out.append(
-            {
-                "id": r[0],
-                "started_at": r[1],
-                "seconds": round((r[2] or r[1]) - r[1], 2),
-                "counts": json.loads(r[3] or "{}"),
-                "val_ap": metrics.get("mlp", {}).get("ap"),
-                "val_auc": metrics.get("mlp", {}).get("roc_auc"),
-                "head_path": r[5],
-                "embed_model": r[6],
-                "active": bool(r[7]),
-            }
-        )
-    return out
-
-
-def use_run(db, run_id: int) -> Head:
-    """Make a run's head the active one, after checking it fits the store."""
-    row = db.execute("SELECT head_path FROM runs WHERE id = ?", [run_id]).fetchone()
-    if row is None or not row[0]:
-        raise ModelError(f"no run {run_id} with a head (see `imgrank model list`)")
-    head = load_head(row[0])
-    model_id = current_model_id()
-    check_compatible(head, model_id, *store_dims(db, model_id))
-    with db.atomic():
-        db.execute("UPDATE runs SET active = 0 WHERE active = 1")
-        db.execute("UPDATE runs SET active = 1 WHERE id = ?", [run_id])
-    return head
-
-
-def import_head(db, path: Path | str) -> int:
-    """Copy a head trained elsewhere into the heads folder, check it, record it as a run and activate it."""
-    head = load_head(path)
-    model_id = current_model_id()
-    check_compatible(head, model_id, *store_dims(db, model_id))
-    now = time.time()
-    cur = db.execute(
-        "INSERT INTO runs (started_at, finished_at, config, counts, metrics, head_path, embed_model, active) "
-        "VALUES (?, ?, ?, ?, ?, NULL, ?, 0)",
-        [
-            now,
-            now,
-            json.dumps({**head.meta.get("config", {}), "imported_from": str(Path(path).resolve())}),
-            json.dumps(head.meta.get("counts", {})),
-            json.dumps(head.meta.get("metrics", {})),
-            model_id,
-        ],
+    spec = feature_spec(model_id, parts["image_dim"], parts["name_dim"] if use_name else 0, meta=use_meta)
+    y = np.array([1 if labels[s] == "delete" else 0 for s in parts["sha256"]], int)
+    return LabelledSet(
+        x=assemble(spec, parts["image"], parts["name"], parts["meta"]),
+        y=y,
+        image=parts["image"],
+        sha256=parts["sha256"],
+        paths=parts["path"],
+        spec=spec,
+        parts=parts,
+        labels=labels,
+        no_vector=len(labels) - len(parts["sha256"]),
     )
-    run_id = cur.lastrowid
-    dest = config.heads_dir() / f"head-{run_id}.safetensors"
-    save_head(head.weights, {**head.meta, "run_id": run_id}, dest)
-    db.execute("UPDATE runs SET head_path = ? WHERE id = ?", [str(dest), run_id])
-    use_run(db, run_id)
-    return run_id

@@ -229,7 +229,7 @@ def compute(
 
 def score(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
     """Write the prior as the photos' scores (used while no head is active); returns the count."""
-    from imgrank.model import write_scores
+    from imgrank.runs import write_scores
 
     result = compute(db, model_id, shas, embedder)
     write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)

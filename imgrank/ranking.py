@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import index, labels, model
+from imgrank import index, labels, runs
 
 
 class Ranked(NamedTuple):
@@ -22,7 +22,7 @@ class Ranked(NamedTuple):
 
 def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
     """Present, scored images under the roots: highest deletion score first, then by path."""
-    scores = model.scores(db)
+    scores = runs.scores(db)
     current = labels.current_labels(db)
     rows = [
         Ranked(path, score, current.get(sha), sha)

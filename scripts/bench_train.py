@@ -25,15 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgrank.train import (
-    TrainConfig,
-    average_precision,
-    fit,
-    near_duplicate_groups,
-    predict,
-    stratified_group_folds,
-    train_arrays,
-)
+from imgrank.evaluation import average_precision, near_duplicate_groups, stratified_group_folds
+from imgrank.train import TrainConfig, fit_mlp, predict, train_arrays
 
 IMAGE_DIM, NAME_DIM, META = 256, 256, 3
 
@@ -94,7 +87,15 @@ def original_predict(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 def split(x, y, image, seed=0):
     groups = near_duplicate_groups(image, TrainConfig().near_dup)
-    return stratified_group_folds(y, groups, 5, seed) == 0
+    return stratified_group_folds(y, groups, 5, seed).fold == 0
+
+
+def fit(x_train, y_train, x_val, y_val, cfg):
+    """One MLP fit, early-stopped on the validation rows, refit for the best length: (weights, epochs)."""
+    _, curve = fit_mlp(x_train, y_train, cfg, cfg.max_epochs, x_val, y_val)
+    best = int(np.argmax([average_precision(y_val, p) or 0 for p in curve])) + 1
+    weights, _ = fit_mlp(x_train, y_train, cfg, best)
+    return weights, {"epochs": len(curve), "best_epoch": best}
 
 
 def main() -> None:
@@ -153,9 +154,10 @@ def main() -> None:
             "imgrank_epochs": info,
             "speedup_vs_train": original_full / imgrank_full,
             "speedup_vs_mlp_fit": original_full / mlp_only,
-            "imgrank_val_ap": result.metrics["mlp"]["ap"],
+            "imgrank_recipe": result.recipe,
+            "imgrank_val_ap": result.metrics["active"]["ap"],
             "baseline_val_ap": result.metrics["baseline"]["ap"],
-            "chance_ap": result.metrics["mlp"]["chance_ap"],
+            "chance_ap": result.metrics["active"]["chance_ap"],
         },
         "subset": {
             "n": args.subset,

@@ -80,3 +80,25 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+def strip_png(path: Path, width: int = 1, height: int = 20_000) -> Path:
+    """A real, valid, tiny PNG of an extreme shape (1×20,000 is ~170 bytes): cheap to decode, but
+    scaled to the model's 224-pixel short side it would be 224×4.5 million pixels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), "white").save(path, optimize=True)
+    return path
+
+
+def forged_jpeg(path: Path, width: int = 60_000, height: int = 60_000) -> Path:
+    """A 64×64 JPEG whose frame header (SOF) declares width×height pixels."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "gray").save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = next(i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC1, 0xC2))
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path

@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import activate_random_head
 from images import photo
 
 from imgrank.db import open_db
@@ -24,23 +24,6 @@ ARRIVAL = 0.35  # seconds between two new photos
 PAST = 1_500_000_000 * 10**9
 DAY = 86_400 * 10**9
 IMGRANK = [sys.executable, "-m", "imgrank"]
-
-
-def activate_random_head() -> None:
-    """A linear head over the store's features, activated as a run (no torch needed)."""
-    from imgrank import model
-
-    db = open_db()
-    model_id = model.current_model_id()
-    spec = model.feature_spec(model_id, *model.store_dims(db, model_id))
-    n = model.n_features(spec)
-    rng = np.random.default_rng(0)
-    weights = {"mean": np.zeros(n), "std": np.ones(n), "w0": rng.normal(size=(1, n)), "b0": np.zeros(1)}
-    path = model.save_head(
-        weights, {"feature_spec": spec, "n_layers": 1}, Path(os.environ["IMGRANK_HOME"]) / "h.st"
-    )
-    model.import_head(db, path)
-    db.close()
 
 
 def arrive(root: Path, staging: Path, i: int, originals: dict[str, int]) -> None:

@@ -47,8 +47,7 @@ def test_set_label_keeps_an_append_only_history():
         (None, "user"),
         ("delete", "deleted"),
         ("keep", "reviewed"),
-        ("delete", "user"),
-        ("delete", "user"),
+        ("delete", "user"),  # set once: the same label again appended nothing
     ]
     with pytest.raises(ImgrankError, match="unknown label"):
         set_label(db, "a" * 64, "maybe", "user")
@@ -103,3 +102,27 @@ def test_a_label_belongs_to_the_content_not_the_name(model_env, tmp_path):
     invoke("relabel", "delete", str(original))
     invoke("relabel", "delete", str(copy))
     assert label_counts(open_db())["total"] == 1
+
+
+def test_crlf_stdin_and_a_relabel_that_changes_nothing(model_env, tmp_path):
+    paths = photos(tmp_path / "p", 3)
+    crlf = "".join(f"{p}\r\n" for p in paths)
+    first = invoke("relabel", "delete", "-", input=crlf)
+    assert first.exit_code == 0 and first.exception is None, first.output
+    assert "3 photos (3 changed" in first.stdout
+    db = open_db()
+    assert {h["path"] for h in history(db)} == {str(p) for p in paths}  # no '\r' kept
+    rows = db.execute("SELECT count(*) FROM label_history").fetchone()[0]
+    again = invoke("relabel", "delete", *map(str, paths))
+    assert again.exit_code == 0 and "3 photos (0 changed" in again.stdout
+    assert db.execute("SELECT count(*) FROM label_history").fetchone()[0] == rows
+    other = invoke("relabel", "keep", str(paths[0]))
+    assert other.exit_code == 0
+    assert db.execute("SELECT count(*) FROM label_history").fetchone()[0] == rows + 1
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_labels_n_must_be_positive(n):
+    result = invoke("labels", "-n", n)
+    assert result.exit_code == 2 and "-n" in result.output
+    assert invoke("labels", "-n", "1").exit_code == 0

@@ -1,4 +1,4 @@
-"""Heads: file format, numpy scoring without torch, activation, compatibility checks, export/import."""
+"""Heads: file format, numpy scoring against torch, bad heads refused, activation, import, `top`."""
 
 from __future__ import annotations
 
@@ -10,27 +10,59 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_train import separable, store
+from helpers import separable, store
 
+from imgrank import runs
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.errors import ModelError
 from imgrank.labels import set_label
-from imgrank.model import load_head, save_head
-from imgrank.train import TrainConfig, predict, train, train_arrays
+from imgrank.model import Head, feature_spec, load_head, save_head, standardise
+from imgrank.train import TrainConfig, build_net, fit_mlp, net_weights, train
+
+SPEC = {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}
 
 
 def invoke(*args, input=None):
     return CliRunner().invoke(cli, list(args), input=input)
 
 
-def test_saved_head_scores_like_the_trained_weights(tmp_path):
+def one_line_error(result, code: int = 1) -> str:
+    """The command failed the way a user should see it: one line, the exit code, no traceback."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    if code == 1:  # our own errors are the one line; usage errors (2) come with click's usage line
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    return errors[0]
+
+
+def test_numpy_scoring_matches_the_torch_network():
+    import torch
+
     x, y = separable(200)
-    result = train_arrays(x, y, x, TrainConfig(max_epochs=20))
-    meta = {"feature_spec": {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}, "n_layers": 2}
-    path = save_head(result.weights, meta, tmp_path / "h.safetensors")
+    config = TrainConfig(hidden=(32, 8))
+    weights, _ = fit_mlp(x, y, config, epochs=5)
+    torch.manual_seed(1)
+    net = build_net(x.shape[1], config)
+    mean, std = weights["mean"], weights["std"]
+    weights = net_weights(net, mean, std)  # a network with weights of its own, read back out
+    net.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(net(torch.from_numpy(standardise(x, mean, std))).squeeze(1)).numpy()
+    head = Head(weights, {"n_layers": 3})
+    assert np.allclose(head.predict(x), expected, atol=1e-5)
+
+
+def test_a_saved_head_scores_as_it_did_before_saving(tmp_path):
+    x, y = separable(200)
+    weights, _ = fit_mlp(x, y, TrainConfig(), epochs=5)
+    meta = {"feature_spec": SPEC, "n_layers": 2, "calibration": {"method": "platt", "a": 0.5, "b": -1.0}}
+    path = save_head(weights, meta, tmp_path / "h.safetensors")
     head = load_head(path)
-    assert np.allclose(head.predict(x), predict(result.weights, x), atol=1e-6)
+    logit = Head(weights, {"n_layers": 2}).logit(x)
+    assert np.allclose(head.predict(x), 1 / (1 + np.exp(-(0.5 * logit - 1.0))), atol=1e-6)
     assert json.loads((tmp_path / "h.json").read_text())["format"] == "imgrank-head/1"
     assert not any(p.suffix in (".pt", ".pkl") for p in tmp_path.iterdir())
 
@@ -42,13 +74,124 @@ def test_a_file_that_is_not_a_head_is_refused(tmp_path):
         load_head(bad)
 
 
+def good_head() -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    weights = {
+        "mean": np.zeros(16),
+        "std": np.ones(16),
+        "w0": rng.normal(size=(4, 16)),
+        "b0": np.zeros(4),
+        "w1": rng.normal(size=(1, 4)),
+        "b1": np.zeros(1),
+    }
+    return weights, {"format": "imgrank-head/1", "feature_spec": dict(SPEC), "n_layers": 2}
+
+
+def crafted(tmp_path, weights: dict, meta) -> str:
+    """A safetensors file with exactly this metadata string (or object) under "imgrank"."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "crafted.safetensors"
+    raw = meta if isinstance(meta, str) else json.dumps(meta)
+    save_file(
+        {k: np.asarray(v, np.float32) for k, v in weights.items()}, str(path), metadata={"imgrank": raw}
+    )
+    return str(path)
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+BAD_HEADS = {
+    "metadata is not JSON": (lambda w, m: (w, "{not json"), "not JSON"),
+    "metadata is a list": (lambda w, m: (w, [1, 2]), "not a JSON object"),
+    "wrong format string": (lambda w, m: (w, {**m, "format": "other/9"}), "format is 'other/9'"),
+    "no feature_spec": (lambda w, m: (w, _without(m, "feature_spec")), "feature_spec is missing"),
+    "image_dim a string": (
+        lambda w, m: (w, {**m, "feature_spec": {**SPEC, "image_dim": "16"}}),
+        "feature_spec.image_dim",
+    ),
+    "unknown meta feature": (
+        lambda w, m: (w, {**m, "feature_spec": {**SPEC, "meta": ["exif_iso"]}}),
+        "feature_spec.meta",
+    ),
+    "no n_layers": (lambda w, m: (w, _without(m, "n_layers")), "n_layers is missing"),
+    "n_layers a float": (lambda w, m: (w, {**m, "n_layers": 2.0}), "n_layers is missing"),
+    "fewer layers than weights": (lambda w, m: (w, {**m, "n_layers": 1}), "holds 2 layers"),
+    "more layers than weights": (lambda w, m: (w, {**m, "n_layers": 3}), "holds 2 layers"),
+    "NaN weights": (lambda w, m: ({**w, "w1": np.full((1, 4), np.nan)}, m), "NaN or infinite"),
+    "inf weights": (lambda w, m: ({**w, "b0": np.full(4, np.inf)}, m), "NaN or infinite"),
+    "first layer too narrow": (lambda w, m: ({**w, "w0": np.ones((4, 15))}, m), "layer 0 has shape"),
+    "layers do not chain": (lambda w, m: ({**w, "w1": np.ones((1, 5))}, m), "layer 1 has shape"),
+    "two outputs": (lambda w, m: ({**w, "w1": np.ones((2, 4)), "b1": np.ones(2)}, m), "layer 1 has shape"),
+    "mean of the wrong width": (lambda w, m: ({**w, "mean": np.zeros(12)}, m), "mean/std"),
+    "zero std": (lambda w, m: ({**w, "std": np.zeros(16)}, m), "std has values <= 0"),
+    "bad calibration": (lambda w, m: (w, {**m, "calibration": {"a": "x", "b": 0}}), "calibration"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HEADS))
+def test_a_bad_head_is_refused_at_import_before_anything_is_activated(case, tmp_path):
+    db = open_db()
+    x, y = separable(40)
+    store(db, x, y, model="m")
+    make, message = BAD_HEADS[case]
+    path = crafted(tmp_path, *make(*good_head()))
+    with pytest.raises(ModelError, match="not a usable imgrank head|not an imgrank head"):
+        load_head(path)
+    out = one_line_error(invoke("model", "import", path))
+    assert message in out
+    assert runs.list_runs(db) == [] and not runs.has_scores(db)
+
+
+def test_the_good_head_those_are_made_from_is_accepted(tmp_path):
+    db = open_db()
+    x, y = separable(40)
+    store(db, x, y, model="m")
+    result = invoke("model", "import", crafted(tmp_path, *good_head()))
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "imported as run 1, now active; 40 photos scored" in result.output
+
+
+def test_importing_the_same_head_twice_adds_no_second_run(tmp_path):
+    db = open_db()
+    x, y = separable(40)
+    store(db, x, y, model="m")
+    path = crafted(tmp_path, *good_head())
+    assert invoke("model", "import", path).exit_code == 0
+    again = invoke("model", "import", path)
+    assert again.exit_code == 0 and "already run 1" in again.output
+    assert [r["id"] for r in runs.list_runs(db)] == [1]
+
+
+def test_a_head_below_chance_is_not_activated_and_scores_nothing(tmp_path):
+    db = open_db()
+    x, y = separable(40)
+    store(db, x, y, model="m")
+    weights, meta = good_head()
+    meta["metrics"] = {"active": {"roc_auc": 0.31, "ap": 0.2}, "baseline": {"roc_auc": 0.3, "ap": 0.2}}
+    result = invoke("model", "import", crafted(tmp_path, weights, meta))
+    assert result.exit_code == 0 and result.exception is None
+    assert "run 1 NOT activated: its held-out ROC AUC 0.310 is below chance" in result.output
+    assert "scored" not in result.output
+    assert runs.active_run(db) is None and not runs.has_scores(db)
+
+
+def test_model_use_with_an_absurd_id_is_one_clear_line():
+    for arg in ("1e23", "99999999999999999999999", "0"):
+        out = one_line_error(invoke("model", "use", arg), code=2)  # usage errors: click's own line
+        assert "RUN_ID" in out or "run_id" in out.lower()
+    assert "no run 7" in one_line_error(invoke("model", "use", "7"))
+
+
 def test_scoring_never_imports_torch(home):
     db = open_db()
     x, y = separable(120, seed=1)
     store(db, x, y)
     train(db, TrainConfig(max_epochs=5))
     code = (
-        "import sys; from imgrank.db import open_db; from imgrank.model import score_all; "
+        "import sys; from imgrank.db import open_db; from imgrank.runs import score_all; "
         "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; print(n)"
     )
     out = subprocess.run(
@@ -65,9 +208,11 @@ def test_top_lists_present_photos_by_score_with_labels_marked():
     db = open_db()
     x, y = separable(150, seed=2)
     shas = store(db, x, y)
-    set_label(db, shas[0], None, "user")  # one unlabelled photo
-    db.execute("UPDATE files SET state = 'missing' WHERE sha256 = ?", [shas[1]])
-    assert invoke("train").exit_code == 0
+    for sha in shas[:5]:
+        set_label(db, sha, None, "user")  # five unlabelled photos
+    db.execute("UPDATE files SET state = 'missing' WHERE sha256 = ?", [shas[5]])
+    result = invoke("train", "--epochs", "30")
+    assert result.exit_code == 0 and result.exception is None, result.output
     rows = json.loads(invoke("top", "-n", "200", "--json").output)
     assert len(rows) == 149  # the missing file is not listed
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
@@ -75,48 +220,50 @@ def test_top_lists_present_photos_by_score_with_labels_marked():
     assert rows[0]["label"] == "delete"
     text = invoke("top", "-n", "3").output
     assert "[delete]" in text and "/photos/img" in text
+    unlabelled = json.loads(invoke("top", "-n", "200", "--unlabelled", "--json").output)
+    assert sorted(r["path"] for r in unlabelled) == [f"/photos/img{i:05d}.jpg" for i in range(5)]
+    assert len(json.loads(invoke("top", "-n", "2", "--unlabelled", "--json").output)) == 2
 
 
-def test_a_clearly_worse_head_is_not_activated_unless_forced():
+def test_top_and_suspects_refuse_a_count_below_one():
+    for args in (["top", "-n", "0"], ["top", "-n", "-3"], ["suspects", "-n", "0"]):
+        out = one_line_error(invoke(*args), code=2)
+        assert "no scores" not in out and "-n" in out
+
+
+def test_a_clearly_worse_head_is_not_activated_and_does_not_rescore():
     db = open_db()
     x, y = separable(300, seed=3)
     shas = store(db, x, y)
-    assert invoke("train").exit_code == 0
+    assert invoke("train", "--epochs", "30").exit_code == 0
+    before = runs.scores(db)
     # scramble the labels: the next head is clearly worse
     rng = np.random.default_rng(0)
     for sha, label in zip(shas, rng.permutation(y), strict=True):
         set_label(db, sha, "delete" if label else "keep", "user")
-    result = invoke("train")
-    assert result.exit_code == 0
-    assert "run 2 NOT activated" in result.output
-    assert [r["active"] for r in json.loads(invoke("model", "list", "--json").output)] == [False, True]
-    assert "run 3 is now the active head" in invoke("train", "--force").output
+    result = invoke("train", "--epochs", "30")
+    assert result.exit_code == 0 and result.exception is None
+    assert "run 2 NOT activated: its held-out" in result.output
+    assert [r["active"] for r in runs.list_runs(db)] == [False, True]
+    assert runs.scores(db) == before  # run 2 scored nothing
+    assert "run 3 is now the active head" in invoke("train", "--force", "--epochs", "30").output
+    assert runs.scores(db) != before
     assert invoke("model", "use", "1").exit_code == 0
-    runs = {r["id"]: r["active"] for r in json.loads(invoke("model", "list", "--json").output)}
-    assert runs == {1: True, 2: False, 3: False}
+    assert {r["id"]: r["active"] for r in runs.list_runs(db)} == {1: True, 2: False, 3: False}
+    assert runs.scores(db) == pytest.approx(before)
 
 
-def test_a_head_from_another_embedding_model_is_refused(tiny_model, tmp_path, monkeypatch):
-    from imgrank.testing.tinymodel import build_model
-
-    other = build_model(tmp_path / "other-model", seed=1)
-    monkeypatch.setenv("IMGRANK_MODEL", str(tiny_model))
+def test_a_head_from_another_embedding_model_is_refused(tmp_path):
     db = open_db()
     x, y = separable(100, seed=4)
-    from imgrank.model import current_model_id
-
-    store(db, x, y, model=current_model_id())
-    assert invoke("train").exit_code == 0
-    head = json.loads(invoke("model", "list", "--json").output)[0]["head_path"]
-
-    monkeypatch.setenv("IMGRANK_MODEL", str(other))
-    store_b = current_model_id()
-    db.execute("UPDATE vectors SET model = ?", [store_b])
+    store(db, x, y, model="model-a")
+    assert invoke("train", "--epochs", "20").exit_code == 0
+    head = runs.list_runs(db)[0]["head_path"]
+    db.execute("UPDATE vectors SET model = 'model-b'")
+    db.execute("UPDATE settings SET value = 'model-b' WHERE key = 'embed_model'")
     for args in (["score"], ["model", "use", "1"], ["model", "import", head]):
-        result = invoke(*args)
-        assert result.exit_code == 1, args
-        assert "trained on embedding model" in result.output and store_b in result.output
-        assert "Traceback" not in result.output
+        out = one_line_error(invoke(*args))
+        assert "trained on embedding model" in out and "model-b" in out
 
 
 def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
@@ -128,12 +275,20 @@ def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
     # "elsewhere": another home with no database at all
     monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
     head = tmp_path / "head.safetensors"
-    result = invoke("train", "--data", str(data), "--out", str(head), "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    result = invoke("train", "--data", str(data), "--out", str(head), "--device", "cpu", "--epochs", "30")
+    assert result.exit_code == 0 and result.exception is None, result.output
     assert "average precision" in result.output and head.exists()
     assert not (tmp_path / "gpu-box" / "imgrank.db").exists()
     monkeypatch.setenv("IMGRANK_HOME", str(home))
     result = invoke("model", "import", str(head))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and result.exception is None, result.output
     assert "200 photos scored" in result.output
-    assert json.loads(invoke("model", "list", "--json").output)[0]["active"]
+    assert runs.list_runs(db)[0]["active"]
+    assert load_head(head).meta["counts"]["trained_on"] == 200
+
+
+def test_feature_spec_round_trips_through_a_head(tmp_path):
+    spec = feature_spec("m", 16, 0, meta=False)
+    weights, meta = good_head()
+    path = save_head(weights, {**meta, "feature_spec": spec}, tmp_path / "h.safetensors")
+    assert load_head(path).spec == spec

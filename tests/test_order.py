@@ -71,13 +71,7 @@ def by_mtime(paths: list[Path], newest_first: bool = True) -> list[str]:
 
 def in_step(db, paths: list[Path]) -> bool:
     """Would a scan take every file as unchanged (no read)?"""
-    rows = {
-        r[0]: r[1:]
-        for r in db.execute(
-            f"SELECT f.path, f.size, f.mtime_ns, m.set_ns, m.prev_set_ns FROM files f {index.OWN_TIMES_JOIN}"
-        )
-    }
-    return all(index.unchanged(*rows[str(p)], os.lstat(p)) for p in paths)
+    return not index.needs_work(db, [str(p) for p in paths])
 
 
 scores_st = st.lists(

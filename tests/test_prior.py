@@ -14,7 +14,8 @@ from imgrank import config, prior
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.errors import ImgrankError
-from imgrank.model import current_model_id, score_source
+from imgrank.model import current_model_id
+from imgrank.runs import score_source
 
 
 def _detailed(path, seed: int, size=(800, 600)):
@@ -109,7 +110,7 @@ def test_prompt_weights_in_the_home_file_move_the_prior(model_env, tmp_path):
         _detailed(root / f"p{i}.jpg", i)
     invoke("scan", str(root))
     db = open_db()
-    model_id = current_model_id()
+    model_id = current_model_id(db)
     text = prior.prompts_path().read_text()
     (config.home_dir() / "prompts.txt").write_text(text.replace("delete 1.0", "delete 1000"))
     heavy = prior.compute(db, model_id).p_prompts
@@ -123,7 +124,7 @@ def test_prompt_weights_in_the_home_file_move_the_prior(model_env, tmp_path):
 
 
 def test_new_photos_are_scored_by_the_prior_as_they_arrive(model_env, tmp_path):
-    from imgrank.model import score_unscored
+    from imgrank.runs import score_unscored
 
     root = tmp_path / "photos"
     root.mkdir()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
-from images import bad_files, every_format, photo, snapshot
+from images import bad_files, every_format, forged_jpeg, photo, snapshot, strip_png
 from PIL import Image
 
-from imgrank import index
+from imgrank import index, workers
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.embed import load_embedder
@@ -26,13 +28,13 @@ def embedder(tiny_model):
 def count_decodes(monkeypatch):
     """Count real decodes (scans run with jobs=1 so the counter sees every one)."""
     calls = []
-    real = index.decode_image
+    real = workers.decode_image
 
     def counting(data, name="", target=224):
         calls.append(name)
         return real(data, name, target)
 
-    monkeypatch.setattr(index, "decode_image", counting)
+    monkeypatch.setattr(workers, "decode_image", counting)
     return calls
 
 
@@ -193,7 +195,7 @@ def test_switching_models_reembeds_and_never_mixes(tmp_path, tiny_model, monkeyp
     other = build_model(tmp_path / "other-model", seed=3)
     result = run("scan", "--model", str(other))
     assert result.exit_code == 0
-    assert "embedding model changed" in result.stderr and "embedded 1" in result.stdout
+    assert "embedding model changed" in result.stderr and "1 embedded" in result.stdout
     models = {r[0] for r in open_db().execute("SELECT DISTINCT model FROM vectors")}
     assert len(models) == 2
 
@@ -239,9 +241,9 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path, model_env):
-    from test_watch import activate_random_head
+    from helpers import activate_random_head
 
-    from imgrank.model import score_all
+    from imgrank.runs import score_all
 
     root = tmp_path / "photos"
     photo(root / "a.jpg", seed=1)
@@ -249,7 +251,7 @@ def test_with_a_trained_head_scan_scores_what_is_new_changed_or_renamed(tmp_path
     assert json.loads(run("scan", str(root), "--json").output)["scored"] == 2  # no head: the prior
     activate_random_head()
     photo(root / "c.jpg", seed=3)
-    assert json.loads(run("scan", "--json").output)["scored"] == 3  # the head had scored nothing
+    assert json.loads(run("scan", "--json").output)["scored"] == 1  # activating it scored a and b
     assert json.loads(run("scan", "--json").output)["scored"] == 0
 
     def score_of(name):
@@ -313,3 +315,293 @@ def test_under_is_component_wise():
     assert not under("/a/bc/d.jpg", "/a/b") and not under("/a", "/a/b")
     assert under("/x.jpg", "/")
     assert under(os.fsdecode(b"/\xff/x.jpg"), os.fsdecode(b"/\xff"))
+
+
+# --- names that are not UTF-8 ------------------------------------------------------------------
+
+
+def bytes_names(root) -> list[str]:
+    """Photos named `\xff\xfe.jpg` and Latin-1 `\xe9t\xe9.jpg` among ordinary ones (as str paths)."""
+    broot = os.fsencode(root)
+    os.makedirs(broot, exist_ok=True)
+    out = []
+    for i, name in enumerate([b"\xff\xfe.jpg", b"\xe9t\xe9.jpg", b"plain.jpg", b"caf\xc3\xa9.jpg"]):
+        path = os.path.join(broot, name)
+        photo(Path(os.fsdecode(path)), seed=40 + i)
+        out.append(os.fsdecode(path))
+    return out
+
+
+def test_names_that_are_not_utf8_are_scanned_and_labelled(tmp_path, model_env):
+    root = tmp_path / "photos"
+    paths = bytes_names(root)
+    result = run("scan", str(root), "--json", "--jobs", "2")
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert json.loads(result.stdout)["new"] == 4 and json.loads(result.stdout)["embedded"] == 4
+    db = open_db()
+    assert sorted(index.rows(db)) == sorted(paths)  # the same bytes come back out of the store
+    assert not index.needs_work(db, paths)
+    # The tokenizer got the lossy display form; one vector per name.
+    names = {r[0] for r in db.execute("SELECT name FROM name_vectors")}
+    assert "\ufffd\ufffd.jpg" in names and "\ufffdt\ufffd.jpg" in names and "café.jpg" in names
+
+    again = run("scan", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 4
+
+    relabel = CliRunner().invoke(cli, ["relabel", "delete", paths[0], paths[1]])
+    assert relabel.exit_code == 0 and relabel.exception is None, relabel.output
+    assert "2 photos (2 changed" in relabel.stdout
+    listing = CliRunner().invoke(cli, ["labels"])
+    assert listing.exit_code == 0 and listing.exception is None
+    assert "\ufffd\ufffd.jpg" in listing.stdout
+    status = CliRunner().invoke(cli, ["status"])
+    assert status.exit_code == 0 and status.exception is None
+    # Stdin carries bytes: the same names piped in (CRLF endings) reach the same files.
+    piped = CliRunner().invoke(
+        cli, ["relabel", "keep", "-"], input=b"".join(os.fsencode(p) + b"\r\n" for p in paths)
+    )
+    assert piped.exit_code == 0 and piped.exception is None, piped.output
+    assert "4 photos (4 changed" in piped.stdout
+
+
+# --- hostile files and bounded memory ----------------------------------------------------------
+
+
+def test_hostile_headers_are_refused_quickly_with_a_reason(tmp_path, model_env):
+    import time
+
+    root = tmp_path / "photos"
+    hostile = {
+        "strip": strip_png(root / "strip.png", 1, 20_000),
+        "long_strip": strip_png(root / "long.png", 1, 65_535),
+        "forged": forged_jpeg(root / "forged.jpg", 60_000, 60_000),
+    }
+    assert os.path.getsize(hostile["strip"]) < 200 and os.path.getsize(hostile["long_strip"]) < 400
+    photo(root / "fine.jpg", seed=1)
+    start = time.monotonic()
+    result = run("scan", str(root), "--json", "--jobs", "2")
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert time.monotonic() - start < 30
+    summary = json.loads(result.stdout)
+    assert summary["unreadable"] == 3 and summary["embedded"] == 1
+    reasons = {r["path"]: r["reason"] for r in index.unreadable(open_db())}
+    assert "MB to decode" in reasons[str(hostile["strip"])]
+    assert "MB to decode" in reasons[str(hostile["long_strip"])]
+    assert "forged or truncated header" in reasons[str(hostile["forged"])]
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        out.append(int(child))
+        try:
+            out += _descendants(int(child))
+        except OSError:
+            pass
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_decoding_worker_killed_by_the_oom_killer_is_recorded_and_the_scan_goes_on(tmp_path, model_env):
+    """A stand-in for the OOM killer SIGKILLs any decoding worker above 150 MB: the one decoding
+    the 64-megapixel PNG, every time it is tried. The scan records that file and finishes."""
+    import signal
+    import threading
+
+    root = tmp_path / "photos"
+    for i in range(12):
+        photo(root / f"p{i:02d}.jpg", seed=i)
+    Image.new("RGB", (8000, 8000), "teal").save(root / "huge.png")  # ~200 KB, 192 MB decoded
+    killed = []
+    stop = threading.Event()
+
+    def oom_killer():
+        while not stop.is_set():
+            for pid in _descendants(os.getpid()):
+                try:
+                    if _rss_mb(pid) > 150:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                except OSError:
+                    pass
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=oom_killer, daemon=True)
+    thread.start()
+    try:
+        result = run("scan", str(root), "--json", "--jobs", "2")
+    finally:
+        stop.set()
+        thread.join()
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert len(killed) >= 2  # in the pool, then alone
+    summary = json.loads(result.stdout)
+    assert summary["embedded"] == 12 and summary["unreadable"] == 1
+    reasons = {r["path"]: r["reason"] for r in index.unreadable(open_db())}
+    assert "died" in reasons[str(root / "huge.png")]
+
+
+def test_workers_run_under_a_memory_limit(tmp_path):
+    """A worker's address space is capped: a runaway allocation fails there, not on the machine."""
+    import resource
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from imgrank import workers
+
+    with ProcessPoolExecutor(1, mp_context=get_context("forkserver"), initializer=workers.init_worker,
+                             initargs=(set(), True)) as pool:  # fmt: skip
+        soft = pool.submit(resource.getrlimit, resource.RLIMIT_AS).result()[0]
+        assert soft != resource.RLIM_INFINITY and soft < 16 << 30
+        assert pool.submit(_allocate, 20 << 30).result() == "MemoryError"
+
+
+def _allocate(n: int) -> str:
+    try:
+        bytearray(n)
+    except MemoryError:
+        return "MemoryError"
+    return "allocated"
+
+
+def test_walking_never_runs_ahead_of_decoding(tmp_path, monkeypatch):
+    """A bounded number of files is in flight, whatever the folder's size."""
+    from imgrank import workers
+
+    for i in range(40):
+        photo(tmp_path / f"p{i:02d}.jpg", seed=i, size=(40, 30))
+    taken = []
+
+    def paths():
+        for p in sorted(tmp_path.glob("*.jpg")):
+            taken.append(p)
+            yield str(p)
+
+    results = workers.read_all(paths(), set(), 2)
+    first = next(results)
+    assert first["array"] is not None
+    assert len(taken) <= 2 * workers.IN_FLIGHT_PER_WORKER + 1
+    assert len([first, *results]) == 40
+
+
+# --- roots --------------------------------------------------------------------------------------
+
+
+def test_empty_and_non_folder_roots_are_refused_in_one_line(tmp_path, model_env):
+    for bad in ["", str(tmp_path / "nothing-here"), str(photo(tmp_path / "a.jpg"))]:
+        result = CliRunner().invoke(cli, ["scan", bad])
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert index.list_roots(open_db()) == []
+
+
+def test_roots_list_and_remove(tmp_path, model_env):
+    a, b = tmp_path / "a", tmp_path / "b"
+    photo(a / "one.jpg", seed=1)
+    photo(b / "two.jpg", seed=2)
+    assert run("scan", str(a), str(b)).exit_code == 0
+    listed = CliRunner().invoke(cli, ["roots", "list"])
+    assert listed.exit_code == 0 and listed.stdout.split() == [str(a), str(b)]
+    assert CliRunner().invoke(cli, ["relabel", "delete", str(a / "one.jpg")]).exit_code == 0
+
+    removed = CliRunner().invoke(cli, ["roots", "remove", str(a)])
+    assert removed.exit_code == 0 and removed.exception is None, removed.output
+    assert CliRunner().invoke(cli, ["roots", "list"]).stdout.split() == [str(b)]
+    db = open_db()
+    assert db.execute("SELECT count(*) FROM files WHERE root_id IS NOT NULL").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM vectors").fetchone()[0] == 2  # kept
+    assert db.execute("SELECT count(*) FROM labels").fetchone()[0] == 1  # kept
+    scan = run("scan", "--json")  # the removed folder is no longer scanned or marked missing
+    assert scan.exit_code == 0 and json.loads(scan.stdout)["missing"] == 0
+
+    again = run("scan", str(a), "--json")  # adding it back re-embeds nothing
+    assert again.exit_code == 0 and json.loads(again.stdout)["embedded"] == 0
+    assert db.execute("SELECT count(*) FROM files WHERE root_id IS NOT NULL").fetchone()[0] == 2
+
+    unknown = CliRunner().invoke(cli, ["roots", "remove", str(tmp_path / "c")])
+    assert unknown.exit_code == 1 and "is not a root" in unknown.output
+
+
+def test_a_directory_symlink_inside_a_root_is_not_followed(tmp_path, model_env):
+    outside = tmp_path / "outside"
+    photo(outside / "secret.jpg", seed=5)
+    root = tmp_path / "photos"
+    photo(root / "mine.jpg", seed=6)
+    os.symlink(outside, root / "link")
+    result = run("scan", str(root), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["new"] == 1
+    assert list(index.rows(open_db())) == [str(root / "mine.jpg")]
+
+
+# --- scans side by side, folders that cannot be listed --------------------------------------------
+
+
+def test_two_scans_started_together_embed_each_photo_once(tmp_path, tiny_model):
+    import subprocess
+    import sys
+
+    root = tmp_path / "photos"
+    for i in range(30):
+        photo(root / f"p{i:02d}.jpg", seed=i)
+    env = {**os.environ, "IMGRANK_MODEL": str(tiny_model)}
+    cmd = [sys.executable, "-m", "imgrank", "scan", str(root), "--json", "--jobs", "1"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    embedded = sorted(json.loads(out)["embedded"] for out, _ in outs)
+    assert embedded == [0, 30]
+    assert any(b"waiting for the other scan" in err for _, err in outs)
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_not_marked_missing(tmp_path, model_env, monkeypatch):
+    root = tmp_path / "photos"
+    photo(root / "open" / "a.jpg", seed=1)
+    photo(root / "closed" / "b.jpg", seed=2)
+    assert run("scan", str(root)).exit_code == 0
+    real = os.scandir
+
+    def scandir(path):  # tests run as root, where chmod 000 cannot deny a listing
+        if str(path) == str(root / "closed"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = run("scan", "--json")
+    assert result.exit_code == 0
+    assert f"cannot list {root / 'closed'} (Permission denied)" in result.stderr
+    assert json.loads(result.stdout)["missing"] == 0
+
+
+# --- facts that follow the content --------------------------------------------------------------
+
+
+def test_copies_keep_the_contents_facts_and_features(tmp_path, model_env):
+    from imgrank.model import current_model_id
+    from imgrank.vectors import load_parts
+
+    root = tmp_path / "photos"
+    originals = [photo(root / f"IMG_{i}.jpg", seed=i) for i in range(4)]
+    assert run("scan", str(root)).exit_code == 0
+    assert CliRunner().invoke(cli, ["relabel", "keep", *map(str, originals[:2])]).exit_code == 0
+    db = open_db()
+    model_id = current_model_id(db)
+    before = load_parts(db, model_id)
+    for p in originals[:2]:
+        shutil.copy(p, root / f"zz copy of {p.name}")
+    (root / "moved").mkdir()
+    shutil.move(originals[3], root / "moved" / "renamed.jpg")
+    assert run("scan", "--json").exit_code == 0
+    assert db.execute("SELECT count(*) FROM files WHERE width IS NULL OR height IS NULL").fetchone()[0] == 0
+    after = load_parts(db, model_id)
+    order = [after["sha256"].index(s) for s in before["sha256"]]
+    assert np.array_equal(after["meta"][order], before["meta"])
+    moved = before["sha256"].index(after["sha256"][order[3]])
+    same_name = [i for i in range(4) if i != moved]
+    assert np.array_equal(after["name"][order][same_name], before["name"][same_name])
+    assert [after["path"][i] for i in order[:2]] == [str(p) for p in originals[:2]]

@@ -1,0 +1,327 @@
+"""The run registry: owns the tables `runs`, `scores` and `oof`.
+
+One sequence, used by `train` and `model import` alike: record the run, save its head, activate
+it unless it is worse, and score the folder with it. A head that is not activated scores nothing.
+No torch here: the daemon scores with these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgrank import config
+from imgrank.db import IN_JSON
+from imgrank.errors import ImgrankError, ModelError
+from imgrank.model import Head, assemble, check_compatible, current_model_id, load_head, load_parts, save_head
+from imgrank.model import store_dims as _store_dims
+
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "finished_at",
+    "config",
+    "counts",
+    "metrics",
+    "head_path",
+    "embed_model",
+    "active",
+)
+WORSE_MARGIN = 0.02  # a head whose held-out AP is this much below the comparison is "clearly worse"
+
+# --- runs ---
+
+
+def _run(row) -> dict:
+    return dict(zip(RUN_COLUMNS, row, strict=True))
+
+
+def active_run(db) -> dict | None:
+    """The active run's row, or None when no head is active."""
+    row = db.execute(
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE active = 1 ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return _run(row) if row else None
+
+
+def last_started(db) -> float | None:
+    """When the latest run (trained or imported) started."""
+    return db.execute("SELECT max(started_at) FROM runs").fetchone()[0]
+
+
+def headline(metrics: dict) -> dict:
+    """The held-out metrics of the recipe that became the head (older runs: the MLP's)."""
+    return metrics.get("active") or metrics.get("mlp") or {}
+
+
+def list_runs(db) -> list[dict]:
+    """Every run, newest first, with its headline held-out metrics."""
+    out = []
+    for r in db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC"):
+        run = _run(r)
+        metrics = json.loads(run["metrics"] or "{}")
+        out.append(
+            {
+                "id": run["id"],
+                "started_at": run["started_at"],
+                "seconds": round((run["finished_at"] or run["started_at"]) - run["started_at"], 2),
+                "counts": json.loads(run["counts"] or "{}"),
+                "recipe": headline(metrics).get("recipe"),
+                "val_ap": headline(metrics).get("ap"),
+                "val_auc": headline(metrics).get("roc_auc"),
+                "head_path": run["head_path"],
+                "embed_model": run["embed_model"],
+                "active": bool(run["active"]),
+            }
+        )
+    return out
+
+
+def head_digest(weights: dict[str, np.ndarray]) -> str:
+    """A fingerprint of a head's weights: the same head imported twice is recognised."""
+    h = hashlib.sha256()
+    for k in sorted(weights):
+        h.update(k.encode() + b"\0" + np.ascontiguousarray(weights[k], "<f4").tobytes())
+    return h.hexdigest()
+
+
+def _run_with_digest(db, digest: str) -> int | None:
+    row = db.execute(
+        "SELECT id FROM runs WHERE json_extract(config, '$.head_digest') = ? ORDER BY id LIMIT 1", [digest]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def verdict(
+    meta: dict, previous: dict | None, force: bool = False, margin: float = WORSE_MARGIN
+) -> str | None:
+    """Why a head must not be activated (one line), or None when it may be."""
+    if force:
+        return None
+    metrics = meta.get("metrics") or {}
+    m, base = headline(metrics), metrics.get("baseline") or {}
+    auc, ap = m.get("roc_auc"), m.get("ap")
+    if auc is not None and auc < 0.5:
+        return f"its held-out ROC AUC {auc:.3f} is below chance (0.5)"
+    if ap is not None and base.get("ap") is not None and ap < base["ap"] - margin:
+        return f"its held-out AP {ap:.3f} is clearly below the logistic baseline's {base['ap']:.3f}"
+    if previous is not None and ap is not None:
+        old = headline(json.loads(previous["metrics"] or "{}")).get("ap")
+        if old is not None and ap < old - margin:
+            return f"its held-out AP {ap:.3f} is clearly below the active run {previous['id']}'s {old:.3f}"
+    return None
+
+
+def record_and_activate(
+    db,
+    weights: dict[str, np.ndarray],
+    meta: dict,
+    started: float | None = None,
+    oof: tuple[list[str], np.ndarray] | None = None,
+    imported_from: str | None = None,
+    force: bool = False,
+) -> dict:
+    """Record a run, save its head, activate it unless it is worse, and score with it if activated.
+
+    An imported head already recorded (same weights) adds no second run. Returns {"id", "activated",
+    "note", "scored", "head_path", "duplicate"}."""
+    digest = head_digest(weights)
+    existing = _run_with_digest(db, digest) if imported_from else None
+    if existing is not None:
+        return {
+            "id": existing,
+            "activated": False,
+            "duplicate": True,
+            "scored": 0,
+            "head_path": None,
+            "note": f"this head is already run {existing} (`imgrank model use {existing}` activates it)",
+        }
+    now = time.time()
+    run_config = {**(meta.get("config") or {}), "head_digest": digest}
+    if imported_from:
+        run_config["imported_from"] = imported_from
+    previous = active_run(db)
+    reason = verdict(meta, previous, force, (meta.get("config") or {}).get("worse_margin", WORSE_MARGIN))
+    with db.atomic():
+        cur = db.execute(
+            "INSERT INTO runs (started_at, finished_at, config, counts, metrics, embed_model, active) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0)",
+            [
+                started or now,
+                now,
+                json.dumps(run_config),
+                json.dumps(meta.get("counts") or {}),
+                json.dumps(meta.get("metrics") or {}),
+                meta["feature_spec"]["embed_model"],
+            ],
+        )
+        run_id = cur.lastrowid
+        path = save_head(
+            weights, {**meta, "run_id": run_id}, config.heads_dir() / f"head-{run_id}.safetensors"
+        )
+        db.execute("UPDATE runs SET head_path = ? WHERE id = ?", [str(path), run_id])
+        if oof is not None:
+            write_oof(db, run_id, *oof)
+    out = {"id": run_id, "activated": reason is None, "duplicate": False, "scored": 0, "head_path": str(path)}
+    if reason is None:
+        use_run(db, run_id)
+        out["scored"] = score_all(db)
+        out["note"] = f"run {run_id} is now the active head"
+    else:
+        out["note"] = (
+            f"run {run_id} NOT activated: {reason} (`imgrank model use {run_id}` or `train --force`)"
+        )
+    return out
+
+
+def use_run(db, run_id: int) -> Head:
+    """Make a run's head the active one, after checking it is sound and fits the store."""
+    row = db.execute("SELECT head_path FROM runs WHERE id = ?", [run_id]).fetchone()
+    if row is None or not row[0]:
+        raise ModelError(f"no run {run_id} with a head (see `imgrank model list`)")
+    head = load_head(row[0])
+    model_id = current_model_id(db)
+    check_compatible(head, model_id, *_store_dims(db, model_id))
+    with db.atomic():
+        db.execute("UPDATE runs SET active = 0 WHERE active = 1")
+        db.execute("UPDATE runs SET active = 1 WHERE id = ?", [run_id])
+    return head
+
+
+def import_head(db, path: Path | str, force: bool = False) -> dict:
+    """A head trained elsewhere: checked whole and against the store BEFORE it is recorded, then
+    the same sequence as `train` (record, save, activate unless worse, score)."""
+    head = load_head(path)
+    model_id = current_model_id(db)
+    check_compatible(head, model_id, *_store_dims(db, model_id))
+    return record_and_activate(
+        db, head.weights, head.meta, imported_from=str(Path(path).resolve()), force=force
+    )
+
+
+def active_head(db, model_id: str | None = None) -> Head | None:
+    """The active head, checked against the store's embedding model; None if no head is active."""
+    run = active_run(db)
+    if run is None:
+        return None
+    head = load_head(run["head_path"])
+    head.meta["run_id"] = run["id"]
+    model_id = model_id or current_model_id(db)
+    check_compatible(head, model_id, *_store_dims(db, model_id))
+    return head
+
+
+# --- scores ---
+
+
+def write_scores(db, shas: list[str], values: np.ndarray, run_id: int | None, replace: bool = False) -> int:
+    """Store P(delete) per content hash; run_id None marks the cold-start prior's (replace: drop every
+    other score first). Returns the count."""
+    now = time.time()
+    with db.atomic():
+        if replace:
+            db.execute("DELETE FROM scores")
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
+            [(s, run_id, float(v), now) for s, v in zip(shas, values, strict=True)],
+        )
+    return len(shas)
+
+
+def forget_scores(db, shas: list[str]) -> None:
+    """Drop the scores of these contents (their file name, a feature, changed)."""
+    db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps(list(shas))])
+
+
+def scores(db) -> dict[str, float]:
+    """Every stored score by content hash."""
+    return dict(db.execute("SELECT sha256, score FROM scores").fetchall())
+
+
+def has_scores(db) -> bool:
+    return db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is not None
+
+
+def _score(db, head: Head, parts: dict, replace: bool) -> int:
+    p = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
+    return write_scores(db, parts["sha256"], p, head.meta["run_id"], replace=replace)
+
+
+def score_all(db, model_id: str | None = None) -> int:
+    """Score every embedded image of the store's model with the active head, else with the cold-start
+    prior; returns the count."""
+    model_id = model_id or current_model_id(db)
+    head = active_head(db, model_id)
+    if head is None:  # cold start: the zero-shot prior orders the photos until a head exists
+        from imgrank import prior
+
+        return prior.score(db, model_id)
+    return _score(db, head, load_parts(db, model_id), replace=True)
+
+
+def score_unscored(db, model_id: str | None = None) -> int:
+    """Score the present photos the active head (with no head, the prior) has no score for: new,
+    changed or renamed since it last scored (a rename drops a score, as the file name is a feature).
+    Returns the count. Raises ModelError if the active head does not fit the store."""
+    from imgrank.index import present_contents
+
+    model_id = model_id or current_model_id(db)
+    head = active_head(db, model_id)
+    run_id = head.meta["run_id"] if head else None
+    scored = {r[0] for r in db.execute("SELECT sha256 FROM scores WHERE run_id IS ?", [run_id])}
+    todo = sorted(present_contents(db) - scored)
+    if not todo:
+        return 0
+    if head is None:
+        from imgrank import prior
+
+        return prior.score(db, model_id, todo)
+    return _score(db, head, load_parts(db, model_id, todo), replace=False)
+
+
+def score_source(db) -> str | None:
+    """Where the stored scores come from: "head", "prior" (no head yet), or None when nothing is scored."""
+    row = db.execute("SELECT run_id IS NULL FROM scores ORDER BY run_id IS NULL LIMIT 1").fetchone()
+    return None if row is None else ("prior" if row[0] else "head")
+
+
+# --- out-of-fold predictions ---
+
+
+def write_oof(db, run_id: int, shas: list[str], p_delete: np.ndarray) -> None:
+    """Held-out P(delete) per labelled photo (rows never held out, NaN, are left out)."""
+    db.conn.executemany(
+        "INSERT INTO oof (run_id, sha256, p_delete) VALUES (?, ?, ?)",
+        [(run_id, s, float(p)) for s, p in zip(shas, p_delete, strict=True) if np.isfinite(p)],
+    )
+
+
+def suspects(db, n: int = 20) -> list[dict]:
+    """Labelled photos the latest held-out predictions most disagree with (lowest P(given label) first)."""
+    from imgrank.index import paths_of_contents
+    from imgrank.labels import current_labels
+
+    row = db.execute("SELECT max(run_id) FROM oof").fetchone()
+    if row is None or row[0] is None:
+        raise ImgrankError("no held-out predictions yet: run `imgrank train`")
+    labels = current_labels(db)
+    rows = []
+    for sha, p in db.execute("SELECT sha256, p_delete FROM oof WHERE run_id = ?", [row[0]]):
+        if sha in labels:
+            rows.append((p if labels[sha] == "delete" else 1 - p, sha, p))
+    rows = sorted(rows)[:n]
+    paths = paths_of_contents(db, [r[1] for r in rows])
+    return [
+        {
+            "path": paths.get(sha),
+            "label": labels[sha],
+            "p_label": round(pl, 4),
+            "p_delete": round(p, 4),
+            "sha256": sha,
+        }
+        for pl, sha, p in rows
+    ]

@@ -1,0 +1,133 @@
+"""The embedding store: image vectors keyed by content, file-name vectors keyed by the name.
+
+Owns the tables `vectors` and `name_vectors`; nothing else runs SQL on them. Vectors are
+little-endian float32 blobs beside the embedding model id and their dimension: a vector from
+another model is never mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import sqlite_utils
+
+from imgrank.db import IN_JSON, from_blob, to_blob
+from imgrank.files import display_name
+
+
+def name_key(path: str) -> str:
+    """The text a file's name vector is computed from and stored under: its lossy display name."""
+    return display_name(os.path.basename(path))
+
+
+def embedded(db: sqlite_utils.Database, model: str, shas: Iterable[str] | None = None) -> set[str]:
+    """Content hashes that have an image vector of `model` (all, or those among `shas`)."""
+    if shas is None:
+        return {r[0] for r in db.execute("SELECT sha256 FROM vectors WHERE model = ?", [model])}
+    return {
+        r[0]
+        for r in db.execute(
+            f"SELECT sha256 FROM vectors WHERE model = ? AND sha256 IN {IN_JSON}",
+            [model, json.dumps(list(shas))],
+        )
+    }
+
+
+def missing_names(db: sqlite_utils.Database, model: str, names: Iterable[str]) -> list[str]:
+    """Of these name keys (see name_key), those without a vector of `model`, sorted."""
+    names = sorted(set(names))
+    have = {
+        r[0]
+        for r in db.execute(
+            f"SELECT name FROM name_vectors WHERE model = ? AND name IN {IN_JSON}", [model, json.dumps(names)]
+        )
+    }
+    return [n for n in names if n not in have]
+
+
+def store(
+    db: sqlite_utils.Database,
+    model: str,
+    images: Iterable[tuple[str, np.ndarray]] = (),
+    names: Iterable[tuple[str, np.ndarray]] = (),
+) -> None:
+    """Store image vectors (by content hash) and name vectors (by name key). Call in a transaction."""
+    for sha, v in images:
+        db.execute(
+            "INSERT OR REPLACE INTO vectors (sha256, model, dim, vector) VALUES (?, ?, ?, ?)",
+            [sha, model, len(v), to_blob(v)],
+        )
+    for name, v in names:
+        db.execute(
+            "INSERT OR REPLACE INTO name_vectors (name, model, dim, vector) VALUES (?, ?, ?, ?)",
+            [name, model, len(v), to_blob(v)],
+        )
+
+
+def store_dims(db: sqlite_utils.Database, model_id: str) -> tuple[int, int]:
+    """(image_dim, name_dim) of the vectors stored for a model; 0 where there are none."""
+
+    def one(table: str) -> int:
+        row = db.execute(f"SELECT dim FROM {table} WHERE model = ? LIMIT 1", [model_id]).fetchone()
+        return row[0] if row else 0
+
+    return one("vectors"), one("name_vectors")
+
+
+def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None = None) -> dict:
+    """Image vectors, file-name vectors and metadata for embedded images of one model.
+
+    Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}; with
+    `shas`, only those (in that order; ones without a vector are left out), read from the
+    database alone: the daemon scores a few new photos without loading the whole store.
+    The metadata and the name come from index.content_facts: the content's own size, and the
+    name of its first-seen present file, so a copy made later changes neither.
+    """
+    from imgrank.index import content_facts
+    from imgrank.model import meta_columns
+
+    if shas is None:
+        rows = db.execute("SELECT sha256, vector FROM vectors WHERE model = ?", [model_id]).fetchall()
+    else:
+        found = dict(
+            db.execute(
+                f"SELECT sha256, vector FROM vectors WHERE model = ? AND sha256 IN {IN_JSON}",
+                [model_id, json.dumps(shas)],
+            ).fetchall()
+        )
+        rows = [(s, found[s]) for s in shas if s in found]
+    facts = content_facts(db, [r[0] for r in rows] if shas is not None else None)
+    image_dim, name_dim = store_dims(db, model_id)
+    paths = [facts[r[0]].path if r[0] in facts else None for r in rows]
+    wanted = sorted({name_key(p) for p in paths if p})
+    names = {
+        name: from_blob(blob)
+        for name, blob in db.execute(
+            f"SELECT name, vector FROM name_vectors WHERE model = ? AND name IN {IN_JSON}",
+            [model_id, json.dumps(wanted)],
+        )
+    }
+    image = np.zeros((len(rows), image_dim), np.float32)
+    name = np.zeros((len(rows), name_dim), np.float32)
+    for i, (r, p) in enumerate(zip(rows, paths, strict=True)):
+        image[i] = from_blob(r[1])
+        vec = names.get(name_key(p)) if p else None
+        if vec is not None:
+            name[i] = vec
+    fact = [facts.get(r[0]) for r in rows]
+    return {
+        "sha256": [r[0] for r in rows],
+        "path": paths,
+        "image": image,
+        "name": name,
+        "meta": meta_columns(
+            [f.width if f else None for f in fact],
+            [f.height if f else None for f in fact],
+            [f.size if f else None for f in fact],
+        ),
+        "image_dim": image_dim,
+        "name_dim": name_dim,
+    }

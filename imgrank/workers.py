@@ -1,0 +1,163 @@
+"""Decoding workers: read, hash and decode files in other processes, in bounded memory.
+
+- Few files are in flight at once (a few per worker), so neither the walk nor the decoded results
+  run ahead of the embedding: the main process holds what one batch needs, whatever the folder.
+- Each worker may map only so much more than it had at start (RLIMIT_AS): a decode past that fails
+  in the worker with MemoryError, and the file is recorded as unreadable.
+- A worker that dies (the OOM killer, a crash inside a decoder) or hangs breaks the pool. The files
+  then in flight are retried one at a time, each in a fresh worker; a file that kills (or hangs)
+  its worker again is recorded as unreadable with that reason, and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+
+from imgrank.embed import preprocess_image
+from imgrank.errors import UnreadableImage
+from imgrank.files import decode_image, read_file, sha256_bytes
+from imgrank.prior import measure_cues
+from imgrank.review.thumbs import save_from_decode
+
+# Address space a decoding worker may add to what it maps at start: a 1 GB decode (the most
+# imgrank.files lets through) and the copies made around it fit, a runaway decoder does not.
+WORKER_MEMORY = 3 << 30
+# Files in flight per worker: enough to keep every worker busy, few enough to bound memory.
+IN_FLIGHT_PER_WORKER = 4
+# A file still not decoded after this long has hung its worker (a 100-megapixel TIFF takes ~5 s).
+FILE_TIMEOUT = 300.0
+
+_known: set[str] = set()
+
+
+def init_worker(known: set[str], limit_memory: bool = False) -> None:
+    """Set up a decoding process: content already embedded (not decoded again), memory limit."""
+    global _known
+    _known = known
+    if limit_memory:
+        # Ctrl-C reaches the whole process group: the parent decides how to stop, not each worker.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _limit_memory(WORKER_MEMORY)
+
+
+def _limit_memory(extra: int) -> None:
+    import resource
+
+    try:
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: no reliable baseline, no limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mapped + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def read_one(path: str) -> dict:
+    """Read a file once: hash it, and decode+preprocess it unless its content is already embedded.
+
+    `path` is the name as os.fsdecode gives it (bytes that are not UTF-8 included).
+    """
+    out = {"path": path, "sha256": None, "array": None, "size": None, "mtime_ns": None}
+    try:
+        data, st = read_file(path)
+        out.update(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256_bytes(data))
+        if out["sha256"] not in _known:
+            img = decode_image(data, path)
+            del data  # the bytes are not needed while preprocessing
+            out["width"], out["height"] = img.info["original_size"]
+            out["array"] = preprocess_image(img)
+            out["cues"] = measure_cues(img)  # the prior's cues and the review thumbnail, from this decode
+            save_from_decode(img, out["sha256"])
+    except UnreadableImage as e:
+        out["reason"] = str(e)
+    except MemoryError:  # past the worker's memory limit outside the decoder itself
+        out["reason"] = "out of memory while decoding"
+    return out
+
+
+def _failed(path: str, reason: str) -> dict:
+    return {"path": path, "sha256": None, "array": None, "size": None, "mtime_ns": None, "reason": reason}
+
+
+class _Workers:
+    """A process pool that survives its workers: see the module docstring."""
+
+    def __init__(self, jobs: int, known: set[str]):
+        self.jobs = jobs
+        self.known = known
+
+    def _start(self, workers: int) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        return ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=init_worker, initargs=(self.known, True)
+        )
+
+    @staticmethod
+    def _stop(pool: ProcessPoolExecutor) -> None:
+        # A hung worker never finishes its task: kill it (concurrent.futures has no public way).
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            if process.is_alive():
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, paths: Iterable[str]) -> Iterator[dict]:
+        pending = iter(paths)
+        inflight: deque[tuple[str, Future]] = deque()
+        pool = self._start(self.jobs)
+        try:
+            while True:
+                while len(inflight) < self.jobs * IN_FLIGHT_PER_WORKER:
+                    path = next(pending, None)
+                    if path is None:
+                        break
+                    inflight.append((path, pool.submit(read_one, path)))
+                if not inflight:
+                    return
+                path, future = inflight[0]
+                try:
+                    result = future.result(timeout=FILE_TIMEOUT)
+                except (BrokenProcessPool, FutureTimeout):
+                    self._stop(pool)
+                    yield from self._recover(inflight)
+                    inflight.clear()
+                    pool = self._start(self.jobs)
+                    continue
+                inflight.popleft()
+                yield result
+        finally:
+            self._stop(pool)
+
+    def _recover(self, inflight: deque[tuple[str, Future]]) -> Iterator[dict]:
+        """After a worker died or hung: keep what finished, retry the rest one at a time."""
+        for path, future in inflight:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                yield future.result()
+            else:
+                yield self._alone(path)
+
+    def _alone(self, path: str) -> dict:
+        pool = self._start(1)
+        try:
+            return pool.submit(read_one, path).result(timeout=FILE_TIMEOUT)
+        except BrokenProcessPool:
+            return _failed(path, "the decoding process died on this file (killed: out of memory?)")
+        except FutureTimeout:
+            return _failed(path, f"decoding took longer than {FILE_TIMEOUT:.0f} s")
+        finally:
+            self._stop(pool)
+
+
+def read_all(paths: Iterable[str], known: set[str], jobs: int) -> Iterator[dict]:
+    """read_one over `paths` in `jobs` worker processes, in order, a bounded number in flight."""
+    yield from _Workers(jobs, known).run(paths)
