@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -104,11 +105,28 @@ def test_an_empty_home_is_refused_not_replaced_by_the_default(tmp_path):
     assert result.exit_code == 2 and "--home" in result.output and "is empty" in result.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_an_unwritable_home_is_one_clear_line(tmp_path):
-    home = tmp_path / "locked"
-    home.mkdir(mode=0o500)
-    refused(run("--home", str(home), "status"), "not writable")
+def test_an_unwritable_home_is_one_clear_line():
+    """A home the user may read but not write (run as an unprivileged user: root writes anywhere)."""
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        home = top / "locked"
+        home.mkdir(mode=0o500)
+        argv = [sys.executable, "-m", "imgrank", "--home", str(home), "status"]
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv to drop to an unprivileged user")
+            os.chown(home, 65534, 65534)
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+            probe = subprocess.run([*argv[:4], sys.executable, "-c", "import imgrank"], cwd=top)
+            if probe.returncode != 0:
+                pytest.skip("this imgrank cannot be imported by an unprivileged user")
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=top)
+        assert proc.returncode == 1, proc.stderr
+        assert "not writable" in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    finally:
+        shutil.rmtree(top)
 
 
 def _unshare_ro(path: Path) -> bool:
