@@ -238,18 +238,18 @@ class Watcher:
 
     def _score(self) -> None:
         """Score what the active head has not scored yet (numpy), if there is a head."""
-        from imgrank import model
+        from imgrank import runs
         from imgrank.errors import ModelError
 
         try:
-            n = model.score_unscored(self.db, self.embedder.model_id)
+            n = runs.score_unscored(self.db, self.embedder.model_id)
         except ModelError as e:
             self._say_once("head", f"cannot score with the active head: {e}")
             return
         if n:
             self._dirty()
             self.counters["scored"] += n
-        if model.active_run(self.db) is None:
+        if runs.active_run(self.db) is None:
             self._say_once("head", "no trained head yet: photos are scored by the zero-shot prior")
 
     def _deletions(self) -> None:

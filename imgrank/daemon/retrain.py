@@ -39,9 +39,9 @@ class Retrainer:
 
     def count_labels_since_last_run(self, db) -> None:
         """Start counting new labels from the latest training run (the daemon's start)."""
-        from imgrank import labels, model
+        from imgrank import labels, runs
 
-        started = model.last_run_started_at(db)
+        started = runs.last_started(db)
         self.mark = 0 if started is None else labels.changes_count(db, until=started)
 
     def new_labels(self, db) -> int:
