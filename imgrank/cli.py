@@ -566,6 +566,43 @@ def top(limit, unlabelled, as_json):
 
 
 @cli.command()
+@click.option(
+    "--threshold",
+    type=float,
+    help="Cosine similarity of image vectors at or above which two photos are near-duplicates [0.95].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@handles_errors
+def dupes(threshold, as_json):
+    """Group near-duplicates (bursts) and exact copies; the keeper of each group is marked.
+
+    The keeper is the photo least likely to be deleted (by the head, else the prior); in the order
+    the others move up (their deletion score goes halfway to 1). Nothing is deleted.
+
+    \b
+    Example:
+        imgrank dupes
+        imgrank dupes --threshold 0.97 --json
+    """
+    from imgrank import dupes as grouping
+
+    db = open_db()
+    summary = grouping.regroup(db, threshold=threshold or grouping.DEFAULT_THRESHOLD)
+    groups = grouping.listing(db)
+    lines = []
+    for i, g in enumerate(groups, 1):
+        lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
+        lines += [
+            f"  {'keep ' if p['keeper'] else '     '} {p['score']:.3f}  {p['path']}" for p in g["photos"]
+        ]
+    lines.append(
+        f"{len(groups)} groups among {summary['photos']} photos "
+        f"(similarity >= {summary['threshold']}, {summary['seconds']:.1f} s)"
+    )
+    emit(groups, as_json, "\n".join(lines))
+
+
+@cli.command()
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
 @json_option
 @handles_errors
@@ -605,6 +642,86 @@ def export(file, as_json):
 
     result = export_parquet(open_db(), file)
     emit(result, as_json, f"{result['rows']} labelled photos written to {result['path']}")
+
+
+# --- commands: review, report, reviewed (review/, report.py) ---
+
+
+@cli.command()
+@click.option("--port", default=0, show_default=True, help="Port on 127.0.0.1 (0: any free one).")
+@click.option("--no-open", is_flag=True, help="Print the address only; do not open a browser.")
+@handles_errors
+def review(port, no_open):
+    """Teach imgrank by looking: a local page with queues, thumbnails, keyboard labels and metrics.
+
+    Bound to 127.0.0.1 only, with a random token in the address it prints; nothing is served
+    without it. `k` keep, `d` delete, `u` undo, arrows move, space shows the photo large. Labels go
+    into the same history as `relabel` (source `reviewed`). Photos are never deleted or moved:
+    "delete" is a label, you delete in your own viewer. Ctrl-C stops it.
+
+    \b
+    Example:
+        imgrank review
+        imgrank review --no-open --port 8765
+    """
+    import webbrowser
+
+    from imgrank.review.server import serve
+
+    open_db()  # migrate before serving
+
+    def ready(url):
+        click.echo(url)
+        sys.stdout.flush()
+        if not no_open:
+            webbrowser.open(url)
+
+    serve(port=port, on_ready=ready)
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@handles_errors
+def report(out):
+    """Write the review page's metrics and the first 50 of each queue as one self-contained HTML file.
+
+    \b
+    Example:
+        imgrank report --out report.html
+    """
+    from imgrank.report import write_report
+
+    result = write_report(open_db(), out)
+    click.echo(f"report written to {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.option(
+    "--top", "top_n", required=True, type=click.IntRange(min=1), help="How many of the order you looked at."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handles_errors
+def reviewed(top_n, as_json):
+    """You went through the first N of the order in your viewer and deleted what you wanted: the
+    survivors among them get a `keep` label (source `reviewed`). Labelled photos keep their label.
+
+    Run it before the daemon or a scan notices the deletions is fine: deleted files are not there
+    to be kept. Then `imgrank train` (or let the daemon retrain).
+
+    \b
+    Example:
+        imgrank order && feh ...      # look at the top 100, delete some
+        imgrank reviewed --top 100
+    """
+    from imgrank.review.queues import keep_survivors
+
+    result = keep_survivors(open_db(), top_n)
+    emit(
+        result,
+        as_json,
+        f"{result['kept']} survivors of the first {result['looked_at']} labelled keep "
+        f"({result['already_labelled']} already labelled, {result['gone']} deleted since)",
+    )
 
 
 # --- commands: order, restore (order.py) ---

@@ -48,6 +48,12 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
     return old != label
 
 
+def current_label(db, sha256: str) -> str | None:
+    """The label a content hash has now, if any."""
+    row = db.execute("SELECT label FROM labels WHERE sha256 = ?", [sha256]).fetchone()
+    return row[0] if row else None
+
+
 def current_labels(db) -> dict[str, str]:
     """The current label of each labelled content hash."""
     return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
