@@ -494,6 +494,29 @@ def index_paths(
     return result
 
 
+def paths_under(db: sqlite_utils.Database, folder: str) -> list[str]:
+    """Paths of the rows at or under `folder` that are not marked missing."""
+    found = db.execute("SELECT path FROM files WHERE state != 'missing'")
+    return [p for p in map(fs_path, (r[0] for r in found)) if under(p, folder)]
+
+
+def content_present(db: sqlite_utils.Database, sha256: str) -> bool:
+    """Is a file with this content present now?"""
+    return (
+        db.execute("SELECT 1 FROM files WHERE sha256 = ? AND state = 'ok'", [sha256]).fetchone() is not None
+    )
+
+
+def forget_path(db: sqlite_utils.Database, path: str) -> None:
+    """Drop a path's row (its content lives on elsewhere: vectors and labels are the content's)."""
+    db.execute("DELETE FROM files WHERE path = ?", [db_path(path)])
+
+
+def count_with_reason(db: sqlite_utils.Database, reason: str) -> int:
+    """How many files are unreadable for exactly this reason."""
+    return db.execute("SELECT count(*) FROM files WHERE reason = ?", [reason]).fetchone()[0]
+
+
 def mark_missing(db: sqlite_utils.Database, path: Path | str) -> str | None:
     """A file vanished: keep its row, vectors and labels. Returns its content hash, if known."""
     key = db_path(path)

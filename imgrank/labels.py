@@ -63,6 +63,13 @@ def label_counts(db) -> dict:
     return {"total": sum(by_label.values()), "by_label": by_label, "by_source": by_source}
 
 
+def history_count(db, until: float | None = None) -> int:
+    """How many label changes there have been (up to the time `until`, if given)."""
+    if until is None:
+        return db.execute("SELECT count(*) FROM label_history").fetchone()[0]
+    return db.execute("SELECT count(*) FROM label_history WHERE at <= ?", [until]).fetchone()[0]
+
+
 def history(db, n: int = 20) -> list[dict]:
     """The most recent label changes, newest first."""
     rows = db.execute(
