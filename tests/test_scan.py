@@ -130,7 +130,7 @@ def test_interrupted_scan_keeps_finished_batches_and_resumes(tmp_path, embedder,
     for i in range(7):
         photo(root / f"p{i}.jpg", seed=i)
     db = open_db()
-    monkeypatch.setattr(index, "BATCH", 2)
+    monkeypatch.setattr(index.pipeline, "BATCH", 2)
     real = embedder.embed_images
     calls = []
 

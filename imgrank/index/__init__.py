@@ -1,0 +1,61 @@
+"""Indexing: the `files` and `roots` tables (rows.py, their owner) and the scan that fills them
+(pipeline.py: walk, read in bounded memory, embed, commit in batches).
+
+Callers use `imgrank.index` alone; what they need is here.
+"""
+
+from imgrank.index.pipeline import BATCH, ScanResult, index_paths, scan, scan_lock
+from imgrank.index.rows import (
+    ContentFacts,
+    FileRow,
+    add_roots,
+    content_facts,
+    content_present,
+    count_with_reason,
+    file_needs_work,
+    forget_path,
+    indexed,
+    list_roots,
+    mark_missing,
+    move_path,
+    needs_work,
+    paths_of_contents,
+    paths_under,
+    present_contents,
+    present_files,
+    remove_root,
+    rows,
+    status,
+    unchanged,
+    unreadable,
+)
+
+__all__ = [
+    "BATCH",
+    "ContentFacts",
+    "FileRow",
+    "ScanResult",
+    "add_roots",
+    "content_facts",
+    "content_present",
+    "count_with_reason",
+    "file_needs_work",
+    "forget_path",
+    "index_paths",
+    "indexed",
+    "list_roots",
+    "mark_missing",
+    "move_path",
+    "needs_work",
+    "paths_of_contents",
+    "paths_under",
+    "present_contents",
+    "present_files",
+    "remove_root",
+    "rows",
+    "scan",
+    "scan_lock",
+    "status",
+    "unchanged",
+    "unreadable",
+]
