@@ -10,7 +10,10 @@ from imgrank.errors import ImgrankError
 
 def resolve_device(name: str | None) -> str:
     """`auto` -> `cuda` if torch sees a GPU, else `cpu`; `cuda`/`cuda:N` only where torch sees one."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ImgrankError(f"--device {name} needs torch: pip install 'imgrank[train]'") from None
 
     name = (name or "cpu").strip().lower()
     if name == "auto":

@@ -1,7 +1,9 @@
 """Embedding models: load (hub id or local directory), preprocess, batch.
 
 The encoders run through uform's own ONNX classes; preprocessing is imgrank's own because
-uform's numpy processor mishandles portrait images (it scales the wrong side).
+uform's numpy processor mishandles portrait images (it scales the wrong side). With a torch
+device (`scan --device cuda`), images go through uform's torch encoder instead (embed_torch.py);
+file names stay on ONNX.
 """
 
 from __future__ import annotations
@@ -145,7 +147,10 @@ def _session_options(threads: int | None):
 class Embedder:
     """Image and file-name text embeddings from one model, L2-normalised float32."""
 
-    def __init__(self, files: ModelFiles, threads: int | None = None):
+    # Images a scan gathers before each embedding call and commit (None: the scan's own default).
+    scan_batch: int | None = None
+
+    def __init__(self, files: ModelFiles, threads: int | None = None, image_encoder=None):
         import onnxruntime as ort
         from uform.numpy_processors import TextProcessor
         from uform.onnx_encoders import ImageEncoder, TextEncoder, available_providers
@@ -158,9 +163,15 @@ class Embedder:
         options = _session_options(threads)
         try:
             # uform's encoder classes, with imgrank's thread settings on their sessions.
-            self._image = ImageEncoder.__new__(ImageEncoder)
-            self._image.return_features = False
-            self._image.session = ort.InferenceSession(str(files.image_encoder), options, providers=providers)
+            self._torch_image = image_encoder  # a TorchImageEncoder, or None: ONNX
+            if image_encoder is None:
+                self._image = ImageEncoder.__new__(ImageEncoder)
+                self._image.return_features = False
+                self._image.session = ort.InferenceSession(
+                    str(files.image_encoder), options, providers=providers
+                )
+            else:
+                self.scan_batch = image_encoder.batch
             self._text = TextEncoder.__new__(TextEncoder)
             self._text.return_features = False
             self._text.text_encoder_session = ort.InferenceSession(
@@ -172,6 +183,8 @@ class Embedder:
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         """N×224×224×3 uint8 (see preprocess_image) -> N×dim."""
+        if self._torch_image is not None:
+            return self._torch_image(pixels) if len(pixels) else np.zeros((0, self.dim), np.float32)
         out = [np.zeros((0, self.dim), np.float32)]
         for i in range(0, len(pixels), IMAGE_BATCH):
             out.append(_normalise(self._image.encode(to_tensor(pixels[i : i + IMAGE_BATCH]))))
@@ -185,6 +198,17 @@ class Embedder:
         return np.concatenate(out)
 
 
-def load_embedder(name: str | None = None, threads: int | None = None) -> Embedder:
-    """Load the embedding model named (hub id or local directory), default $IMGRANK_MODEL or uform3-small."""
-    return Embedder(resolve_model(name), threads=threads)
+def load_embedder(name: str | None = None, threads: int | None = None, device: str | None = None) -> Embedder:
+    """Load the embedding model named (hub id or local directory), default $IMGRANK_MODEL or uform3-small.
+
+    `device` (cpu, cuda, auto): the image encoder runs through torch there, in half precision on
+    CUDA; without it, through ONNX on the CPU (no torch imported).
+    """
+    files = resolve_model(name)
+    image_encoder = None
+    if device:
+        from imgrank.devices import resolve_device
+        from imgrank.embed_torch import TorchImageEncoder
+
+        image_encoder = TorchImageEncoder(files, name or config.model_name(), resolve_device(device))
+    return Embedder(files, threads=threads, image_encoder=image_encoder)

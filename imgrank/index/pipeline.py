@@ -73,6 +73,7 @@ def _index(
     old = store.rows(db, paths)
     missing_shas = store.missing_contents(db)
     pending: list[dict] = []
+    batch = embedder.scan_batch or BATCH  # large on a GPU
 
     def flush() -> None:
         decoded = [r for r in pending if r["array"] is not None and r["sha256"] not in known]
@@ -110,7 +111,7 @@ def _index(
         else:
             result.unchanged += 1  # touched, or re-embedded for a new model: same content
         pending.append(r)
-        if sum(1 for p in pending if p["array"] is not None) >= BATCH or len(pending) >= 4 * BATCH:
+        if sum(1 for p in pending if p["array"] is not None) >= batch or len(pending) >= 4 * batch:
             flush()
     if pending:
         flush()

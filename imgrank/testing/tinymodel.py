@@ -53,7 +53,8 @@ def _build_tokenizer(path: Path) -> int:
 
 
 def build_model(directory: Path | str, shape: str = "tiny", seed: int = 0) -> Path:
-    """Write config.json, tokenizer.json, image_encoder.onnx and text_encoder.onnx into `directory`."""
+    """Write config.json, tokenizer.json, image_encoder.onnx and text_encoder.onnx into `directory`,
+    and the same weights for torch as image_encoder.pt and text_encoder.pt (uform's layout)."""
     import torch
     from uform.torch_encoders import ImageEncoder, TextEncoder
 
@@ -95,6 +96,8 @@ def build_model(directory: Path | str, shape: str = "tiny", seed: int = 0) -> Pa
     text = TextEncoder.from_pretrained(
         config, TextEncoder(**_fields(TextEncoder, config["text_encoder"])).state_dict()
     )
+    torch.save(image.state_dict(), directory / "image_encoder.pt")
+    torch.save(text.state_dict(), directory / "text_encoder.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         _export_image(image.eval(), directory / "image_encoder.onnx")
