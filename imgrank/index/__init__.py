@@ -4,7 +4,7 @@
 Callers use `imgrank.index` alone; what they need is here.
 """
 
-from imgrank.index.pipeline import BATCH, ScanResult, index_paths, scan, scan_lock
+from imgrank.index.pipeline import BATCH, ScanResult, embed_names, index_paths, scan, scan_lock
 from imgrank.index.rows import (
     ContentFacts,
     FileRow,
@@ -38,6 +38,7 @@ __all__ = [
     "content_facts",
     "count_with_reason",
     "drop_if_moved",
+    "embed_names",
     "file_needs_work",
     "index_paths",
     "indexed",

@@ -238,3 +238,14 @@ def index_paths(
     _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, None)
     result.seconds = time.monotonic() - start
     return result
+
+
+def embed_names(db: sqlite_utils.Database, embedder: Embedder, paths: Iterable[str]) -> int:
+    """Embed the file names of these paths that have no name vector yet (a rename seen as it
+    happened gives a photo a new name, one of the head's features). Returns how many."""
+    names = vectors.missing_names(db, embedder.model_id, (vectors.name_key(p) for p in paths))
+    if not names:
+        return 0
+    with db.atomic():
+        vectors.store(db, embedder.model_id, names=zip(names, embedder.embed_texts(names), strict=True))
+    return len(names)

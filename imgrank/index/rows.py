@@ -17,7 +17,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from imgrank import db as dbm
-from imgrank import owntimes, vectors
+from imgrank import owntimes, runs, vectors
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, display_name, fs_path, under
@@ -284,8 +284,6 @@ def settle_moves(db: sqlite_utils.Database) -> set[str]:
     """A vanished path whose content is present at another path was moved, not lost: its row goes
     (the vectors and labels stay with the content), the record of its original mtime follows it,
     and it is scored again under its new name (a feature). Returns the paths moved from."""
-    from imgrank import runs
-
     # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
     with owntimes.locked(db), db.atomic():
         moved = db.execute(
@@ -360,9 +358,8 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
         )
         owntimes.follow(db, os.fspath(src), os.fspath(dst))
         # The file name is one of the head's features: the photo is scored again under its new one.
-        db.execute(
-            "DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [db_path(dst)]
-        )
+        row = db.execute("SELECT sha256 FROM files WHERE path = ?", [db_path(dst)]).fetchone()
+        runs.forget_scores(db, [row[0]] if row and row[0] else [])
     return True
 
 
