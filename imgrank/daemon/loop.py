@@ -191,7 +191,6 @@ class Watcher:
     # --- work ----------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        from imgrank import index
 
         now = time.monotonic()
         ready = self.settler.ready(now)
@@ -210,7 +209,7 @@ class Watcher:
                 self._deletions()
         if self.renamed:
             renamed, self.renamed = self.renamed, []
-            index.embed_names(self.db, self.embedder, renamed)  # a feature of the head, as scan does
+            work.embed_names(self.db, self.embedder, renamed)
             self._score()
         self._maybe_retrain()
         if self.dirty_since is not None and not self.settler and not self.held and self.deletes.due() is None:
