@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from imgrank import index  # noqa: E402
+from imgrank import index, workers  # noqa: E402
 from imgrank.db import open_db  # noqa: E402
 from imgrank.embed import load_embedder  # noqa: E402
 from imgrank.files import walk  # noqa: E402
@@ -73,10 +73,10 @@ def main() -> None:
     def decode_rate() -> tuple[float, np.ndarray]:
         """Read + hash + decode + preprocess on all cores (the scan's own worker, nothing known yet)."""
         ctx = multiprocessing.get_context("forkserver")
-        with ctx.Pool(args.jobs, initializer=index._init_worker, initargs=(set(),)) as pool:
-            pool.map(index._read_one, paths[: args.jobs])  # warm the workers
+        with ctx.Pool(args.jobs, initializer=workers.init_worker, initargs=(set(),)) as pool:
+            pool.map(workers.read_one, paths[: args.jobs])  # warm the workers
             t = time.perf_counter()
-            decoded = list(pool.imap(index._read_one, paths, chunksize=2))
+            decoded = list(pool.imap(workers.read_one, paths, chunksize=2))
             rate = n / (time.perf_counter() - t)
         return rate, np.stack([d["array"] for d in decoded if d["array"] is not None][: index.BATCH])
 
