@@ -158,8 +158,9 @@ def scan(ctx, roots, model, jobs, device, as_json):
     except ModelError as e:
         say(ctx, f"photos not scored: {e}")
         d["scored"] = 0
-    text = ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds") + f" in {d['seconds']:.1f}s"
-    emit(d, as_json, text)
+    from imgrank.words import scan_summary
+
+    emit(d, as_json, scan_summary(d))
 
 
 def _heif_hint(db):
@@ -195,7 +196,7 @@ def status(list_unreadable, as_json):
     info = index.status(db)
     lines = [
         "roots: " + (", ".join(map(display_name, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
-        "images: " + ", ".join(f"{k} {v}" for k, v in info["images"].items()),
+        "images: " + _image_counts(info["images"]),
         f"embedded: {info['embedded']}",
         f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
         f"embedding model: {info['embedding_model'] or '-'}",
@@ -203,7 +204,7 @@ def status(list_unreadable, as_json):
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
-    from imgrank.watch import daemon_status, format_daemon_status  # daemon line (watch.py)
+    from imgrank.daemon.heartbeat import daemon_status
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
@@ -212,6 +213,35 @@ def status(list_unreadable, as_json):
     info["order_source"] = score_source(db)
     lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
+
+
+def _image_counts(images: dict) -> str:
+    from imgrank.words import counts
+
+    shown = counts([(images.get("ok", 0), "present"), (images.get("missing", 0), "missing")], noun=None)
+    return shown or "none yet"
+
+
+def format_daemon_status(info: dict) -> str:
+    """One line for `imgrank status`: running or not, since when, what it did (non-zero counts)."""
+    import datetime
+
+    from imgrank.words import counts, plural
+
+    def when(t):
+        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    c = info["counters"]
+    photos = counts([(c.get(k, 0), k) for k in ("indexed", "moved", "deleted")], verb=True)
+    more = [plural(c.get(k, 0), noun) for k, noun in (("labels", "label"), ("reorders", "reorder"))]
+    more.append(plural(c.get("retrains", 0), "retraining"))
+    done = ", ".join([photos] * bool(photos) + [m for m in more if not m.startswith("0 ")])
+    done = f"; {done}" if done else ""
+    if info["running"]:
+        return f"daemon: running (pid {info['pid']}) since {when(info['started_at'])}{done}"
+    if info["started_at"] is None:
+        return "daemon: not running (start it with `imgrank watch` or `imgrank service install --enable`)"
+    return f"daemon: not running (last seen {when(info['heartbeat_at'])}){done}"
 
 
 @cli.group()
@@ -226,7 +256,7 @@ def roots():
 
 
 @roots.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as a JSON list.")
+@json_option
 @handles_errors
 def roots_list(as_json):
     """List the photo folders, one a line.
@@ -499,7 +529,9 @@ def score(as_json):
     from imgrank.runs import score_all
 
     n = score_all(open_db())
-    emit({"scored": n}, as_json, f"{n} photos scored")
+    from imgrank.words import plural
+
+    emit({"scored": n}, as_json, f"{plural(n, 'photo')} scored")
 
 
 @cli.command()
@@ -524,10 +556,50 @@ def top(limit, unlabelled, as_json):
 
     if rows and score_source(db) == "prior":
         say(None, _source_line("prior"))
+    rows = [{"rank": i, **r} for i, r in enumerate(rows, 1)]
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
-    lines = [f"{r['score']:.3f}  {mark:<8}  {r['path']}" for r, mark in zip(rows, marks, strict=True)]
+    lines = [f"{'rank':>5}  {'score':>5}  {'label':<8}  path"]
+    for r, mark in zip(rows, marks, strict=True):
+        lines.append(f"{r['rank']:>5}  {r['score']:.3f}  {mark:<8}  {r['path']}")
     empty = "every scored photo has a label" if found else "no scores yet: run `imgrank train`"
     emit(rows, as_json, "\n".join(lines) if rows else empty)
+
+
+@cli.command()
+@click.option(
+    "--threshold",
+    type=float,
+    help="Cosine similarity of image vectors at or above which two photos are near-duplicates [0.95].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@handles_errors
+def dupes(threshold, as_json):
+    """Group near-duplicates (bursts) and exact copies; the keeper of each group is marked.
+
+    The keeper is the photo least likely to be deleted (by the head, else the prior); in the order
+    the others move up (their deletion score goes halfway to 1). Nothing is deleted.
+
+    \b
+    Example:
+        imgrank dupes
+        imgrank dupes --threshold 0.97 --json
+    """
+    from imgrank import dupes as grouping
+
+    db = open_db()
+    summary = grouping.regroup(db, threshold=threshold or grouping.DEFAULT_THRESHOLD)
+    groups = grouping.listing(db)
+    lines = []
+    for i, g in enumerate(groups, 1):
+        lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
+        lines += [
+            f"  {'keep ' if p['keeper'] else '     '} {p['score']:.3f}  {p['path']}" for p in g["photos"]
+        ]
+    lines.append(
+        f"{len(groups)} groups among {summary['photos']} photos "
+        f"(similarity >= {summary['threshold']}, {summary['seconds']:.1f} s)"
+    )
+    emit(groups, as_json, "\n".join(lines))
 
 
 @cli.command()
@@ -609,6 +681,86 @@ def import_vectors(file, model, as_json):
 
     r = do_import(open_db(), file, model)
     emit(r, as_json, f"{r['imported']} vectors of {r['model']} imported ({r['already']} already here)")
+
+
+# --- commands: review, report, reviewed (review/, report.py) ---
+
+
+@cli.command()
+@click.option("--port", default=0, show_default=True, help="Port on 127.0.0.1 (0: any free one).")
+@click.option("--no-open", is_flag=True, help="Print the address only; do not open a browser.")
+@handles_errors
+def review(port, no_open):
+    """Teach imgrank by looking: a local page with queues, thumbnails, keyboard labels and metrics.
+
+    Bound to 127.0.0.1 only, with a random token in the address it prints; nothing is served
+    without it. `k` keep, `d` delete, `u` undo, arrows move, space shows the photo large. Labels go
+    into the same history as `relabel` (source `reviewed`). Photos are never deleted or moved:
+    "delete" is a label, you delete in your own viewer. Ctrl-C stops it.
+
+    \b
+    Example:
+        imgrank review
+        imgrank review --no-open --port 8765
+    """
+    import webbrowser
+
+    from imgrank.review.server import serve
+
+    open_db()  # migrate before serving
+
+    def ready(url):
+        click.echo(url)
+        sys.stdout.flush()
+        if not no_open:
+            webbrowser.open(url)
+
+    serve(port=port, on_ready=ready)
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@handles_errors
+def report(out):
+    """Write the review page's metrics and the first 50 of each queue as one self-contained HTML file.
+
+    \b
+    Example:
+        imgrank report --out report.html
+    """
+    from imgrank.report import write_report
+
+    result = write_report(open_db(), out)
+    click.echo(f"report written to {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.option(
+    "--top", "top_n", required=True, type=click.IntRange(min=1), help="How many of the order you looked at."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handles_errors
+def reviewed(top_n, as_json):
+    """You went through the first N of the order in your viewer and deleted what you wanted: the
+    survivors among them get a `keep` label (source `reviewed`). Labelled photos keep their label.
+
+    Run it before the daemon or a scan notices the deletions is fine: deleted files are not there
+    to be kept. Then `imgrank train` (or let the daemon retrain).
+
+    \b
+    Example:
+        imgrank order && feh ...      # look at the top 100, delete some
+        imgrank reviewed --top 100
+    """
+    from imgrank.review.queues import keep_survivors
+
+    result = keep_survivors(open_db(), top_n)
+    emit(
+        result,
+        as_json,
+        f"{result['kept']} survivors of the first {result['looked_at']} labelled keep "
+        f"({result['already_labelled']} already labelled, {result['gone']} deleted since)",
+    )
 
 
 # --- commands: order, restore (order.py) ---
@@ -736,7 +888,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
     _report_failures(ctx, result.failed)
 
 
-# --- commands: watch, service (watch.py) ---
+# --- commands: watch, service (daemon/, service.py) ---
 
 
 @cli.command()
@@ -774,11 +926,13 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     """
     import logging
 
-    from imgrank.watch import WatchConfig, run_watch
+    from imgrank.daemon.entry import run_watch
+    from imgrank.daemon.loop import WatchConfig
 
     quiet = ctx.find_root().obj.get("quiet")
     level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
+    logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
 
 

@@ -145,6 +145,12 @@ def m004_mtimes_content(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE mtimes SET sha256 = (SELECT f.sha256 FROM files f WHERE f.path = mtimes.path)")
 
 
+@migrations()
+def m005_dupe_groups(db: sqlite_utils.Database) -> None:
+    # Near-duplicate groups of the last grouping (dupes.py): content hash -> group id.
+    db["dupe_groups"].create({"sha256": str, "group_id": int}, pk="sha256")
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 

@@ -495,14 +495,37 @@ def index_paths(
     return result
 
 
-def mark_missing(db: sqlite_utils.Database, path: Path | str) -> str | None:
-    """A file vanished: keep its row, vectors and labels. Returns its content hash, if known."""
+def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | None = None) -> str | None:
+    """A file vanished: keep its row, vectors and labels. Returns its content hash, if known.
+
+    With `since` (a time.time() when the file was seen to go), a row a scan marked missing at or
+    after that time counts too: the scan got there first, but the file was present until then."""
     key = db_path(path)
-    row = db.execute("SELECT sha256 FROM files WHERE path = ? AND state != 'missing'", [key]).fetchone()
+    row = db.execute("SELECT sha256, state, last_seen FROM files WHERE path = ?", [key]).fetchone()
     if row is None:
         return None
+    sha, state, last_seen = row
+    if state == "missing":
+        return sha if since is not None and (last_seen or 0) >= since else None
     db.execute("UPDATE files SET state = 'missing', last_seen = ? WHERE path = ?", [time.time(), key])
-    return row[0]
+    return sha
+
+
+def present_under(db: sqlite_utils.Database, folder: Path | str) -> list[str]:
+    """Paths of indexed files under `folder` that are not missing."""
+    prefix = db_path(folder).rstrip(os.sep) + os.sep
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    sql = "SELECT path FROM files WHERE state != 'missing' AND path LIKE ? ESCAPE '\\'"
+    return [fs_path(r[0]) for r in db.execute(sql, [like])]
+
+
+def drop_if_moved(db: sqlite_utils.Database, path: Path | str, sha: str) -> bool:
+    """A vanished path whose content is present at another path was moved (or was one of two
+    copies), not lost: its row goes, vectors and labels stay with the content. True if so."""
+    if db.execute("SELECT 1 FROM files WHERE sha256 = ? AND state = 'ok'", [sha]).fetchone() is None:
+        return False
+    db.execute("DELETE FROM files WHERE path = ?", [db_path(path)])
+    return True
 
 
 def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bool:

@@ -48,6 +48,12 @@ def set_label(db, sha256: str, label: str | None, source: str, path: str | None 
     return old != label
 
 
+def current_label(db, sha256: str) -> str | None:
+    """The label a content hash has now, if any."""
+    row = db.execute("SELECT label FROM labels WHERE sha256 = ?", [sha256]).fetchone()
+    return row[0] if row else None
+
+
 def current_labels(db) -> dict[str, str]:
     """The current label of each labelled content hash."""
     return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
@@ -61,6 +67,13 @@ def label_counts(db) -> dict:
         by_label[label] = by_label.get(label, 0) + n
         by_source.setdefault(source, {})[label] = n
     return {"total": sum(by_label.values()), "by_label": by_label, "by_source": by_source}
+
+
+def changes_count(db, until: float | None = None) -> int:
+    """How many label changes were ever made (up to the time `until`, if given)."""
+    if until is None:
+        return db.execute("SELECT count(*) FROM label_history").fetchone()[0]
+    return db.execute("SELECT count(*) FROM label_history WHERE at <= ?", [until]).fetchone()[0]
 
 
 def history(db, n: int = 20) -> list[dict]:

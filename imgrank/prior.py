@@ -202,7 +202,7 @@ def compute(
     db, model_id: str, shas: list[str] | None = None, embedder=None, prompts: Prompts | None = None
 ) -> PriorResult:
     """The prior for the given content hashes (default: every embedded photo of the model)."""
-    from imgrank.model import load_parts
+    from imgrank.vectors import load_parts
 
     prompts = prompts or load_prompts()
     parts = load_parts(db, model_id, shas)

@@ -21,7 +21,17 @@ class Ranked(NamedTuple):
 
 
 def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
-    """Present, scored images under the roots: highest deletion score first, then by path."""
+    """The deletion order: present, scored images under the roots, highest deletion score first, then
+    by path; in each group of near-duplicates or exact copies, the keeper keeps its score and the
+    others move up (dupes.adjust)."""
+    from imgrank import dupes
+
+    rows = dupes.adjust(scored_photos(db), dupes.load_groups(db))
+    return rows if limit is None else rows[: max(limit, 0)]
+
+
+def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
+    """Present, scored images under the roots by their own scores: highest first, then by path."""
     scores = runs.scores(db)
     current = labels.current_labels(db)
     rows = [

@@ -195,7 +195,7 @@ def test_switching_models_reembeds_and_never_mixes(tmp_path, tiny_model, monkeyp
     other = build_model(tmp_path / "other-model", seed=3)
     result = run("scan", "--model", str(other))
     assert result.exit_code == 0
-    assert "embedding model changed" in result.stderr and "embedded 1" in result.stdout
+    assert "embedding model changed" in result.stderr and "1 embedded" in result.stdout
     models = {r[0] for r in open_db().execute("SELECT DISTINCT model FROM vectors")}
     assert len(models) == 2
 

@@ -6,6 +6,7 @@ Pure bookkeeping over (path, time, stat) — no threads, no observer — so it i
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 # After a close-for-writing, wait this long for more writes before reading (a writer that
@@ -96,7 +97,7 @@ class DeleteBurst:
     at least `gap` seconds after its last, so `rm -r` of a folder is one burst."""
 
     settle: float
-    files: dict[str, float] = field(default_factory=dict)
+    files: dict[str, float] = field(default_factory=dict)  # path -> when it went (time.time())
     dirs: set[str] = field(default_factory=set)
     first: float | None = None
     last: float = 0.0
@@ -105,14 +106,15 @@ class DeleteBurst:
     def gap(self) -> float:
         return min(CLOSE_GRACE, self.settle)
 
-    def add(self, path: str, now: float, is_dir: bool = False) -> None:
+    def add(self, path: str, now: float, is_dir: bool = False, went_at: float | None = None) -> None:
+        """A deletion seen at `now` (monotonic); `went_at`: when it was reported (time.time())."""
         if self.first is None:
             self.first = now
         self.last = now
         if is_dir:
             self.dirs.add(path)
         else:
-            self.files[path] = now
+            self.files[path] = time.time() if went_at is None else went_at
 
     def due(self) -> float | None:
         if self.first is None:
@@ -123,6 +125,3 @@ class DeleteBurst:
         files, dirs = self.files, self.dirs
         self.files, self.dirs, self.first, self.last = {}, set(), None, 0.0
         return files, dirs
-
-    def under_deleted_dir(self, path: str) -> bool:
-        return any(path.startswith(d.rstrip(os.sep) + os.sep) for d in self.dirs)

@@ -1,0 +1,61 @@
+"""The daemon's heartbeat: it owns the `daemon` table (one row: pid, start, last beat, counters).
+
+`imgrank status` reads it through `daemon_status` without importing watchdog or the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from imgrank.errors import ImgrankError
+
+INTERVAL = 10.0  # seconds between heartbeats (the default of `WatchConfig.heartbeat`)
+STALE_AFTER = 3  # heartbeats missed before `status` calls the daemon dead
+
+
+def beat(db, started_at: float, counters: dict, stopped: bool = False) -> None:
+    """Record that the daemon is alive (or, with `stopped`, that it has stopped) and what it did."""
+    if stopped:
+        counters = dict(counters, stopped_at=time.time())
+    db.execute(
+        """INSERT OR REPLACE INTO daemon (id, pid, started_at, heartbeat_at, counters)
+           VALUES (1, ?, ?, ?, ?)""",
+        [None if stopped else os.getpid(), started_at, time.time(), json.dumps(counters)],
+    )
+
+
+def daemon_status(db) -> dict:
+    """Whether the daemon runs (fresh heartbeat and live pid), since when, and its counters."""
+    row = db.execute("SELECT pid, started_at, heartbeat_at, counters FROM daemon WHERE id = 1").fetchone()
+    if row is None:
+        return {"running": False, "pid": None, "started_at": None, "heartbeat_at": None, "counters": {}}
+    pid, started, last, counters = row
+    fresh = last is not None and time.time() - last < STALE_AFTER * INTERVAL
+    return {
+        "running": bool(fresh and _pid_alive(pid)),
+        "pid": pid,
+        "started_at": started,
+        "heartbeat_at": last,
+        "counters": json.loads(counters or "{}"),
+    }
+
+
+def refuse_second_daemon(db) -> None:
+    """Raise if another live daemon already watches this store."""
+    info = daemon_status(db)
+    if info["running"] and info["pid"] != os.getpid():
+        raise ImgrankError(f"imgrank watch is already running (pid {info['pid']})")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

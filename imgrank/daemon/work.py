@@ -1,0 +1,122 @@
+"""The daemon's work, one function per step: catch up with roots, index what settled, embed the
+names of renamed photos, put the order right. Each calls the owners of the tables (index, model,
+order), logs what it did in plain words naming the photos, and returns what the loop counts; the
+loop (loop.py) decides when.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgrank import index
+from imgrank.words import names, plural, scan_summary
+
+log = logging.getLogger("imgrank.daemon")
+
+CHUNK = 64  # files per index call: the stop flag is checked between chunks
+
+
+class Stopped(Exception):
+    """Raised inside long work when a stop was asked for."""
+
+
+@dataclass
+class Indexed:
+    """What indexing a batch of settled files did."""
+
+    arrived: list[str] = field(default_factory=list)  # not indexed before
+    changed: list[str] = field(default_factory=list)  # indexed, but written since
+    indexed: int = 0  # files read (some may turn out unchanged: only touched)
+    embedded: int = 0
+    batches: int = 0
+    failed: int = 0  # chunks that failed and were retried one by one
+
+
+def catch_up(db, embedder, roots: list[Path], stopping: Callable[[], bool]) -> index.ScanResult:
+    """Scan `roots` for what changed while nobody watched (raises Stopped when asked to stop)."""
+
+    def progress(_n: int) -> None:
+        if stopping():
+            raise Stopped
+
+    result = index.scan(db, roots, embedder, progress=progress)
+    for w in result.warnings:
+        log.warning(w)
+    log.info("caught up with %s: %s", ", ".join(map(str, roots)), scan_summary(result.as_dict()))
+    return result
+
+
+def index_settled(
+    db, embedder, paths: list[str], stopping: Callable[[], bool], after_chunk: Callable[[], None]
+) -> Indexed:
+    """Index and embed settled files in chunks, skipping those as indexed (such as imgrank's own
+    touches); `after_chunk` runs after each (the loop scores and marks the order out of date)."""
+    state = index.indexed_state(db, paths)  # path -> as indexed, for paths with a present row
+    todo = [p for p in paths if not state.get(p, False)]
+    done = Indexed()
+    for i in range(0, len(todo), CHUNK):
+        if stopping():
+            raise Stopped
+        chunk = todo[i : i + CHUNK]
+        try:
+            result = index.index_paths(db, chunk, embedder, jobs=1)
+        except Exception:
+            log.exception("indexing %s failed; trying them one by one", plural(len(chunk), "file"))
+            done.failed += 1
+            result = _one_by_one(db, embedder, chunk)
+        done.batches += 1
+        done.indexed += len(chunk) - result.unchanged
+        done.embedded += result.embedded
+        if result.unreadable:
+            log.warning(
+                "%s skipped (see `imgrank status --unreadable`)", plural(result.unreadable, "unreadable file")
+            )
+        arrived = [p for p in chunk if p not in state]
+        changed = [p for p in chunk if p in state]
+        for word, group in (("arrived", arrived), ("changed", changed)):
+            if group:
+                log.info("%s: %s", word, names(group))
+        done.arrived += arrived
+        done.changed += changed
+        after_chunk()
+    return done
+
+
+def _one_by_one(db, embedder, paths: list[str]) -> index.ScanResult:
+    total = index.ScanResult()
+    for path in paths:
+        try:
+            r = index.index_paths(db, [path], embedder, jobs=1)
+        except Exception:
+            log.exception("indexing %s failed", path)
+            continue
+        total.embedded += r.embedded
+        total.unreadable += r.unreadable
+        total.unchanged += r.unchanged
+    return total
+
+
+def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
+    """Put the mtimes in score order, keeping the places of photos still in order. `why` names what
+    changed since the last order (or says it is the start). Returns the OrderResult, or None when
+    nothing is scored yet."""
+    from imgrank.runs import has_scores
+    from imgrank.order import order
+
+    if not has_scores(db):
+        return None
+    # Photos still in order keep their times, 10 s apart when laid out: a new photo slides in
+    # between two others (room for four there) and backups see a few changed files, not all.
+    result = order(db, step=10.0, top=top, oldest_first=oldest_first, keep_places=True)
+    for path, reason in result.failed:
+        log.warning("order: %s: %s", path, reason)
+    if result.touched:
+        effect = f"{plural(result.touched, 'photo')} given a new mtime"
+        effect += f", {result.in_place} already in place" if result.in_place else ""
+    else:
+        effect = f"all {plural(result.ordered, 'photo')} already in place"
+    log.info("%s: %s", f"order updated after {names(why)}" if why else "order at start", effect)
+    return result

@@ -1,0 +1,186 @@
+"""The review queues: what the owner is shown to label next, and why each photo scores as it does.
+
+- least-wanted: the deletion order itself, unlabelled photos only;
+- suspects: labelled photos the scores most disagree with (out-of-fold predictions when
+  `train --cv` made them, else the current scores);
+- informative: unlabelled photos nearest the decision boundary, spread over kinds (farthest-point
+  picks among the 4n nearest, on the image vectors);
+- bursts: groups of near-duplicates and exact copies, best first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QUEUES = ("least-wanted", "suspects", "informative", "bursts")
+
+
+def _item(row, source: str | None, **extra) -> dict:
+    from imgrank.files import display_name
+
+    return {
+        "sha256": row.sha256,
+        "path": display_name(row.path),
+        "name": display_name(row.path).rsplit("/", 1)[-1],
+        "score": round(float(row.score), 4),
+        "label": row.label,
+        "source": source,
+        "_path": row.path,  # the server's, to find the file; never sent
+        **extra,
+    }
+
+
+def _unique(rows):
+    seen, out = set(), []
+    for r in rows:
+        if r.sha256 not in seen:
+            seen.add(r.sha256)
+            out.append(r)
+    return out
+
+
+def least_wanted(db, n: int = 60) -> list[dict]:
+    from imgrank.ranking import ranked
+    from imgrank.runs import score_source
+
+    source = score_source(db)
+    return [_item(r, source) for r in _unique(r for r in ranked(db) if r.label is None)[:n]]
+
+
+def suspects(db, n: int = 60) -> list[dict]:
+    """Labelled photos whose label the model doubts most (lowest P(given label) first)."""
+    from imgrank import runs
+    from imgrank.errors import ImgrankError
+    from imgrank.ranking import scored_photos
+    from imgrank.runs import score_source
+
+    rows = {r.sha256: r for r in scored_photos(db) if r.label is not None}
+    try:
+        doubted = [
+            (s["sha256"], s["p_label"], "out-of-fold") for s in runs.suspects(db, n) if s["sha256"] in rows
+        ]
+    except ImgrankError:  # no cross-validation yet: the current scores are the doubt
+        p_label = {s: (r.score if r.label == "delete" else 1 - r.score) for s, r in rows.items()}
+        doubted = [
+            (s, p, score_source(db)) for s, p in sorted(p_label.items(), key=lambda kv: (kv[1], kv[0]))
+        ]
+    return [_item(rows[s], source, p_label=round(float(p), 4)) for s, p, source in doubted[:n]]
+
+
+def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
+    """Unlabelled photos nearest the boundary (0.5 for a head, the prior's median), spread over kinds."""
+    from imgrank.model import current_model_id
+    from imgrank.ranking import scored_photos
+    from imgrank.runs import score_source
+    from imgrank.vectors import load_parts
+
+    source = score_source(db)
+    rows = _unique(r for r in scored_photos(db) if r.label is None)
+    if not rows:
+        return []
+    scores = np.array([r.score for r in rows])
+    boundary = 0.5 if source == "head" else float(np.median(scores))
+    pool = [rows[i] for i in np.argsort(np.abs(scores - boundary), kind="stable")[: 4 * n]]
+    parts = load_parts(db, model_id or current_model_id(db), [r.sha256 for r in pool])
+    by_sha = {r.sha256: r for r in pool}
+    picked = _spread(parts["image"], n) if len(parts["sha256"]) else []
+    chosen = [by_sha[parts["sha256"][i]] for i in picked]
+    return [_item(r, source, margin=round(abs(r.score - boundary), 4)) for r in chosen]
+
+
+def _spread(vectors: np.ndarray, n: int) -> list[int]:
+    """Farthest-point picks: the first row (nearest the boundary), then each time the row least like
+    any picked so far, so one kind of photo does not fill the queue."""
+    picked = [0]
+    nearest = 1 - vectors @ vectors[0]
+    while len(picked) < min(n, len(vectors)):
+        i = int(np.argmax(nearest))
+        picked.append(i)
+        nearest = np.minimum(nearest, 1 - vectors @ vectors[i])
+    return picked
+
+
+def bursts(db, n_groups: int = 20) -> list[dict]:
+    """Groups from the last `imgrank dupes` (or the review page's regroup), and exact copies."""
+    from imgrank import dupes
+    from imgrank.runs import score_source
+
+    return _number_groups(dupes.listing(db)[:n_groups], score_source(db))
+
+
+def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
+    from imgrank.files import display_name
+
+    out = []
+    for i, g in enumerate(groups, 1):
+        for p in g["photos"]:
+            path = display_name(p["path"])
+            out.append(
+                {
+                    "sha256": p["sha256"],
+                    "path": path,
+                    "name": path.rsplit("/", 1)[-1],
+                    "score": p["score"],
+                    "label": p["label"],
+                    "source": source,
+                    "group": i,
+                    "kind": g["kind"],
+                    "keeper": p["keeper"],
+                    "_path": p["path"],
+                }
+            )
+    return out
+
+
+def queue(db, name: str, n: int = 60) -> list[dict]:
+    """One queue by name (see QUEUES)."""
+    if name == "least-wanted":
+        return least_wanted(db, n)
+    if name == "suspects":
+        return suspects(db, n)
+    if name == "informative":
+        return informative(db, n)
+    if name == "bursts":
+        return bursts(db, max(1, n // 3))
+    raise KeyError(name)
+
+
+def why(db, sha256: str) -> dict:
+    """Why a photo scores as it does: the source, and the prior's top prompts and cues."""
+    from imgrank import prior
+    from imgrank.errors import ImgrankError
+    from imgrank.model import current_model_id
+    from imgrank.runs import active_run, score_source
+
+    out: dict = {"source": score_source(db)}
+    run = active_run(db)
+    if run and out["source"] == "head":
+        out["head"] = f"head of run {run['id']}"
+    try:
+        out["prior"] = prior.explain(db, current_model_id(db), [sha256]).get(sha256)
+    except ImgrankError as e:  # the prior needs the text encoder once; the page works without it
+        out["prior_error"] = str(e)
+    return out
+
+
+def keep_survivors(db, n: int) -> dict:
+    """The owner went through the first n of the current order and deleted what they wanted: those still
+    on disk get a `keep` label (source `reviewed`), unless they already have a label."""
+    import os
+
+    from imgrank.labels import set_label
+    from imgrank.ranking import ranked
+
+    rows = ranked(db, n)
+    out = {"looked_at": len(rows), "kept": 0, "already_labelled": 0, "gone": 0}
+    labelled: set[str] = set()
+    for r in rows:
+        if not os.path.lexists(r.path):
+            out["gone"] += 1  # deleted since: not a survivor (the daemon or a scan will notice)
+        elif r.label is not None or r.sha256 in labelled:
+            out["already_labelled"] += 1
+        else:
+            set_label(db, r.sha256, "keep", "reviewed", r.path)
+            labelled.add(r.sha256)
+            out["kept"] += 1
+    return out

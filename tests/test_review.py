@@ -1,0 +1,279 @@
+"""The review page, its report and `reviewed --top`: token gate, labels with source `reviewed`, queues,
+thumbnails under the home, metrics; and a real browser (Debian's chromium through Playwright)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw, ImageFilter
+
+from imgrank import config
+from imgrank.cli import cli
+from imgrank.db import open_db
+from imgrank.labels import history
+from imgrank.order import ranked
+
+CHROMIUM = "/usr/bin/chromium"
+# Every thumbnail in view has loaded (the grid loads the rest lazily, as they scroll in).
+THUMBS_SHOWN = """[...document.querySelectorAll('.tile img')]
+    .filter(i => i.getBoundingClientRect().top < innerHeight)
+    .every(i => i.complete && i.naturalWidth > 0)"""
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def scene(seed: int, shift: int = 0, size=(640, 480)) -> Image.Image:
+    """A photo-like picture: sky and ground, a sun, a few shapes, a little noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    sky, ground = rng.integers(60, 200, 3), rng.integers(30, 150, 3)
+    y = np.linspace(0, 1, h)[:, None, None]
+    arr = np.broadcast_to(
+        np.where(y < 0.6, sky * (1 - 0.5 * y) + 80 * y, ground * (0.6 + 0.4 * y)), (h, w, 3)
+    )
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w - 80)) + shift, int(rng.integers(h // 3, h - 60))
+        box = [x0, y0, x0 + int(rng.integers(30, 120)), y0 + int(rng.integers(30, 90))]
+        draw.ellipse(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    sx, sy = int(rng.integers(40, w - 40)), int(rng.integers(20, h // 3))
+    draw.ellipse([sx, sy, sx + 50, sy + 50], fill=(255, 230, 120))
+    noisy = np.asarray(img, float) + rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def library(tmp_path, model_env):
+    """A scanned folder: 14 photos, a burst of 3, an exact copy, a blurred, a dark and a tiny one."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(14):
+        scene(i).save(root / f"IMG_{1000 + i}.jpg", quality=90)
+    for j in range(3):
+        scene(100, shift=4 * j).save(root / f"burst_{j}.jpg", quality=90)
+    (root / "copy_of_IMG_1000.jpg").write_bytes((root / "IMG_1000.jpg").read_bytes())
+    scene(200).filter(ImageFilter.GaussianBlur(8)).save(root / "blurred.jpg")
+    Image.eval(scene(201), lambda v: v // 9).save(root / "dark.jpg")
+    scene(202).resize((120, 90)).save(root / "tiny.png")
+    for args in (["scan", str(root)], ["dupes"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0 and result.exception is None, result.output
+    return root
+
+
+@pytest.fixture
+def client(library):
+    from starlette.testclient import TestClient
+
+    from imgrank.review.server import Review, build_app
+
+    return TestClient(build_app(Review(), "s3cret"), base_url="http://127.0.0.1")
+
+
+def test_nothing_is_served_without_the_token(client):
+    sha = client.get("/api/queue/least-wanted?token=s3cret").json()["items"][0]["sha256"]
+    for url in (
+        "/",
+        "/api/queue/least-wanted",
+        f"/thumb/{sha}",
+        f"/large/{sha}",
+        "/api/metrics",
+        "/favicon.ico",
+    ):
+        for suffix in ("", "?token=wrong", "?token="):
+            response = client.get(url + suffix)
+            assert response.status_code == 403, url + suffix
+            assert "token" in response.text and "photos" not in response.text
+    assert client.post("/api/label", json={"sha256": sha, "label": "delete"}).status_code == 403
+    assert not history(open_db())
+    # Another host name (DNS rebinding) is refused even with the token.
+    assert client.get("/?token=s3cret", headers={"host": "evil.example:80"}).status_code == 403
+    assert client.get("/?token=s3cret").status_code == 200
+
+
+def test_labels_from_the_page_land_with_source_reviewed_and_undo_goes_back(client):
+    items = client.get("/api/queue/least-wanted?token=s3cret").json()["items"]
+    a, b = items[0]["sha256"], items[1]["sha256"]
+    headers = {"X-Imgrank-Token": "s3cret"}
+    assert (
+        client.post("/api/label", json={"sha256": a, "label": "delete"}, headers=headers).json()["previous"]
+        is None
+    )
+    assert client.post("/api/label", json={"sha256": b, "label": "keep"}, headers=headers).status_code == 200
+    undo = client.post("/api/label", json={"sha256": b, "label": None}, headers=headers)
+    assert undo.json()["previous"] == "keep"
+    db = open_db()
+    assert dict(db.execute("SELECT sha256, label || '/' || source FROM labels").fetchall()) == {
+        a: "delete/reviewed"
+    }
+    assert [h["source"] for h in history(db)] == ["reviewed"] * 3
+    # Labelled photos leave the least-wanted queue and show up as suspects.
+    assert a not in {i["sha256"] for i in client.get("/api/queue/least-wanted?token=s3cret").json()["items"]}
+    assert a in {i["sha256"] for i in client.get("/api/queue/suspects?token=s3cret").json()["items"]}
+    bad = client.post("/api/label", json={"sha256": a, "label": "maybe"}, headers=headers)
+    assert bad.status_code == 400
+
+
+def test_queues_thumbnails_and_why(client, library):
+    before = sorted(p.name for p in library.iterdir())
+    least = client.get("/api/queue/least-wanted?token=s3cret").json()
+    assert least["source"] == "prior"
+    names = [i["name"] for i in least["items"]]
+    assert set(names[:2]) == {"dark.jpg", "tiny.png"} and names.index("blurred.jpg") < len(names) / 2
+    informative = client.get("/api/queue/informative?n=5&token=s3cret").json()["items"]
+    assert len(informative) == 5 and len({i["sha256"] for i in informative}) == 5
+    bursts = client.get("/api/queue/bursts?token=s3cret").json()["items"]
+    copies = [i for i in bursts if i["kind"] == "exact copies"]
+    assert {i["name"] for i in copies} == {"IMG_1000.jpg", "copy_of_IMG_1000.jpg"}
+    assert sum(i["keeper"] for i in copies) == 1
+    sha = least["items"][0]["sha256"]
+    thumb = client.get(f"/thumb/{sha}?token=s3cret")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    large = client.get(f"/large/{sha}?token=s3cret")
+    assert large.status_code == 200 and len(large.content) > 1000
+    why = client.get(f"/api/why/{sha}?token=s3cret").json()
+    assert why["source"] == "prior" and len(why["prior"]["prompts"]) == 3
+    assert (config.home_dir() / "thumbs").is_dir()
+    assert sorted(p.name for p in library.iterdir()) == before  # nothing written beside the photos
+    assert client.get("/thumb/" + "0" * 64 + "?token=s3cret").status_code == 404
+
+
+def test_retrain_from_the_page_then_metrics_show_the_run(client):
+    import time
+
+    items = client.get("/api/queue/least-wanted?n=20&token=s3cret").json()["items"]
+    headers = {"X-Imgrank-Token": "s3cret"}
+    for i, item in enumerate(items[:20]):
+        label = "delete" if i < 10 else "keep"
+        assert client.post(
+            "/api/label", json={"sha256": item["sha256"], "label": label}, headers=headers
+        ).is_success
+    before = client.get("/api/metrics?token=s3cret").json()["html"]
+    assert "No training runs yet" in before and before.count("<svg") == 2  # PR curve, histograms
+    assert client.post("/api/retrain", headers=headers).json()["running"]
+    deadline = time.monotonic() + 120
+    while (state := client.get("/api/retrain?token=s3cret").json())["running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert "error" not in state and "run 1" in state["note"]
+    after = client.get("/api/metrics?token=s3cret").json()["html"]
+    assert after.count("<svg") == 3 and "Confusion on validation" in after and "the head of run 1" in after
+    assert client.get("/api/queue/least-wanted?token=s3cret").json()["source"] == "head"
+
+
+def test_report_is_one_self_contained_file(library, tmp_path):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    text = out.read_text()
+    assert "<script" not in text and not re.search(r"""(src|href)=["']https?:""", text)
+    assert text.count('src="data:image/jpeg;base64,') >= 20  # least-wanted alone has 20 photos
+    for title in ("Least wanted", "Suspects", "Most informative", "Bursts", "Labels by source"):
+        assert title in text
+
+
+def test_reviewed_top_keeps_the_survivors(library):
+    db = open_db()
+    first = [r.path for r in ranked(db, 5)]
+    os.remove(first[1])  # the owner deleted one of the five in their viewer
+    result = CliRunner().invoke(cli, ["reviewed", "--top", "5", "--json"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert json.loads(result.output) == {"looked_at": 5, "kept": 4, "already_labelled": 0, "gone": 1}
+    labels = db.execute("SELECT label, source, count(*) FROM labels GROUP BY 1, 2").fetchall()
+    assert labels == [("keep", "reviewed", 4)]
+    again = json.loads(CliRunner().invoke(cli, ["reviewed", "--top", "5", "--json"]).output)
+    assert again["kept"] == 0 and again["already_labelled"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_real_browser_labels_with_the_keyboard(library, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("IMGRANK_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imgrank", "review", "--no-open"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        url = server.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and "token=" in url
+        base = url.split("/?", 1)[0]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "/api/queue/least-wanted", timeout=10)
+        assert refused.value.code == 403
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            problems = []
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(url)
+            tiles = page.locator(".tile")
+            expect(tiles.first).to_be_visible()
+            names = page.locator(".tile .name").all_inner_texts()
+            page.wait_for_function(THUMBS_SHOWN)
+            page.screenshot(path=str(shots / "review-least-wanted.png"))
+
+            page.keyboard.press("d")  # first: delete
+            expect(page.locator(".tile").nth(0).locator(".badge.delete")).to_be_visible()
+            page.keyboard.press("k")  # second: keep
+            expect(page.locator(".tile").nth(1).locator(".badge.keep")).to_be_visible()
+            page.keyboard.press("u")  # undo the keep
+            expect(page.locator(".tile").nth(1).locator(".badge")).to_have_count(0)
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("k")  # third: keep
+            expect(page.locator(".tile").nth(2).locator(".badge.keep")).to_be_visible()
+            page.keyboard.press(" ")
+            expect(page.locator("#large")).to_be_visible()
+            page.wait_for_function("document.querySelector('#large img').naturalWidth > 0")
+            page.screenshot(path=str(shots / "review-large.png"))
+            page.keyboard.press("Escape")
+
+            for queue, label in (
+                ("suspects", "Suspects"),
+                ("informative", "Most informative"),
+                ("bursts", "Bursts"),
+            ):
+                page.get_by_role("button", name=label).click()
+                expect(page.locator("#status")).to_contain_text("photos")
+                page.wait_for_function(THUMBS_SHOWN)
+                page.screenshot(path=str(shots / f"review-{queue}.png"))
+            expect(page.locator(".group-start").first).to_contain_text("Group 1")
+            page.get_by_role("button", name="Metrics").click()
+            expect(page.locator(".metrics svg").first).to_be_visible()
+            page.screenshot(path=str(shots / "review-metrics.png"), full_page=True)
+            browser.close()
+        assert problems == []
+
+        db = open_db()
+        by_name = {
+            Path(path).name: (label, source)
+            for path, label, source in db.execute(
+                "SELECT f.path, l.label, l.source FROM labels l JOIN files f USING (sha256)"
+            )
+        }
+        assert by_name == {names[0]: ("delete", "reviewed"), names[2]: ("keep", "reviewed")}
+        assert {h["source"] for h in history(db)} == {"reviewed"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
