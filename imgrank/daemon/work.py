@@ -103,8 +103,8 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
     """Put the mtimes in score order, keeping the places of photos still in order. `why` names what
     changed since the last order (or says it is the start). Returns the OrderResult, or None when
     nothing is scored yet."""
-    from imgrank.runs import has_scores
     from imgrank.order import order
+    from imgrank.runs import has_scores
 
     if not has_scores(db):
         return None
