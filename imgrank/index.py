@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, owntimes, vectors
+from imgrank import config, owntimes, runs, vectors
 from imgrank import db as dbm
 from imgrank.db import IN_JSON
 from imgrank.embed import Embedder
@@ -469,7 +469,7 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
         ).fetchall()
         _own_times_follow(db, moved)
         # The file name is one of the head's features: a moved photo is scored again under its new one.
-        db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps([sha for _, sha in moved])])
+        runs.forget_scores(db, [sha for _, sha in moved])
     result.missing -= len(set(vanished) & {fs_path(r[0]) for r in moved})
     result.seconds = time.monotonic() - start
     return result
@@ -511,6 +511,17 @@ def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | Non
     return sha
 
 
+def embed_names(db: sqlite_utils.Database, embedder: Embedder, paths: Iterable[str]) -> int:
+    """Embed the file names of these paths that have no name vector yet (a rename seen as it
+    happened gives a photo a new name, one of the head's features). Returns how many."""
+    names = vectors.missing_names(db, embedder.model_id, (vectors.name_key(p) for p in paths))
+    if not names:
+        return 0
+    with db.atomic():
+        vectors.store(db, embedder.model_id, names=zip(names, embedder.embed_texts(names), strict=True))
+    return len(names)
+
+
 def present_under(db: sqlite_utils.Database, folder: Path | str) -> list[str]:
     """Paths of indexed files under `folder` that are not missing."""
     prefix = db_path(folder).rstrip(os.sep) + os.sep
@@ -550,9 +561,8 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
         )
         owntimes.follow(db, os.fspath(src), os.fspath(dst))
         # The file name is one of the head's features: the photo is scored again under its new one.
-        db.execute(
-            "DELETE FROM scores WHERE sha256 = (SELECT sha256 FROM files WHERE path = ?)", [db_path(dst)]
-        )
+        row = db.execute("SELECT sha256 FROM files WHERE path = ?", [db_path(dst)]).fetchone()
+        runs.forget_scores(db, [row[0]] if row and row[0] else [])
     return True
 
 

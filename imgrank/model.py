@@ -18,7 +18,7 @@ import numpy as np
 
 from imgrank.db import get_setting
 from imgrank.errors import ImgrankError, ModelError
-from imgrank.vectors import load_parts, store_dims  # noqa: F401 (the embedding store owns them)
+from imgrank.vectors import load_parts
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.

@@ -295,24 +295,29 @@ def restore(
     start = time.monotonic()
     with owntimes.locked(db):
         records = owntimes.records(db, wanted)
-        lost = {p: r for p, r in records.items() if lstat(p)[1] == "vanished"}
-        moved = {}
-        if lost:
+        result = _give_back(db, records, force)
+        if result.missing:  # moved before any scan saw it? Look for it by time and content.
+            lost = {p: records[p] for p in result.missing}
             taken = set(records if wanted is None else owntimes.records(db))
             moved = owntimes.find_moved(index.list_roots(db), lost, taken, walk)
             for old, new in moved.items():
                 owntimes.follow(db, old, new)
-                records[new] = records.pop(old)
-        result = _give_back(db, records, force, forget_missing)
-    result.followed = len(moved)
+            back = _give_back(db, {new: lost[old] for old, new in moved.items()}, force)
+            result.restored += back.restored
+            result.already += back.already
+            result.failed += back.failed
+            result.followed = len(moved)
+            result.missing = [p for p in result.missing if p not in moved] + back.missing
+            if forget_missing:
+                owntimes.forget(db, result.missing)
+                result.forgotten, result.missing = len(result.missing), []
     result.seconds = time.monotonic() - start
     return result
 
 
-def _give_back(
-    db: sqlite_utils.Database, records: dict[str, Record], force: bool = False, forget_missing: bool = False
-) -> RestoreResult:
-    """Put these files' original times back (under the lock); drop the records that are done."""
+def _give_back(db: sqlite_utils.Database, records: dict[str, Record], force: bool = False) -> RestoreResult:
+    """Put these files' original times back (under the lock) and drop their records; files not
+    there are listed in `missing`, their records kept."""
     result = RestoreResult()
     done = []  # paths whose record goes
     with owntimes.Toucher() as toucher:
@@ -320,11 +325,7 @@ def _give_back(
             rec = records[path]
             st, why = lstat(path)
             if st is None and why == "vanished":
-                if forget_missing:
-                    result.forgotten += 1
-                    done.append(path)
-                else:
-                    result.missing.append(path)
+                result.missing.append(path)
                 continue
             if st is None:
                 result.failed.append((path, why))

@@ -5,6 +5,9 @@ set last, the imgrank time before that until its touch is done, and the file's c
 find it again after a move nobody scanned). Only this module runs SQL on `mtimes` and only its
 `Toucher` calls `os.utime` on a photo.
 
+Paths are stored in imgrank.files' reversible text form (db_path) and returned as ordinary `str`
+paths (fs_path): a name that is not UTF-8 is a photo like any other.
+
 Every record-then-touch (order, restore, a scan or the daemon following a move) runs under
 `locked(db)`: an exclusive `flock` on a file beside the database, held across reading the
 records, writing them and touching the files, so two processes never interleave and lose an
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
+
+from imgrank.files import db_path, fs_path
 
 
 @dataclass
@@ -104,17 +109,17 @@ def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> di
         rows = db.execute(sql).fetchall()
     else:
         rows = []
-        for p in under:
+        for p in map(db_path, under):
             prefix = p.rstrip(os.sep) + os.sep
             rows += db.execute(
                 sql + " WHERE path = ? OR substr(path, 1, ?) = ?", [p, len(prefix), prefix]
             ).fetchall()
-    return {r[0]: Record(*r[1:]) for r in rows}
+    return {fs_path(r[0]): Record(*r[1:]) for r in rows}
 
 
 def record(db: sqlite_utils.Database, path: str) -> Record | None:
     """The record of one file, if imgrank touched it."""
-    row = db.execute(f"SELECT {_COLUMNS} FROM mtimes WHERE path = ?", [path]).fetchone()
+    row = db.execute(f"SELECT {_COLUMNS} FROM mtimes WHERE path = ?", [db_path(path)]).fetchone()
     return Record(*row[1:]) if row else None
 
 
@@ -124,9 +129,9 @@ def own_times(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, tupl
 
     rows = db.execute(
         "SELECT path, set_ns, prev_set_ns FROM mtimes WHERE path IN (SELECT value FROM json_each(?))",
-        [json.dumps(list(paths))],
+        [json.dumps([db_path(p) for p in paths])],
     )
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return {fs_path(r[0]): (r[1], r[2]) for r in rows}
 
 
 def count(db: sqlite_utils.Database) -> int:
@@ -141,14 +146,14 @@ def write(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
     _write(
         db,
         f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(p, r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, now) for p, r in items],
+        [(db_path(p), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, now) for p, r in items],
     )
 
 
 def forget(db: sqlite_utils.Database, paths: list[str]) -> None:
     """Drop the records of these paths (their originals are back, or proved obsolete)."""
     _require_lock(db)
-    _write(db, "DELETE FROM mtimes WHERE path = ?", [(p,) for p in paths])
+    _write(db, "DELETE FROM mtimes WHERE path = ?", [(db_path(p),) for p in paths])
 
 
 def _write(db: sqlite_utils.Database, sql: str, params: list[tuple]) -> None:
@@ -164,6 +169,7 @@ def follow(db: sqlite_utils.Database, src: str, dst: str) -> None:
 
     Call under `locked(db)`, inside or outside a transaction of the caller's."""
     _require_lock(db)
+    src, dst = db_path(src), db_path(dst)
     db.execute(
         "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
     )
@@ -268,7 +274,7 @@ class Toucher:
 
     def touch(self, path: str, atime_ns: int, mtime_ns: int) -> str | None:
         """Set the mtime, keep the atime; the reason on failure."""
-        folder, name = os.path.split(path)
+        folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
         if folder != self._folder:
             self._open_folder(folder)
         if self._fd is None:

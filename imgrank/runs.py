@@ -17,8 +17,9 @@ import numpy as np
 from imgrank import config
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError, ModelError
-from imgrank.model import Head, assemble, check_compatible, current_model_id, load_head, load_parts, save_head
-from imgrank.model import store_dims as _store_dims
+from imgrank.model import Head, assemble, check_compatible, current_model_id, load_head, save_head
+from imgrank.vectors import load_parts
+from imgrank.vectors import store_dims as _store_dims
 
 RUN_COLUMNS = (
     "id",

@@ -36,22 +36,71 @@ IOSchedulingClass=idle
 # (order rewrites mtimes), everything else read-only.
 NoNewPrivileges=yes
 PrivateTmp={private_tmp}
+PrivateDevices=yes
 ProtectSystem=strict
 ProtectHome=read-only
-{read_write}
+{read_write}# Kernel, clock, hostname, cgroups: nothing the daemon needs to see or change.
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+PrivateMounts=yes
+PrivateUsers=yes
+CapabilityBoundingSet=
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
+# Local sockets, and the network only for downloading the embedding model on first use.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+UMask=0077
+# Not MemoryDenyWriteExecute: a retraining child's torch compiles CPU kernels at run time.
+# Memory: the daemon, its decoding workers and a retraining child together; above MemoryHigh
+# the kernel reclaims first, at MemoryMax the OOM killer stops it (and Restart= brings it back).
+MemoryHigh=3G
+MemoryMax=4G
+TasksMax=256
+
 [Install]
 WantedBy=default.target
 """
 
 
 def _escape(value: str, command: bool = False) -> str:
-    """A path as one unit-file word: % escaped ($ too in a command line), quoted if it holds spaces."""
+    """A path as one unit-file word: % escaped ($ too in a command line), quoted if it holds spaces.
+
+    A control character (a newline would start a new setting, e.g. an `ExecStartPre=`) or a name
+    that is not UTF-8 cannot be written safely in a unit file: refused (ImgrankError)."""
+    _check_unit_value(value)
     value = value.replace("%", "%%")
     if command:
         value = value.replace("$", "$$")
     if any(c in value for c in ' "\\\t'):
         value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
+
+
+def _check_unit_value(value: str) -> None:
+    bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise ImgrankError(
+            f"{value!r} holds a control character ({bad!r}), which a systemd unit cannot take: "
+            "rename the folder, or run `imgrank watch` yourself"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ImgrankError(
+            f"{value!r} is not valid UTF-8, which a systemd unit cannot take: rename the folder, "
+            "or run `imgrank watch` yourself"
+        ) from None
 
 
 def render_unit(
@@ -62,7 +111,7 @@ def render_unit(
     raw: bool = False,
 ) -> str:
     """The unit text. `raw` leaves systemd specifiers (like %h) unescaped, for the example unit."""
-    esc = (lambda s, command=False: s) if raw else _escape
+    esc = (lambda s, command=False: _check_unit_value(s) or s) if raw else _escape
     home = home or config.home_dir()
     exec_args = exec_args or imgrank_command()
     exec_start = " ".join(esc(str(a), command=True) for a in [*exec_args, "watch", *roots])

@@ -38,10 +38,11 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW
     weight_decay: float = 1e-2
     batch_size: int = 256
-    max_epochs: int = 200
+    max_epochs: int = 100
     patience: int = 5  # epochs without a better held-out AP before a fold stops...
-    patience_steps: int = 300  # ...and at least this many minibatch steps (small data: more epochs)
+    patience_steps: int = 100  # ...and at least this many minibatch steps (small data: more epochs)
     cv: int = 5  # folds that choose the recipe and give the held-out metrics (fewer with few deletes)
+    l2_choices: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)  # the baseline's L2 strengths to try
     near_dup: float = NEAR_DUP  # cosine similarity above which two photos can be the same shot
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     use_name: bool = True  # file-name embedding as features
@@ -56,6 +57,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        d["l2_choices"] = list(self.l2_choices)
         return d
 
 
@@ -191,18 +193,25 @@ def net_weights(net, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]
     return weights
 
 
-def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, iterations: int = 50) -> dict[str, np.ndarray]:
-    """The baseline: class-weighted logistic regression with an L2 penalty (like C=1), fit by
-    Newton's method (iteratively reweighted least squares) in numpy: exact in a few steps."""
+def fit_logistic(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    l2: float = 1.0,
+    iterations: int = 50,
+    start: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The baseline: class-weighted logistic regression with an L2 penalty (l2=1 is scikit-learn's
+    C=1), fit by Newton's method (iteratively reweighted least squares) in numpy: exact in a few steps."""
     mean, std = standardiser(x_train)
     z = standardise(x_train, mean, std)
     x1 = np.hstack([z, np.ones((len(z), 1), np.float32)])  # last column: the bias
     y = np.asarray(y_train, np.float64)
     n_pos = y.sum()
     sample_w = np.where(y == 1, (len(y) - n_pos) / max(n_pos, 1.0), 1.0)
-    penalty = np.eye(x1.shape[1])
+    penalty = l2 * np.eye(x1.shape[1])
     penalty[-1, -1] = 0.0  # the bias is not penalised
-    w = np.zeros(x1.shape[1])
+    # a fit of the same rows at another L2 strength is a close start: a few Newton steps from there
+    w = np.zeros(x1.shape[1]) if start is None else np.r_[start["w0"][0], start["b0"]].astype(np.float64)
     for _ in range(iterations):  # float32 products (the slow part), float64 sums and solve
         p = 1 / (1 + np.exp(-(x1 @ w.astype(np.float32)).astype(np.float64)))
         grad = x1.T.astype(np.float64) @ (sample_w * (p - y)) + penalty @ w
@@ -251,7 +260,7 @@ def check_enough(y: np.ndarray, config: TrainConfig) -> None:
 def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log) -> dict:
     """Held-out P(delete) of both recipes for every row in a fold; the MLP's as a curve over epochs."""
     held_rows = fold >= 0
-    base = np.full(len(y), np.nan)
+    base = {l2: np.full(len(y), np.nan) for l2 in config.l2_choices}
     curves: list[tuple[np.ndarray, np.ndarray]] = []
     for f in range(k):
         held = fold == f
@@ -259,7 +268,10 @@ def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, confi
         train_rows = ~held
         _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held])
         curves.append((held, curve))
-        base[held] = predict(fit_logistic(x[train_rows], y[train_rows]), x[held])
+        fitted = None
+        for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
+            fitted = fit_logistic(x[train_rows], y[train_rows], l2, start=fitted)
+            base[l2][held] = predict(fitted, x[held])
     longest = max(len(c) for _, c in curves)
     # A fold that stopped early keeps its last predictions for the later epochs.
     pooled = np.full((longest, len(y)), np.nan)
@@ -268,7 +280,9 @@ def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, confi
         pooled[:, held] = padded
     aps = [average_precision(y[held_rows], pooled[e, held_rows]) or 0.0 for e in range(longest)]
     best = int(np.argmax(aps))
-    return {"mlp": pooled[best], "baseline": base, "epochs": best + 1, "curve_ap": aps}
+    # the baseline's L2 strength, chosen the same way (a tie goes to the stronger penalty)
+    l2 = max(config.l2_choices, key=lambda c: (average_precision(y[held_rows], base[c][held_rows]) or 0.0, c))
+    return {"mlp": pooled[best], "baseline": base[l2], "epochs": best + 1, "l2": l2, "curve_ap": aps}
 
 
 def train_arrays(
@@ -297,13 +311,15 @@ def train_arrays(
     recipe = "mlp" if (metrics["mlp"]["ap"] or 0) > (metrics["baseline"]["ap"] or 0) else "logistic"
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
     metrics["active"] = {**metrics["mlp" if recipe == "mlp" else "baseline"], "recipe": recipe}
+    metrics["baseline"]["l2"] = cv["l2"]
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
         weights, _ = fit_mlp(x, y, config, cv["epochs"])
     else:
-        weights = fit_logistic(x, y)
+        weights = fit_logistic(x, y, cv["l2"])
     calibration = fit_platt(_logit(oof[held]), y[held])
-    warnings = list(folds.warnings)
+    # groups kept in training are named in counts["too_big"] instead
+    warnings = [w for w in folds.warnings if "too big to hold out" not in w]
     dominated = dominated_by_one_group(y, groups, held)
     if dominated:
         warnings.append(dominated)

@@ -55,11 +55,11 @@ def store(db, vectors: np.ndarray, labels: np.ndarray | None = None, model: str 
 
 def activate_random_head(seed: int = 0) -> None:
     """A linear head over the store's features, imported and activated as a run (no torch needed)."""
-    from imgrank import model, runs
+    from imgrank import model, runs, vectors
 
     db = open_db()
     model_id = model.current_model_id(db)
-    spec = model.feature_spec(model_id, *model.store_dims(db, model_id))
+    spec = model.feature_spec(model_id, *vectors.store_dims(db, model_id))
     n = model.n_features(spec)
     rng = np.random.default_rng(seed)
     weights = {"mean": np.zeros(n), "std": np.ones(n), "w0": rng.normal(size=(1, n)), "b0": np.zeros(1)}

@@ -203,6 +203,24 @@ def test_reviewed_top_keeps_the_survivors(library):
     assert again["kept"] == 0 and again["already_labelled"] == 4
 
 
+def test_reviewed_top_counts_what_the_viewer_showed_even_after_the_deletions_were_noticed(library):
+    """The daemon (here a scan) has already marked the deleted photos missing: the first 5 of the
+    order now would include two photos the owner never saw; those must not be labelled."""
+    db = open_db()
+    assert CliRunner().invoke(cli, ["order"]).exit_code == 0
+    first = [r.path for r in ranked(db, 7)]
+    os.remove(first[0])
+    os.remove(first[3])
+    assert CliRunner().invoke(cli, ["scan"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["reviewed", "--top", "5", "--json"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert json.loads(result.output) == {"looked_at": 5, "kept": 3, "already_labelled": 0, "gone": 2}
+    kept = {
+        p for (p,) in db.execute("SELECT f.path FROM labels JOIN files f USING (sha256) WHERE f.state = 'ok'")
+    }
+    assert kept == {first[1], first[2], first[4]}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
 def test_real_browser_labels_with_the_keyboard(library, tmp_path):

@@ -126,7 +126,9 @@ def test_when_the_baseline_ranks_better_the_active_head_is_the_logistic_regressi
     result = train_arrays(x, y, x, TrainConfig(max_epochs=10, hidden=(8,)))
     assert result.metrics["baseline"]["ap"] >= result.metrics["mlp"]["ap"]
     assert result.recipe == "logistic" and result.epochs == 0
-    refit = fit_logistic(x, y)
+    l2 = result.metrics["baseline"]["l2"]  # the L2 strength cross-validation chose
+    assert l2 in TrainConfig().l2_choices
+    refit = fit_logistic(x, y, l2)  # on every row
     assert sorted(result.weights) == ["b0", "mean", "std", "w0"]
     assert np.allclose(predict(result.weights, x), predict(refit, x), atol=1e-6)
 

@@ -54,8 +54,9 @@ def index_settled(
 ) -> Indexed:
     """Index and embed settled files in chunks, skipping those as indexed (such as imgrank's own
     touches); `after_chunk` runs after each (the loop scores and marks the order out of date)."""
-    state = index.indexed_state(db, paths)  # path -> as indexed, for paths with a present row
-    todo = [p for p in paths if not state.get(p, False)]
+    need = index.needs_work(db, paths)  # the one "as indexed?" rule
+    todo = [p for p in paths if p in need]
+    state = {p for p, r in index.rows(db, paths).items() if r.state == "ok"}  # paths with a present row
     done = Indexed()
     for i in range(0, len(todo), CHUNK):
         if stopping():

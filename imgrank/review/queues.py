@@ -163,20 +163,38 @@ def why(db, sha256: str) -> dict:
     return out
 
 
+def shown_first(db, n: int, rows: list) -> list[str]:
+    """The n paths a viewer sorted by date showed first after the last `order`: the n imgrank times
+    at the least-wanted end (deleted files keep their records until `restore`, so a deletion the
+    daemon has already noticed does not pull unseen photos into the n). Without any order yet,
+    the first n of the ranking."""
+    from imgrank import owntimes
+
+    times = {p: r.set_ns for p, r in owntimes.records(db).items() if r.set_ns is not None}
+    if not times:
+        return [r.path for r in rows[:n]]
+    ordered = [r for r in rows if r.path in times]
+    newest_first = len(ordered) < 2 or times[ordered[0].path] >= times[ordered[-1].path]  # --oldest-first
+    return sorted(times, key=lambda p: (times[p], p), reverse=newest_first)[:n]
+
+
 def keep_survivors(db, n: int) -> dict:
-    """The owner went through the first n of the current order and deleted what they wanted: those still
-    on disk get a `keep` label (source `reviewed`), unless they already have a label."""
+    """The owner went through the first n photos in their viewer and deleted what they wanted: those
+    still on disk get a `keep` label (source `reviewed`), unless they already have a label."""
     import os
 
     from imgrank.labels import set_label
     from imgrank.ranking import ranked
 
-    rows = ranked(db, n)
-    out = {"looked_at": len(rows), "kept": 0, "already_labelled": 0, "gone": 0}
+    rows = ranked(db)
+    by_path = {r.path: r for r in rows}
+    shown = shown_first(db, n, rows)
+    out = {"looked_at": len(shown), "kept": 0, "already_labelled": 0, "gone": 0}
     labelled: set[str] = set()
-    for r in rows:
-        if not os.path.lexists(r.path):
-            out["gone"] += 1  # deleted since: not a survivor (the daemon or a scan will notice)
+    for path in shown:
+        r = by_path.get(path)
+        if r is None or not os.path.lexists(path):
+            out["gone"] += 1  # deleted since (the daemon or a scan may have noticed already)
         elif r.label is not None or r.sha256 in labelled:
             out["already_labelled"] += 1
         else:
