@@ -165,9 +165,10 @@ def scan(ctx, roots, model, jobs, device, as_json):
 
 def _heif_hint(db):
     from imgrank.files import HEIF_HINT
+    from imgrank.index import count_with_reason
 
-    row = db.execute("SELECT count(*) FROM files WHERE reason = ?", [HEIF_HINT]).fetchone()
-    return f"{row[0]} HEIC/HEIF files: {HEIF_HINT}" if row[0] else None
+    n = count_with_reason(db, HEIF_HINT)
+    return f"{n} HEIC/HEIF files: {HEIF_HINT}" if n else None
 
 
 @cli.command()

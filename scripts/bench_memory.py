@@ -2,7 +2,7 @@
 
 Makes two folders (or takes --small-folder / --photo-folder):
   small   N tiny JPEGs (64×48): what grows with the folder's length (rows, paths, the queue)
-  photos  M 12-megapixel JPEGs (4000×3000): what grows with each image's size (decoding)
+  photos  M 12-megapixel JPEGs (4000×3000, 2.8 MB): what grows with each image's size (decoding)
 builds a random-weight model (--shape tiny by default; `small` has uform3-small's image encoder),
 and scans each folder into a fresh store with `python -m imgrank scan --jobs J`, sampling every
 20 ms the resident memory (RSS) of the scan and of all its children. Prints a table and writes
@@ -36,14 +36,26 @@ def make_small(args: tuple[str, int]) -> None:
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path, quality=85)
 
 
-def make_photo(args: tuple[str, int]) -> None:
+def make_photo(path: str) -> bytes:
     """A 4000×3000 JPEG with photo-like content: smooth shapes plus sensor-like noise."""
-    path, seed = args
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     small = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
     img = np.asarray(small.resize((4000, 3000), Image.BICUBIC), dtype=np.int16)
     img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
     Image.fromarray(img).save(path, quality=90)
+    return Path(path).read_bytes()
+
+
+def make_photos(folder: Path, n: int) -> Path:
+    """n distinct 12-megapixel JPEGs: one encoded photo, each copy with its own comment segment
+    (other bytes, so another content hash and a full decode; encoding 1,000 would take an hour)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = make_photo(str(folder / "IMG_00000.jpg"))
+    for i in range(1, n):
+        text = f"imgrank bench photo {i}".encode()
+        comment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+        (folder / f"IMG_{i:05d}.jpg").write_bytes(data[:2] + comment + data[2:])
+    return folder
 
 
 def make_folder(folder: Path, n: int, maker, jobs: int) -> Path:
@@ -120,7 +132,7 @@ def main() -> None:
     if folders["small"] is None and args.small:
         folders["small"] = make_folder(work / "small", args.small, make_small, args.jobs)
     if folders["photos"] is None and args.photos:
-        folders["photos"] = make_folder(work / "photos", args.photos, make_photo, args.jobs)
+        folders["photos"] = make_photos(work / "photos", args.photos)
 
     rows = {}
     for name, folder in folders.items():

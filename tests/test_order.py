@@ -146,8 +146,8 @@ def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeyp
         for i, (sha,) in enumerate(db.execute("SELECT sha256 FROM files ORDER BY path").fetchall()):
             db.execute("REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, i / 10])
     reads = []
-    real = index._read_one
-    monkeypatch.setattr(index, "_read_one", lambda p: reads.append(p) or real(p))
+    real = index.pipeline.read_one
+    monkeypatch.setattr(index.pipeline, "read_one", lambda p: reads.append(p) or real(p))
     for command in (
         ["order"],
         ["scan", "--json", "--jobs", "1"],

@@ -130,7 +130,7 @@ def test_interrupted_scan_keeps_finished_batches_and_resumes(tmp_path, embedder,
     for i in range(7):
         photo(root / f"p{i}.jpg", seed=i)
     db = open_db()
-    monkeypatch.setattr(index, "BATCH", 2)
+    monkeypatch.setattr(index.pipeline, "BATCH", 2)
     real = embedder.embed_images
     calls = []
 
@@ -362,6 +362,18 @@ def test_names_that_are_not_utf8_are_scanned_and_labelled(tmp_path, model_env):
     )
     assert piped.exit_code == 0 and piped.exception is None, piped.output
     assert "4 photos (4 changed" in piped.stdout
+
+
+def test_a_moved_file_with_a_bad_name_keeps_its_row_facts(tmp_path, model_env):
+    root = tmp_path / "photos"
+    paths = bytes_names(root)
+    assert run("scan", str(root), "--jobs", "1").exit_code == 0
+    dst = os.fsdecode(os.path.join(os.fsencode(root), b"moved-\xff.jpg"))
+    os.rename(paths[0], dst)
+    result = run("scan", "--json", "--jobs", "1")
+    assert result.exit_code == 0 and json.loads(result.stdout)["moved"] == 1
+    row = index.rows(open_db(), [dst])[dst]
+    assert row.state == "ok" and (row.width, row.height) == (320, 240)
 
 
 # --- hostile files and bounded memory ----------------------------------------------------------

@@ -93,6 +93,7 @@ class Watcher:
             # Watch first, then catch up: nothing that happens in between is missed.
             self.roots.start_observer()
             self._catch_up([r for r in self.roots.roots if r not in self.roots.offline])
+            self.why = []  # logged as the order at start
             self._dirty()  # order at start: whatever changed while nobody watched gets its place
             self.ready.set()
             self.retrainer.count_labels_since_last_run(db)
@@ -190,7 +191,6 @@ class Watcher:
     # --- work ----------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        from imgrank import index
 
         now = time.monotonic()
         ready = self.settler.ready(now)
@@ -209,7 +209,7 @@ class Watcher:
                 self._deletions()
         if self.renamed:
             renamed, self.renamed = self.renamed, []
-            index.embed_names(self.db, self.embedder, renamed)  # a feature of the head, as scan does
+            work.embed_names(self.db, self.embedder, renamed)
             self._score()
         self._maybe_retrain()
         if self.dirty_since is not None and not self.settler and not self.held and self.deletes.due() is None:
@@ -305,6 +305,7 @@ class Watcher:
         result = work.catch_up(self.db, self.embedder, online, self.stopping.is_set)
         self.roots.caught_up(online)
         if result.new or result.changed or result.moved:
+            self.why.append(f"a catch-up with {', '.join(map(str, online))}")
             self._dirty()
         self._score()
 

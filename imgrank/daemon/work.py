@@ -7,11 +7,12 @@ loop (loop.py) decides when.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgrank import index
+from imgrank import index, vectors
 from imgrank.words import names, plural, scan_summary
 
 log = logging.getLogger("imgrank.daemon")
@@ -54,9 +55,9 @@ def index_settled(
 ) -> Indexed:
     """Index and embed settled files in chunks, skipping those as indexed (such as imgrank's own
     touches); `after_chunk` runs after each (the loop scores and marks the order out of date)."""
-    need = index.needs_work(db, paths)  # the one "as indexed?" rule
-    todo = [p for p in paths if p in need]
-    state = {p for p, r in index.rows(db, paths).items() if r.state == "ok"}  # paths with a present row
+    known = {p for p, row in index.rows(db, paths).items() if row.state != "missing"}
+    need = index.needs_work(db, paths)
+    todo = [p for p in paths if p in need or not os.path.exists(p)]  # one gone is recorded as such
     done = Indexed()
     for i in range(0, len(todo), CHUNK):
         if stopping():
@@ -75,8 +76,8 @@ def index_settled(
             log.warning(
                 "%s skipped (see `imgrank status --unreadable`)", plural(result.unreadable, "unreadable file")
             )
-        arrived = [p for p in chunk if p not in state]
-        changed = [p for p in chunk if p in state]
+        arrived = [p for p in chunk if p not in known]
+        changed = [p for p in chunk if p in known]
         for word, group in (("arrived", arrived), ("changed", changed)):
             if group:
                 log.info("%s: %s", word, names(group))
@@ -98,6 +99,18 @@ def _one_by_one(db, embedder, paths: list[str]) -> index.ScanResult:
         total.unreadable += r.unreadable
         total.unchanged += r.unchanged
     return total
+
+
+def embed_names(db, embedder, paths: list[str]) -> int:
+    """Embed the file names (a feature of the head) of renamed photos that have no vector yet, as a
+    scan does for what it reads. Returns how many names were embedded."""
+    model = embedder.model_id
+    names = vectors.missing_names(db, model, [vectors.name_key(p) for p in paths])
+    if names:
+        found = embedder.embed_texts(names)
+        with db.atomic():
+            vectors.store(db, model, names=zip(names, found, strict=True))
+    return len(names)
 
 
 def reorder(db, top: int | None, oldest_first: bool, why: list[str]):

@@ -1,62 +1,26 @@
-"""Scan: new / changed / moved / vanished files -> rows and vectors.
+"""The `files` and `roots` tables: their owner, the only module that runs SQL on them.
 
-Identity is the SHA-256 of a file's bytes, so a move, rename or copy reuses its vectors. A file
-whose path, size and mtime are unchanged is not read at all. Workers read each file once, hash
-it, and decode+preprocess it only when its content has no vector yet; the main process embeds
-full batches while the workers go on decoding, and commits each batch, so an interrupted scan
-keeps what it finished. Decoding runs in imgrank.workers (bounded memory, survives dead workers).
-
-Owns the tables `files` and `roots`; nothing else runs SQL on them. Paths are stored in their
-reversible text form (files.db_path) and handed out as ordinary `str` (files.fs_path).
+Paths are stored in their reversible text form (files.db_path) and handed out as ordinary `str`
+paths (files.fs_path), so a name that is not UTF-8 is a photo like any other. Rows come back as
+typed tuples (FileRow, ContentFacts). `needs_work` is the one rule for "is this file as indexed?".
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import sqlite_utils
 
-from imgrank import config, owntimes, runs, vectors
 from imgrank import db as dbm
+from imgrank import owntimes, runs, vectors
 from imgrank.db import IN_JSON
-from imgrank.embed import Embedder
 from imgrank.errors import ImgrankError
-from imgrank.files import db_path, display_name, fs_path, under, walk
-from imgrank.prior import store_cues
-from imgrank.workers import init_worker as _init_worker
-from imgrank.workers import read_all
-from imgrank.workers import read_one as _read_one
-
-BATCH = 32
-Progress = Callable[[int], None]
-
-
-@dataclass
-class ScanResult:
-    new: int = 0
-    moved: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    missing: int = 0
-    unreadable: int = 0
-    embedded: int = 0
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["seconds"] = round(self.seconds, 3)
-        return d
-
+from imgrank.files import db_path, display_name, fs_path, under
 
 # --- roots ---------------------------------------------------------------------------------
 
@@ -206,12 +170,12 @@ def unchanged(
     return st.st_size == size and st.st_mtime_ns in (mtime_ns, set_ns, prev_set_ns)
 
 
-def _own_times(db: sqlite_utils.Database, paths: list[str]) -> dict[str, tuple[int | None, int | None]]:
+def own_times(db: sqlite_utils.Database, paths: list[str]) -> dict[str, tuple[int | None, int | None]]:
     """(set_ns, prev_set_ns) of the paths imgrank ordered: times a scan takes as the file's own."""
     return owntimes.own_times(db, paths)
 
 
-def _needs(row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: set[str] | None) -> bool:
+def needs(row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: set[str] | None) -> bool:
     """The one rule: does a file whose stat is `st` need reading? See needs_work."""
     if row is None or row.state == "missing":
         return True
@@ -233,7 +197,7 @@ def needs_work(db: sqlite_utils.Database, paths: Iterable[str], model: str | Non
     for i in range(0, len(paths), 10_000):
         chunk = paths[i : i + 10_000]
         known.update(rows(db, chunk))
-        own.update(_own_times(db, chunk))
+        own.update(own_times(db, chunk))
     embedded = None
     if model is not None:
         embedded = vectors.embedded(db, model, {r.sha256 for r in known.values() if r.sha256})
@@ -243,7 +207,7 @@ def needs_work(db: sqlite_utils.Database, paths: Iterable[str], model: str | Non
             st = os.stat(p)
         except OSError:
             continue
-        if _needs(known.get(p), own.get(p), st, embedded):
+        if needs(known.get(p), own.get(p), st, embedded):
             out.add(p)
     return out
 
@@ -260,75 +224,14 @@ def indexed(db: sqlite_utils.Database, path: str) -> FileRow | None:
     return rows(db, [path]).get(path)
 
 
-# --- indexing -------------------------------------------------------------------------------
+# --- what a scan writes -------------------------------------------------------------------------
 
 
-def _results(paths: list[str], known: set[str], jobs: int) -> Iterator[dict]:
-    """Each path read (see workers.read_one): in this process with one job, else in workers."""
-    if jobs <= 1 or len(paths) < 8:
-        _init_worker(known)
-        return map(_read_one, paths)
-    return read_all(paths, known, jobs)
-
-
-def _index(
-    db: sqlite_utils.Database,
-    paths: list[str],
-    embedder: Embedder,
-    jobs: int,
-    result: ScanResult,
-    progress: Progress | None,
-) -> None:
-    """Read, hash, decode and embed `paths` (all need work), committing in batches."""
-    model = embedder.model_id
-    known = vectors.embedded(db, model)
-    old = rows(db, paths)
-    missing_shas = {r[0] for r in db.execute("SELECT sha256 FROM files WHERE state = 'missing'")}
-    pending: list[dict] = []
-    batch = embedder.scan_batch or BATCH  # large on a GPU
-
-    def flush() -> None:
-        decoded = [r for r in pending if r["array"] is not None and r["sha256"] not in known]
-        images = embedder.embed_images(np.stack([r["array"] for r in decoded])) if decoded else []
-        names = vectors.missing_names(
-            db, model, [vectors.name_key(r["path"]) for r in pending if r["sha256"]]
-        )
-        name_vectors = embedder.embed_texts(names) if names else []
-        now = time.time()
-        with db.atomic():
-            vectors.store(
-                db,
-                model,
-                [(r["sha256"], v) for r, v in zip(decoded, images, strict=True)],
-                zip(names, name_vectors, strict=True),
-            )
-            known.update(r["sha256"] for r in decoded)
-            for r in pending:
-                _write_row(db, r, now)
-            store_cues(db, [(r["sha256"], r["cues"]) for r in decoded if r.get("cues")])
-        result.embedded += len(decoded)
-        if progress:
-            progress(len(pending))
-        pending.clear()
-
-    for r in _results(paths, known, jobs):
-        previous = old.get(r["path"])
-        if r.get("reason"):
-            result.unreadable += 1
-        elif previous is None:
-            if r["sha256"] in missing_shas:
-                result.moved += 1
-            else:
-                result.new += 1
-        elif previous.sha256 != r["sha256"]:
-            result.changed += 1
-        else:
-            result.unchanged += 1  # touched, or re-embedded for a new model: same content
-        pending.append(r)
-        if sum(1 for p in pending if p["array"] is not None) >= batch or len(pending) >= 4 * batch:
-            flush()
-    if pending:
-        flush()
+def write_rows(db: sqlite_utils.Database, results: list[dict]) -> None:
+    """Insert or update the rows of files just read (see workers.read_one). Call in a transaction."""
+    now = time.time()
+    for r in results:
+        _write_row(db, r, now)
 
 
 def _write_row(db: sqlite_utils.Database, r: dict, now: float) -> None:
@@ -358,109 +261,29 @@ def _write_row(db: sqlite_utils.Database, r: dict, now: float) -> None:
         )
 
 
-def _check_model(db: sqlite_utils.Database, embedder: Embedder, result: ScanResult) -> None:
-    previous = dbm.get_setting(db, "embed_model")
-    if previous and previous != embedder.model_id:
-        count = db.execute("SELECT count(*) FROM files WHERE state = 'ok'").fetchone()[0]
-        result.warnings.append(
-            f"embedding model changed from {previous} to {embedder.model_id}: "
-            f"re-embedding {count} images (vectors of the old model are kept but never mixed in)"
+def missing_contents(db: sqlite_utils.Database) -> set[str]:
+    """Content hashes of the rows marked missing (a new path with one of them is a move)."""
+    return {r[0] for r in db.execute("SELECT sha256 FROM files WHERE state = 'missing'")}
+
+
+def count_present(db: sqlite_utils.Database) -> int:
+    """How many files are present and readable."""
+    return db.execute("SELECT count(*) FROM files WHERE state = 'ok'").fetchone()[0]
+
+
+def mark_all_missing(db: sqlite_utils.Database, paths: list[str]) -> None:
+    """These files vanished: their rows stay (with vectors and labels), marked missing."""
+    with db.atomic():
+        db.execute(
+            f"UPDATE files SET state = 'missing', last_seen = ? WHERE path IN {IN_JSON}",
+            [time.time(), json.dumps([db_path(p) for p in paths])],
         )
-    dbm.set_setting(db, "embed_model", embedder.model_id)
 
 
-@contextmanager
-def scan_lock(on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """One scan at a time per imgrank home (two would read and embed the same photos). A second
-    one calls `on_wait` once, waits, and then finds done what the first one did."""
-    home = config.home_dir()
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / "scan.lock", os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def scan(
-    db: sqlite_utils.Database,
-    roots: Iterable[Path | str],
-    embedder: Embedder,
-    jobs: int | None = None,
-    progress: Progress | None = None,
-    on_total: Callable[[int], None] | None = None,
-    on_wait: Callable[[], None] | None = None,
-) -> ScanResult:
-    """Index every root: new, changed and moved files are read; vanished ones marked missing.
-
-    Runs under scan_lock: a scan started while another runs waits for it (`on_wait` is told)."""
-    with scan_lock(on_wait):
-        return _scan(db, [Path(r) for r in roots], embedder, jobs, progress, on_total)
-
-
-def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -> ScanResult:
-    start = time.monotonic()
-    result = ScanResult()
-    _check_model(db, embedder, result)
-    known = rows(db)
-    own = _own_times(db, list(known))
-    embedded = vectors.embedded(db, embedder.model_id)
-    todo: list[str] = []
-    vanished: list[str] = []
-
-    unlisted: list[str] = []  # folders that cannot be listed: what is under them is not known gone
-
-    def cannot_list(folder: str, reason: str) -> None:
-        unlisted.append(folder)
-        result.warnings.append(f"cannot list {display_name(folder)} ({reason}): the photos in it are skipped")
-
-    for root in roots:
-        if not root.is_dir():
-            result.warnings.append(
-                f"root {display_name(root)} is not there (unmounted?): skipped, nothing marked missing"
-            )
-            continue
-        seen = set()
-        for path in walk(root, cannot_list):
-            p = str(path)
-            seen.add(p)
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # vanished between listing and stat
-            row = known.get(p)
-            if _needs(row, own.get(p), st, embedded):
-                todo.append(p)
-            else:
-                result.unchanged += 1
-                result.unreadable += row.state == "unreadable"
-        vanished += [
-            p
-            for p, r in known.items()
-            if r.state != "missing"
-            and under(p, root)
-            and p not in seen
-            and not any(under(p, f) for f in unlisted)
-        ]
-    if vanished:
-        with db.atomic():
-            db.execute(
-                f"UPDATE files SET state = 'missing', last_seen = ? WHERE path IN {IN_JSON}",
-                [time.time(), json.dumps([db_path(p) for p in vanished])],
-            )
-        result.missing = len(vanished)
-    del known, own, embedded
-    if on_total:
-        on_total(len(todo))
-    _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, progress)
-    # A vanished path whose content is present at another path was moved, not lost: its row
-    # goes (the vectors and labels stay with the content).
+def settle_moves(db: sqlite_utils.Database) -> set[str]:
+    """A vanished path whose content is present at another path was moved, not lost: its row goes
+    (the vectors and labels stay with the content), the record of its original mtime follows it,
+    and it is scored again under its new name (a feature). Returns the paths moved from."""
     # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
     with owntimes.locked(db), db.atomic():
         moved = db.execute(
@@ -468,31 +291,16 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
                (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
         ).fetchall()
         _own_times_follow(db, moved)
-        # The file name is one of the head's features: a moved photo is scored again under its new one.
         runs.forget_scores(db, [sha for _, sha in moved])
-    result.missing -= len(set(vanished) & {fs_path(r[0]) for r in moved})
-    result.seconds = time.monotonic() - start
-    return result
+    return {fs_path(p) for p, _ in moved}
 
 
-def index_paths(
-    db: sqlite_utils.Database, paths: Iterable[Path | str], embedder: Embedder, jobs: int | None = None
-) -> ScanResult:
-    """Index and embed exactly these files (inside the roots or not); unchanged ones cost nothing."""
-    start = time.monotonic()
-    result = ScanResult()
-    _check_model(db, embedder, result)
-    paths = list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in paths))
-    work = needs_work(db, paths, embedder.model_id)
-    todo = []
-    for p in paths:
-        if p in work or not os.path.exists(p):
-            todo.append(p)  # one that cannot be stat'ed is read, and recorded with its reason
-        else:
-            result.unchanged += 1
-    _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, None)
-    result.seconds = time.monotonic() - start
-    return result
+# --- single paths, the daemon's events, reports ----------------------------------------------------
+
+
+def count_with_reason(db: sqlite_utils.Database, reason: str) -> int:
+    """How many files are unreadable for exactly this reason."""
+    return db.execute("SELECT count(*) FROM files WHERE reason = ?", [reason]).fetchone()[0]
 
 
 def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | None = None) -> str | None:
@@ -509,17 +317,6 @@ def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | Non
         return sha if since is not None and (last_seen or 0) >= since else None
     db.execute("UPDATE files SET state = 'missing', last_seen = ? WHERE path = ?", [time.time(), key])
     return sha
-
-
-def embed_names(db: sqlite_utils.Database, embedder: Embedder, paths: Iterable[str]) -> int:
-    """Embed the file names of these paths that have no name vector yet (a rename seen as it
-    happened gives a photo a new name, one of the head's features). Returns how many."""
-    names = vectors.missing_names(db, embedder.model_id, (vectors.name_key(p) for p in paths))
-    if not names:
-        return 0
-    with db.atomic():
-        vectors.store(db, embedder.model_id, names=zip(names, embedder.embed_texts(names), strict=True))
-    return len(names)
 
 
 def present_under(db: sqlite_utils.Database, folder: Path | str) -> list[str]:

@@ -1,0 +1,251 @@
+"""Scan: new / changed / moved / vanished files -> rows and vectors.
+
+Identity is the SHA-256 of a file's bytes, so a move, rename or copy reuses its vectors. A file
+whose path, size and mtime are unchanged is not read at all. Workers read each file once, hash
+it, and decode+preprocess it only when its content has no vector yet; the main process embeds
+full batches while the workers go on decoding, and commits each batch, so an interrupted scan
+keeps what it finished. Decoding runs in imgrank.workers (bounded memory, survives dead workers).
+No SQL here: rows go through imgrank.index.rows, vectors through imgrank.vectors.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from imgrank import config, vectors
+from imgrank import db as dbm
+from imgrank.embed import Embedder
+from imgrank.files import display_name, under, walk
+from imgrank.index import rows as store
+from imgrank.prior import store_cues
+from imgrank.workers import init_worker, read_all, read_one
+
+BATCH = 32
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ScanResult:
+    new: int = 0
+    moved: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    missing: int = 0
+    unreadable: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def _results(paths: list[str], known: set[str], jobs: int) -> Iterator[dict]:
+    """Each path read (see workers.read_one): in this process with one job, else in workers."""
+    if jobs <= 1 or len(paths) < 8:
+        init_worker(known)
+        return map(read_one, paths)
+    return read_all(paths, known, jobs)
+
+
+def _index(
+    db: sqlite_utils.Database,
+    paths: list[str],
+    embedder: Embedder,
+    jobs: int,
+    result: ScanResult,
+    progress: Progress | None,
+) -> None:
+    """Read, hash, decode and embed `paths` (all need work), committing in batches."""
+    model = embedder.model_id
+    known = vectors.embedded(db, model)
+    old = store.rows(db, paths)
+    missing_shas = store.missing_contents(db)
+    pending: list[dict] = []
+    batch = embedder.scan_batch or BATCH  # large on a GPU
+
+    def flush() -> None:
+        decoded = [r for r in pending if r["array"] is not None and r["sha256"] not in known]
+        images = embedder.embed_images(np.stack([r["array"] for r in decoded])) if decoded else []
+        names = vectors.missing_names(
+            db, model, [vectors.name_key(r["path"]) for r in pending if r["sha256"]]
+        )
+        name_vectors = embedder.embed_texts(names) if names else []
+        with db.atomic():
+            vectors.store(
+                db,
+                model,
+                [(r["sha256"], v) for r, v in zip(decoded, images, strict=True)],
+                zip(names, name_vectors, strict=True),
+            )
+            known.update(r["sha256"] for r in decoded)
+            store.write_rows(db, pending)
+            store_cues(db, [(r["sha256"], r["cues"]) for r in decoded if r.get("cues")])
+        result.embedded += len(decoded)
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    for r in _results(paths, known, jobs):
+        previous = old.get(r["path"])
+        if r.get("reason"):
+            result.unreadable += 1
+        elif previous is None:
+            if r["sha256"] in missing_shas:
+                result.moved += 1
+            else:
+                result.new += 1
+        elif previous.sha256 != r["sha256"]:
+            result.changed += 1
+        else:
+            result.unchanged += 1  # touched, or re-embedded for a new model: same content
+        pending.append(r)
+        if sum(1 for p in pending if p["array"] is not None) >= batch or len(pending) >= 4 * batch:
+            flush()
+    if pending:
+        flush()
+
+
+def _check_model(db: sqlite_utils.Database, embedder: Embedder, result: ScanResult) -> None:
+    previous = dbm.get_setting(db, "embed_model")
+    if previous and previous != embedder.model_id:
+        count = store.count_present(db)
+        result.warnings.append(
+            f"embedding model changed from {previous} to {embedder.model_id}: "
+            f"re-embedding {count} images (vectors of the old model are kept but never mixed in)"
+        )
+    dbm.set_setting(db, "embed_model", embedder.model_id)
+
+
+@contextmanager
+def scan_lock(on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """One scan at a time per imgrank home (two would read and embed the same photos). A second
+    one calls `on_wait` once, waits, and then finds done what the first one did."""
+    home = config.home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "scan.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def scan(
+    db: sqlite_utils.Database,
+    roots: Iterable[Path | str],
+    embedder: Embedder,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> ScanResult:
+    """Index every root: new, changed and moved files are read; vanished ones marked missing.
+
+    Runs under scan_lock: a scan started while another runs waits for it (`on_wait` is told)."""
+    with scan_lock(on_wait):
+        return _scan(db, [Path(r) for r in roots], embedder, jobs, progress, on_total)
+
+
+def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -> ScanResult:
+    start = time.monotonic()
+    result = ScanResult()
+    _check_model(db, embedder, result)
+    known = store.rows(db)
+    own = store.own_times(db, list(known))
+    embedded = vectors.embedded(db, embedder.model_id)
+    todo: list[str] = []
+    vanished: list[str] = []
+
+    unlisted: list[str] = []  # folders that cannot be listed: what is under them is not known gone
+
+    def cannot_list(folder: str, reason: str) -> None:
+        unlisted.append(folder)
+        result.warnings.append(f"cannot list {display_name(folder)} ({reason}): the photos in it are skipped")
+
+    for root in roots:
+        if not root.is_dir():
+            result.warnings.append(
+                f"root {display_name(root)} is not there (unmounted?): skipped, nothing marked missing"
+            )
+            continue
+        seen = set()
+        for path in walk(root, cannot_list):
+            p = str(path)
+            seen.add(p)
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # vanished between listing and stat
+            row = known.get(p)
+            if store.needs(row, own.get(p), st, embedded):
+                todo.append(p)
+            else:
+                result.unchanged += 1
+                result.unreadable += row.state == "unreadable"
+        vanished += [
+            p
+            for p, r in known.items()
+            if r.state != "missing"
+            and under(p, root)
+            and p not in seen
+            and not any(under(p, f) for f in unlisted)
+        ]
+    if vanished:
+        store.mark_all_missing(db, vanished)
+        result.missing = len(vanished)
+    del known, own, embedded
+    if on_total:
+        on_total(len(todo))
+    _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, progress)
+    moved = store.settle_moves(db)
+    result.missing -= len(set(vanished) & moved)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def index_paths(
+    db: sqlite_utils.Database, paths: Iterable[Path | str], embedder: Embedder, jobs: int | None = None
+) -> ScanResult:
+    """Index and embed exactly these files (inside the roots or not); unchanged ones cost nothing."""
+    start = time.monotonic()
+    result = ScanResult()
+    _check_model(db, embedder, result)
+    paths = list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in paths))
+    work = store.needs_work(db, paths, embedder.model_id)
+    todo = []
+    for p in paths:
+        if p in work or not os.path.exists(p):
+            todo.append(p)  # one that cannot be stat'ed is read, and recorded with its reason
+        else:
+            result.unchanged += 1
+    _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, None)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def embed_names(db: sqlite_utils.Database, embedder: Embedder, paths: Iterable[str]) -> int:
+    """Embed the file names of these paths that have no name vector yet (a rename seen as it
+    happened gives a photo a new name, one of the head's features). Returns how many."""
+    names = vectors.missing_names(db, embedder.model_id, (vectors.name_key(p) for p in paths))
+    if not names:
+        return 0
+    with db.atomic():
+        vectors.store(db, embedder.model_id, names=zip(names, embedder.embed_texts(names), strict=True))
+    return len(names)
