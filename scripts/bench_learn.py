@@ -116,7 +116,30 @@ def choose_random(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(len(world.y_true), size=min(n, len(world.y_true)), replace=False)
 
 
-STRATEGIES: dict[str, Callable[[World, int, np.random.Generator], np.ndarray]] = {"random": choose_random}
+def choose_queue(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Label what the review page's "most informative" queue offers (imgrank.review.queues): 20 at
+    random to start, then rounds of a quarter more, each the photos nearest the boundary (P = 0.5) of
+    a model fitted on the labels so far, spread over kinds by farthest-point picks on the vectors."""
+    from imgrank.review.queues import _spread
+
+    chosen = list(rng.choice(len(world.y_true), size=min(n, 20), replace=False))
+    while len(chosen) < n:
+        batch = min(n - len(chosen), max(10, len(chosen) // 4))
+        y = world.y_given[chosen]
+        rest = np.setdiff1d(np.arange(len(world.y_true)), chosen)
+        if y.min() == y.max():  # one class only so far: no boundary yet
+            chosen += list(rng.choice(rest, size=batch, replace=False))
+            continue
+        p = predict(fit_logistic(world.image[chosen], y), world.image[rest])
+        pool = rest[np.argsort(np.abs(p - 0.5), kind="stable")[: 4 * batch]]
+        chosen += [int(pool[i]) for i in _spread(world.image[pool], batch)]
+    return np.array(chosen)
+
+
+STRATEGIES: dict[str, Callable[[World, int, np.random.Generator], np.ndarray]] = {
+    "random": choose_random,
+    "queue": choose_queue,
+}
 
 
 def seed_recipe(
@@ -288,8 +311,9 @@ def main() -> None:
         "summary": summary,
         "runs": rows,
     }
-    Path("bench-out/bench_learn.json").write_text(json.dumps(out, indent=2) + "\n")
-    print("\nwritten: bench-out/bench_learn.json")
+    name = "bench_learn.json" if args.strategy == "random" else f"bench_learn-{args.strategy}.json"
+    Path("bench-out", name).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwritten: bench-out/{name}")
 
 
 if __name__ == "__main__":
