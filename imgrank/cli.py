@@ -645,6 +645,45 @@ def export(file, as_json):
     emit(result, as_json, f"{result['rows']} labelled photos written to {result['path']}")
 
 
+@cli.command("export-vectors")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+@handles_errors
+def export_vectors(file, as_json):
+    """Write every image vector of this store (content hash -> vector, model id) to Parquet.
+
+    Made for a backlog embedded on a GPU machine, then `imgrank import-vectors FILE` at home.
+
+    \b
+    Example:
+        imgrank scan --device cuda /data/photos && imgrank export-vectors vectors.parquet
+    """
+    from imgrank.vectorfile import export_vectors as do_export
+
+    r = do_export(open_db(), file)
+    emit(r, as_json, f"{r['vectors']} vectors of {r['model']} ({r['dim']}-d) written to {r['path']}")
+
+
+@cli.command("import-vectors")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model (default: the one the store has).")
+@json_option
+@handles_errors
+def import_vectors(file, model, as_json):
+    """Add image vectors made elsewhere (`export-vectors`) to this store; another model's are refused.
+
+    `scan` then decodes and embeds no photo whose content already has a vector.
+
+    \b
+    Example:
+        imgrank import-vectors vectors.parquet && imgrank scan ~/Pictures
+    """
+    from imgrank.vectorfile import import_vectors as do_import
+
+    r = do_import(open_db(), file, model)
+    emit(r, as_json, f"{r['imported']} vectors of {r['model']} imported ({r['already']} already here)")
+
+
 # --- commands: review, report, reviewed (review/, report.py) ---
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import sqlite_utils
@@ -65,6 +65,15 @@ def store(
             "INSERT OR REPLACE INTO name_vectors (name, model, dim, vector) VALUES (?, ?, ?, ?)",
             [name, model, len(v), to_blob(v)],
         )
+
+
+def image_vectors(
+    db: sqlite_utils.Database, model: str, chunk: int = 10_000
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Every image vector of `model`, ordered by content hash, in chunks of (hashes, N×dim)."""
+    cursor = db.execute("SELECT sha256, vector FROM vectors WHERE model = ? ORDER BY sha256", [model])
+    while rows := cursor.fetchmany(chunk):
+        yield [r[0] for r in rows], np.stack([from_blob(r[1]) for r in rows])
 
 
 def store_dims(db: sqlite_utils.Database, model_id: str) -> tuple[int, int]:

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The README's GPU figures in one run, on a machine with an NVIDIA GPU, from the repo root:
+#   1. scripts/bench_embed.py --device cuda: 12-megapixel JPEGs, the real-shape ViT-S/16 random-weight
+#      model; the decode-only ceiling, the model-only rate and the full `scan --device cuda` rate.
+#   2. `imgrank train --data` on CUDA with 25,000 labelled rows of the real feature width (515: 256-d
+#      image + 256-d file name + 3 metadata), wall time including start-up, as a user runs it.
+# Makes a venv ($VENV, default .venv-gpu) with torch==2.13.0 and imgrank if it has none. Prints both
+# tables and writes bench-out/gpu-bench_embed.json and bench-out/gpu-train.json.
+#
+#   bash scripts/gpu-check.sh                       # on the GPU machine: a few minutes, most of it setup
+#   DEVICE=cpu N=24 bash scripts/gpu-check.sh       # the same paths on a CPU, to check the script
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cuda}
+N=${N:-1000}
+ROWS=${ROWS:-25000}
+VENV=${VENV:-.venv-gpu}
+OUT=bench-out
+mkdir -p "$OUT"
+
+if [[ ! -x "$VENV/bin/imgrank" ]]; then
+    echo "== setting up $VENV" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q torch==2.13.0
+    "$VENV/bin/pip" install -q -e '.[dev]'
+fi
+PY="$VENV/bin/python"
+"$PY" -c 'import os, torch; print("torch", torch.__version__, "|",
+    torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device", "|", os.cpu_count(), "cores")'
+
+echo "== 1. embedding $N photos with --device $DEVICE: decode ceiling, model alone, full scan"
+"$PY" scripts/bench_embed.py --device "$DEVICE" -n "$N" --out "$OUT/gpu-bench_embed.json"
+
+echo "== 2. imgrank train --data: $ROWS rows of width 515, --device $DEVICE"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The rows of bench_train.py (clustered vectors, a non-linear label at 1:4, 5% noise), written in the
+# format `imgrank export` writes.
+"$PY" - "$work/labels.parquet" "$ROWS" <<'PY'
+import json, sys
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+sys.path.insert(0, "scripts")
+from bench_train import IMAGE_DIM, NAME_DIM, make_data
+from imgrank.export import SCHEMA_KEY
+from imgrank.model import feature_spec
+
+path, n = sys.argv[1], int(sys.argv[2])
+x, y, _ = make_data(n)
+spec = feature_spec("bench-random-vectors", IMAGE_DIM, NAME_DIM)
+def vectors(a):
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(a, np.float32).ravel()), a.shape[1])
+columns = {
+    "sha256": [f"{i:064x}" for i in range(n)],
+    "label": ["delete" if v else "keep" for v in y],
+    "image": vectors(x[:, :IMAGE_DIM]),
+    "name": vectors(x[:, IMAGE_DIM : IMAGE_DIM + NAME_DIM]),
+    **{m: pa.array(x[:, IMAGE_DIM + NAME_DIM + i], pa.float32()) for i, m in enumerate(spec["meta"])},
+}
+pq.write_table(pa.table(columns).replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()}), path)
+PY
+start=$(date +%s.%N)
+"$VENV/bin/imgrank" -q train --data "$work/labels.parquet" --device "$DEVICE" --out "$work/head.safetensors" \
+    --json >"$OUT/gpu-train.json"
+end=$(date +%s.%N)
+"$PY" - "$start" "$end" "$OUT/gpu-train.json" "$DEVICE" <<'PY'
+import json, sys
+start, end, path, device = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+run = json.load(open(path))
+run["wall_seconds_with_startup"] = round(end - start, 2)
+json.dump(run, open(path, "w"), indent=2)
+ap = run.get("metrics", {}).get("mlp", {}).get("ap")
+print(f"train --data on {device}: {end - start:.2f} s wall including start-up "
+      f"(training itself {run.get('seconds')} s), validation AP {ap}; target < 10 s")
+PY
