@@ -277,3 +277,13 @@ def test_train_on_cuda_without_cuda_is_one_clear_line():
     assert "no CUDA device" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert runs.list_runs(db) == []
+
+
+def test_validation_dominated_by_one_group_is_warned_about():
+    from imgrank.evaluation import dominated_by_one_group
+
+    y = np.r_[np.ones(10, int), np.zeros(40, int)]
+    groups = np.r_[np.zeros(7), np.arange(1, 44)]  # 7 of the 10 deletes are one group
+    held = np.ones(50, bool)
+    assert "7 of its 10 delete photos" in dominated_by_one_group(y, groups, held)
+    assert dominated_by_one_group(y, np.arange(50), held) is None
