@@ -572,7 +572,7 @@ def top(limit, unlabelled, as_json):
     type=float,
     help="Cosine similarity of image vectors at or above which two photos are near-duplicates [0.95].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@json_option
 @handles_errors
 def dupes(threshold, as_json):
     """Group near-duplicates (bursts) and exact copies; the keeper of each group is marked.
@@ -586,6 +586,7 @@ def dupes(threshold, as_json):
         imgrank dupes --threshold 0.97 --json
     """
     from imgrank import dupes as grouping
+    from imgrank.words import plural
 
     db = open_db()
     summary = grouping.regroup(db, threshold=threshold or grouping.DEFAULT_THRESHOLD)
@@ -597,7 +598,7 @@ def dupes(threshold, as_json):
             f"  {'keep ' if p['keeper'] else '     '} {p['score']:.3f}  {p['path']}" for p in g["photos"]
         ]
     lines.append(
-        f"{len(groups)} groups among {summary['photos']} photos "
+        f"{plural(len(groups), 'group')} among {plural(summary['photos'], 'photo')} "
         f"(similarity >= {summary['threshold']}, {summary['seconds']:.1f} s)"
     )
     emit(groups, as_json, "\n".join(lines))
@@ -739,7 +740,7 @@ def report(out):
 @click.option(
     "--top", "top_n", required=True, type=click.IntRange(min=1), help="How many of the order you looked at."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @handles_errors
 def reviewed(top_n, as_json):
     """You went through the first N of the order in your viewer and deleted what you wanted: the
