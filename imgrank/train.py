@@ -42,6 +42,9 @@ class TrainConfig:
     patience: int = 5  # epochs without a better held-out AP before a fold stops...
     patience_steps: int = 100  # ...and at least this many minibatch steps (small data: more epochs)
     cv: int = 5  # folds that choose the recipe and give the held-out metrics (fewer with few deletes)
+    # From this many labels on, 2 folds: each still learns from thousands of photos, and the whole
+    # recipe costs about a quarter (25,000 labels: 9 s instead of 41 s on two cores).
+    two_folds_from: int = 5000
     l2_choices: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)  # the baseline's L2 strengths to try
     near_dup: float = NEAR_DUP  # cosine similarity above which two photos can be the same shot
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
@@ -300,6 +303,8 @@ def train_arrays(
     check_enough(y, config)
     groups = near_duplicate_groups(image, config.near_dup, config.max_group)
     k = max(2, min(config.cv, int(y.sum()), int(len(y) - y.sum())))
+    if len(y) >= config.two_folds_from:
+        k = 2
     folds = stratified_group_folds(y, groups, k, config.seed)
     held = folds.fold >= 0
     if y[held].sum() == 0 or (1 - y[held]).sum() == 0:

@@ -121,6 +121,14 @@ def test_the_active_head_is_refit_on_every_label():
     assert result.counts["held_out"]["delete"] + result.counts["held_out"]["keep"] == len(y)
 
 
+def test_many_labels_are_cross_validated_in_two_folds_and_few_in_five():
+    x, y = separable(200, seed=4)
+    assert train_arrays(x, y, x, TrainConfig(max_epochs=5)).counts["folds"] == 5
+    many = train_arrays(x, y, x, TrainConfig(max_epochs=5, two_folds_from=200))
+    assert many.counts["folds"] == 2 and many.counts["trained_on"] == len(y)
+    assert many.counts["held_out"]["delete"] + many.counts["held_out"]["keep"] == len(y)
+
+
 def test_when_the_baseline_ranks_better_the_active_head_is_the_logistic_regression():
     x, y = separable(120, dim=16, margin=1.0, seed=5)  # linear with a wide margin: both rank perfectly
     result = train_arrays(x, y, x, TrainConfig(max_epochs=10, hidden=(8,)))
