@@ -145,9 +145,11 @@ def cue_values(measured: dict[str, float] | None, pixels: float | None) -> dict[
 def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarray:
     """The prompts' text vectors, cached under the imgrank home per model and prompts."""
     key = hashlib.sha256(f"{model_id}\n{prompts.digest}".encode()).hexdigest()[:20]
-    cache = config.home_dir() / "prior" / f"prompts-{key}.npy"
+    # Raw little-endian float32, not .npy: np.load parses its header with ast.literal_eval, and on
+    # Python 3.11 the ast module's state is shared between threads (the daemon scores in one).
+    cache = config.home_dir() / "prior" / f"prompts-{key}.f32"
     if cache.is_file():
-        return np.load(cache)
+        return np.fromfile(cache, dtype="<f4").reshape(len(prompts.texts), -1)
     if embedder is None or embedder.model_id != model_id:
         from imgrank.embed import load_embedder
 
@@ -156,8 +158,8 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
         raise ImgrankError(f"the prior needs the text encoder of {model_id}, but {embedder.model_id} loads")
     vectors = embedder.embed_texts(prompts.texts)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, vectors)
+    tmp = cache.with_suffix(".tmp")
+    np.ascontiguousarray(vectors, dtype="<f4").tofile(tmp)
     tmp.replace(cache)
     return vectors
 
