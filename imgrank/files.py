@@ -95,6 +95,12 @@ def display_name(p: str | os.PathLike) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def db_prefix(folder: str | os.PathLike) -> str:
+    """What the stored form (db_path) of every path inside `folder` starts with: SQL selects them
+    exactly with `substr(path, 1, length(prefix)) = prefix` (LIKE would ignore ASCII case)."""
+    return db_path(folder).rstrip(os.sep) + os.sep
+
+
 def under(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Is `path` the folder itself or inside it? By name, component-wise (`/a/bc` is not under `/a/b`)."""
     p, f = os.fsdecode(path), os.fsdecode(folder)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from imgrank.files import db_path, fs_path
+from imgrank.files import db_path, db_prefix, fs_path
 
 
 @dataclass
@@ -109,10 +109,10 @@ def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> di
         rows = db.execute(sql).fetchall()
     else:
         rows = []
-        for p in map(db_path, under):
-            prefix = p.rstrip(os.sep) + os.sep
+        for p in under:
+            prefix = db_prefix(p)
             rows += db.execute(
-                sql + " WHERE path = ? OR substr(path, 1, ?) = ?", [p, len(prefix), prefix]
+                sql + " WHERE path = ? OR substr(path, 1, ?) = ?", [db_path(p), len(prefix), prefix]
             ).fetchall()
     return {fs_path(r[0]): Record(*r[1:]) for r in rows}
 

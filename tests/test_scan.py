@@ -617,3 +617,11 @@ def test_copies_keep_the_contents_facts_and_features(tmp_path, model_env):
     same_name = [i for i in range(4) if i != moved]
     assert np.array_equal(after["name"][order][same_name], before["name"][same_name])
     assert [after["path"][i] for i in order[:2]] == [str(p) for p in originals[:2]]
+
+
+def test_files_under_a_folder_are_matched_exactly_not_by_ascii_case_or_wildcards(tmp_path, model_env):
+    root = tmp_path / "photos"
+    for folder in ("Trip_1", "trip_1", "TripX1"):
+        photo(root / folder / "a.jpg", seed=len(folder) + ord(folder[0]))
+    assert CliRunner().invoke(cli, ["scan", str(root)]).exit_code == 0
+    assert index.present_under(open_db(), root / "Trip_1") == [str(root / "Trip_1" / "a.jpg")]

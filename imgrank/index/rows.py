@@ -20,7 +20,7 @@ from imgrank import db as dbm
 from imgrank import owntimes, runs, vectors
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
-from imgrank.files import db_path, display_name, fs_path, under
+from imgrank.files import db_path, db_prefix, display_name, fs_path, under
 
 # --- roots ---------------------------------------------------------------------------------
 
@@ -321,10 +321,9 @@ def mark_missing(db: sqlite_utils.Database, path: Path | str, since: float | Non
 
 def present_under(db: sqlite_utils.Database, folder: Path | str) -> list[str]:
     """Paths of indexed files under `folder` that are not missing."""
-    prefix = db_path(folder).rstrip(os.sep) + os.sep
-    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    sql = "SELECT path FROM files WHERE state != 'missing' AND path LIKE ? ESCAPE '\\'"
-    return [fs_path(r[0]) for r in db.execute(sql, [like])]
+    prefix = db_prefix(folder)
+    sql = "SELECT path FROM files WHERE state != 'missing' AND substr(path, 1, ?) = ?"
+    return [fs_path(r[0]) for r in db.execute(sql, [len(prefix), prefix])]
 
 
 def drop_if_moved(db: sqlite_utils.Database, path: Path | str, sha: str) -> bool:
