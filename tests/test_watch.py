@@ -145,6 +145,8 @@ def test_a_copy_by_a_writer_that_closes_after_each_chunk_is_read_complete(daemon
             f.write(data[i : i + 4096])
     wait_for(lambda: file_row(dest) and file_row(dest)[2] == len(data))
     assert file_row(dest)[1] == "ok"
+    # The row is committed a moment before the daemon's thread counts the batch.
+    wait_for(lambda: w.counters["embedded"] >= 1, timeout=5)
     assert w.counters["embedded"] == 1
 
 
