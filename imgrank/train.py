@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from imgrank.devices import torch_device
 from imgrank.errors import ImgrankError
 from imgrank.evaluation import (
     MAX_GROUP,
@@ -74,17 +75,6 @@ def require_torch():
     except ImportError:
         raise ImgrankError("training needs torch: pip install 'imgrank[train]'") from None
     return torch
-
-
-def torch_device(name: str):
-    """The torch device (`auto`: CUDA where there is one), or one clear line when there is no such device."""
-    from imgrank.devices import resolve_device
-
-    torch = require_torch()
-    device = torch.device(resolve_device(name))
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ImgrankError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
-    return device
 
 
 class AdamW:
