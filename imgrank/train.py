@@ -28,6 +28,8 @@ from imgrank.evaluation import (
     stratified_group_folds,
 )
 from imgrank.model import Head, fit_platt, standardise, standardiser
+from imgrank.optim import AdamW
+from imgrank.suspects import label_check
 
 
 @dataclass
@@ -51,6 +53,10 @@ class TrainConfig:
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size
+    # Each block of features (image vector, name vector, the cheap facts) gets the same share of the L2
+    # prior, not one share per column: see `block_scale`.
+    balance_blocks: bool = True
+    check_splits: int = 5  # fold splits averaged for `suspects` (fewer from 500 labels on: see label_check)
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated
     force: bool = False  # activate anyway
@@ -77,38 +83,30 @@ def require_torch():
     return torch
 
 
-class AdamW:
-    """AdamW (decoupled weight decay, as torch.optim.AdamW with its defaults otherwise).
+def block_scale(widths: tuple[int, ...]) -> np.ndarray:
+    """Per-column weight after standardising, so that every block of features has the same total prior
+    variance: a column of a block of w columns is multiplied by sqrt(widest / w). Column by column, the
+    512 columns of the image and name vectors would hold 512 of 515 shares of the L2 prior, though each
+    cheap fact (pixels, shape, bytes) is a judgement of its own and one embedding coordinate means
+    little. One share per block lets a few labels lean on the facts (tiny images, screenshots)."""
+    widths = tuple(w for w in widths if w > 0)
+    widest = max(widths)
+    return np.concatenate([np.full(w, np.sqrt(widest / w), np.float32) for w in widths])
 
-    Written out because torch.optim imports torch._dynamo on first use: about 2 s of start-up in
-    every `imgrank train` and every retraining process, a fifth of a 25,000-photo run here."""
 
-    def __init__(self, params, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        import torch
+def spec_blocks(spec: dict) -> tuple[int, ...]:
+    """Column widths of a feature spec's blocks: image vector, name vector, the rest (cheap facts)."""
+    from imgrank.model import n_features
 
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.wd, self.betas, self.eps, self.t = lr, weight_decay, betas, eps, 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
+    image, name = spec["image_dim"], spec["name_dim"]
+    return (image, name, n_features(spec) - image - name)
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
-    def step(self) -> None:
-        import torch
-
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        with torch.no_grad():
-            for p, m, v in zip(self.params, self.m, self.v, strict=True):
-                if p.grad is None:
-                    continue
-                p.mul_(1 - self.lr * self.wd)
-                m.mul_(b1).add_(p.grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+def scaled_standardiser(x_train: np.ndarray, scale: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows' mean and std, the std divided by the column weights (so a head stays plain
+    standardise-then-network)."""
+    mean, std = standardiser(x_train)
+    return (mean, std) if scale is None else (mean, (std / scale).astype(np.float32))
 
 
 def fit_mlp(
@@ -118,16 +116,17 @@ def fit_mlp(
     epochs: int,
     x_held: np.ndarray | None = None,
     y_held: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Train the MLP for `epochs` epochs. Returns (numpy weights after the last epoch, the held-out
     rows' P(delete) after each epoch or None). With held-out rows it stops once their AP has not
-    improved for the patience; the curve is cut there."""
+    improved for the patience; the curve is cut there. `scale`: column weights (`block_scale`)."""
     torch = require_torch()
     torch.manual_seed(config.seed)
     # Small batches are faster on one thread than split over busy cores.
     torch.set_num_threads(config.threads or (1 if len(x_train) < 4096 else os.cpu_count() or 1))
     device = torch_device(config.device)
-    mean, std = standardiser(x_train)
+    mean, std = scaled_standardiser(x_train, scale)
 
     def prep(x):
         return torch.from_numpy(standardise(x, mean, std)).to(device)
@@ -193,15 +192,16 @@ def fit_logistic(
     iterations: int = 50,
     start: dict[str, np.ndarray] | None = None,
     device: str = "cpu",
+    scale: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The baseline: class-weighted logistic regression with an L2 penalty (l2=1 is scikit-learn's
     C=1), fit by Newton's method (iteratively reweighted least squares): exact in a few steps. torch on
     `device` (on a GPU the products are nearly free): the products in float32, the gradient, the
-    sums and the solve in float64."""
+    sums and the solve in float64. `scale`: column weights (`block_scale`)."""
     torch = require_torch()
     dev = torch_device(device)
     f64 = torch.float64
-    mean, std = standardiser(x_train)
+    mean, std = scaled_standardiser(x_train, scale)
     z = torch.from_numpy(standardise(x_train, mean, std)).to(dev)
     x1 = torch.cat([z, torch.ones((len(z), 1), device=dev)], dim=1)  # last column: the bias
     x1_64 = x1.to(f64)
@@ -244,6 +244,7 @@ class TrainResult:
     metrics: dict  # held-out metrics: "mlp", "baseline", and "active" (the chosen recipe's)
     counts: dict
     oof: np.ndarray  # held-out P(delete) of the chosen recipe per labelled row (NaN: never held out)
+    check: np.ndarray  # calibrated held-out P(delete) to check labels (`label_check`; NaN: never held out)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -261,7 +262,9 @@ def check_enough(y: np.ndarray, config: TrainConfig) -> None:
         )
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log) -> dict:
+def cross_validate(
+    x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log, scale=None
+) -> dict:
     """Held-out P(delete) of both recipes for every row in a fold; the MLP's as a curve over epochs."""
     held_rows = fold >= 0
     base = {l2: np.full(len(y), np.nan) for l2 in config.l2_choices}
@@ -270,11 +273,13 @@ def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, confi
         held = fold == f
         log(f"cross-validation fold {f + 1}/{k}: {int(held.sum())} photos held out")
         train_rows = ~held
-        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held])
+        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held], scale)
         curves.append((held, curve))
         fitted = None
         for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
-            fitted = fit_logistic(x[train_rows], y[train_rows], l2, start=fitted, device=config.device)
+            fitted = fit_logistic(
+                x[train_rows], y[train_rows], l2, start=fitted, device=config.device, scale=scale
+            )
             base[l2][held] = predict(fitted, x[held])
     longest = max(len(c) for _, c in curves)
     # A fold that stopped early keeps its last predictions for the later epochs.
@@ -296,9 +301,11 @@ def train_arrays(
     config: TrainConfig,
     log: Callable[[str], None] = lambda m: None,
     names: list[str] | None = None,
+    blocks: tuple[int, ...] | None = None,
 ) -> TrainResult:
     """The whole recipe on arrays: near-duplicate groups, stratified group folds, cross-validated
-    choice of recipe and epochs, then the chosen recipe refit on every row and calibrated."""
+    choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
+    `blocks`: the column widths of the feature blocks (`spec_blocks`); None is one block."""
     started = time.time()
     y = np.asarray(y, int)
     check_enough(y, config)
@@ -312,7 +319,8 @@ def train_arrays(
         raise ImgrankError(
             "too few distinct delete photos to hold some out for validation: label more as delete"
         )
-    cv = cross_validate(x, y, folds.fold, k, config, log)
+    scale = block_scale(blocks) if blocks and config.balance_blocks else None
+    cv = cross_validate(x, y, folds.fold, k, config, log, scale)
     metrics = {"mlp": evaluate(y[held], cv["mlp"][held]), "baseline": evaluate(y[held], cv["baseline"][held])}
     recipe = "mlp" if (metrics["mlp"]["ap"] or 0) > (metrics["baseline"]["ap"] or 0) else "logistic"
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
@@ -320,9 +328,9 @@ def train_arrays(
     metrics["baseline"]["l2"] = cv["l2"]
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
-        weights, _ = fit_mlp(x, y, config, cv["epochs"])
+        weights, _ = fit_mlp(x, y, config, cv["epochs"], scale=scale)
     else:
-        weights = fit_logistic(x, y, cv["l2"], device=config.device)
+        weights = fit_logistic(x, y, cv["l2"], device=config.device, scale=scale)
     calibration = fit_platt(_logit(oof[held]), y[held])
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
@@ -352,6 +360,7 @@ def train_arrays(
         metrics,
         counts,
         np.where(held, oof, np.nan),
+        label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, scale),
         warnings,
         time.time() - started,
     )
@@ -390,11 +399,13 @@ def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
     data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta)
-    result = train_arrays(data.x, data.y, data.image, config, log, names=data.paths)
+    result = train_arrays(
+        data.x, data.y, data.image, config, log, names=data.paths, blocks=spec_blocks(data.spec)
+    )
     result.counts["no_vector"] = data.no_vector
     meta = head_meta(data.spec, config, result)
     run = runs.record_and_activate(
-        db, result.weights, meta, started=started, oof=(data.sha256, result.oof), force=config.force
+        db, result.weights, meta, started=started, oof=(data.sha256, result.check), force=config.force
     )
     return {
         **run,
@@ -424,7 +435,9 @@ def train_file(
         meta=config.use_meta and bool(src["meta"]),
     )
     x = assemble(spec, data["image"], data["name"], data["meta"])
-    result = train_arrays(x, data["y"], data["image"], config, log, names=data["sha256"])
+    result = train_arrays(
+        x, data["y"], data["image"], config, log, names=data["sha256"], blocks=spec_blocks(spec)
+    )
     path = save_head(result.weights, head_meta(spec, config, result), out_path)
     return {
         "head_path": str(path),
