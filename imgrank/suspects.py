@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgrank.evaluation import stratified_group_folds
+from imgrank.logistic import fit_logistic, logit, predict
 from imgrank.model import fit_platt
 
 if TYPE_CHECKING:
@@ -31,24 +32,22 @@ def label_check(
     base rate back (the fits weigh the classes equally): a delete label is a priori more likely wrong
     than a keep label when deletes are rare. From 500 labels on, fewer splits (one at 2,500): the single
     split is then steady, and the fits cost more. NaN: a row never held out (a group too big)."""
-    from imgrank.train import _logit, fit_logistic, predict  # train imports this module
-
     folds, p_first = first
     splits = max(1, min(config.check_splits, 2500 // max(len(y), 1)))
     total, seen = np.zeros(len(y)), np.zeros(len(y))
     ok = np.isfinite(p_first)
-    total[ok], seen[ok] = _logit(p_first[ok]), 1
+    total[ok], seen[ok] = logit(p_first[ok]), 1
     for r in range(1, splits):
         fold = stratified_group_folds(y, groups, folds.k, config.seed + 1000 * r).fold
         for f in range(folds.k):
             held = fold == f
             if held.any() and len(np.unique(y[~held])) == 2:
                 w = fit_logistic(x[~held], y[~held], l2, device=config.device, scale=scale)
-                total[held] += _logit(predict(w, x[held]))
+                total[held] += logit(predict(w, x[held]))
                 seen[held] += 1
-    logit = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
+    mean_logit = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
     rows = seen > 0
     if not rows.any():
-        return logit
-    c = fit_platt(logit[rows], y[rows])
-    return 1 / (1 + np.exp(-np.clip(c["a"] * logit + c["b"], -60, 60)))
+        return mean_logit
+    c = fit_platt(mean_logit[rows], y[rows])
+    return 1 / (1 + np.exp(-np.clip(c["a"] * mean_logit + c["b"], -60, 60)))

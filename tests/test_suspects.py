@@ -12,7 +12,7 @@ from imgrank import runs
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.evaluation import average_precision
-from imgrank.train import TrainConfig, block_scale, predict, spec_blocks, train, train_arrays
+from imgrank.train import TrainConfig, block_scale, fit_logistic, predict, spec_blocks, train, train_arrays
 
 
 def test_each_block_of_features_gets_one_share_of_the_prior():
@@ -79,3 +79,15 @@ def test_a_wrong_label_among_few_is_a_top_suspect(seed):
     assert result.exit_code == 0 and result.exception is None
     lines = result.output.splitlines()
     assert len(lines) == 4 and lines[0].startswith("P(label)")
+
+
+def test_the_logistic_fit_converges_from_a_far_start():
+    # Fits are warm-started from the neighbouring L2 strength's weights. Where a few photos sit far
+    # out (a thumbnail's pixel count, stretched by the facts' block weight) a full Newton step from
+    # such a start overshot, and the fit diverged to a singular matrix in one benchmark run; with the
+    # line search it reaches the fit from scratch from any start.
+    x, y = separable(300, dim=20, seed=1, margin=0.0)
+    y[:15] ^= 1
+    cold = fit_logistic(x, y, 1.0)
+    warm = fit_logistic(x, y, 1.0, start={"w0": 30 * cold["w0"], "b0": cold["b0"]})
+    assert np.abs(warm["w0"] - cold["w0"]).max() < 1e-3
