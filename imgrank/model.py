@@ -289,6 +289,10 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
         raise ModelError(f"head expects {spec['name_dim']}-d name vectors, the store has {name_dim}-d")
     if spec.get("meta") and any(m not in META_FEATURES for m in spec["meta"]):
         raise ModelError(f"head uses metadata features this version does not know: {spec['meta']}")
+    if spec.get("prior"):
+        from imgrank.prior import check_prompts
+
+        check_prompts(spec_prompts(spec), model_id, image_dim)
 
 
 @dataclass

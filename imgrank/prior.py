@@ -21,7 +21,7 @@ from PIL import Image
 
 from imgrank import config
 from imgrank.db import IN_JSON
-from imgrank.errors import ImgrankError
+from imgrank.errors import ImgrankError, ModelError
 
 CUE_NAMES = ("blur", "exposure", "tiny")
 MEASURES = ("sharpness", "dark", "bright", "mean")  # what measure_cues records per photo
@@ -316,6 +316,21 @@ def record_prompts(rec: dict) -> Prompts:
         dict(p["cues"]),
         float(p["scale"]),
     )
+
+
+def check_prompts(prompts: Prompts, model_id: str, image_dim: int) -> None:
+    """Refuse a head whose prior features cannot be computed here (ModelError, one line): the text
+    vectors of its prompts need the store's model (cached under the home once computed)."""
+    try:
+        texts = _prompt_vectors(prompts, model_id)
+    except ImgrankError as e:
+        raise ModelError(
+            f"head takes the prior's features, but its prompts cannot be embedded: {e}"
+        ) from None
+    if image_dim and texts.shape[1] != image_dim:
+        raise ModelError(
+            f"head's prompts embed to {texts.shape[1]}-d, the store's image vectors are {image_dim}-d"
+        )
 
 
 def head_features(db, model_id: str, parts: dict, prompts: Prompts, embedder=None) -> np.ndarray:
