@@ -66,6 +66,6 @@ def prior_line(pf: dict | None) -> str:
     if not pf["tried"]:
         return f"the prior's features were not tried: {pf['reason']}"
     verdict = "helped" if pf["used"] else "did not help"
-    keep = "the head takes them" if pf["used"] else "the head leaves them out"
+    keep = "the head takes them" if pf["used"] else f"the head leaves them out (it needs +{pf['needed']:.3f})"
     aps = f"held-out AP {_f(pf['ap_with'])} with, {_f(pf['ap_without'])} without"
     return f"the prior's features {verdict}: {aps}; {keep}"
