@@ -22,12 +22,10 @@ def block_scale(widths: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([np.full(w, np.sqrt(widest / w), np.float32) for w in widths])
 
 
-def spec_blocks(spec: dict) -> tuple[int, ...]:
-    """Column widths of a feature spec's blocks: image vector, name vector, the rest (cheap facts)."""
-    from imgrank.model import n_features
-
-    image, name = spec["image_dim"], spec["name_dim"]
-    return (image, name, n_features(spec) - image - name)
+def spec_blocks(spec: dict) -> tuple[int, int]:
+    """Column widths of a feature spec's leading blocks: the image vector, the name vector. The
+    columns after them (metadata, and the prior's features where a head takes them) are the cheap facts."""
+    return (spec["image_dim"], spec["name_dim"])
 
 
 def scaled_standardiser(x_train: np.ndarray, scale: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -55,6 +56,7 @@ class TrainConfig:
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size
+    use_prior: bool = True  # offer the prior's features; kept only if they raise the held-out AP
     # Each block of features (image vector, name vector, the cheap facts) gets the same share of the L2
     # prior, not one share per column: see `block_scale`.
     balance_blocks: bool = True
@@ -233,7 +235,8 @@ def train_arrays(
 ) -> TrainResult:
     """The whole recipe on arrays: near-duplicate groups, stratified group folds, cross-validated
     choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
-    `blocks`: the column widths of the feature blocks (`spec_blocks`); None is one block."""
+    `blocks`: the column widths of the leading feature blocks (`spec_blocks`: image vector, name
+    vector); the columns after them are one more block, the cheap facts. None: no block weights."""
     started = time.time()
     y = np.asarray(y, int)
     check_enough(y, config)
@@ -247,7 +250,7 @@ def train_arrays(
         raise ImgrankError(
             "too few distinct delete photos to hold some out for validation: label more as delete"
         )
-    scale = block_scale(blocks) if blocks and config.balance_blocks else None
+    scale = block_scale((*blocks, x.shape[1] - sum(blocks))) if blocks and config.balance_blocks else None
     cv = cross_validate(x, y, folds.fold, k, config, log, scale)
     metrics = {"mlp": evaluate(y[held], cv["mlp"][held]), "baseline": evaluate(y[held], cv["baseline"][held])}
     recipe = "mlp" if (metrics["mlp"]["ap"] or 0) > (metrics["baseline"]["ap"] or 0) else "logistic"
@@ -316,17 +319,24 @@ def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
 
 def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Train on every labelled photo, then record the run, save the head, activate it unless worse, score."""
-    from imgrank import runs
+    from imgrank import prior, runs
     from imgrank.model import labelled_set
 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
-    data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta)
-    result = train_arrays(
-        data.x, data.y, data.image, config, log, names=data.paths, blocks=spec_blocks(data.spec)
+    data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta, use_prior=config.use_prior)
+    fit = partial(
+        train_arrays,
+        y=data.y,
+        image=data.image,
+        config=config,
+        log=log,
+        names=data.paths,
+        blocks=spec_blocks(data.spec),
     )
+    result, used = prior.offer(fit, data.x, data.prior, log, data.prior_reason)
     result.counts["no_vector"] = data.no_vector
-    meta = head_meta(data.spec, config, result)
+    meta = head_meta({**data.spec, "prior": data.prior_spec} if used else data.spec, config, result)
     run = runs.record_and_activate(
         db, result.weights, meta, started=started, oof=(data.sha256, result.check), force=config.force
     )
@@ -345,6 +355,7 @@ def train_file(
     data_path: str, out_path: str, config: TrainConfig, log: Callable[[str], None] = lambda m: None
 ) -> dict:
     """Train from an exported Parquet file alone (no database, no embedding model); writes a head file."""
+    from imgrank import prior
     from imgrank.export import read_parquet
     from imgrank.model import assemble, feature_spec, save_head
 
@@ -358,9 +369,14 @@ def train_file(
         meta=config.use_meta and bool(src["meta"]),
     )
     x = assemble(spec, data["image"], data["name"], data["meta"])
-    result = train_arrays(
-        x, data["y"], data["image"], config, log, names=data["sha256"], blocks=spec_blocks(spec)
+    y, image, names = data["y"], data["image"], data["sha256"]
+    fit = partial(
+        train_arrays, y=y, image=image, config=config, log=log, names=names, blocks=spec_blocks(spec)
     )
+    why = "turned off" if data["prior"] is not None else "the export has none"
+    result, used = prior.offer(fit, x, data["prior"] if config.use_prior else None, log, why)
+    if used:
+        spec["prior"] = src["prior"]
     path = save_head(result.weights, head_meta(spec, config, result), out_path)
     return {
         "head_path": str(path),

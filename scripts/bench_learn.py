@@ -45,7 +45,7 @@ from imgrank.evaluation import average_precision, stratified_group_folds
 from imgrank.train import TrainConfig, block_scale, fit_logistic, fit_mlp, predict, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
-BLOCKS = (IMAGE_DIM, NAME_DIM, 3)  # the feature blocks: image vector, name vector, metadata
+BLOCKS = (IMAGE_DIM, NAME_DIM)  # the leading feature blocks: image vector, name vector (then metadata)
 SEED_RECIPE_BUDGET_S = 60.0
 
 
@@ -175,7 +175,7 @@ def seed_recipe(
 def fold_average(x, y, image_groups, result, config: TrainConfig, x_test) -> np.ndarray:
     """The alternative to one refit: the chosen recipe's fold heads, their P(delete) averaged."""
     folds = stratified_group_folds(y, image_groups, result.counts["folds"], config.seed)
-    scale = block_scale(BLOCKS) if config.balance_blocks else None
+    scale = block_scale((*BLOCKS, x.shape[1] - sum(BLOCKS))) if config.balance_blocks else None
     preds = []
     for f in range(folds.k):
         rows = folds.fold != f

@@ -23,7 +23,7 @@ def test_each_block_of_features_gets_one_share_of_the_prior():
     assert np.isclose((scale[:256] ** 2).sum(), (scale[512:] ** 2).sum())
     assert np.allclose(block_scale((64, 0, 3))[64:], np.sqrt(64 / 3))  # no name vectors: two blocks
     spec = {"embed_model": "m", "image_dim": 64, "name_dim": 32, "meta": ["a", "b", "c"]}
-    assert spec_blocks(spec) == (64, 32, 3)
+    assert spec_blocks(spec) == (64, 32)
 
 
 def fact_world(n: int, seed: int):
@@ -45,7 +45,7 @@ def test_a_few_labels_lean_on_a_cheap_fact():
         x_test, y_test, _ = fact_world(600, 100 + seed)
         for balance in (True, False):
             config = TrainConfig(min_per_class=3, max_epochs=30, seed=seed, balance_blocks=balance)
-            result = train_arrays(x, y, image, config, blocks=(128, 0, 3))
+            result = train_arrays(x, y, image, config, blocks=(128, 0))
             aps[balance].append(average_precision(y_test, predict(result.weights, x_test)))
     assert np.mean(aps[True]) > np.mean(aps[False]) + 0.05
     assert np.mean(aps[True]) > 0.6
