@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -51,6 +52,7 @@ class TrainConfig:
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size
+    use_prior: bool = True  # offer the prior's features; kept only if they raise the held-out AP
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated
     force: bool = False  # activate anyway
@@ -384,15 +386,16 @@ def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
 
 def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Train on every labelled photo, then record the run, save the head, activate it unless worse, score."""
-    from imgrank import runs
+    from imgrank import prior, runs
     from imgrank.model import labelled_set
 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
-    data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta)
-    result = train_arrays(data.x, data.y, data.image, config, log, names=data.paths)
+    data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta, use_prior=config.use_prior)
+    fit = partial(train_arrays, y=data.y, image=data.image, config=config, log=log, names=data.paths)
+    result, used = prior.offer(fit, data.x, data.prior, log, data.prior_reason)
     result.counts["no_vector"] = data.no_vector
-    meta = head_meta(data.spec, config, result)
+    meta = head_meta({**data.spec, "prior": data.prior_spec} if used else data.spec, config, result)
     run = runs.record_and_activate(
         db, result.weights, meta, started=started, oof=(data.sha256, result.oof), force=config.force
     )
@@ -411,6 +414,7 @@ def train_file(
     data_path: str, out_path: str, config: TrainConfig, log: Callable[[str], None] = lambda m: None
 ) -> dict:
     """Train from an exported Parquet file alone (no database, no embedding model); writes a head file."""
+    from imgrank import prior
     from imgrank.export import read_parquet
     from imgrank.model import assemble, feature_spec, save_head
 
@@ -424,7 +428,12 @@ def train_file(
         meta=config.use_meta and bool(src["meta"]),
     )
     x = assemble(spec, data["image"], data["name"], data["meta"])
-    result = train_arrays(x, data["y"], data["image"], config, log, names=data["sha256"])
+    y, image, names = data["y"], data["image"], data["sha256"]
+    fit = partial(train_arrays, y=y, image=image, config=config, log=log, names=names)
+    why = "turned off" if data["prior"] is not None else "the export has none"
+    result, used = prior.offer(fit, x, data["prior"] if config.use_prior else None, log, why)
+    if used:
+        spec["prior"] = src["prior"]
     path = save_head(result.weights, head_meta(spec, config, result), out_path)
     return {
         "head_path": str(path),
