@@ -117,24 +117,42 @@ def choose_random(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(len(world.y_true), size=min(n, len(world.y_true)), replace=False)
 
 
-def choose_queue(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Label what the review page's "most informative" queue offers (imgrank.review.queues): 20 at
-    random to start, then rounds of a quarter more, each the photos nearest the boundary (P = 0.5) of
-    a model fitted on the labels so far, spread over kinds by farthest-point picks on the vectors."""
-    from imgrank.review.queues import _spread
+PAGE = 60  # photos on one page of the review queue
 
-    chosen = list(rng.choice(len(world.y_true), size=min(n, 20), replace=False))
-    while len(chosen) < n:
-        batch = min(n - len(chosen), max(10, len(chosen) // 4))
-        y = world.y_given[chosen]
-        rest = np.setdiff1d(np.arange(len(world.y_true)), chosen)
-        if y.min() == y.max():  # one class only so far: no boundary yet
-            chosen += list(rng.choice(rest, size=batch, replace=False))
-            continue
-        p = predict(fit_logistic(world.image[chosen], y), world.image[rest])
-        pool = rest[np.argsort(np.abs(p - 0.5), kind="stable")[: 4 * batch]]
-        chosen += [int(pool[i]) for i in _spread(world.image[pool], batch)]
-    return np.array(chosen)
+
+def choose_queue(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Label what the review page's "most informative" queue offers, a page at a time: the first
+    page before any head (imgrank.active.choose without scores), then after each page the whole
+    recipe retrained on the labels so far (as the daemon does) and the next page chosen by the
+    same `choose` from its calibrated P(delete). One run per folder, extended as sizes grow: the
+    first n labels are what an owner who labelled n would have labelled."""
+    labelled = _QUEUE_RUNS.setdefault(id(world), (world, []))[1]  # the world kept: its id stays its own
+    while len(labelled) < n:
+        labelled += queue_page(world, labelled, len(labelled) // PAGE)
+    return np.array(labelled[:n])
+
+
+_QUEUE_RUNS: dict[int, tuple[World, list[int]]] = {}
+
+
+def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
+    """One page of the queue for the labels so far, with the head retrained on them."""
+    from imgrank.active import choose
+    from imgrank.errors import ImgrankError
+
+    rest = np.setdiff1d(np.arange(len(world.y_true)), labelled)
+    p = None
+    if labelled:
+        y = world.y_given[labelled]
+        try:
+            result = train_arrays(world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2))
+            raw = np.clip(predict(result.weights, world.x[rest]), 1e-7, 1 - 1e-7)
+            cal = result.calibration
+            p = 1 / (1 + np.exp(-(cal["a"] * np.log(raw / (1 - raw)) + cal["b"])))
+        except ImgrankError:  # too few deletes for a head yet: the page stays a cold-start page
+            p = None
+    picks = choose(world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page)
+    return [int(rest[i]) for i, _ in picks]
 
 
 STRATEGIES: dict[str, Callable[[World, int, np.random.Generator], np.ndarray]] = {
