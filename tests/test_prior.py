@@ -194,6 +194,8 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
     assert pf["used"] and pf["ap_with"] > pf["ap_without"]
     assert head.spec["prior"]["features"] == list(prior.HEAD_FEATURES)
     assert head.spec["prior"]["prompts"] == prior.prompts_record(prior.load_prompts())
+    assert json.loads(invoke("model", "list", "--json").output)[0]["prior_features"] is True
+    assert "  yes  " in invoke("model", "list").output.splitlines()[1]
     # The order a user sees: every soft twin before every sharp one.
     rows = json.loads(invoke("top", "-n", "48", "--json").stdout)
     assert {r["path"] for r in rows[:24]} == {str(p) for p in soft}
