@@ -158,6 +158,12 @@ def scan(ctx, roots, model, jobs, device, as_json):
     except ModelError as e:
         say(ctx, f"photos not scored: {e}")
         d["scored"] = 0
+    from imgrank.dupes import refresh
+
+    try:  # groups kept current, as the daemon does
+        d["near_duplicate_groups"] = refresh(db)["groups"]
+    except ModelError:
+        pass  # nothing embedded yet: nothing to group
     from imgrank.words import scan_summary
 
     emit(d, as_json, scan_summary(d))
@@ -570,7 +576,8 @@ def top(limit, unlabelled, as_json):
 @click.option(
     "--threshold",
     type=float,
-    help="Cosine similarity of image vectors at or above which two photos are near-duplicates [0.95].",
+    help="Cosine similarity of image vectors at or above which two photos are near-duplicates "
+    "[the last one given, at first 0.95]; the daemon and `scan` keep groups current with it.",
 )
 @json_option
 @handles_errors
@@ -589,7 +596,7 @@ def dupes(threshold, as_json):
     from imgrank.words import plural
 
     db = open_db()
-    summary = grouping.regroup(db, threshold=threshold or grouping.DEFAULT_THRESHOLD)
+    summary = grouping.regroup(db, threshold=threshold)
     groups = grouping.listing(db)
     lines = []
     for i, g in enumerate(groups, 1):

@@ -114,14 +114,15 @@ def embed_names(db, embedder, paths: list[str]) -> int:
 
 
 def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
-    """Put the mtimes in score order, keeping the places of photos still in order. `why` names what
-    changed since the last order (or says it is the start). Returns the OrderResult, or None when
-    nothing is scored yet."""
+    """Put the mtimes in score order, keeping the places of photos still in order, after bringing the
+    near-duplicate groups up to date (see regroup). `why` names what changed since the last order (or
+    says it is the start). Returns the OrderResult, or None when nothing is scored yet."""
     from imgrank.order import order
     from imgrank.runs import has_scores
 
     if not has_scores(db):
         return None
+    regroup(db)
     # Photos still in order keep their times, 10 s apart when laid out: a new photo slides in
     # between two others (room for four there) and backups see a few changed files, not all.
     result = order(db, step=10.0, top=top, oldest_first=oldest_first, keep_places=True)
@@ -134,3 +135,22 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
         effect = f"all {plural(result.ordered, 'photo')} already in place"
     log.info("%s: %s", f"order updated after {names(why)}" if why else "order at start", effect)
     return result
+
+
+def regroup(db) -> dict:
+    """Keep the near-duplicate groups current before an order, so a burst shows one keeper without
+    `imgrank dupes`: new photos are compared with all, groups that lost a photo are formed again
+    (dupes.refresh: cheap, and nothing when nothing arrived or went). Returns its summary."""
+    from imgrank import dupes
+
+    done = dupes.refresh(db)
+    if done["how"] != "unchanged":
+        changes = [plural(done[k], f"{k} photo") for k in ("new", "gone") if done.get(k)]
+        log.info(
+            "near-duplicates looked at again%s: %s of %s (%.1f s)",
+            f" after {' and '.join(changes)}" if changes else "",
+            plural(done["groups"], "group"),
+            plural(done["grouped"], "photo"),
+            done["seconds"],
+        )
+    return done
