@@ -7,9 +7,12 @@ threshold of its group's leader (a slow pan of fifty shots becomes several group
 
 Finding the close pairs is never all pairs of a large library:
 - up to EXACT_BELOW photos, exactly: blocks of a matrix product, each pair once (the cheaper way there);
-- above, with usearch's HNSW index (N log N): each photo asks for its nearest neighbours, and for
-  more while all it got are close (a burst of forty finds all forty); every pair found is checked
-  again in float32. The index is built on one thread, so the same photos always give the same groups.
+- above, with usearch's HNSW index (about N log N): each photo asks for its nearest neighbours, and
+  for more while all it got are close (a burst of forty finds all forty); one whose search does not
+  find the photo itself (the graph does not lead there) asks again with a wider beam, and the very
+  few left are compared with all. Two photos close to a third are candidates too, and every pair
+  found is checked again in float32. The index is built on one thread in a fixed order, so the same
+  photos always give the same groups.
 The grouping itself reads each photo's list of close neighbours once; nothing is quadratic in N.
 
 `refresh` keeps the stored groups current cheaply (the daemon after photos arrive or go, and `scan`):
@@ -49,7 +52,7 @@ MARGIN = 0.02
 # The index's build and search beams (HNSW's efConstruction and ef), the smallest that found every
 # close pair of scripts/bench_dupes.py's libraries; CHUNK photos are added or searched at a time.
 EXPANSION_ADD, EXPANSION_SEARCH, CHUNK = 48, 24, 8192
-BLOCK = 1024  # rows of the exact similarity matrix at a time (BLOCK x N float32)
+BLOCK = 2**24  # entries of the exact similarity matrix at a time (64 MB of float32)
 SETTING = "dupes_basis"  # the model and threshold of the stored grouping
 
 
@@ -72,12 +75,13 @@ def near_groups(
 
 def exact_pairs(v: np.ndarray, threshold: float, rows: np.ndarray | None = None) -> tuple:
     """Close pairs (a, b, similarity), each once with a < b: among all rows of `v`, or between `rows`
-    and all. Blocks of the similarity matrix, so memory stays BLOCK x N."""
+    and all. Blocks of the similarity matrix, so memory stays within BLOCK floats."""
     found = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))]
     every = rows is None
     rows = np.arange(len(v)) if rows is None else np.asarray(rows, dtype=np.int64)
-    for start in range(0, len(rows), BLOCK):
-        block = rows[start : start + BLOCK]
+    step = max(16, BLOCK // max(len(v), 1))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
         # All pairs once: a block of rows needs only the columns from its first row on.
         first = int(block[0]) if every else 0
         sims = v[block] @ v[first:].T
@@ -145,7 +149,11 @@ def _search(
 def _checked(v: np.ndarray, a: np.ndarray, b: np.ndarray, threshold: float, both: bool = False) -> tuple:
     """The candidate pairs whose float32 similarity reaches the threshold (with it, if `both`)."""
     a, b = _pairs_once(a, b, np.zeros(len(a), np.float32))[:2]
-    sim = np.einsum("ij,ij->i", v[a], v[b])
+    step = max(1, BLOCK // (4 * v.shape[1]))  # pairs at a time: two slices of vectors stay small
+    sim = np.concatenate(
+        [np.zeros(0, np.float32)]
+        + [np.einsum("ij,ij->i", v[a[i : i + step]], v[b[i : i + step]]) for i in range(0, len(a), step)]
+    )
     keep = sim >= threshold
     return (a[keep], b[keep], sim[keep]) if both else (a[keep], b[keep])
 

@@ -73,6 +73,8 @@ def rss_kb(field: str = "VmRSS") -> int:
 def one(n: int, check: bool) -> dict:
     """Group n photos in this process: seconds per step, CPU seconds, peak memory, bursts found;
     with `check`, also how far the grouping is from the exact one (all pairs)."""
+    import usearch.index  # noqa: F401  (its code loaded before the baseline: the extra is data)
+
     from imgrank.dupes import EXACT_BELOW, exact_pairs, index_pairs, leaders, near_groups
 
     assert n > EXACT_BELOW, f"sizes above {EXACT_BELOW} take the index path"
