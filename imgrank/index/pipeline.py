@@ -51,12 +51,13 @@ class ScanResult:
         return d
 
 
-def _results(paths: list[str], known: set[str], jobs: int) -> Iterator[dict]:
-    """Each path read (see workers.read_one): in this process with one job, else in workers."""
+def _results(paths: list[str], known: set[str], jobs: int, batch: int) -> Iterator[dict]:
+    """Each path read (see workers.read_one): in this process with one job, else in workers, which
+    keep decoding the next batch while this process embeds one."""
     if jobs <= 1 or len(paths) < 8:
         init_worker(known)
         return map(read_one, paths)
-    return read_all(paths, known, jobs)
+    return read_all(paths, known, jobs, slack=batch)
 
 
 def _index(
@@ -97,7 +98,7 @@ def _index(
             progress(len(pending))
         pending.clear()
 
-    for r in _results(paths, known, jobs):
+    for r in _results(paths, known, jobs, batch):
         previous = old.get(r["path"])
         if r.get("reason"):
             result.unreadable += 1
