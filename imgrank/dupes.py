@@ -7,12 +7,10 @@ threshold of its group's leader (a slow pan of fifty shots becomes several group
 
 Finding the close pairs is never all pairs of a large library:
 - up to EXACT_BELOW photos, exactly: blocks of a matrix product, each pair once (the cheaper way there);
-- above, with usearch's HNSW index (about N log N): each photo asks for its nearest neighbours, and
-  for more while all it got are close (a burst of forty finds all forty); one whose search does not
-  find the photo itself (the graph does not lead there) asks again with a wider beam, and the very
-  few left are compared with all. Two photos close to a third are candidates too, and every pair
-  found is checked again in float32. The index is built on one thread in a fixed order, so the same
-  photos always give the same groups.
+- above, with an inverted-file index (as faiss's IVF-Flat, in numpy): about sqrt(6N) pivots cut
+  the photos into cells, and each photo is compared with the photos of its 6 nearest cells, in
+  float32; two photos close to a third are compared too. About N^1.5 in time, N in memory. The
+  pivots are drawn with a fixed seed, so the same photos always give the same groups.
 The grouping itself reads each photo's list of close neighbours once; nothing is quadratic in N.
 
 `refresh` keeps the stored groups current cheaply (the daemon after photos arrive or go, and `scan`):
@@ -44,14 +42,9 @@ EXACT_BELOW = 5_000
 # `refresh` compares the new photos with all while that is fewer pairs than this (~2 s); beyond, a
 # full regrouping is cheaper.
 REFRESH_PAIRS = 50_000_000
-NEIGHBOURS = 16  # asked of the index first; more for photos whose neighbours are all close
-# The index keeps vectors as int8 (a quarter of float32's memory and distance work; its similarities
-# are within 0.007 of float32's on close pairs): pairs within this margin of the threshold are
-# candidates, checked again in float32.
-MARGIN = 0.02
-# The index's build and search beams (HNSW's efConstruction and ef), the smallest that found every
-# close pair of scripts/bench_dupes.py's libraries; CHUNK photos are added or searched at a time.
-EXPANSION_ADD, EXPANSION_SEARCH, CHUNK = 48, 24, 8192
+# Cells each photo looks in (its most similar pivots): more finds more pairs split by a cell's edge
+# and costs more; 6 found every close pair of scripts/bench_dupes.py's libraries up to 50,000.
+PROBES = 6
 BLOCK = 2**24  # entries of the exact similarity matrix at a time (64 MB of float32)
 SETTING = "dupes_basis"  # the model and threshold of the stored grouping
 
@@ -92,58 +85,78 @@ def exact_pairs(v: np.ndarray, threshold: float, rows: np.ndarray | None = None)
 
 
 def index_pairs(v: np.ndarray, threshold: float, clock: dict | None = None) -> tuple:
-    """Close pairs (a, b, similarity) found with usearch's HNSW index, each once with a < b. `clock`,
-    if given, gets the seconds of each step ("build", "search", "check")."""
-    from usearch.index import Index
+    """Close pairs (a, b, similarity) found with an inverted-file index, each once with a < b.
 
+    As faiss's IVF-Flat: about sqrt(PROBES * N) pivots cut the photos into cells (each photo's home is
+    its most similar pivot); each photo is compared, in float32 blocks, with the photos living in its
+    PROBES most similar cells. Two photos close to a third are candidates too. `clock`, if given, gets
+    the seconds of each step ("build": pivots and cells, "search", "check").
+    """
     clock = {} if clock is None else clock
     tick = time.perf_counter()
     n = len(v)
-    index = Index(ndim=v.shape[1], metric="cos", dtype="i8", connectivity=16, expansion_add=EXPANSION_ADD)
-    # One thread, in a fixed shuffled order: the same graph every run, and a burst (often rows in a
-    # row) is not added all at once, which can leave it an island no search reaches.
-    shuffled = np.random.default_rng(0).permutation(n)
-    for start in range(0, n, CHUNK):  # in chunks: no second copy of all the vectors
-        part = shuffled[start : start + CHUNK]
-        index.add(part.astype(np.uint64), v[part], threads=1)
+    pivots = _pivots(v, max(1, int(np.sqrt(PROBES * n))))
+    home, probe = _cells(v, pivots)
     clock["build"], tick = time.perf_counter() - tick, time.perf_counter()
-    found, reached, cut = [], np.zeros(n, bool), 1.0 - threshold + MARGIN
-    for start in range(0, n, CHUNK):
-        _search(index, v, np.arange(start, min(start + CHUNK, n)), cut, found, reached, EXPANSION_SEARCH)
-    # A photo whose own search did not find it is asked again with a wider beam; the few the graph
-    # still does not lead to are compared with all.
-    _search(index, v, np.flatnonzero(~reached), cut, found, reached, 8 * EXPANSION_SEARCH)
-    found.append(exact_pairs(v, threshold, rows=np.flatnonzero(~reached))[:2])
-    clock["unreached"] = int((~reached).sum())
+    a, b = _within_cells(v, threshold, home, probe)
     clock["search"], tick = time.perf_counter() - tick, time.perf_counter()
-    a, b = (np.concatenate(x) for x in zip(*found, strict=True))
-    a, b = _checked(v, a, b, threshold)
-    # An HNSW graph can leave a shot of a burst hard to reach from its twins; two shots close to a
-    # third are candidates too (a pass over the pairs found, each checked in float32).
+    # A pair split across cells neither looked in is found through a third photo close to both.
     a, b, sim = _pairs_once(*_checked(v, *_shared_neighbours(n, a, b), threshold, both=True))
     clock["check"] = time.perf_counter() - tick
     return a, b, sim
 
 
-def _search(
-    index, v: np.ndarray, rows: np.ndarray, cut: float, found: list, reached: np.ndarray, beam: int
-) -> None:
-    """Ask the index for the neighbours of `rows` within cosine distance `cut`: NEIGHBOURS first, and
-    four times more while all those returned are that close (a long burst). Appends (rows, keys) to
-    `found`; marks in `reached` the rows whose search found the photo itself. `beam`: HNSW's ef."""
-    n, k = len(v), NEIGHBOURS + 1  # + the photo itself
-    while len(rows):
-        k = min(k, n)
-        index.expansion_search = max(beam, 2 * k)
-        hits = index.search(v[rows], k, threads=0)
-        keys = hits.keys.reshape(len(rows), -1).astype(np.int64)
-        dist = hits.distances.reshape(len(rows), -1)
-        reached[rows] |= (keys == rows[:, None]).any(axis=1)
-        i, j = np.nonzero((dist <= cut) & (keys >= 0) & (keys != rows[:, None]))
-        found.append((rows[i], keys[i, j]))
-        full = (hits.counts.reshape(-1) == k) & (dist[:, -1] <= cut)
-        rows = rows[full] if k < n else rows[:0]
-        k *= 4
+def _pivots(v: np.ndarray, cells: int) -> np.ndarray:
+    """`cells` unit pivots: photos drawn with a fixed seed (the same cells every run), each then moved
+    to the middle of the sample photos nearest it (one step of k-means: more even cells)."""
+    rng = np.random.default_rng(0)
+    pivots = v[np.sort(rng.choice(len(v), cells, replace=False))].copy()
+    sample = v[np.sort(rng.choice(len(v), min(len(v), 8 * cells), replace=False))]
+    nearest = np.argmax(sample @ pivots.T, axis=1)
+    sums = np.zeros_like(pivots)
+    np.add.at(sums, nearest, sample)
+    moved = np.bincount(nearest, minlength=cells) > 0
+    pivots[moved] = sums[moved] / np.linalg.norm(sums[moved], axis=1, keepdims=True)
+    return pivots
+
+
+def _cells(v: np.ndarray, pivots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's home cell (its most similar pivot) and the PROBES cells it looks in."""
+    n, cells = len(v), len(pivots)
+    probes = min(PROBES, cells)
+    home, probe = np.empty(n, np.int64), np.empty((n, probes), np.int64)
+    step = max(16, BLOCK // cells)
+    for start in range(0, n, step):
+        sims = v[start : start + step] @ pivots.T
+        home[start : start + step] = np.argmax(sims, axis=1)
+        probe[start : start + step] = (
+            np.argpartition(-sims, probes - 1, axis=1)[:, :probes] if probes < cells else np.arange(cells)
+        )
+    return home, probe
+
+
+def _within_cells(v: np.ndarray, threshold: float, home: np.ndarray, probe: np.ndarray) -> tuple:
+    """Close pairs of a photo and a photo living in a cell it looks in (float32, in blocks)."""
+    cells = probe.max() + 1
+    living = _by_cell(home, np.arange(len(v)), cells)
+    looking = _by_cell(probe.ravel(), np.repeat(np.arange(len(v)), probe.shape[1]), cells)
+    found = [(np.empty(0, np.int64), np.empty(0, np.int64))]
+    for members, queries in zip(living, looking, strict=True):
+        if not len(members):
+            continue
+        step = max(16, BLOCK // len(members))
+        for start in range(0, len(queries), step):
+            rows = queries[start : start + step]
+            i, j = np.nonzero(v[rows] @ v[members].T >= threshold)
+            found.append((rows[i], members[j]))
+    a, b = (np.concatenate(x) for x in zip(*found, strict=True))
+    return a, b
+
+
+def _by_cell(cell: np.ndarray, row: np.ndarray, cells: int) -> list[np.ndarray]:
+    """The rows in each cell, in row order."""
+    order = np.argsort(cell, kind="stable")
+    return np.split(row[order], np.cumsum(np.bincount(cell, minlength=cells))[:-1])
 
 
 def _checked(v: np.ndarray, a: np.ndarray, b: np.ndarray, threshold: float, both: bool = False) -> tuple:

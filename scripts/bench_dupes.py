@@ -3,7 +3,7 @@
 The vectors look like a photo library's: most photos alone, a third of them in bursts of 2-8 shots
 a little apart (similarity ~0.97-0.99 to the burst's first), all on unit length. Each size runs in a
 fresh process so its peak RSS is its own; the script prints a Markdown table (and writes JSON) of
-seconds (wall and CPU, and per step: index build, search, float32 check, grouping), the seconds
+seconds (wall and CPU, and per step: cells, search within them, closing pairs, grouping), the seconds
 `refresh` spends comparing 100 new photos with all, the peak resident memory above the vectors
 themselves, how many true bursts came out whole, and (up to --check-up-to) whether the grouping is
 the exact one; then the exponent of a power law fitted to the times.
@@ -73,8 +73,6 @@ def rss_kb(field: str = "VmRSS") -> int:
 def one(n: int, check: bool) -> dict:
     """Group n photos in this process: seconds per step, CPU seconds, peak memory, bursts found;
     with `check`, also how far the grouping is from the exact one (all pairs)."""
-    import usearch.index  # noqa: F401  (its code loaded before the baseline: the extra is data)
-
     from imgrank.dupes import EXACT_BELOW, exact_pairs, index_pairs, leaders, near_groups
 
     assert n > EXACT_BELOW, f"sizes above {EXACT_BELOW} take the index path"
@@ -139,7 +137,7 @@ def main() -> None:
         rows.append(json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout))
         print(json.dumps(rows[-1]), file=sys.stderr)
     print(
-        "| photos | seconds | CPU s | index build | search | check | group | 100 new | extra RSS MB "
+        "| photos | seconds | CPU s | cells | search | check | group | 100 new | extra RSS MB "
         "| bursts whole | singles grouped | same as exact |"
     )
     print("|" + "---|" * 12)
