@@ -45,7 +45,7 @@ REFRESH_PAIRS = 50_000_000
 # Cells each photo looks in (its most similar pivots): more finds more pairs split by a cell's edge
 # and costs more; 6 found every close pair of scripts/bench_dupes.py's libraries up to 50,000.
 PROBES = 6
-BLOCK = 2**24  # entries of the exact similarity matrix at a time (64 MB of float32)
+BLOCK = 2**22  # entries of a similarity matrix at a time (16 MB of float32)
 SETTING = "dupes_basis"  # the model and threshold of the stored grouping
 
 
@@ -127,10 +127,10 @@ def _cells(v: np.ndarray, pivots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     home, probe = np.empty(n, np.int64), np.empty((n, probes), np.int64)
     step = max(16, BLOCK // cells)
     for start in range(0, n, step):
-        sims = v[start : start + step] @ pivots.T
-        home[start : start + step] = np.argmax(sims, axis=1)
+        sims = np.negative(v[start : start + step] @ pivots.T)  # most similar first
+        home[start : start + step] = np.argmin(sims, axis=1)
         probe[start : start + step] = (
-            np.argpartition(-sims, probes - 1, axis=1)[:, :probes] if probes < cells else np.arange(cells)
+            np.argpartition(sims, probes - 1, axis=1)[:, :probes] if probes < cells else np.arange(cells)
         )
     return home, probe
 

@@ -21,6 +21,7 @@ from imgrank.daemon import debounce, loop
 from imgrank.daemon import roots as daemon_roots
 from imgrank.db import open_db
 from imgrank.order import order, restore
+from imgrank.order import ranked as ranking
 from imgrank.runs import score_all
 
 SETTLE = 0.3
@@ -436,13 +437,11 @@ def test_feh_stays_in_score_order_as_photos_are_added_renamed_and_deleted(daemon
         return [line.split("\t")[-1] for line in out.splitlines()[1:]]
 
     def in_order() -> bool:
-        ranked = [
-            r[0]
-            for r in q(
-                """SELECT f.path FROM scores s JOIN files f ON f.sha256 = s.sha256 AND f.state = 'ok'
-               ORDER BY s.score DESC, f.path"""
-            )
-        ]
+        db = open_db()
+        try:  # the order: by score, the shots of a burst after their keeper (the daemon groups them)
+            ranked = [r.path for r in ranking(db)]
+        finally:
+            db.close()
         listed = feh()
         return bool(ranked) and listed == ranked and set(listed) == {str(p) for p in roots.rglob("*.jpg")}
 
