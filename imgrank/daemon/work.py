@@ -146,11 +146,11 @@ def regroup(db) -> dict:
     done = dupes.refresh(db)
     if done["how"] != "unchanged":
         changes = [plural(done[k], f"{k} photo") for k in ("new", "gone") if done.get(k)]
+        found = f"{plural(done['groups'], 'group')} of {plural(done['grouped'], 'photo')}"
         log.info(
-            "near-duplicates looked at again%s: %s of %s (%.1f s)",
+            "near-duplicates looked at again%s: %s (%.1f s)",
             f" after {' and '.join(changes)}" if changes else "",
-            plural(done["groups"], "group"),
-            plural(done["grouped"], "photo"),
+            found if done["groups"] else "none",
             done["seconds"],
         )
     return done
