@@ -16,6 +16,7 @@ from imgrank.files import IMAGE_EXTENSIONS, db_path, fs_path, walk
 
 LABELS = ("keep", "delete")
 SOURCES = ("user", "import", "deleted", "reviewed")
+INDEX_TRIES = 3  # reads of a photo whose mtime keeps moving while relabel indexes it
 
 
 def set_label(db, sha256: str, label: str | None, source: str, path: str | None = None) -> bool:
@@ -151,18 +152,19 @@ def relabel(
     """
     result = RelabelResult()
     files = _expand(paths, result.failed)
-    todo = []
-    for path in files:
-        sha, reason = _indexed_sha(db, path)
-        if sha is None and reason is None:
-            todo.append(path)
-    if todo:
+    embedder = None
+    # An order or restore running meanwhile may set a photo's mtime just after it was read (to a
+    # time it no longer records as its own): that photo is read again, a few times at most.
+    for _ in range(INDEX_TRIES):
+        todo = [path for path in files if _indexed_sha(db, path) == (None, None)]
+        if not todo:
+            break
         from imgrank import index
         from imgrank.embed import load_embedder
 
-        embedder = (get_embedder or load_embedder)()
+        embedder = embedder or (get_embedder or load_embedder)()
         scan = index.index_paths(db, todo, embedder)
-        result.indexed = getattr(scan, "new", 0) + getattr(scan, "changed", 0) + getattr(scan, "moved", 0)
+        result.indexed += scan.new + scan.changed + scan.moved
     for path in files:
         sha, reason = _indexed_sha(db, path)
         if sha is None:
