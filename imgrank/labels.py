@@ -145,30 +145,35 @@ def relabel(
     paths: Iterable[str | Path],
     get_embedder: Callable | None = None,
     source: str = "user",
+    on_wait: Callable[[], None] | None = None,
 ) -> RelabelResult:
     """Label files (and every image under folders). Paths not indexed yet are indexed and embedded first.
 
     A path that is missing or unreadable is reported in `failed`; the others are still applied.
+    Indexing waits for a scan running in another process (`on_wait` is told).
     """
     result = RelabelResult()
     files = _expand(paths, result.failed)
     embedder = None
+    unreadable: dict[str, str] = {}  # read and found unreadable: not read again
     # An order or restore running meanwhile may set a photo's mtime just after it was read (to a
     # time it no longer records as its own): that photo is read again, a few times at most.
     for _ in range(INDEX_TRIES):
-        todo = [path for path in files if _indexed_sha(db, path) == (None, None)]
+        todo = [p for p in files if str(p) not in unreadable and _indexed_sha(db, p) == (None, None)]
         if not todo:
             break
         from imgrank import index
         from imgrank.embed import load_embedder
 
         embedder = embedder or (get_embedder or load_embedder)()
-        scan = index.index_paths(db, todo, embedder)
+        scan = index.index_paths(db, todo, embedder, on_wait=on_wait)
         result.indexed += scan.new + scan.changed + scan.moved
+        rows = index.rows(db, [str(p) for p in todo]).values()
+        unreadable.update((r.path, r.reason or "unreadable") for r in rows if r.state == "unreadable")
     for path in files:
         sha, reason = _indexed_sha(db, path)
         if sha is None:
-            result.failed.append((str(path), reason or "could not be indexed"))
+            result.failed.append((str(path), reason or unreadable.get(str(path)) or "could not be indexed"))
             continue
         result.changed += set_label(db, sha, label, source, str(path))
         result.applied.append(str(path))

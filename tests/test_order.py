@@ -145,9 +145,9 @@ def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeyp
     with db.atomic():
         for i, (sha,) in enumerate(db.execute("SELECT sha256 FROM files ORDER BY path").fetchall()):
             db.execute("REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, i / 10])
-    reads = []
-    real = index.pipeline.read_one
-    monkeypatch.setattr(index.pipeline, "read_one", lambda p: reads.append(p) or real(p))
+    reads = []  # the files a scan reads (in its decoding workers)
+    real = index.pipeline._results
+    monkeypatch.setattr(index.pipeline, "_results", lambda paths, *a: reads.extend(paths) or real(paths, *a))
     for command in (
         ["order"],
         ["scan", "--json", "--jobs", "1"],
