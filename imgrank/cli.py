@@ -391,6 +391,9 @@ def _train_config(**options):
 @click.option("--batch-size", type=int, help="Minibatch size.")
 @click.option("--device", help="torch device: cpu, cuda, cuda:1, or auto (cuda where there is one).")
 @click.option(
+    "--no-prior", "use_prior", flag_value=False, default=None, help="Do not offer the prior's features."
+)
+@click.option(
     "--data", type=click.Path(exists=True, dir_okay=False), help="Train from an `imgrank export` file alone."
 )
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="With --data: where to write the head.")
@@ -401,7 +404,8 @@ def train(ctx, data, out, as_json, **options):
     """Train the deletion head on your labels, record the run, activate it, and score every photo.
 
     Cross-validation over near-duplicate groups measures the MLP and an L2 logistic regression on
-    photos they did not see and chooses between them; the head is then refit on all labels.
+    photos they did not see and chooses between them; the head is then refit on all labels. The
+    same folds, run again with the prior's features, decide whether the head takes those.
 
     \b
     Example:

@@ -50,12 +50,25 @@ def format_report(run: dict) -> str:
         f"the active head was refit on all {c['trained_on']} labels with that recipe; "
         "its scores are calibrated on the held-out predictions",
     ]
+    lines.append(prior_line(run["metrics"].get("prior_features")))
     for group in c.get("too_big", []):
         lines.append(
             f"kept in training (too big to hold out): {group['size']} near-duplicates of {group['example']}"
         )
     lines += [f"warning: {w}" for w in run.get("warnings", [])]
     return "\n".join(lines)
+
+
+def prior_line(pf: dict | None) -> str:
+    """One line: whether the prior's features helped the head on the held-out photos."""
+    if not pf:
+        return "the prior's features were not offered (a head from before them)"
+    if not pf["tried"]:
+        return f"the prior's features were not tried: {pf['reason']}"
+    verdict = "helped" if pf["used"] else "did not help"
+    keep = "the head takes them" if pf["used"] else f"the head leaves them out (it needs +{pf['needed']:.3f})"
+    aps = f"held-out AP {_f(pf['ap_with'])} with, {_f(pf['ap_without'])} without"
+    return f"the prior's features {verdict}: {aps}; {keep}"
 
 
 # --- one-line summaries: only what happened, with the right plurals (`--json` keeps every count) ---

@@ -150,7 +150,7 @@ class Embedder:
     # Images a scan gathers before each embedding call and commit (None: the scan's own default).
     scan_batch: int | None = None
 
-    def __init__(self, files: ModelFiles, threads: int | None = None, image_encoder=None):
+    def __init__(self, files: ModelFiles, threads: int | None = None, image_encoder=None, text_encoder=None):
         import onnxruntime as ort
         from uform.numpy_processors import TextProcessor
         from uform.onnx_encoders import ImageEncoder, TextEncoder, available_providers
@@ -164,6 +164,7 @@ class Embedder:
         try:
             # uform's encoder classes, with imgrank's thread settings on their sessions.
             self._torch_image = image_encoder  # a TorchImageEncoder, or None: ONNX
+            self._torch_text = text_encoder  # a TorchTextEncoder, or None: ONNX
             if image_encoder is None:
                 self._image = ImageEncoder.__new__(ImageEncoder)
                 self._image.return_features = False
@@ -194,7 +195,11 @@ class Embedder:
         """N strings -> N×text_dim."""
         out = [np.zeros((0, self.text_dim), np.float32)]
         for i in range(0, len(texts), TEXT_BATCH):
-            out.append(_normalise(self._text.encode(self._tokens(texts[i : i + TEXT_BATCH]))))
+            tokens = self._tokens(texts[i : i + TEXT_BATCH])
+            if self._torch_text is not None:
+                out.append(self._torch_text(tokens))
+            else:
+                out.append(_normalise(self._text.encode(tokens)))
         return np.concatenate(out)
 
 
@@ -205,10 +210,12 @@ def load_embedder(name: str | None = None, threads: int | None = None, device: s
     CUDA; without it, through ONNX on the CPU (no torch imported).
     """
     files = resolve_model(name)
-    image_encoder = None
+    image_encoder = text_encoder = None
     if device:
         from imgrank.devices import resolve_device
-        from imgrank.embed_torch import TorchImageEncoder
+        from imgrank.embed_torch import TorchImageEncoder, TorchTextEncoder
 
-        image_encoder = TorchImageEncoder(files, name or config.model_name(), resolve_device(device))
-    return Embedder(files, threads=threads, image_encoder=image_encoder)
+        source, where = name or config.model_name(), resolve_device(device)
+        image_encoder = TorchImageEncoder(files, source, where)
+        text_encoder = TorchTextEncoder(files, source, where)
+    return Embedder(files, threads=threads, image_encoder=image_encoder, text_encoder=text_encoder)

@@ -1,9 +1,12 @@
-"""The image encoder through uform's torch classes, for `scan --device cuda` on a GPU machine.
+"""The encoders through uform's torch classes, for `scan --device cuda` on a GPU machine.
 
 Same weights, same preprocessing, same vectors (cosine >= 0.99 to the ONNX path; the tests check
-it) under the same model id, so vectors made here mix with ONNX ones. On CUDA it runs in half
+it) under the same model id, so vectors made here mix with ONNX ones. On CUDA they run in half
 precision on large batches, and the CLIP normalisation is done on the GPU from the 8-bit crops the
-decoding processes send. Imported only when `--device` is given: the default path needs no torch.
+decoding processes send. File names go through the text encoder on the same device, cut to the
+longest name of each batch (the ONNX graph always runs its full context of mostly padding: on a GPU
+machine that was the scan's main process's largest cost). Imported only when `--device` is given:
+the default path needs no torch.
 """
 
 from __future__ import annotations
@@ -16,31 +19,36 @@ import numpy as np
 from imgrank.embed import CLIP_MEAN, CLIP_STD, ModelFiles
 from imgrank.errors import ModelError
 
-# Images per call on a GPU: enough to keep it busy, small enough for any card (fp16 ViT-S/16 at
-# 256 images takes well under 1 GiB of activations).
-CUDA_BATCH = 256
+# Images per call on a GPU: enough to keep it busy (an H200 embeds 128 in about 10 ms, far faster
+# than 16 cores decode them), small enough for any card, and a short tail: the scan's last batch is
+# embedded after the last decode.
+CUDA_BATCH = 128
 CPU_BATCH = 8
 # uform's layout: one file per encoder, or one merged file with an "image_encoder" entry.
-WEIGHT_NAMES = ("image_encoder.pt", "torch_weight.pt", "weight.pt", "model.pt")
+SHARED_NAMES = ("torch_weight.pt", "weight.pt", "model.pt")  # one file with both encoders' weights
+WEIGHT_NAMES = ("image_encoder.pt", *SHARED_NAMES)
+TEXT_WEIGHT_NAMES = ("text_encoder.pt", *SHARED_NAMES)
 
 
-def image_weights(files: ModelFiles, source: str) -> Path:
-    """The `.pt` weights of the image encoder: beside the ONNX files, or fetched from the hub."""
+def image_weights(files: ModelFiles, source: str, text: bool = False) -> Path:
+    """The `.pt` weights of the image (or text) encoder: beside the ONNX files, or fetched from the hub."""
     folder = files.image_encoder.parent
-    for name in WEIGHT_NAMES:
+    names = TEXT_WEIGHT_NAMES if text else WEIGHT_NAMES
+    for name in names:
         if (folder / name).is_file():
             return folder / name
     if Path(source).expanduser().is_dir():
-        raise ModelError(f"{source} has no torch weights ({' or '.join(WEIGHT_NAMES)}) for --device")
+        raise ModelError(f"{source} has no torch weights ({' or '.join(names)}) for --device")
     from uform import Modality, get_checkpoint
 
+    modality = Modality.TEXT_ENCODER if text else Modality.IMAGE_ENCODER
     try:
-        _, paths, _ = get_checkpoint(source, (Modality.IMAGE_ENCODER,), format=".pt")
+        _, paths, _ = get_checkpoint(source, (modality,), format=".pt")
     except Exception as e:
         raise ModelError(f"cannot load the torch weights of {source!r} ({type(e).__name__})") from None
-    path = paths.get(Modality.IMAGE_ENCODER) if isinstance(paths, dict) else paths
+    path = paths.get(modality) if isinstance(paths, dict) else paths
     if not path:
-        raise ModelError(f"model {source!r} has no torch image encoder")
+        raise ModelError(f"model {source!r} has no torch {'text' if text else 'image'} encoder")
     return Path(path)
 
 
@@ -76,8 +84,53 @@ class TorchImageEncoder:
         out = []
         with torch.inference_mode():
             for i in range(0, len(pixels), self.batch):
-                x = torch.from_numpy(np.ascontiguousarray(pixels[i : i + self.batch])).to(self.device)
+                chunk = pixels[i : i + self.batch]
+                if self.device.type == "cuda" and len(chunk) < self.batch:
+                    # One input shape only: cuDNN tunes itself once per shape (costly), a padded
+                    # batch costs the GPU milliseconds. The padding's rows are cut off below.
+                    chunk = np.concatenate(
+                        [chunk, np.zeros((self.batch - len(chunk), *chunk.shape[1:]), chunk.dtype)]
+                    )
+                x = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device)
                 x = (x.permute(0, 3, 1, 2).float() * (1 / 255.0) - self.mean) / self.std
                 y = self.model(x.to(self.dtype)).float()
-                out.append(torch.nn.functional.normalize(y, dim=1).cpu().numpy())
+                out.append(torch.nn.functional.normalize(y, dim=1).cpu().numpy()[: len(pixels) - i])
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+class TorchTextEncoder:
+    """uform's `torch_encoders.TextEncoder` on a torch device: the tokens uform's TextProcessor makes
+    in, unit vectors out. Each batch is cut to its longest name: the padding after it is masked out
+    of attention and the vector is read at the first token, so cutting changes nothing but the cost."""
+
+    def __init__(self, files: ModelFiles, source: str, device: str):
+        import torch
+        from uform.torch_encoders import TextEncoder
+
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        cfg = json.loads(files.config.read_text())
+        try:
+            state = torch.load(image_weights(files, source, text=True), map_location="cpu", weights_only=True)
+            model = TextEncoder.from_pretrained(cfg, state)
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"cannot load the torch text encoder of {files.model_id}: {e}") from None
+        if model.pooling != "cls" or model.model_type != "bert":
+            raise ModelError(f"{files.model_id}: only a BERT text encoder read at its first token can be cut")
+        self.model = model.eval().to(self.device, self.dtype)
+
+    def __call__(self, tokens: dict) -> np.ndarray:
+        """uform TextProcessor output (input_ids, attention_mask: N×context) -> N×dim, L2-normalised."""
+        import torch
+
+        mask = np.asarray(tokens["attention_mask"])
+        length = max(1, int(mask.sum(axis=1).max())) if len(mask) else 1
+        with torch.inference_mode():
+            ids, att = (
+                torch.from_numpy(np.ascontiguousarray(a[:, :length])).long().to(self.device)
+                for a in (tokens["input_ids"], mask)
+            )
+            y = self.model(ids, att).float()
+            return torch.nn.functional.normalize(y, dim=1).cpu().numpy()

@@ -13,7 +13,8 @@ SCHEMA_KEY = b"imgrank"
 
 
 def export_parquet(db, path: str | Path) -> dict:
-    """Write every labelled photo's image vector, name vector, metadata and label to Parquet."""
+    """Write every labelled photo's image vector, name vector, metadata, the prior's features (with the
+    prompt set they were computed with, in the spec) and label to Parquet."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -21,6 +22,9 @@ def export_parquet(db, path: str | Path) -> dict:
 
     data = labelled_set(db)
     parts, spec, labels = data.parts, data.spec, data.labels
+    if data.prior is not None:
+        spec = {**spec, "prior": data.prior_spec}
+    prior_columns = {f: pa.array(data.prior[:, i], pa.float32()) for i, f in enumerate(prior_features(spec))}
 
     def vectors(a: np.ndarray) -> pa.Array:
         flat = pa.array(np.ascontiguousarray(a, np.float32).ravel(), pa.float32())
@@ -33,6 +37,7 @@ def export_parquet(db, path: str | Path) -> dict:
             "image": vectors(parts["image"]),
             "name": vectors(parts["name"]),
             **{m: pa.array(parts["meta"][:, i], pa.float32()) for i, m in enumerate(spec["meta"])},
+            **prior_columns,
         }
     )
     table = table.replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()})
@@ -40,8 +45,14 @@ def export_parquet(db, path: str | Path) -> dict:
     return {"path": str(path), "rows": len(parts["sha256"]), "feature_spec": spec}
 
 
+def prior_features(spec: dict) -> list[str]:
+    """The prior's feature columns an export holds (none in an export made before them)."""
+    return list(spec["prior"]["features"]) if spec.get("prior") else []
+
+
 def read_parquet(path: str | Path) -> dict:
-    """Read an export: {"spec", "sha256", "y", "image", "name", "meta"} as numpy arrays."""
+    """Read an export: {"spec", "sha256", "y", "image", "name", "meta", "prior"} as numpy arrays
+    ("prior": None when the export has no prior features)."""
     import pyarrow.parquet as pq
 
     try:
@@ -52,6 +63,12 @@ def read_parquet(path: str | Path) -> dict:
     if SCHEMA_KEY not in meta:
         raise ImgrankError(f"{path} is not an imgrank export (no feature spec in its metadata)")
     spec = json.loads(meta[SCHEMA_KEY])
+    if spec.get("prior") is not None:
+        from imgrank.prior import record_problem
+
+        problem = record_problem(spec["prior"])
+        if problem or not set(prior_features(spec)) <= set(table.column_names):
+            raise ImgrankError(f"{path} has a damaged prior feature spec: {problem or 'columns missing'}")
     n = table.num_rows
 
     def matrix(column: str, dim: int) -> np.ndarray:
@@ -72,4 +89,10 @@ def read_parquet(path: str | Path) -> dict:
         )
         if spec["meta"]
         else np.zeros((n, 0), np.float32),
+        "prior": np.stack(
+            [table.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in prior_features(spec)],
+            axis=1,
+        )
+        if prior_features(spec)
+        else None,
     }

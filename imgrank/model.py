@@ -92,18 +92,31 @@ def fit_platt(logit: np.ndarray, y: np.ndarray, iterations: int = 50) -> dict:
     return {"method": "platt", "a": float(max(a, 1e-3)), "b": float(b)}
 
 
-def feature_spec(embed_model: str, image_dim: int, name_dim: int, meta: bool = True) -> dict:
-    """What a feature vector is made of, in order. Stored in every head so scoring builds the same vector."""
-    return {
+def feature_spec(
+    embed_model: str, image_dim: int, name_dim: int, meta: bool = True, prior: dict | None = None
+) -> dict:
+    """What a feature vector is made of, in order. Stored in every head so scoring builds the same vector.
+
+    `prior` (prior.spec_record): the head also takes the prior's features, computed with the prompt
+    set it records; a head without the key (every head before them) takes none."""
+    spec = {
         "embed_model": embed_model,
         "image_dim": int(image_dim),
         "name_dim": int(name_dim),
         "meta": list(META_FEATURES) if meta else [],
     }
+    if prior:
+        spec["prior"] = prior
+    return spec
+
+
+def prior_width(spec: dict) -> int:
+    """How many of the prior's features a head takes (0 for a head without them)."""
+    return len(spec["prior"]["features"]) if spec.get("prior") else 0
 
 
 def n_features(spec: dict) -> int:
-    return spec["image_dim"] + spec["name_dim"] + len(spec["meta"])
+    return spec["image_dim"] + spec["name_dim"] + len(spec["meta"]) + prior_width(spec)
 
 
 def meta_columns(width, height, size) -> np.ndarray:
@@ -117,14 +130,38 @@ def meta_columns(width, height, size) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def assemble(spec: dict, image: np.ndarray, name: np.ndarray | None, meta: np.ndarray | None) -> np.ndarray:
+def assemble(
+    spec: dict,
+    image: np.ndarray,
+    name: np.ndarray | None,
+    meta: np.ndarray | None,
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
     """Concatenate the parts the spec names into the raw feature matrix."""
     parts = [np.asarray(image, dtype=np.float32)]
     if spec["name_dim"]:
         parts.append(np.asarray(name, dtype=np.float32))
     if spec["meta"]:
         parts.append(np.asarray(meta, dtype=np.float32)[:, : len(spec["meta"])])
+    if prior_width(spec):
+        if prior is None:
+            raise ModelError("this head takes the prior's features, but none were computed")
+        parts.append(np.asarray(prior, dtype=np.float32))
     return np.concatenate(parts, axis=1)
+
+
+def spec_prompts(spec: dict):
+    """The prompt set a head's prior features are computed with (None: it takes none)."""
+    from imgrank import prior
+
+    return prior.record_prompts(spec["prior"]) if spec.get("prior") else None
+
+
+def head_input(db, spec: dict, shas: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(content hashes, raw feature matrix) for scoring embedded photos with a head of this spec: every
+    scorer builds the head's input here, the prior's features included when the head takes them."""
+    parts = load_parts(db, spec["embed_model"], shas, prompts=spec_prompts(spec))
+    return parts["sha256"], assemble(spec, parts["image"], parts["name"], parts["meta"], parts.get("prior"))
 
 
 def current_model_id(db) -> str:
@@ -189,6 +226,10 @@ def _spec_problem(spec) -> str | None:
             return f"feature_spec.{key} is missing or not a whole number >= {least}"
     if not isinstance(spec.get("meta"), list) or any(m not in META_FEATURES for m in spec["meta"]):
         return f"feature_spec.meta must be a list of {', '.join(META_FEATURES)}"
+    if spec.get("prior") is not None:
+        from imgrank.prior import record_problem
+
+        return record_problem(spec["prior"])
     return None
 
 
@@ -248,6 +289,10 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
         raise ModelError(f"head expects {spec['name_dim']}-d name vectors, the store has {name_dim}-d")
     if spec.get("meta") and any(m not in META_FEATURES for m in spec["meta"]):
         raise ModelError(f"head uses metadata features this version does not know: {spec['meta']}")
+    if spec.get("prior"):
+        from imgrank.prior import check_prompts
+
+        check_prompts(spec_prompts(spec), model_id, image_dim)
 
 
 @dataclass
@@ -263,10 +308,15 @@ class LabelledSet:
     parts: dict
     labels: dict[str, str]
     no_vector: int  # labelled photos without a vector (not scanned yet)
+    prior: np.ndarray | None = None  # the prior's features (prior.HEAD_FEATURES), None if not offered
+    prior_spec: dict | None = None  # feature_spec["prior"] for a head that takes them
+    prior_reason: str | None = None  # why they are not offered
 
 
-def labelled_set(db, use_name: bool = True, use_meta: bool = True) -> LabelledSet:
-    """Load the labelled photos once, for training and for export alike."""
+def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bool = True) -> LabelledSet:
+    """Load the labelled photos once, for training and for export alike, with the prior's features
+    (from the prompts file in use) where they can be computed."""
+    from imgrank import prior
     from imgrank.labels import current_labels
 
     model_id = current_model_id(db)
@@ -279,6 +329,7 @@ def labelled_set(db, use_name: bool = True, use_meta: bool = True) -> LabelledSe
         )
     spec = feature_spec(model_id, parts["image_dim"], parts["name_dim"] if use_name else 0, meta=use_meta)
     y = np.array([1 if labels[s] == "delete" else 0 for s in parts["sha256"]], int)
+    extra, record, reason = prior.offerable(db, model_id, parts) if use_prior else (None, None, "turned off")
     return LabelledSet(
         x=assemble(spec, parts["image"], parts["name"], parts["meta"]),
         y=y,
@@ -289,4 +340,7 @@ def labelled_set(db, use_name: bool = True, use_meta: bool = True) -> LabelledSe
         parts=parts,
         labels=labels,
         no_vector=len(labels) - len(parts["sha256"]),
+        prior=extra,
+        prior_spec=record,
+        prior_reason=reason,
     )

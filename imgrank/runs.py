@@ -17,8 +17,7 @@ import numpy as np
 from imgrank import config
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError, ModelError
-from imgrank.model import Head, assemble, check_compatible, current_model_id, load_head, save_head
-from imgrank.vectors import load_parts
+from imgrank.model import Head, check_compatible, current_model_id, head_input, load_head, save_head
 from imgrank.vectors import store_dims as _store_dims
 
 RUN_COLUMNS = (
@@ -247,9 +246,9 @@ def has_scores(db) -> bool:
     return db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is not None
 
 
-def _score(db, head: Head, parts: dict, replace: bool) -> int:
-    p = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
-    return write_scores(db, parts["sha256"], p, head.meta["run_id"], replace=replace)
+def _score(db, head: Head, shas: list[str] | None, replace: bool) -> int:
+    found, x = head_input(db, head.spec, shas)
+    return write_scores(db, found, head.predict(x), head.meta["run_id"], replace=replace)
 
 
 def score_all(db, model_id: str | None = None) -> int:
@@ -261,7 +260,7 @@ def score_all(db, model_id: str | None = None) -> int:
         from imgrank import prior
 
         return prior.score(db, model_id)
-    return _score(db, head, load_parts(db, model_id), replace=True)
+    return _score(db, head, None, replace=True)
 
 
 def score_unscored(db, model_id: str | None = None) -> int:
@@ -281,7 +280,7 @@ def score_unscored(db, model_id: str | None = None) -> int:
         from imgrank import prior
 
         return prior.score(db, model_id, todo)
-    return _score(db, head, load_parts(db, model_id, todo), replace=False)
+    return _score(db, head, todo, replace=False)
 
 
 def score_source(db) -> str | None:

@@ -13,9 +13,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
+from imgrank.devices import torch_device
 from imgrank.errors import ImgrankError
 from imgrank.evaluation import (
     MAX_GROUP,
@@ -50,6 +52,7 @@ class TrainConfig:
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size
+    use_prior: bool = True  # offer the prior's features; kept only if they raise the held-out AP
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated
     force: bool = False  # activate anyway
@@ -74,17 +77,6 @@ def require_torch():
     except ImportError:
         raise ImgrankError("training needs torch: pip install 'imgrank[train]'") from None
     return torch
-
-
-def torch_device(name: str):
-    """The torch device (`auto`: CUDA where there is one), or one clear line when there is no such device."""
-    from imgrank.devices import resolve_device
-
-    torch = require_torch()
-    device = torch.device(resolve_device(name))
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ImgrankError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
-    return device
 
 
 class AdamW:
@@ -202,28 +194,39 @@ def fit_logistic(
     l2: float = 1.0,
     iterations: int = 50,
     start: dict[str, np.ndarray] | None = None,
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
     """The baseline: class-weighted logistic regression with an L2 penalty (l2=1 is scikit-learn's
-    C=1), fit by Newton's method (iteratively reweighted least squares) in numpy: exact in a few steps."""
+    C=1), fit by Newton's method (iteratively reweighted least squares): exact in a few steps. torch on
+    `device` (on a GPU the products are nearly free): the products in float32, the gradient, the
+    sums and the solve in float64."""
+    torch = require_torch()
+    dev = torch_device(device)
+    f64 = torch.float64
     mean, std = standardiser(x_train)
-    z = standardise(x_train, mean, std)
-    x1 = np.hstack([z, np.ones((len(z), 1), np.float32)])  # last column: the bias
-    y = np.asarray(y_train, np.float64)
-    n_pos = y.sum()
-    sample_w = np.where(y == 1, (len(y) - n_pos) / max(n_pos, 1.0), 1.0)
-    penalty = l2 * np.eye(x1.shape[1])
-    penalty[-1, -1] = 0.0  # the bias is not penalised
+    z = torch.from_numpy(standardise(x_train, mean, std)).to(dev)
+    x1 = torch.cat([z, torch.ones((len(z), 1), device=dev)], dim=1)  # last column: the bias
+    x1_64 = x1.to(f64)
+    y = torch.from_numpy(np.asarray(y_train, np.float64)).to(dev)
+    n_pos = float(y.sum())
+    sample_w = torch.where(y == 1, (len(y) - n_pos) / max(n_pos, 1.0), 1.0).to(f64)
+    penalty = torch.full((x1.shape[1],), float(l2), dtype=f64, device=dev)
+    penalty[-1] = 0.0  # the bias is not penalised
     # a fit of the same rows at another L2 strength is a close start: a few Newton steps from there
-    w = np.zeros(x1.shape[1]) if start is None else np.r_[start["w0"][0], start["b0"]].astype(np.float64)
-    for _ in range(iterations):  # float32 products (the slow part), float64 sums and solve
-        p = 1 / (1 + np.exp(-(x1 @ w.astype(np.float32)).astype(np.float64)))
-        grad = x1.T.astype(np.float64) @ (sample_w * (p - y)) + penalty @ w
-        curvature = (sample_w * p * (1 - p)).astype(np.float32)
-        hessian = (x1 * curvature[:, None]).T @ x1 + penalty
-        delta = np.linalg.solve(hessian.astype(np.float64), grad)
+    if start is None:
+        w = torch.zeros(x1.shape[1], dtype=f64, device=dev)
+    else:
+        w = torch.from_numpy(np.r_[start["w0"][0], start["b0"]].astype(np.float64)).to(dev)
+    for _ in range(iterations):
+        p = torch.sigmoid((x1 @ w.float()).to(f64))
+        grad = x1_64.T @ (sample_w * (p - y)) + penalty * w
+        curvature = (sample_w * p * (1 - p)).float()
+        hessian = ((x1 * curvature[:, None]).T @ x1).to(f64) + torch.diag(penalty)
+        delta = torch.linalg.solve(hessian, grad)
         w -= delta
-        if np.abs(delta).max() < 1e-6:
+        if float(delta.abs().max()) < 1e-6:
             break
+    w = w.cpu().numpy()
     return {"mean": mean, "std": std, "w0": w[None, :-1].astype(np.float32), "b0": w[-1:].astype(np.float32)}
 
 
@@ -273,7 +276,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, confi
         curves.append((held, curve))
         fitted = None
         for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
-            fitted = fit_logistic(x[train_rows], y[train_rows], l2, start=fitted)
+            fitted = fit_logistic(x[train_rows], y[train_rows], l2, start=fitted, device=config.device)
             base[l2][held] = predict(fitted, x[held])
     longest = max(len(c) for _, c in curves)
     # A fold that stopped early keeps its last predictions for the later epochs.
@@ -321,7 +324,7 @@ def train_arrays(
     if recipe == "mlp":
         weights, _ = fit_mlp(x, y, config, cv["epochs"])
     else:
-        weights = fit_logistic(x, y, cv["l2"])
+        weights = fit_logistic(x, y, cv["l2"], device=config.device)
     calibration = fit_platt(_logit(oof[held]), y[held])
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
@@ -383,15 +386,16 @@ def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
 
 def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Train on every labelled photo, then record the run, save the head, activate it unless worse, score."""
-    from imgrank import runs
+    from imgrank import prior, runs
     from imgrank.model import labelled_set
 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
-    data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta)
-    result = train_arrays(data.x, data.y, data.image, config, log, names=data.paths)
+    data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta, use_prior=config.use_prior)
+    fit = partial(train_arrays, y=data.y, image=data.image, config=config, log=log, names=data.paths)
+    result, used = prior.offer(fit, data.x, data.prior, log, data.prior_reason)
     result.counts["no_vector"] = data.no_vector
-    meta = head_meta(data.spec, config, result)
+    meta = head_meta({**data.spec, "prior": data.prior_spec} if used else data.spec, config, result)
     run = runs.record_and_activate(
         db, result.weights, meta, started=started, oof=(data.sha256, result.oof), force=config.force
     )
@@ -410,6 +414,7 @@ def train_file(
     data_path: str, out_path: str, config: TrainConfig, log: Callable[[str], None] = lambda m: None
 ) -> dict:
     """Train from an exported Parquet file alone (no database, no embedding model); writes a head file."""
+    from imgrank import prior
     from imgrank.export import read_parquet
     from imgrank.model import assemble, feature_spec, save_head
 
@@ -423,7 +428,12 @@ def train_file(
         meta=config.use_meta and bool(src["meta"]),
     )
     x = assemble(spec, data["image"], data["name"], data["meta"])
-    result = train_arrays(x, data["y"], data["image"], config, log, names=data["sha256"])
+    y, image, names = data["y"], data["image"], data["sha256"]
+    fit = partial(train_arrays, y=y, image=image, config=config, log=log, names=names)
+    why = "turned off" if data["prior"] is not None else "the export has none"
+    result, used = prior.offer(fit, x, data["prior"] if config.use_prior else None, log, why)
+    if used:
+        spec["prior"] = src["prior"]
     path = save_head(result.weights, head_meta(spec, config, result), out_path)
     return {
         "head_path": str(path),

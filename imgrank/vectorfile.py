@@ -1,9 +1,11 @@
 """Image vectors to and from Parquet: embed a backlog on a GPU machine, bring the vectors home.
 
-The file holds one row per content hash (sha256 -> float32 vector) and, in its schema metadata,
-the embedding model id and dimension. Importing refuses another model's vectors, so a store is
-never mixed. Once imported, `scan` at home reads and hashes each photo but decodes and embeds
-none whose content already has a vector.
+The file holds one row per content hash (sha256 -> float32 vector, and the prior's cues measured
+while that machine decoded the photo, null where none were) and, in its schema metadata, the
+embedding model id and dimension. Importing refuses another model's vectors, so a store is never
+mixed. Once imported, `scan` at home reads and hashes each photo but decodes and embeds none whose
+content already has a vector, so the cues come with the vectors: the prior and the heads that take
+its features need them. Files without the cue columns (older ones) import as before.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank import vectors
+from imgrank import prior, vectors
 from imgrank.errors import ImgrankError
 
 META_KEY = b"imgrank-vectors"
@@ -53,7 +55,8 @@ def export_vectors(db, path: str | Path) -> dict:
         raise ImgrankError(f"no image vectors of {model} in this store: run `imgrank scan` first")
     meta = {"model": model, "dim": dim, "format": FORMAT}
     schema = pa.schema(
-        [("sha256", pa.string()), ("vector", pa.list_(pa.float32(), dim))],
+        [("sha256", pa.string()), ("vector", pa.list_(pa.float32(), dim))]
+        + [(m, pa.float64()) for m in prior.MEASURES],
         metadata={META_KEY: json.dumps(meta).encode()},
     )
     rows = 0
@@ -61,7 +64,12 @@ def export_vectors(db, path: str | Path) -> dict:
         for shas, matrix in vectors.image_vectors(db, model, CHUNK):
             flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
             vec = pa.FixedSizeListArray.from_arrays(flat, dim)
-            writer.write_table(pa.table([pa.array(shas, pa.string()), vec], schema=schema))
+            cues = prior.load_cues(db, shas)
+            measured = [
+                pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64())
+                for m in prior.MEASURES
+            ]
+            writer.write_table(pa.table([pa.array(shas, pa.string()), vec, *measured], schema=schema))
             rows += len(shas)
     return {"path": str(path), "vectors": rows, **meta}
 
@@ -98,9 +106,11 @@ def import_vectors(db, path: str | Path, model: str | None = None) -> dict:
     have_dim = vectors.store_dims(db, want)[0]
     if have_dim and have_dim != dim:
         raise ImgrankError(f"{path} has {dim}-d vectors, this store's {want} vectors are {have_dim}-d")
-    added = already = 0
+    added = already = cued = 0
+    has_cues = set(prior.MEASURES) <= set(reader.schema_arrow.names)
+    columns = ["sha256", "vector", *(prior.MEASURES if has_cues else ())]
     with db.atomic():  # all or nothing: a bad row anywhere leaves the store as it was
-        for batch in reader.iter_batches(batch_size=CHUNK, columns=["sha256", "vector"]):
+        for batch in reader.iter_batches(batch_size=CHUNK, columns=columns):
             shas = batch.column(0).to_pylist()
             matrix = _matrix(batch.column(1), len(shas), dim, path)
             if not all(isinstance(s, str) and _SHA256.fullmatch(s) for s in shas):
@@ -110,7 +120,24 @@ def import_vectors(db, path: str | Path, model: str | None = None) -> dict:
             vectors.store(db, want, images=new)
             added += len(new)
             already += len(shas) - len(new)
-    return {"path": str(path), "model": want, "dim": dim, "imported": added, "already": already}
+            if has_cues:
+                cued += _import_cues(
+                    db, shas, [batch.column(2 + i).to_pylist() for i in range(len(prior.MEASURES))]
+                )
+    return {"path": str(path), "model": want, "dim": dim, "imported": added, "already": already, "cues": cued}
+
+
+def _import_cues(db, shas: list[str], columns: list[list]) -> int:
+    """Store the file's cues for contents this store has measured none for; returns how many."""
+    known = prior.load_cues(db, shas)
+    rows = []
+    for i, sha in enumerate(shas):
+        values = [col[i] for col in columns]
+        if sha in known or any(v is None or not np.isfinite(v) for v in values):
+            continue
+        rows.append((sha, dict(zip(prior.MEASURES, values, strict=True))))
+    prior.store_cues(db, rows)
+    return len(rows)
 
 
 def _matrix(column, n: int, dim: int, path) -> np.ndarray:

@@ -86,10 +86,11 @@ def store_dims(db: sqlite_utils.Database, model_id: str) -> tuple[int, int]:
     return one("vectors"), one("name_vectors")
 
 
-def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None = None) -> dict:
+def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None = None, prompts=None) -> dict:
     """Image vectors, file-name vectors and metadata for embedded images of one model.
 
-    Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}; with
+    Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}, and with
+    `prompts` (a prior.Prompts) "prior": the prior's features for a head (prior.HEAD_FEATURES); with
     `shas`, only those (in that order; ones without a vector are left out), read from the
     database alone: the daemon scores a few new photos without loading the whole store.
     The metadata and the name come from index.content_facts: the content's own size, and the
@@ -127,7 +128,7 @@ def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None 
         if vec is not None:
             name[i] = vec
     fact = [facts.get(r[0]) for r in rows]
-    return {
+    parts = {
         "sha256": [r[0] for r in rows],
         "path": paths,
         "image": image,
@@ -140,3 +141,8 @@ def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None 
         "image_dim": image_dim,
         "name_dim": name_dim,
     }
+    if prompts is not None:
+        from imgrank.prior import head_features
+
+        parts["prior"] = head_features(db, model_id, parts, prompts)
+    return parts

@@ -100,9 +100,10 @@ def _failed(path: str, reason: str) -> dict:
 class _Workers:
     """A process pool that survives its workers: see the module docstring."""
 
-    def __init__(self, jobs: int, known: set[str]):
+    def __init__(self, jobs: int, known: set[str], slack: int = 0):
         self.jobs = jobs
         self.known = known
+        self.depth = jobs * IN_FLIGHT_PER_WORKER + slack
 
     def _start(self, workers: int) -> ProcessPoolExecutor:
         if os.name == "posix":
@@ -132,7 +133,7 @@ class _Workers:
         pool = self._start(self.jobs)
         try:
             while True:
-                while len(inflight) < self.jobs * IN_FLIGHT_PER_WORKER:
+                while len(inflight) < self.depth:
                     path = next(pending, None)
                     if path is None:
                         break
@@ -175,6 +176,8 @@ class _Workers:
             self._stop(pool, kill=hung)
 
 
-def read_all(paths: Iterable[str], known: set[str], jobs: int) -> Iterator[dict]:
-    """read_one over `paths` in `jobs` worker processes, in order, a bounded number in flight."""
-    yield from _Workers(jobs, known).run(paths)
+def read_all(paths: Iterable[str], known: set[str], jobs: int, slack: int = 0) -> Iterator[dict]:
+    """read_one over `paths` in `jobs` worker processes, in order, a bounded number in flight:
+    IN_FLIGHT_PER_WORKER per worker, plus `slack` for a consumer that stops to work on a batch of
+    results (the scan's embedding), so that the workers go on decoding meanwhile."""
+    yield from _Workers(jobs, known, slack).run(paths)

@@ -4,11 +4,16 @@
 #      model; the decode-only ceiling, the model-only rate and the full `scan --device cuda` rate.
 #   2. `imgrank train --data` on CUDA with 25,000 labelled rows of the real feature width (515: 256-d
 #      image + 256-d file name + 3 metadata), wall time including start-up, as a user runs it.
-# Makes a venv ($VENV, default .venv-gpu) with torch==2.13.0 and imgrank if it has none. Prints both
-# tables and writes bench-out/gpu-bench_embed.json and bench-out/gpu-train.json.
+# Makes a venv ($VENV, default .venv-gpu) with torch==2.13.0 and imgrank if it has none, unless PY names
+# a Python that already has torch and imgrank's dependencies (a GPU machine without internet: imgrank
+# is then run from this checkout). Prints both tables and writes bench-out/gpu-bench_embed.json and
+# bench-out/gpu-train.json.
 #
 #   bash scripts/gpu-check.sh                       # on the GPU machine: a few minutes, most of it setup
+#   PY=python3 bash scripts/gpu-check.sh            # with that machine's own torch, no install
 #   DEVICE=cpu N=24 bash scripts/gpu-check.sh       # the same paths on a CPU, to check the script
+#   PROFILE=1 ...                                   # also profile the training run a second time
+#                                                   # (cProfile, bench-out/gpu-train.prof)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -18,13 +23,22 @@ VENV=${VENV:-.venv-gpu}
 OUT=bench-out
 mkdir -p "$OUT"
 
-if [[ ! -x "$VENV/bin/imgrank" ]]; then
-    echo "== setting up $VENV" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q torch==2.13.0
-    "$VENV/bin/pip" install -q -e '.[dev]'
+if [[ -n "${PY:-}" ]]; then
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    # Bytecode, as a pip-installed torch and imgrank have it: an image whose packages ship none (or
+    # cannot write it) would otherwise compile ~1,000 modules, ~2 s, in every timed start-up.
+    unset PYTHONDONTWRITEBYTECODE
+    export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$PWD/$OUT/pycache}"
+    "$PY" -c 'import torch, torch.nn, pyarrow.parquet, imgrank.cli, imgrank.train, imgrank.export'
+else
+    if [[ ! -x "$VENV/bin/imgrank" ]]; then
+        echo "== setting up $VENV" >&2
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install -q torch==2.13.0
+        "$VENV/bin/pip" install -q -e '.[dev]'
+    fi
+    PY="$VENV/bin/python"
 fi
-PY="$VENV/bin/python"
 "$PY" -c 'import os, torch; print("torch", torch.__version__, "|",
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device", "|", os.cpu_count(), "cores")'
 
@@ -59,9 +73,13 @@ columns = {
 pq.write_table(pa.table(columns).replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()}), path)
 PY
 start=$(date +%s.%N)
-"$VENV/bin/imgrank" -q train --data "$work/labels.parquet" --device "$DEVICE" --out "$work/head.safetensors" \
+"$PY" -m imgrank -q train --data "$work/labels.parquet" --device "$DEVICE" --out "$work/head.safetensors" \
     --json >"$OUT/gpu-train.json"
 end=$(date +%s.%N)
+if [[ -n "${PROFILE:-}" ]]; then
+    "$PY" -m cProfile -o "$OUT/gpu-train.prof" -m imgrank -q train --data "$work/labels.parquet" \
+        --device "$DEVICE" --out "$work/head2.safetensors" >/dev/null
+fi
 "$PY" - "$start" "$end" "$OUT/gpu-train.json" "$DEVICE" <<'PY'
 import json, sys
 start, end, path, device = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]

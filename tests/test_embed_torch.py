@@ -44,6 +44,30 @@ def test_torch_and_onnx_give_the_same_vectors_for_the_same_weights(tiny_model, t
     assert torch_cpu.embed_images(pixels[:0]).shape == (0, onnx.dim)
 
 
+NAMES = [
+    "IMG_0001.jpg",
+    "Screenshot 2024-03-07 at 10.41.22.png",
+    "holiday/beach with the kids, evening light.heic",
+    "a",
+    "DSC00042 (copy 2).JPG",
+    "receipt.png",
+]
+
+
+def test_torch_text_encoder_gives_the_onnx_name_vectors_with_the_padding_cut(tiny_model):
+    onnx = load_embedder(str(tiny_model))
+    torch_cpu = load_embedder(str(tiny_model), device="cpu")
+    a, b = onnx.embed_texts(NAMES), torch_cpu.embed_texts(NAMES)
+    assert a.shape == b.shape == (len(NAMES), onnx.text_dim)
+    assert cosine(a, b).min() >= 0.99
+    assert cosine(a, np.roll(b, 1, axis=0)).max() < cosine(a, b).min()  # really the same weights
+    # A batch is cut to its longest name: alone, a short name is cut far shorter, and gives the same vector.
+    alone = np.concatenate([torch_cpu.embed_texts([n]) for n in NAMES])
+    assert np.abs(alone - b).max() < 1e-4
+    tokens = torch_cpu._tokens(NAMES[:1])
+    assert tokens["attention_mask"].sum() < tokens["input_ids"].shape[1] / 2  # there was padding to cut
+
+
 def store_vectors() -> dict[str, np.ndarray]:
     db = open_db()
     return {sha: from_blob(blob) for sha, blob in db.execute("SELECT sha256, vector FROM vectors")}
@@ -99,5 +123,7 @@ def test_cuda_where_there_is_a_gpu(tiny_model, tmp_path, device):
         pytest.skip("no CUDA device here")
     pixels = crops(tmp_path)
     gpu = load_embedder(str(tiny_model), device=device)
-    assert gpu.scan_batch >= 256
-    assert cosine(load_embedder(str(tiny_model)).embed_images(pixels), gpu.embed_images(pixels)).min() >= 0.99
+    assert gpu.scan_batch >= 128
+    onnx = load_embedder(str(tiny_model))
+    assert cosine(onnx.embed_images(pixels), gpu.embed_images(pixels)).min() >= 0.99
+    assert cosine(onnx.embed_texts(NAMES), gpu.embed_texts(NAMES)).min() >= 0.99

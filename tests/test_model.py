@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import separable, store
 
-from imgrank import runs
+from imgrank import prior, runs
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.errors import ModelError
@@ -21,6 +21,7 @@ from imgrank.model import Head, feature_spec, load_head, save_head, standardise
 from imgrank.train import TrainConfig, build_net, fit_mlp, net_weights, train
 
 SPEC = {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}
+PRIOR = prior.spec_record(prior.parse_prompts("delete 1 a blurry photo\nkeep 1 a dog\ncue blur 0.5\n"))
 
 
 def invoke(*args, input=None):
@@ -128,6 +129,24 @@ BAD_HEADS = {
     "mean of the wrong width": (lambda w, m: ({**w, "mean": np.zeros(12)}, m), "mean/std"),
     "zero std": (lambda w, m: ({**w, "std": np.zeros(16)}, m), "std has values <= 0"),
     "bad calibration": (lambda w, m: (w, {**m, "calibration": {"a": "x", "b": 0}}), "calibration"),
+    "unknown prior feature": (
+        lambda w, m: (w, {**m, "feature_spec": {**SPEC, "prior": {**PRIOR, "features": ["exif_iso"]}}}),
+        "feature_spec.prior.features",
+    ),
+    "prior without its prompts": (
+        lambda w, m: (w, {**m, "feature_spec": {**SPEC, "prior": {**PRIOR, "prompts": {"texts": []}}}}),
+        "feature_spec.prior.prompts",
+    ),
+    "prior prompts and weights disagree": (
+        lambda w, m: (
+            w,
+            {
+                **m,
+                "feature_spec": {**SPEC, "prior": {**PRIOR, "prompts": {**PRIOR["prompts"], "weights": [1]}}},
+            },
+        ),
+        "feature_spec.prior.prompts",
+    ),
 }
 
 
@@ -292,3 +311,38 @@ def test_feature_spec_round_trips_through_a_head(tmp_path):
     weights, meta = good_head()
     path = save_head(weights, {**meta, "feature_spec": spec}, tmp_path / "h.safetensors")
     assert load_head(path).spec == spec
+
+
+def test_a_head_taking_prior_features_is_refused_where_its_prompts_cannot_be_embedded(tmp_path):
+    """Store model "m" has no text encoder here: such a head could never score, so it is not recorded."""
+    db = open_db()
+    x, y = separable(40)
+    store(db, x, y, model="m")
+    weights, meta = good_head()
+    width = 16 + len(prior.HEAD_FEATURES)
+    weights = {**weights, "mean": np.zeros(width), "std": np.ones(width), "w0": np.ones((4, width))}
+    meta["feature_spec"] = {**SPEC, "prior": PRIOR}
+    out = one_line_error(invoke("model", "import", crafted(tmp_path, weights, meta)))
+    assert "head takes the prior's features, but its prompts cannot be embedded" in out
+    assert runs.list_runs(db) == [] and not runs.has_scores(db)
+
+
+def test_a_head_from_before_the_prior_features_scores_a_store_that_has_them(model_env, tmp_path):
+    from helpers import activate_random_head
+    from images import photo
+
+    from imgrank.model import assemble, current_model_id
+    from imgrank.vectors import load_parts
+
+    for i in range(6):
+        photo(tmp_path / "photos" / f"p{i}.jpg", seed=i)
+    assert invoke("scan", str(tmp_path / "photos")).exit_code == 0  # cues measured, the prior scores
+    activate_random_head()  # its feature_spec has no "prior": every head made before them
+    db = open_db()
+    head = runs.active_head(db)
+    assert "prior" not in head.spec and head.weights["mean"].shape == (64 + 64 + 3,)
+    parts = load_parts(db, current_model_id(db))
+    expected = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
+    stored = runs.scores(db)
+    assert runs.score_source(db) == "head"
+    assert np.allclose([stored[s] for s in parts["sha256"]], expected, atol=1e-6)

@@ -137,3 +137,167 @@ def test_new_photos_are_scored_by_the_prior_as_they_arrive(model_env, tmp_path):
     assert db.execute("SELECT count(*) FROM scores WHERE run_id IS NULL").fetchone()[0] == 4
     assert score_unscored(db) == 0
     assert json.loads(invoke("score", "--json").output) == {"scored": 4}
+
+
+# --- the prior's features offered to a head ---------------------------------------------------------
+
+
+def _twins(root, n: int, seed: int = 0) -> list:
+    """n pairs of 800×600 photos, each a sharp shot and the same shot slightly soft (the one deleted).
+    Which of a pair is `a` and which `b` is random, and every file is padded to one size, so neither the
+    name nor the byte count tells them apart: only the sharpness measured while decoding does (after
+    the model's resize to 224 pixels the two look nearly the same)."""
+    root.mkdir()
+    rng = np.random.default_rng(seed)
+    soft = []
+    for i in range(n):
+        sharp = Image.open(_detailed(root / f"p{i:02d}a.jpg", 100 + i))
+        blurred = sharp.filter(ImageFilter.GaussianBlur(1))
+        if rng.random() < 0.5:
+            blurred.save(root / f"p{i:02d}b.jpg", quality=92)
+            soft.append(root / f"p{i:02d}b.jpg")
+        else:
+            sharp.save(root / f"p{i:02d}b.jpg", quality=92)
+            blurred.save(root / f"p{i:02d}a.jpg", quality=92)
+            soft.append(root / f"p{i:02d}a.jpg")
+    big = max(p.stat().st_size for p in root.iterdir())
+    for p in root.iterdir():
+        with open(p, "ab") as f:  # after the JPEG's end: decoders ignore it
+            f.write(b"\0" * (big - p.stat().st_size))
+    return soft
+
+
+def _label_all(root, deletes) -> None:
+    keeps = [p for p in sorted(root.iterdir()) if p not in deletes]
+    invoke("relabel", "delete", *map(str, deletes))
+    invoke("relabel", "keep", *map(str, keeps))
+
+
+def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_env, tmp_path):
+    import torch
+
+    from imgrank.model import head_input
+    from imgrank.runs import active_head, scores
+    from imgrank.train import TrainConfig, build_net
+
+    root = tmp_path / "photos"
+    soft = _twins(root, 24)
+    invoke("scan", str(root))
+    _label_all(root, soft)
+    out = invoke("train").output
+    line = next(s for s in out.splitlines() if s.startswith("the prior's features"))
+    assert line.startswith("the prior's features helped: held-out AP 1.000 with, "), line
+    db = open_db()
+    head = active_head(db)
+    pf = head.meta["metrics"]["prior_features"]
+    assert pf["used"] and pf["ap_with"] > pf["ap_without"]
+    assert head.spec["prior"]["features"] == list(prior.HEAD_FEATURES)
+    assert head.spec["prior"]["prompts"] == prior.prompts_record(prior.load_prompts())
+    # The order a user sees: every soft twin before every sharp one.
+    rows = json.loads(invoke("top", "-n", "48", "--json").stdout)
+    assert {r["path"] for r in rows[:24]} == {str(p) for p in soft}
+
+    # The numpy scorer on the head's input (prior features included) is the torch network.
+    shas, x = head_input(db, head.spec)
+    assert x.shape[1] == head.weights["mean"].shape[0] and not np.isnan(x[:, -4:]).any()
+    hidden = tuple(len(head.weights[f"b{i}"]) for i in range(head.meta["n_layers"] - 1))
+    net = build_net(x.shape[1], TrainConfig(hidden=hidden, dropout=0.0))
+    with torch.no_grad():
+        for i, layer in enumerate(m for m in net if isinstance(m, torch.nn.Linear)):
+            layer.weight.copy_(torch.from_numpy(head.weights[f"w{i}"]))
+            layer.bias.copy_(torch.from_numpy(head.weights[f"b{i}"]))
+        z = (torch.from_numpy(x) - torch.from_numpy(head.weights["mean"])) / torch.from_numpy(
+            head.weights["std"]
+        )
+        expected = net.eval()(z).squeeze(1).numpy()
+    assert np.allclose(head.logit(x), expected, atol=1e-4)
+    stored = scores(db)
+    assert np.allclose([stored[s] for s in shas], head.predict(x), atol=1e-6)
+
+    # A changed prompts file changes the cold-start prior, not the head: it keeps the prompts it learnt with.
+    text = prior.prompts_path().read_text()
+    (config.home_dir() / "prompts.txt").write_text(text.replace("cue blur 0.5", "cue blur 0.0"))
+    invoke("score")
+    assert np.allclose([scores(db)[s] for s in shas], [stored[s] for s in shas], atol=1e-6)
+
+
+def test_where_the_prior_carries_no_signal_train_reports_it_honestly(model_env, tmp_path):
+    from imgrank.runs import active_head
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(28):
+        _detailed(root / f"p{i:02d}.jpg", 200 + i, size=(400, 300))
+    invoke("scan", str(root))
+    rng = np.random.default_rng(5)
+    deletes = [p for p in sorted(root.iterdir()) if rng.random() < 0.5]
+    _label_all(root, deletes)
+    out = invoke("train", "--json").output
+    pf = json.loads(out)["metrics"]["prior_features"]
+    assert pf["tried"] and pf["used"] == (pf["ap_with"] >= pf["ap_without"] + prior.HELPS_BY)
+    text = invoke("train", "--force").output  # same data, same seed: the same comparison, in words
+    verdict = "helped" if pf["used"] else "did not help"
+    assert (
+        f"the prior's features {verdict}: held-out AP {pf['ap_with']:.3f} with, {pf['ap_without']:.3f}"
+        in text
+    )
+    head = active_head(open_db())
+    assert ("prior" in head.spec) == pf["used"]
+    assert json.loads(invoke("score", "--json").output) == {"scored": 28}
+
+
+def test_the_prior_features_go_through_export_train_elsewhere_and_import(
+    model_env, tmp_path, monkeypatch, home
+):
+    import pyarrow.parquet as pq
+
+    from imgrank.model import labelled_set
+    from imgrank.runs import active_head
+
+    root = tmp_path / "photos"
+    soft = _twins(root, 16, seed=1)
+    invoke("scan", str(root))
+    _label_all(root, soft)
+    data = tmp_path / "labels.parquet"
+    invoke("export", str(data))
+    local = labelled_set(open_db())
+    table = pq.read_table(data)
+    exported = np.stack([table.column(f).to_numpy() for f in prior.HEAD_FEATURES], axis=1)
+    assert np.allclose(exported, local.prior, equal_nan=True)
+    # elsewhere: another home, no database, no prompts file of ours, no embedding model
+    monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
+    monkeypatch.setenv("IMGRANK_MODEL", str(tmp_path / "no-model-here"))
+    head_file = tmp_path / "head.safetensors"
+    out = invoke("train", "--data", str(data), "--out", str(head_file), "--device", "cpu").output
+    assert "the prior's features helped" in out
+    monkeypatch.setenv("IMGRANK_HOME", str(home))
+    monkeypatch.setenv("IMGRANK_MODEL", str(model_env))
+    assert "32 photos scored" in invoke("model", "import", str(head_file)).output
+    head = active_head(open_db())
+    assert head.spec["prior"] == local.prior_spec
+    rows = json.loads(invoke("top", "-n", "32", "--json").stdout)
+    assert {r["path"] for r in rows[:16]} == {str(p) for p in soft}
+
+
+def test_vectors_embedded_elsewhere_bring_their_cues(model_env, tmp_path, monkeypatch, home):
+    from imgrank.model import current_model_id
+
+    root = tmp_path / "backlog"
+    root.mkdir()
+    _detailed(root / "sharp.jpg", 1)
+    Image.open(_detailed(tmp_path / "src.jpg", 2)).filter(ImageFilter.GaussianBlur(6)).save(root / "soft.jpg")
+    monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
+    invoke("scan", str(root))
+    db = open_db()
+    there = prior.compute(db, current_model_id(db))
+    invoke("export-vectors", str(tmp_path / "vectors.parquet"))
+    monkeypatch.setenv("IMGRANK_HOME", str(home))
+    out = json.loads(invoke("import-vectors", str(tmp_path / "vectors.parquet"), "--json").output)
+    assert out["imported"] == 2 and out["cues"] == 2
+    assert json.loads(invoke("scan", str(root), "--json").output)["embedded"] == 0  # nothing decoded here
+    db = open_db()
+    here = prior.compute(db, current_model_id(db))
+    assert sorted(here.sha256) == sorted(there.sha256)
+    measured_there = dict(zip(there.sha256, there.measured.tolist(), strict=True))
+    assert dict(zip(here.sha256, here.measured.tolist(), strict=True)) == measured_there
+    assert not np.isnan(here.measured).any()

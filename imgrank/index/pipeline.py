@@ -51,14 +51,15 @@ class ScanResult:
         return d
 
 
-def _results(paths: list[str], known: set[str], jobs: int) -> Iterator[dict]:
+def _results(paths: list[str], known: set[str], jobs: int, batch: int) -> Iterator[dict]:
     """Each path read (see workers.read_one) in worker processes, under their memory limit: one
-    worker for one job or a few files. jobs=0 reads in this process, without that limit (for
-    tests that watch the decoder); the command line always has at least one worker."""
+    worker for one job or a few files; the workers keep decoding the next batch while this process
+    embeds one. jobs=0 reads in this process, without that limit (for tests that watch the
+    decoder); the command line always has at least one worker."""
     if jobs == 0:
         init_worker(known)
         return map(read_one, paths)
-    return read_all(paths, known, jobs if len(paths) >= 8 else 1)
+    return read_all(paths, known, jobs if len(paths) >= 8 else 1, slack=batch)
 
 
 def _index(
@@ -99,7 +100,7 @@ def _index(
             progress(len(pending))
         pending.clear()
 
-    results = _results(paths, known, jobs)
+    results = _results(paths, known, jobs, batch)
     try:
         for r in results:
             previous = old.get(r["path"])
