@@ -82,7 +82,7 @@ def order_summary(result, dry_run: bool = False) -> str:
     if dry_run:
         if not r.touched:
             return f"nothing would change: all {plural(r.ordered, 'photo')} already in place"
-        text = f"would set {plural(r.touched, 'mtime')} of {r.ordered}"
+        text = f"would set {r.touched} of {plural(r.ordered, 'mtime')}"
         return text + (f", {r.in_place} already in place" if r.in_place else "")
     parts = [f"{plural(r.touched, 'mtime')} set"] if r.touched else []
     parts += [f"{r.in_place} already in place"] if r.in_place else []

@@ -121,7 +121,7 @@ def test_summaries_of_restore_order_and_review_name_only_what_happened():
         "ordered 1 photo: 1 mtime set, 2 no longer in the order given their own time back, 1 failed (0.0 s)"
     )
     assert order_summary(OrderResult(ordered=5, touched=2, in_place=3), dry_run=True) == (
-        "would set 2 mtimes of 5, 3 already in place"
+        "would set 2 of 5 mtimes, 3 already in place"
     )
     assert relabel_summary(0, 0, 0, 2) == "no photos; 2 failed"
     assert relabel_summary(2, 1, 2, 0) == "2 photos (1 changed, 2 newly indexed)"
