@@ -622,7 +622,8 @@ def dupes(threshold, as_json):
 @handles_errors
 def suspects(limit, as_json):
     """Labelled photos whose label the held-out predictions of the last `train` most disagree with:
-    likely wrong labels.
+    likely wrong labels. P(label) is how likely the label is to models that never saw the photo nor
+    its near-duplicates (averaged over several fold splits, calibrated to your share of deletes).
 
     Fix one with `imgrank relabel keep|delete PATH`, then retrain.
 

@@ -301,7 +301,10 @@ def write_oof(db, run_id: int, shas: list[str], p_delete: np.ndarray) -> None:
 
 
 def suspects(db, n: int = 20) -> list[dict]:
-    """Labelled photos the latest held-out predictions most disagree with (lowest P(given label) first)."""
+    """Labelled photos the latest held-out predictions most disagree with (lowest P(given label) first).
+
+    The predictions are `train`'s label check (`imgrank.suspects.label_check`): calibrated P(delete)
+    from models that never saw the photo nor its near-duplicates, averaged over several fold splits."""
     from imgrank.index import paths_of_contents
     from imgrank.labels import current_labels
 

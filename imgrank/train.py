@@ -28,7 +28,11 @@ from imgrank.evaluation import (
     near_duplicate_groups,
     stratified_group_folds,
 )
-from imgrank.model import Head, fit_platt, standardise, standardiser
+from imgrank.logistic import block_scale, fit_logistic, predict, scaled_standardiser, spec_blocks
+from imgrank.logistic import logit as _logit
+from imgrank.model import fit_platt, standardise
+from imgrank.optim import AdamW
+from imgrank.suspects import label_check
 
 
 @dataclass
@@ -53,6 +57,10 @@ class TrainConfig:
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size
     use_prior: bool = True  # offer the prior's features; kept only if they raise the held-out AP
+    # Each block of features (image vector, name vector, the cheap facts) gets the same share of the L2
+    # prior, not one share per column: see `block_scale`.
+    balance_blocks: bool = True
+    check_splits: int = 5  # fold splits averaged for `suspects` (fewer from 500 labels on: see label_check)
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated
     force: bool = False  # activate anyway
@@ -79,40 +87,6 @@ def require_torch():
     return torch
 
 
-class AdamW:
-    """AdamW (decoupled weight decay, as torch.optim.AdamW with its defaults otherwise).
-
-    Written out because torch.optim imports torch._dynamo on first use: about 2 s of start-up in
-    every `imgrank train` and every retraining process, a fifth of a 25,000-photo run here."""
-
-    def __init__(self, params, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        import torch
-
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.wd, self.betas, self.eps, self.t = lr, weight_decay, betas, eps, 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def step(self) -> None:
-        import torch
-
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        with torch.no_grad():
-            for p, m, v in zip(self.params, self.m, self.v, strict=True):
-                if p.grad is None:
-                    continue
-                p.mul_(1 - self.lr * self.wd)
-                m.mul_(b1).add_(p.grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
-
-
 def fit_mlp(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -120,16 +94,17 @@ def fit_mlp(
     epochs: int,
     x_held: np.ndarray | None = None,
     y_held: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Train the MLP for `epochs` epochs. Returns (numpy weights after the last epoch, the held-out
     rows' P(delete) after each epoch or None). With held-out rows it stops once their AP has not
-    improved for the patience; the curve is cut there."""
+    improved for the patience; the curve is cut there. `scale`: column weights (`block_scale`)."""
     torch = require_torch()
     torch.manual_seed(config.seed)
     # Small batches are faster on one thread than split over busy cores.
     torch.set_num_threads(config.threads or (1 if len(x_train) < 4096 else os.cpu_count() or 1))
     device = torch_device(config.device)
-    mean, std = standardiser(x_train)
+    mean, std = scaled_standardiser(x_train, scale)
 
     def prep(x):
         return torch.from_numpy(standardise(x, mean, std)).to(device)
@@ -188,53 +163,6 @@ def net_weights(net, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]
     return weights
 
 
-def fit_logistic(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    l2: float = 1.0,
-    iterations: int = 50,
-    start: dict[str, np.ndarray] | None = None,
-    device: str = "cpu",
-) -> dict[str, np.ndarray]:
-    """The baseline: class-weighted logistic regression with an L2 penalty (l2=1 is scikit-learn's
-    C=1), fit by Newton's method (iteratively reweighted least squares): exact in a few steps. torch on
-    `device` (on a GPU the products are nearly free): the products in float32, the gradient, the
-    sums and the solve in float64."""
-    torch = require_torch()
-    dev = torch_device(device)
-    f64 = torch.float64
-    mean, std = standardiser(x_train)
-    z = torch.from_numpy(standardise(x_train, mean, std)).to(dev)
-    x1 = torch.cat([z, torch.ones((len(z), 1), device=dev)], dim=1)  # last column: the bias
-    x1_64 = x1.to(f64)
-    y = torch.from_numpy(np.asarray(y_train, np.float64)).to(dev)
-    n_pos = float(y.sum())
-    sample_w = torch.where(y == 1, (len(y) - n_pos) / max(n_pos, 1.0), 1.0).to(f64)
-    penalty = torch.full((x1.shape[1],), float(l2), dtype=f64, device=dev)
-    penalty[-1] = 0.0  # the bias is not penalised
-    # a fit of the same rows at another L2 strength is a close start: a few Newton steps from there
-    if start is None:
-        w = torch.zeros(x1.shape[1], dtype=f64, device=dev)
-    else:
-        w = torch.from_numpy(np.r_[start["w0"][0], start["b0"]].astype(np.float64)).to(dev)
-    for _ in range(iterations):
-        p = torch.sigmoid((x1 @ w.float()).to(f64))
-        grad = x1_64.T @ (sample_w * (p - y)) + penalty * w
-        curvature = (sample_w * p * (1 - p)).float()
-        hessian = ((x1 * curvature[:, None]).T @ x1).to(f64) + torch.diag(penalty)
-        delta = torch.linalg.solve(hessian, grad)
-        w -= delta
-        if float(delta.abs().max()) < 1e-6:
-            break
-    w = w.cpu().numpy()
-    return {"mean": mean, "std": std, "w0": w[None, :-1].astype(np.float32), "b0": w[-1:].astype(np.float32)}
-
-
-def predict(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Uncalibrated P(delete) with numpy, the way a saved head is scored."""
-    return Head(weights, {"n_layers": sum(1 for k in weights if k.startswith("w"))}).predict(x)
-
-
 @dataclass
 class TrainResult:
     """The refit head, the recipe validation chose, and the held-out evidence for it."""
@@ -246,6 +174,7 @@ class TrainResult:
     metrics: dict  # held-out metrics: "mlp", "baseline", and "active" (the chosen recipe's)
     counts: dict
     oof: np.ndarray  # held-out P(delete) of the chosen recipe per labelled row (NaN: never held out)
+    check: np.ndarray  # calibrated held-out P(delete) to check labels (`label_check`; NaN: never held out)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -263,7 +192,9 @@ def check_enough(y: np.ndarray, config: TrainConfig) -> None:
         )
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log) -> dict:
+def cross_validate(
+    x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log, scale=None
+) -> dict:
     """Held-out P(delete) of both recipes for every row in a fold; the MLP's as a curve over epochs."""
     held_rows = fold >= 0
     base = {l2: np.full(len(y), np.nan) for l2 in config.l2_choices}
@@ -272,11 +203,13 @@ def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, confi
         held = fold == f
         log(f"cross-validation fold {f + 1}/{k}: {int(held.sum())} photos held out")
         train_rows = ~held
-        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held])
+        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held], scale)
         curves.append((held, curve))
         fitted = None
         for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
-            fitted = fit_logistic(x[train_rows], y[train_rows], l2, start=fitted, device=config.device)
+            fitted = fit_logistic(
+                x[train_rows], y[train_rows], l2, start=fitted, device=config.device, scale=scale
+            )
             base[l2][held] = predict(fitted, x[held])
     longest = max(len(c) for _, c in curves)
     # A fold that stopped early keeps its last predictions for the later epochs.
@@ -298,9 +231,12 @@ def train_arrays(
     config: TrainConfig,
     log: Callable[[str], None] = lambda m: None,
     names: list[str] | None = None,
+    blocks: tuple[int, ...] | None = None,
 ) -> TrainResult:
     """The whole recipe on arrays: near-duplicate groups, stratified group folds, cross-validated
-    choice of recipe and epochs, then the chosen recipe refit on every row and calibrated."""
+    choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
+    `blocks`: the column widths of the leading feature blocks (`spec_blocks`: image vector, name
+    vector); the columns after them are one more block, the cheap facts. None: no block weights."""
     started = time.time()
     y = np.asarray(y, int)
     check_enough(y, config)
@@ -314,7 +250,8 @@ def train_arrays(
         raise ImgrankError(
             "too few distinct delete photos to hold some out for validation: label more as delete"
         )
-    cv = cross_validate(x, y, folds.fold, k, config, log)
+    scale = block_scale((*blocks, x.shape[1] - sum(blocks))) if blocks and config.balance_blocks else None
+    cv = cross_validate(x, y, folds.fold, k, config, log, scale)
     metrics = {"mlp": evaluate(y[held], cv["mlp"][held]), "baseline": evaluate(y[held], cv["baseline"][held])}
     recipe = "mlp" if (metrics["mlp"]["ap"] or 0) > (metrics["baseline"]["ap"] or 0) else "logistic"
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
@@ -322,9 +259,9 @@ def train_arrays(
     metrics["baseline"]["l2"] = cv["l2"]
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
-        weights, _ = fit_mlp(x, y, config, cv["epochs"])
+        weights, _ = fit_mlp(x, y, config, cv["epochs"], scale=scale)
     else:
-        weights = fit_logistic(x, y, cv["l2"], device=config.device)
+        weights = fit_logistic(x, y, cv["l2"], device=config.device, scale=scale)
     calibration = fit_platt(_logit(oof[held]), y[held])
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
@@ -354,14 +291,10 @@ def train_arrays(
         metrics,
         counts,
         np.where(held, oof, np.nan),
+        label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, scale),
         warnings,
         time.time() - started,
     )
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
 
 
 def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
@@ -392,12 +325,20 @@ def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
     data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta, use_prior=config.use_prior)
-    fit = partial(train_arrays, y=data.y, image=data.image, config=config, log=log, names=data.paths)
+    fit = partial(
+        train_arrays,
+        y=data.y,
+        image=data.image,
+        config=config,
+        log=log,
+        names=data.paths,
+        blocks=spec_blocks(data.spec),
+    )
     result, used = prior.offer(fit, data.x, data.prior, log, data.prior_reason)
     result.counts["no_vector"] = data.no_vector
     meta = head_meta({**data.spec, "prior": data.prior_spec} if used else data.spec, config, result)
     run = runs.record_and_activate(
-        db, result.weights, meta, started=started, oof=(data.sha256, result.oof), force=config.force
+        db, result.weights, meta, started=started, oof=(data.sha256, result.check), force=config.force
     )
     return {
         **run,
@@ -429,7 +370,9 @@ def train_file(
     )
     x = assemble(spec, data["image"], data["name"], data["meta"])
     y, image, names = data["y"], data["image"], data["sha256"]
-    fit = partial(train_arrays, y=y, image=image, config=config, log=log, names=names)
+    fit = partial(
+        train_arrays, y=y, image=image, config=config, log=log, names=names, blocks=spec_blocks(spec)
+    )
     why = "turned off" if data["prior"] is not None else "the export has none"
     result, used = prior.offer(fit, x, data["prior"] if config.use_prior else None, log, why)
     if used:

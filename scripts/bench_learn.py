@@ -42,9 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.evaluation import average_precision, stratified_group_folds
-from imgrank.train import TrainConfig, fit_logistic, fit_mlp, predict, train_arrays
+from imgrank.train import TrainConfig, block_scale, fit_logistic, fit_mlp, predict, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
+BLOCKS = (IMAGE_DIM, NAME_DIM)  # the leading feature blocks: image vector, name vector (then metadata)
 SEED_RECIPE_BUDGET_S = 60.0
 
 
@@ -116,24 +117,42 @@ def choose_random(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(len(world.y_true), size=min(n, len(world.y_true)), replace=False)
 
 
-def choose_queue(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Label what the review page's "most informative" queue offers (imgrank.review.queues): 20 at
-    random to start, then rounds of a quarter more, each the photos nearest the boundary (P = 0.5) of
-    a model fitted on the labels so far, spread over kinds by farthest-point picks on the vectors."""
-    from imgrank.review.queues import _spread
+PAGE = 60  # photos on one page of the review queue
 
-    chosen = list(rng.choice(len(world.y_true), size=min(n, 20), replace=False))
-    while len(chosen) < n:
-        batch = min(n - len(chosen), max(10, len(chosen) // 4))
-        y = world.y_given[chosen]
-        rest = np.setdiff1d(np.arange(len(world.y_true)), chosen)
-        if y.min() == y.max():  # one class only so far: no boundary yet
-            chosen += list(rng.choice(rest, size=batch, replace=False))
-            continue
-        p = predict(fit_logistic(world.image[chosen], y), world.image[rest])
-        pool = rest[np.argsort(np.abs(p - 0.5), kind="stable")[: 4 * batch]]
-        chosen += [int(pool[i]) for i in _spread(world.image[pool], batch)]
-    return np.array(chosen)
+
+def choose_queue(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Label what the review page's "most informative" queue offers, a page at a time: the first
+    page before any head (imgrank.active.choose without scores), then after each page the whole
+    recipe retrained on the labels so far (as the daemon does) and the next page chosen by the
+    same `choose` from its calibrated P(delete). One run per folder, extended as sizes grow: the
+    first n labels are what an owner who labelled n would have labelled."""
+    labelled = _QUEUE_RUNS.setdefault(id(world), (world, []))[1]  # the world kept: its id stays its own
+    while len(labelled) < n:
+        labelled += queue_page(world, labelled, len(labelled) // PAGE)
+    return np.array(labelled[:n])
+
+
+_QUEUE_RUNS: dict[int, tuple[World, list[int]]] = {}
+
+
+def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
+    """One page of the queue for the labels so far, with the head retrained on them."""
+    from imgrank.active import choose
+    from imgrank.errors import ImgrankError
+
+    rest = np.setdiff1d(np.arange(len(world.y_true)), labelled)
+    p = None
+    if labelled:
+        y = world.y_given[labelled]
+        try:
+            result = train_arrays(world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2))
+            raw = np.clip(predict(result.weights, world.x[rest]), 1e-7, 1 - 1e-7)
+            cal = result.calibration
+            p = 1 / (1 + np.exp(-(cal["a"] * np.log(raw / (1 - raw)) + cal["b"])))
+        except ImgrankError:  # too few deletes for a head yet: the page stays a cold-start page
+            p = None
+    picks = choose(world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page)
+    return [int(rest[i]) for i, _ in picks]
 
 
 STRATEGIES: dict[str, Callable[[World, int, np.random.Generator], np.ndarray]] = {
@@ -174,13 +193,14 @@ def seed_recipe(
 def fold_average(x, y, image_groups, result, config: TrainConfig, x_test) -> np.ndarray:
     """The alternative to one refit: the chosen recipe's fold heads, their P(delete) averaged."""
     folds = stratified_group_folds(y, image_groups, result.counts["folds"], config.seed)
+    scale = block_scale((*BLOCKS, x.shape[1] - sum(BLOCKS))) if config.balance_blocks else None
     preds = []
     for f in range(folds.k):
         rows = folds.fold != f
         if result.recipe == "mlp":
-            w, _ = fit_mlp(x[rows], y[rows], config, result.epochs)
+            w, _ = fit_mlp(x[rows], y[rows], config, result.epochs, scale=scale)
         else:
-            w = fit_logistic(x[rows], y[rows], result.metrics["baseline"]["l2"])
+            w = fit_logistic(x[rows], y[rows], result.metrics["baseline"]["l2"], scale=scale)
         preds.append(predict(w, x_test))
     return np.mean(preds, axis=0)
 
@@ -190,24 +210,26 @@ def flips_found(result, y_given: np.ndarray, y_true: np.ndarray) -> tuple[int, f
     flipped = y_given != y_true
     if not flipped.any():
         return 0, None
-    p = result.oof
+    p = result.check  # what `train` stores for `suspects`
     p_label = np.where(y_given == 1, p, 1 - p)
     order = [i for i in np.argsort(p_label, kind="stable") if np.isfinite(p_label[i])]
     top = order[: 2 * int(flipped.sum())]
     return int(flipped.sum()), float(flipped[top].sum() / flipped.sum())
 
 
-def one_size(world: World, test: World, n: int, strategy: str, seed: int, with_seed_recipe: bool) -> dict:
+def one_size(
+    world: World, test: World, n: int, strategy: str, seed: int, with_seed_recipe: bool, balance: bool = True
+) -> dict:
     from imgrank.evaluation import near_duplicate_groups
 
     rng = np.random.default_rng(1000 + seed)
     idx = STRATEGIES[strategy](world, n, rng)
     x, y, image = world.x[idx], world.y_given[idx], world.image[idx]
-    config = TrainConfig(min_per_class=2, seed=seed)
+    config = TrainConfig(min_per_class=2, seed=seed, balance_blocks=balance)
     row: dict = {"n": n, "seed": seed, "delete": int(y.sum())}
     started = time.perf_counter()
     try:
-        result = train_arrays(x, y, image, config)
+        result = train_arrays(x, y, image, config, blocks=BLOCKS)
     except Exception as e:  # too few deletes among a handful of labels: say so in the table
         row["error"] = str(e)
         return row
@@ -240,6 +262,9 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=6000)
     ap.add_argument("--test", type=int, default=3000)
     ap.add_argument("--seed-recipe-seeds", type=int, default=1, help="run the seed recipe on this many seeds")
+    ap.add_argument(
+        "--unbalanced", action="store_true", help="standardise column by column (before block_scale)"
+    )
     args = ap.parse_args()
     import torch
 
@@ -260,7 +285,9 @@ def main() -> None:
             )
         )
         for n in sizes:
-            row = one_size(labelled, test, n, args.strategy, seed, seed < args.seed_recipe_seeds)
+            row = one_size(
+                labelled, test, n, args.strategy, seed, seed < args.seed_recipe_seeds, not args.unbalanced
+            )
             rows.append(row)
             print(
                 json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}),
@@ -278,6 +305,8 @@ def main() -> None:
                 "logistic_ap": mean(at, "logistic_ap"),
                 "seed_recipe_ap": mean(at, "seed_recipe_ap"),
                 "flips_found": mean(at, "flips_found"),
+                "flips_hit": sum(round(r["flips_found"] * r["flips"]) for r in at if r.get("flips")),
+                "flips_total": sum(r.get("flips", 0) for r in at),
                 "mlp_chosen": sum(r.get("recipe") == "mlp" for r in at),
                 "imgrank_seconds": mean(at, "imgrank_seconds"),
             }
@@ -294,12 +323,13 @@ def main() -> None:
     )
     print(
         f"{'labels':>7} {'imgrank':>8} {'fold-avg':>8} {'logistic':>8} {'seed MLP':>8}"
-        f" {'flips found':>11} {'MLP chosen':>10} {'train s':>8}"
+        f" {'flips found (of)':>15} {'MLP chosen':>10} {'train s':>8}"
     )
     for s in summary:
         print(
             f"{s['n']:>7} {f(s['imgrank_ap']):>8} {f(s['fold_average_ap']):>8} {f(s['logistic_ap']):>8}"
-            f" {f(s['seed_recipe_ap']):>8} {f(s['flips_found']):>11} {s['mlp_chosen']:>6}/{s['runs']:<3}"
+            f" {f(s['seed_recipe_ap']):>8} {f(s['flips_found']):>6} {s['flips_hit']:>3}/{s['flips_total']:<5}"
+            f" {s['mlp_chosen']:>6}/{s['runs']:<3}"
             f" {f(s['imgrank_seconds']):>8}"
         )
     Path("bench-out").mkdir(exist_ok=True)
@@ -312,6 +342,7 @@ def main() -> None:
         "runs": rows,
     }
     name = "bench_learn.json" if args.strategy == "random" else f"bench_learn-{args.strategy}.json"
+    name = name.replace(".json", "-unbalanced.json") if args.unbalanced else name
     Path("bench-out", name).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwritten: bench-out/{name}")
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from imgrank import config
 from imgrank.cli import cli
 from imgrank.db import open_db
-from imgrank.labels import history
+from imgrank.labels import history, set_label
 from imgrank.order import ranked
 
 CHROMIUM = "/usr/bin/chromium"
@@ -295,3 +295,60 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def kinds_with_a_boundary(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """16-d photos of five kinds with a quality axis q (the head's logit is 8 x q): kind 0 sits
+    right on the boundary, kinds 1-3 spread across it, kind 4 is all confidently kept. Returns
+    (vectors, kind of each, q)."""
+    q = np.eye(16)[8]
+    vectors, kind = [], []
+    for k, (count, low, high) in enumerate(
+        [(30, -0.02, 0.02), (40, -3, 3), (40, -3, 3), (40, -3, 3), (30, -4, -3)]
+    ):
+        centre = 3 * np.eye(16)[k]
+        for t in np.linspace(low, high, count):
+            noise = np.concatenate([np.zeros(9), 0.3 * rng.normal(size=7)])
+            vectors.append(centre + t * q + noise)
+            kind.append(k)
+    vectors = np.array(vectors)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32), np.array(kind), q
+
+
+def test_the_informative_queue_picks_near_the_boundary_across_kinds_and_explores(tmp_path):
+    """On a real store with an imported head: the page is not the n most uncertain photos (all of
+    kind 0), nor confident ones; it spreads over the kinds that straddle the boundary, and part of it
+    goes to the one kind no label covers."""
+    from helpers import store
+
+    from imgrank import model, runs
+    from imgrank.review.queues import informative
+
+    vectors, kind, q = kinds_with_a_boundary(np.random.default_rng(0))
+    db = open_db()
+    shas = store(db, vectors)
+    labelled = [i for k in range(4) for i in np.flatnonzero(kind == k)[[0, -1]]]  # none of kind 4
+    for i in labelled:
+        label = "delete" if vectors[i] @ q > 0 else "keep"
+        assert set_label(db, shas[i], label, "user")
+    spec = model.feature_spec(model.current_model_id(db), 16, 0)
+    w = np.zeros((1, model.n_features(spec)))
+    w[0, :16] = 8 * q
+    weights = {"mean": np.zeros(w.shape[1]), "std": np.ones(w.shape[1]), "w0": w, "b0": np.zeros(1)}
+    path = model.save_head(weights, {"feature_spec": spec, "n_layers": 1}, tmp_path / "head.st")
+    assert runs.import_head(db, path)["activated"]
+    p = 1 / (1 + np.exp(-8 * (vectors @ q)))
+    row = {s: i for i, s in enumerate(shas)}
+
+    page = informative(db, n=10)
+    assert len(page) == 10 and len({i["sha256"] for i in page}) == 10
+    assert not {i["sha256"] for i in page} & {shas[i] for i in labelled}
+    uncertain = [row[i["sha256"]] for i in page if i["why_chosen"] == "uncertain"]
+    assert len(uncertain) == 8
+    naive = np.argsort(np.abs(p - 0.5))[:8]
+    assert set(kind[naive]) == {0}  # the trap: the 8 most uncertain are all one kind
+    assert len(set(kind[uncertain])) >= 3, kind[uncertain]  # spread over the kinds near the boundary
+    assert np.all(np.abs(p[uncertain] - 0.5) < 0.3), p[uncertain]  # and never confident ones
+    assert np.median(np.abs(p - 0.5)) > 0.4  # most of the folder is confident
+    unexplored = [row[i["sha256"]] for i in page if i["why_chosen"] == "unexplored"]
+    assert 4 in set(kind[unexplored]), kind[unexplored]  # the kind no label covers

@@ -3,8 +3,8 @@
 - least-wanted: the deletion order itself, unlabelled photos only;
 - suspects: labelled photos the scores most disagree with (out-of-fold predictions when
   `train --cv` made them, else the current scores);
-- informative: unlabelled photos nearest the decision boundary, spread over kinds (farthest-point
-  picks among the 4n nearest, on the image vectors);
+- informative: unlabelled photos that teach the head most (imgrank.active: near the boundary, dense,
+  one per cluster, some from kinds no label covers; without a head, representatives of the kinds);
 - bursts: groups of near-duplicates and exact copies, best first.
 """
 
@@ -68,36 +68,40 @@ def suspects(db, n: int = 60) -> list[dict]:
 
 
 def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
-    """Unlabelled photos nearest the boundary (0.5 for a head, the prior's median), spread over kinds."""
+    """Unlabelled photos that teach the head most: near its boundary, alike to many photos, spread
+    over kinds, and some from kinds no label covers yet (imgrank.active.choose, the code that
+    scripts/bench_learn.py --strategy queue measures). Without a head, photos that stand for the
+    folder's kinds, the prior breaking ties towards the less wanted."""
+    from imgrank.active import choose
+    from imgrank.labels import current_labels
     from imgrank.model import current_model_id
     from imgrank.ranking import scored_photos
     from imgrank.runs import score_source
-    from imgrank.vectors import load_parts
+    from imgrank.vectors import image_vectors
 
     source = score_source(db)
-    rows = _unique(r for r in scored_photos(db) if r.label is None)
+    rows = {r.sha256: r for r in _unique(r for r in scored_photos(db) if r.label is None)}
     if not rows:
         return []
-    scores = np.array([r.score for r in rows])
-    boundary = 0.5 if source == "head" else float(np.median(scores))
-    pool = [rows[i] for i in np.argsort(np.abs(scores - boundary), kind="stable")[: 4 * n]]
-    parts = load_parts(db, model_id or current_model_id(db), [r.sha256 for r in pool])
-    by_sha = {r.sha256: r for r in pool}
-    picked = _spread(parts["image"], n) if len(parts["sha256"]) else []
-    chosen = [by_sha[parts["sha256"][i]] for i in picked]
-    return [_item(r, source, margin=round(abs(r.score - boundary), 4)) for r in chosen]
-
-
-def _spread(vectors: np.ndarray, n: int) -> list[int]:
-    """Farthest-point picks: the first row (nearest the boundary), then each time the row least like
-    any picked so far, so one kind of photo does not fill the queue."""
-    picked = [0]
-    nearest = 1 - vectors @ vectors[0]
-    while len(picked) < min(n, len(vectors)):
-        i = int(np.argmax(nearest))
-        picked.append(i)
-        nearest = np.minimum(nearest, 1 - vectors @ vectors[i])
-    return picked
+    labelled = set(current_labels(db))
+    shas, vectors, covered = [], [], []
+    for chunk_shas, chunk in image_vectors(db, model_id or current_model_id(db)):
+        wanted = [i for i, s in enumerate(chunk_shas) if s in rows]
+        shas += [chunk_shas[i] for i in wanted]
+        vectors.append(chunk[wanted])
+        covered.append(chunk[[i for i, s in enumerate(chunk_shas) if s in labelled]])
+    if not shas:
+        return []
+    scores = np.array([rows[s].score for s in shas])
+    head = source == "head"
+    picks = choose(
+        np.concatenate(vectors),
+        scores if head else None,
+        n,
+        labelled=np.concatenate(covered),
+        prior=None if head else scores,
+    )
+    return [_item(rows[shas[i]], source, why_chosen=reason) for i, reason in picks]
 
 
 def bursts(db, n_groups: int = 20) -> list[dict]:

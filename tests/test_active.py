@@ -1,0 +1,49 @@
+"""imgrank.active.choose on vectors alone: the cold-start page stands for the folder's kinds (not its
+odd one-offs), the prior tilts it towards the less wanted, and pages never repeat a labelled shot."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imgrank.active import choose
+
+
+def folder(rng, kinds: int = 6, per_kind: int = 50, odd: int = 6, dim: int = 32):
+    """Tight kinds of photos plus a few odd one-offs; returns (vectors, kind of each, -1 for odd)."""
+    centres = rng.normal(size=(kinds, dim))
+    x = np.concatenate(
+        [
+            np.repeat(centres, per_kind, axis=0) + 0.25 * rng.normal(size=(kinds * per_kind, dim)),
+            rng.normal(size=(odd, dim)) * 1.5,
+        ]
+    )
+    kind = np.concatenate([np.repeat(np.arange(kinds), per_kind), -np.ones(odd, int)])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), kind
+
+
+def test_without_a_head_the_page_is_one_photo_per_kind_and_no_odd_ones():
+    vectors, kind = folder(np.random.default_rng(1))
+    page = choose(vectors, None, 6)
+    assert [why for _, why in page] == ["representative"] * 6
+    assert sorted(kind[[i for i, _ in page]]) == list(range(6))
+
+
+def test_without_a_head_the_prior_picks_the_less_wanted_near_each_centre():
+    vectors, kind = folder(np.random.default_rng(2))
+    prior = np.random.default_rng(3).random(len(vectors))
+    plain = [i for i, _ in choose(vectors, None, 6)]
+    tilted = [i for i, _ in choose(vectors, None, 6, prior=prior)]
+    assert sorted(kind[tilted]) == list(range(6))
+    assert prior[tilted].sum() > prior[plain].sum()
+
+
+def test_a_near_duplicate_of_a_labelled_photo_is_not_offered():
+    rng = np.random.default_rng(4)
+    vectors, kind = folder(rng)
+    p = np.full(len(vectors), 0.05)
+    p[:10] = 0.5  # the ten most uncertain are shots of one scene...
+    vectors[:10] = vectors[0] + 0.01 * rng.normal(size=(10, vectors.shape[1]))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labelled = vectors[:1] + 0.01 * rng.normal(size=(1, vectors.shape[1]))  # ...one of which is labelled
+    page = [i for i, _ in choose(vectors, p, 5, labelled=labelled)]
+    assert len(page) == 5 and not set(page) & set(range(10))

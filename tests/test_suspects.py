@@ -1,0 +1,93 @@
+"""Finding wrong labels with few labels (`label_check`, `imgrank suspects`), and feature blocks that
+each get one share of the prior (`block_scale`), so a few labels can lean on a cheap fact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import separable, store, unit
+
+from imgrank import runs
+from imgrank.cli import cli
+from imgrank.db import open_db
+from imgrank.evaluation import average_precision
+from imgrank.train import TrainConfig, block_scale, fit_logistic, predict, spec_blocks, train, train_arrays
+
+
+def test_each_block_of_features_gets_one_share_of_the_prior():
+    scale = block_scale((256, 256, 3))
+    assert scale.shape == (515,)
+    assert np.allclose(scale[:512], 1.0) and np.allclose(scale[512:], np.sqrt(256 / 3))
+    # every block's columns, squared and summed, weigh the same
+    assert np.isclose((scale[:256] ** 2).sum(), (scale[512:] ** 2).sum())
+    assert np.allclose(block_scale((64, 0, 3))[64:], np.sqrt(64 / 3))  # no name vectors: two blocks
+    spec = {"embed_model": "m", "image_dim": 64, "name_dim": 32, "meta": ["a", "b", "c"]}
+    assert spec_blocks(spec) == (64, 32)
+
+
+def fact_world(n: int, seed: int):
+    """Photos whose image vectors say little and whose pixel count says a lot: unwanted ones are
+    mostly small (thumbnails, screenshots), as the cheap facts often tell in a real folder."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(int)
+    direction = unit(rng.normal(size=(1, 128)))[0]
+    image = unit(rng.normal(size=(n, 128)) + 0.6 * (y[:, None] - 0.25) * direction)
+    pixels = np.log(12e6) - 2.0 * y + 1.0 * rng.normal(size=n)
+    meta = np.stack([pixels, rng.choice([-0.29, 0.29], n), pixels - 3.4 + 0.3 * rng.normal(size=n)], 1)
+    return np.hstack([image, meta]).astype(np.float32), y, image
+
+
+def test_a_few_labels_lean_on_a_cheap_fact():
+    aps = {True: [], False: []}
+    for seed in range(3):
+        x, y, image = fact_world(30, seed)
+        x_test, y_test, _ = fact_world(600, 100 + seed)
+        for balance in (True, False):
+            config = TrainConfig(min_per_class=3, max_epochs=30, seed=seed, balance_blocks=balance)
+            result = train_arrays(x, y, image, config, blocks=(128, 0))
+            aps[balance].append(average_precision(y_test, predict(result.weights, x_test)))
+    assert np.mean(aps[True]) > np.mean(aps[False]) + 0.05
+    assert np.mean(aps[True]) > 0.6
+
+
+def test_label_check_is_calibrated_and_leaves_never_held_out_rows_unknown():
+    x, y = separable(80, seed=4, margin=0.3)
+    x[:12] = x[0] + 1e-4 * np.random.default_rng(0).normal(size=(12, x.shape[1]))  # one shot, 12 times
+    result = train_arrays(x, y, x, TrainConfig(max_epochs=20))
+    assert result.counts["too_big"][0]["size"] == 12
+    assert np.isnan(result.check[:12]).all()  # a group too big to hold out is never checked
+    checked = result.check[12:]
+    assert np.isfinite(checked).all()
+    # calibrated: the base rate is back (fits weigh the classes equally, the check does not)
+    assert abs(checked.mean() - y[12:].mean()) < 0.08
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_wrong_label_among_few_is_a_top_suspect(seed):
+    db = open_db()
+    x, y = separable(60, dim=16, seed=seed, margin=0.8)
+    wrong = np.random.default_rng(seed).choice(len(y), size=3, replace=False)  # 5%
+    noisy = y.copy()
+    noisy[wrong] ^= 1
+    shas = store(db, unit(x), noisy)
+    train(db, TrainConfig(use_meta=False, max_epochs=30, min_per_class=5))
+    top = [s["sha256"] for s in runs.suspects(db, 6)]  # the top 2 x flips
+    assert len({shas[i] for i in wrong} & set(top)) >= 2
+
+    result = CliRunner().invoke(cli, ["suspects", "-n", "3"])
+    assert result.exit_code == 0 and result.exception is None
+    lines = result.output.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("P(label)")
+
+
+def test_the_logistic_fit_converges_from_a_far_start():
+    # Fits are warm-started from the neighbouring L2 strength's weights. Where a few photos sit far
+    # out (a thumbnail's pixel count, stretched by the facts' block weight) a full Newton step from
+    # such a start overshot, and the fit diverged to a singular matrix in one benchmark run; with the
+    # line search it reaches the fit from scratch from any start.
+    x, y = separable(300, dim=20, seed=1, margin=0.0)
+    y[:15] ^= 1
+    cold = fit_logistic(x, y, 1.0)
+    warm = fit_logistic(x, y, 1.0, start={"w0": 30 * cold["w0"], "b0": cold["b0"]})
+    assert np.abs(warm["w0"] - cold["w0"]).max() < 1e-3
