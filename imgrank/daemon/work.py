@@ -24,6 +24,20 @@ class Stopped(Exception):
     """Raised inside long work when a stop was asked for."""
 
 
+def _waiting(stopping: Callable[[], bool]) -> dict:
+    """index.scan's and index_paths' callbacks while a scan in another process holds the scan lock:
+    say so once, and stop waiting when asked to stop."""
+
+    def on_wait() -> None:
+        log.info("waiting for a scan in another process to finish")
+
+    def while_waiting() -> None:
+        if stopping():
+            raise Stopped
+
+    return {"on_wait": on_wait, "while_waiting": while_waiting}
+
+
 @dataclass
 class Indexed:
     """What indexing a batch of settled files did."""
@@ -43,7 +57,7 @@ def catch_up(db, embedder, roots: list[Path], stopping: Callable[[], bool]) -> i
         if stopping():
             raise Stopped
 
-    result = index.scan(db, roots, embedder, progress=progress)
+    result = index.scan(db, roots, embedder, progress=progress, **_waiting(stopping))
     for w in result.warnings:
         log.warning(w)
     log.info("caught up with %s: %s", ", ".join(map(str, roots)), scan_summary(result.as_dict()))
@@ -64,11 +78,13 @@ def index_settled(
             raise Stopped
         chunk = todo[i : i + CHUNK]
         try:
-            result = index.index_paths(db, chunk, embedder, jobs=1)
+            result = index.index_paths(db, chunk, embedder, jobs=1, **_waiting(stopping))
+        except Stopped:
+            raise
         except Exception:
             log.exception("indexing %s failed; trying them one by one", plural(len(chunk), "file"))
             done.failed += 1
-            result = _one_by_one(db, embedder, chunk)
+            result = _one_by_one(db, embedder, chunk, stopping)
         done.batches += 1
         done.indexed += len(chunk) - result.unchanged
         done.embedded += result.embedded
@@ -87,11 +103,13 @@ def index_settled(
     return done
 
 
-def _one_by_one(db, embedder, paths: list[str]) -> index.ScanResult:
+def _one_by_one(db, embedder, paths: list[str], stopping: Callable[[], bool]) -> index.ScanResult:
     total = index.ScanResult()
     for path in paths:
         try:
-            r = index.index_paths(db, [path], embedder, jobs=1)
+            r = index.index_paths(db, [path], embedder, jobs=1, **_waiting(stopping))
+        except Stopped:
+            raise
         except Exception:
             log.exception("indexing %s failed", path)
             continue
