@@ -158,6 +158,12 @@ def scan(ctx, roots, model, jobs, device, as_json):
     except ModelError as e:
         say(ctx, f"photos not scored: {e}")
         d["scored"] = 0
+    from imgrank.dupes import refresh
+
+    try:  # groups kept current, as the daemon does
+        d["near_duplicate_groups"] = refresh(db)["groups"]
+    except ModelError:
+        pass  # nothing embedded yet: nothing to group
     from imgrank.words import scan_summary
 
     emit(d, as_json, scan_summary(d))
@@ -322,13 +328,18 @@ def relabel(ctx, label, paths, as_json):
             expanded += [os.fsdecode(line.rstrip(b"\r")) for line in lines if line.strip()]
         else:
             expanded.append(p)
-    result = do_relabel(open_db(), None if label == "clear" else label, expanded)
+    result = do_relabel(
+        open_db(),
+        None if label == "clear" else label,
+        expanded,
+        on_wait=lambda: say(ctx, "waiting for the other scan to finish..."),
+    )
     for path, reason in result.failed:
         say(ctx, f"error: {display_name(path)}: {reason}")
-    text = f"{label}: {len(result.applied)} photos ({result.changed} changed, {result.indexed} newly indexed)"
-    if result.failed:
-        text += f"; {len(result.failed)} failed"
-    emit(result.as_dict(), as_json, text)
+    from imgrank.cli_text import relabel_summary
+
+    summary = relabel_summary(len(result.applied), result.changed, result.indexed, len(result.failed))
+    emit(result.as_dict(), as_json, f"{label}: {summary}")
     if result.failed:
         ctx.exit(1)
 
@@ -426,7 +437,9 @@ def train(ctx, data, out, as_json, **options):
     from imgrank.train import train as do_train
 
     run = do_train(open_db(), cfg, log)
-    scored = f"; {run['scored']} photos scored" if run["activated"] else ""
+    from imgrank.cli_text import scored_summary
+
+    scored = f"; {scored_summary(run['scored'])}" if run["activated"] else ""
     emit(run, as_json, format_report(run) + f"\n\n{run['note']}{scored}")
 
 
@@ -445,7 +458,7 @@ def model():
 @json_option
 @handles_errors
 def model_list(as_json):
-    """List training runs and their heads, newest first (* = active).
+    """List training runs and their heads, newest first (* = active; prior: takes the prior's features).
 
     \b
     Example:
@@ -460,14 +473,15 @@ def model_list(as_json):
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
-    lines = [f"   {'id':>4}  {'when':<16} {'delete':>6} {'keep':>6} {'val AP':>7} {'AUC':>6}  model"]
+    lines = [f"   {'id':>4}  {'when':<16} {'delete':>6} {'keep':>6} {'val AP':>7} {'AUC':>6}  prior  model"]
     for r in runs:
         when = datetime.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M")
         c = r["counts"]
         lines.append(
             f" {'*' if r['active'] else ' '} {r['id']:>4}  {when:<16}"
             f" {c.get('delete', '-'):>6} {c.get('keep', '-'):>6}"
-            f" {f(r['val_ap']):>7} {f(r['val_auc']):>6}  {r['embed_model']}"
+            f" {f(r['val_ap']):>7} {f(r['val_auc']):>6}"
+            f"  {'yes' if r['prior_features'] else 'no':<5}  {r['embed_model']}"
         )
     emit(runs, as_json, "\n".join(lines) if runs else "no runs yet: label photos and run `imgrank train`")
 
@@ -482,11 +496,12 @@ def model_use(run_id):
     Example:
         imgrank model use 3
     """
+    from imgrank.cli_text import scored_summary
     from imgrank.runs import score_all, use_run
 
     db = open_db()
     use_run(db, run_id)
-    click.echo(f"run {run_id} is now the active head; {score_all(db)} photos scored")
+    click.echo(f"run {run_id} is now the active head; {scored_summary(score_all(db))}")
 
 
 @model.command("import")
@@ -500,13 +515,14 @@ def model_import(head, force):
     Example:
         imgrank model import head.safetensors
     """
+    from imgrank.cli_text import scored_summary
     from imgrank.runs import import_head
 
     run = import_head(open_db(), head, force=force)
     if run["duplicate"]:
         click.echo(run["note"])
     elif run["activated"]:
-        click.echo(f"imported as run {run['id']}, now active; {run['scored']} photos scored")
+        click.echo(f"imported as run {run['id']}, now active; {scored_summary(run['scored'])}")
     else:
         click.echo(f"imported as {run['note']}")
 
@@ -531,12 +547,11 @@ def score(as_json):
     Example:
         imgrank score
     """
+    from imgrank.cli_text import scored_summary
     from imgrank.runs import score_all
 
     n = score_all(open_db())
-    from imgrank.words import plural
-
-    emit({"scored": n}, as_json, f"{plural(n, 'photo')} scored")
+    emit({"scored": n}, as_json, scored_summary(n))
 
 
 @cli.command()
@@ -574,7 +589,8 @@ def top(limit, unlabelled, as_json):
 @click.option(
     "--threshold",
     type=float,
-    help="Cosine similarity of image vectors at or above which two photos are near-duplicates [0.95].",
+    help="Cosine similarity of image vectors at or above which two photos are near-duplicates "
+    "[the last one given, at first 0.95]; the daemon and `scan` keep groups current with it.",
 )
 @json_option
 @handles_errors
@@ -593,7 +609,7 @@ def dupes(threshold, as_json):
     from imgrank.words import plural
 
     db = open_db()
-    summary = grouping.regroup(db, threshold=threshold or grouping.DEFAULT_THRESHOLD)
+    summary = grouping.regroup(db, threshold=threshold)
     groups = grouping.listing(db)
     lines = []
     for i, g in enumerate(groups, 1):
@@ -648,7 +664,9 @@ def export(file, as_json):
     from imgrank.export import export_parquet
 
     result = export_parquet(open_db(), file)
-    emit(result, as_json, f"{result['rows']} labelled photos written to {result['path']}")
+    from imgrank.words import plural
+
+    emit(result, as_json, f"{plural(result['rows'], 'labelled photo')} written to {result['path']}")
 
 
 @cli.command("export-vectors")
@@ -667,7 +685,10 @@ def export_vectors(file, as_json):
     from imgrank.vectorfile import export_vectors as do_export
 
     r = do_export(open_db(), file)
-    emit(r, as_json, f"{r['vectors']} vectors of {r['model']} ({r['dim']}-d) written to {r['path']}")
+    from imgrank.words import plural
+
+    vectors = plural(r["vectors"], "vector")
+    emit(r, as_json, f"{vectors} of {r['model']} ({r['dim']}-d) written to {r['path']}")
 
 
 @cli.command("import-vectors")
@@ -687,7 +708,10 @@ def import_vectors(file, model, as_json):
     from imgrank.vectorfile import import_vectors as do_import
 
     r = do_import(open_db(), file, model)
-    emit(r, as_json, f"{r['imported']} vectors of {r['model']} imported ({r['already']} already here)")
+    from imgrank.words import plural
+
+    already = f" ({r['already']} already here)" if r["already"] else ""
+    emit(r, as_json, f"{plural(r['imported'], 'vector')} of {r['model']} imported{already}")
 
 
 # --- commands: review, report, reviewed (review/, report.py) ---
@@ -759,14 +783,14 @@ def reviewed(top_n, as_json):
         imgrank order && feh ...      # look at the top 100, delete some
         imgrank reviewed --top 100
     """
+    from imgrank.cli_text import reviewed_summary
     from imgrank.review.queues import keep_survivors
 
     result = keep_survivors(open_db(), top_n)
     emit(
         result,
         as_json,
-        f"{result['kept']} survivors of the first {result['looked_at']} labelled keep "
-        f"({result['already_labelled']} already labelled, {result['gone']} deleted since)",
+        reviewed_summary(result),
     )
 
 
@@ -821,6 +845,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         imgrank order --step 10 --keep-places   # later runs move only what must move
         imgrank order --dry-run | head
     """
+    from imgrank.cli_text import order_summary
     from imgrank.order import order as run_order
 
     result = run_order(
@@ -831,21 +856,13 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
     elif dry_run:
         for p in result.plan:
             click.echo(f"{p['score']:.3f}  {_when(p['mtime_ns'])} -> {_when(p['new_mtime_ns'])}  {p['path']}")
-        click.echo(
-            f"dry run: would set {result.touched} of {result.ordered} mtimes ({result.in_place} in place)"
-        )
+        click.echo(f"dry run: {order_summary(result, dry_run=True)}")
     elif result.ordered == 0:
         click.echo(
             "nothing to order: no scored photos under the roots (run `imgrank scan` and `imgrank train`)"
         )
     else:
-        extra = (
-            f", {result.restored} no longer in the order given their own time back" if result.restored else ""
-        )
-        click.echo(
-            f"ordered {result.ordered} photos: {result.touched} mtimes set, "
-            f"{result.in_place} already in place{extra}, {len(result.failed)} failed ({result.seconds:.1f} s)"
-        )
+        click.echo(order_summary(result))
     _report_failures(ctx, result.failed)
 
 
@@ -873,17 +890,11 @@ def restore(ctx, paths, force, forget_missing, as_json):
         imgrank restore
         imgrank restore ~/Pictures/2024
     """
+    from imgrank.cli_text import restore_summary
     from imgrank.order import restore as run_restore
 
     result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
-    extra = f", {result.followed} found moved" if result.followed else ""
-    extra += f", {result.forgotten} missing forgotten" if result.forgotten else ""
-    emit(
-        result.as_dict(),
-        as_json,
-        f"restored {result.restored} mtimes ({result.already} already original{extra}), "
-        f"{len(result.failed)} left alone",
-    )
+    emit(result.as_dict(), as_json, restore_summary(result))
     if result.missing:
         shown = result.missing[:10]
         more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""

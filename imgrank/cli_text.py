@@ -69,3 +69,71 @@ def prior_line(pf: dict | None) -> str:
     keep = "the head takes them" if pf["used"] else f"the head leaves them out (it needs +{pf['needed']:.3f})"
     aps = f"held-out AP {_f(pf['ap_with'])} with, {_f(pf['ap_without'])} without"
     return f"the prior's features {verdict}: {aps}; {keep}"
+
+
+# --- one-line summaries: only what happened, with the right plurals (`--json` keeps every count) ---
+
+
+def order_summary(result, dry_run: bool = False) -> str:
+    """`imgrank order`'s line (an OrderResult)."""
+    from imgrank.words import plural
+
+    r = result
+    if dry_run:
+        if not r.touched:
+            return f"nothing would change: all {plural(r.ordered, 'photo')} already in place"
+        text = f"would set {r.touched} of {plural(r.ordered, 'mtime')}"
+        return text + (f", {r.in_place} already in place" if r.in_place else "")
+    parts = [f"{plural(r.touched, 'mtime')} set"] if r.touched else []
+    parts += [f"{r.in_place} already in place"] if r.in_place else []
+    parts += [f"{r.restored} no longer in the order given their own time back"] if r.restored else []
+    parts += [f"{len(r.failed)} failed"] if r.failed else []
+    return f"ordered {plural(r.ordered, 'photo')}: {', '.join(parts)} ({r.seconds:.1f} s)"
+
+
+def restore_summary(result) -> str:
+    """`imgrank restore`'s line (a RestoreResult); files not found are told apart."""
+    from imgrank.words import counts, plural
+
+    r = result
+    if r.restored:
+        text = f"restored {plural(r.restored, 'mtime')}"
+    else:
+        text = "no mtime restored" if r.failed or r.missing else "nothing to restore"
+    found = counts(
+        [(r.already, "already original"), (r.followed, "found moved"), (r.forgotten, "missing forgotten")],
+        noun=None,
+    )
+    text += f" ({found})" if found else ""
+    return text + (f", {len(r.failed)} left alone" if r.failed else "")
+
+
+def relabel_summary(applied: int, changed: int, indexed: int, failed: int) -> str:
+    """`imgrank relabel`'s line, after the label: how many photos, what changed, what failed."""
+    from imgrank.words import counts, plural
+
+    text = plural(applied, "photo") if applied else "no photos"
+    done = counts([(changed, "changed"), (indexed, "newly indexed")], noun=None)
+    text += f" ({done})" if done else " (unchanged)" if applied else ""
+    return text + (f"; {failed} failed" if failed else "")
+
+
+def scored_summary(n: int) -> str:
+    """How many photos a head (or the prior) scored."""
+    from imgrank.words import plural
+
+    return f"{plural(n, 'photo')} scored" if n else "no photos to score"
+
+
+def reviewed_summary(result: dict) -> str:
+    """`imgrank reviewed --top N`'s line."""
+    from imgrank.words import counts, plural
+
+    first = f"the first {result['looked_at']}"
+    kept = result["kept"]
+    text = f"{plural(kept, 'survivor')} of {first}" if kept else f"none of {first}"
+    text += " labelled keep"
+    more = counts(
+        [(result["already_labelled"], "already labelled"), (result["gone"], "deleted since")], noun=None
+    )
+    return text + (f" ({more})" if more else "")

@@ -16,6 +16,7 @@ from imgrank.files import IMAGE_EXTENSIONS, db_path, fs_path, walk
 
 LABELS = ("keep", "delete")
 SOURCES = ("user", "import", "deleted", "reviewed")
+INDEX_TRIES = 3  # reads of a photo whose mtime keeps moving while relabel indexes it
 
 
 def set_label(db, sha256: str, label: str | None, source: str, path: str | None = None) -> bool:
@@ -144,29 +145,35 @@ def relabel(
     paths: Iterable[str | Path],
     get_embedder: Callable | None = None,
     source: str = "user",
+    on_wait: Callable[[], None] | None = None,
 ) -> RelabelResult:
     """Label files (and every image under folders). Paths not indexed yet are indexed and embedded first.
 
     A path that is missing or unreadable is reported in `failed`; the others are still applied.
+    Indexing waits for a scan running in another process (`on_wait` is told).
     """
     result = RelabelResult()
     files = _expand(paths, result.failed)
-    todo = []
-    for path in files:
-        sha, reason = _indexed_sha(db, path)
-        if sha is None and reason is None:
-            todo.append(path)
-    if todo:
+    embedder = None
+    unreadable: dict[str, str] = {}  # read and found unreadable: not read again
+    # An order or restore running meanwhile may set a photo's mtime just after it was read (to a
+    # time it no longer records as its own): that photo is read again, a few times at most.
+    for _ in range(INDEX_TRIES):
+        todo = [p for p in files if str(p) not in unreadable and _indexed_sha(db, p) == (None, None)]
+        if not todo:
+            break
         from imgrank import index
         from imgrank.embed import load_embedder
 
-        embedder = (get_embedder or load_embedder)()
-        scan = index.index_paths(db, todo, embedder)
-        result.indexed = getattr(scan, "new", 0) + getattr(scan, "changed", 0) + getattr(scan, "moved", 0)
+        embedder = embedder or (get_embedder or load_embedder)()
+        scan = index.index_paths(db, todo, embedder, on_wait=on_wait)
+        result.indexed += scan.new + scan.changed + scan.moved
+        rows = index.rows(db, [str(p) for p in todo]).values()
+        unreadable.update((r.path, r.reason or "unreadable") for r in rows if r.state == "unreadable")
     for path in files:
         sha, reason = _indexed_sha(db, path)
         if sha is None:
-            result.failed.append((str(path), reason or "could not be indexed"))
+            result.failed.append((str(path), reason or unreadable.get(str(path)) or "could not be indexed"))
             continue
         result.changed += set_label(db, sha, label, source, str(path))
         result.applied.append(str(path))

@@ -134,6 +134,23 @@ def own_times(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, tupl
     return {fs_path(r[0]): (r[1], r[2]) for r in rows}
 
 
+def own_mtimes(db: sqlite_utils.Database, seen: dict[str, int]) -> dict[str, int]:
+    """For files read with these mtimes ({path: mtime_ns}): the file's own time where the one read
+    is a time imgrank set (its recorded original), else the one read. What a row keeps."""
+    import json
+
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM mtimes WHERE path IN (SELECT value FROM json_each(?))",
+        [json.dumps([db_path(p) for p in seen])],
+    )
+    out = dict(seen)
+    for r in rows:
+        path, rec = fs_path(r[0]), Record(*r[1:])
+        if seen[path] in rec.set_times():
+            out[path] = rec.original_ns
+    return out
+
+
 def count(db: sqlite_utils.Database) -> int:
     """How many originals `restore` holds."""
     return db.execute("SELECT count(*) FROM mtimes").fetchone()[0]

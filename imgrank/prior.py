@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,9 +161,12 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
         raise ImgrankError(f"the prior needs the text encoder of {model_id}, but {embedder.model_id} loads")
     vectors = embedder.embed_texts(prompts.texts)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    np.ascontiguousarray(vectors, dtype="<f4").tofile(tmp)
-    tmp.replace(cache)
+    # A temporary file of its own: two scans scoring at once once shared one, and one replaced the
+    # cache with the file the other was still writing (tests/test_scan.py, two scans together).
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+    with open(fd, "wb") as f:
+        np.ascontiguousarray(vectors, dtype="<f4").tofile(f)
+    os.replace(tmp, cache)
     return vectors
 
 

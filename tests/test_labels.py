@@ -114,11 +114,38 @@ def test_crlf_stdin_and_a_relabel_that_changes_nothing(model_env, tmp_path):
     assert {h["path"] for h in history(db)} == {str(p) for p in paths}  # no '\r' kept
     rows = db.execute("SELECT count(*) FROM label_history").fetchone()[0]
     again = invoke("relabel", "delete", *map(str, paths))
-    assert again.exit_code == 0 and "3 photos (0 changed" in again.stdout
+    assert again.exit_code == 0 and "3 photos (unchanged)" in again.stdout
     assert db.execute("SELECT count(*) FROM label_history").fetchone()[0] == rows
     other = invoke("relabel", "keep", str(paths[0]))
     assert other.exit_code == 0
     assert db.execute("SELECT count(*) FROM label_history").fetchone()[0] == rows + 1
+
+
+def test_a_photo_whose_mtime_moves_while_relabel_indexes_it_is_read_again(model_env, tmp_path, monkeypatch):
+    """An `order` or `restore` in another process can set a photo's mtime just after relabel read
+    it (seen in tests/test_concurrency.py): relabel reads it again instead of failing it."""
+    import os
+
+    from imgrank import index
+
+    target, other = photos(tmp_path, 2)
+    real = index.index_paths
+    calls = []
+
+    def touched_right_after_reading(db, paths, *args, **kwargs):
+        result = real(db, paths, *args, **kwargs)
+        calls.append(sorted(map(str, paths)))
+        if len(calls) == 1:  # the first read only: then the mtime holds still
+            t = os.lstat(target).st_mtime_ns + 10**9
+            os.utime(target, ns=(t, t))
+        return result
+
+    monkeypatch.setattr(index, "index_paths", touched_right_after_reading)
+    result = invoke("relabel", "delete", str(target), str(other))
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "failed" not in result.output and "2 photos" in result.output
+    assert calls == [sorted([str(target), str(other)]), [str(target)]]  # only the moved one again
+    assert label_counts(open_db())["by_label"]["delete"] == 2
 
 
 @pytest.mark.parametrize("n", ["0", "-3"])

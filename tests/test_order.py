@@ -145,9 +145,9 @@ def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeyp
     with db.atomic():
         for i, (sha,) in enumerate(db.execute("SELECT sha256 FROM files ORDER BY path").fetchall()):
             db.execute("REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, i / 10])
-    reads = []
-    real = index.pipeline.read_one
-    monkeypatch.setattr(index.pipeline, "read_one", lambda p: reads.append(p) or real(p))
+    reads = []  # the files a scan reads (in its decoding workers)
+    real = index.pipeline._results
+    monkeypatch.setattr(index.pipeline, "_results", lambda paths, *a: reads.extend(paths) or real(paths, *a))
     for command in (
         ["order"],
         ["scan", "--json", "--jobs", "1"],
@@ -159,6 +159,30 @@ def test_scan_sees_no_change_after_order_or_restore(tmp_path, model_env, monkeyp
         if command[0] == "scan":
             assert json.loads(result.output)["unchanged"] == 6
     assert reads == []
+
+
+def test_a_photo_read_while_it_has_an_imgrank_time_is_indexed_with_its_own(tmp_path, tiny_model, monkeypatch):
+    """A file read while ordered (here: re-embedded for another model) keeps its original in its
+    row, so after `restore` it is still as indexed: nothing is read again (before, every file
+    re-embedded after an order was read once more after a restore, and a relabel racing an order
+    and a restore failed its photos as "could not be indexed")."""
+    from imgrank.testing.tinymodel import build_model
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        photo(root / f"p{i}.jpg", seed=i)
+    monkeypatch.setenv("IMGRANK_MODEL", str(tiny_model))
+    assert run("scan", str(root)).exit_code == 0  # scored by the prior
+    assert run("order").exit_code == 0
+    other = str(build_model(tmp_path / "other-model", seed=3))
+    assert json.loads(run("scan", "--model", other, "--json").stdout)["embedded"] == 3  # read while ordered
+    assert run("restore").exit_code == 0
+    reads = []  # the files a scan reads
+    real = index.pipeline._results
+    monkeypatch.setattr(index.pipeline, "_results", lambda paths, *a: reads.extend(paths) or real(paths, *a))
+    assert json.loads(run("scan", "--model", other, "--json").stdout)["unchanged"] == 3
+    assert reads == []
+    assert index.needs_work(open_db(), [str(p) for p in root.iterdir()]) == set()
 
 
 def test_the_original_time_follows_a_moved_photo(tmp_path, model_env):

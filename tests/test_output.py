@@ -76,3 +76,58 @@ def test_status_says_what_the_daemon_did_in_words():
     assert " 0 " not in line
     idle = format_daemon_status(dict(info, counters={}))
     assert idle.startswith("daemon: not running (last seen ") and idle.endswith(")")
+
+
+ZERO = re.compile(r"(?<![\d.:-])0 (?!s\))")  # a count of zero ("0 failed"), not "10", "0.3" or "(0.0 s)"
+
+
+def test_order_restore_relabel_and_score_say_no_zeros_and_json_keeps_every_count(model_env, tmp_path):
+    root = tmp_path / "photos"
+    paths = [photo(root / f"p{i}.jpg", seed=i) for i in range(3)]
+    invoke("scan", str(root))  # scored by the prior
+
+    def line(*args) -> str:
+        text = invoke(*args).output.strip().splitlines()[-1]
+        assert not ZERO.search(text), text
+        return text
+
+    assert re.fullmatch(r"ordered 3 photos: 3 mtimes set \(\d+\.\d s\)", line("order")), line("order")
+    # --keep-places: the times set a moment ago stay (a plain order would lay them out from now)
+    kept = "dry run: nothing would change: all 3 photos already in place"
+    assert line("order", "--keep-places", "--dry-run") == kept
+    assert re.fullmatch(r"ordered 3 photos: 3 already in place \(\d+\.\d s\)", line("order", "--keep-places"))
+    data = json.loads(invoke("order", "--keep-places", "--json").stdout)
+    assert data["touched"] == 0 and data["restored"] == 0 and data["failed"] == []
+    assert line("restore") == "restored 3 mtimes"
+    assert line("restore") == "nothing to restore"
+    data = json.loads(invoke("restore", "--json").stdout)
+    assert (data["restored"], data["already"], data["followed"], data["forgotten"]) == (0, 0, 0, 0)
+    assert line("relabel", "keep", str(paths[0])) == "keep: 1 photo (1 changed)"
+    assert line("relabel", "keep", str(paths[0])) == "keep: 1 photo (unchanged)"
+    data = json.loads(invoke("relabel", "keep", str(paths[0]), "--json").stdout)
+    assert (data["applied"], data["changed"], data["indexed"]) == (1, 0, 0)
+    assert line("score") == "3 photos scored"
+
+
+def test_summaries_of_restore_order_and_review_name_only_what_happened():
+    from imgrank.cli_text import order_summary, relabel_summary, restore_summary, reviewed_summary
+    from imgrank.order import OrderResult, RestoreResult
+
+    assert restore_summary(RestoreResult(restored=1, already=2)) == "restored 1 mtime (2 already original)"
+    assert restore_summary(RestoreResult(failed=[("a", "b")])) == "no mtime restored, 1 left alone"
+    assert restore_summary(RestoreResult(followed=1, restored=1)) == "restored 1 mtime (1 found moved)"
+    done = OrderResult(ordered=1, touched=1, failed=[("a", "b")], restored=2, seconds=0.04)
+    assert order_summary(done) == (
+        "ordered 1 photo: 1 mtime set, 2 no longer in the order given their own time back, 1 failed (0.0 s)"
+    )
+    assert order_summary(OrderResult(ordered=5, touched=2, in_place=3), dry_run=True) == (
+        "would set 2 of 5 mtimes, 3 already in place"
+    )
+    assert relabel_summary(0, 0, 0, 2) == "no photos; 2 failed"
+    assert relabel_summary(2, 1, 2, 0) == "2 photos (1 changed, 2 newly indexed)"
+    looked = {"looked_at": 10, "kept": 1, "already_labelled": 0, "gone": 9}
+    assert reviewed_summary(looked) == "1 survivor of the first 10 labelled keep (9 deleted since)"
+    assert (
+        reviewed_summary({**looked, "kept": 0, "gone": 10})
+        == "none of the first 10 labelled keep (10 deleted since)"
+    )

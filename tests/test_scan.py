@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from imgrank import index, workers
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.embed import load_embedder
+from imgrank.labels import label_counts
 
 
 @pytest.fixture
@@ -26,7 +31,7 @@ def embedder(tiny_model):
 
 @pytest.fixture
 def count_decodes(monkeypatch):
-    """Count real decodes (scans run with jobs=1 so the counter sees every one)."""
+    """Count real decodes (scans run with jobs=0, in this process, so the counter sees every one)."""
     calls = []
     real = workers.decode_image
 
@@ -84,10 +89,10 @@ def test_rescan_of_unchanged_tree_decodes_nothing(tmp_path, embedder, count_deco
     bad_files(root / "bad")
     db = open_db()
     index.add_roots(db, [root])
-    first = index.scan(db, [root], embedder, jobs=1)
+    first = index.scan(db, [root], embedder, jobs=0)
     assert first.embedded == 5 and len(count_decodes) == 5 + 4  # 4 bad files are tried once
     count_decodes.clear()
-    second = index.scan(db, [root], embedder, jobs=1)
+    second = index.scan(db, [root], embedder, jobs=0)
     assert count_decodes == []
     assert (second.new, second.changed, second.embedded) == (0, 0, 0)
 
@@ -97,12 +102,12 @@ def test_move_rename_and_copy_reuse_vectors(tmp_path, embedder, count_decodes):
     for i in range(3):
         photo(root / f"p{i}.jpg", seed=i)
     db = open_db()
-    index.scan(db, [root], embedder, jobs=1)
+    index.scan(db, [root], embedder, jobs=0)
     count_decodes.clear()
     (root / "album").mkdir()
     shutil.move(root / "p0.jpg", root / "album" / "renamed.jpg")
     shutil.copy2(root / "p1.jpg", root / "copy.jpg")
-    result = index.scan(db, [root], embedder, jobs=1)
+    result = index.scan(db, [root], embedder, jobs=0)
     assert count_decodes == [] and result.embedded == 0
     assert result.moved == 1 and result.missing == 0
     paths = {r[0] for r in db.execute("SELECT path FROM files WHERE state = 'ok'")}
@@ -179,7 +184,7 @@ def test_permission_denied_and_vanished_mid_scan_are_recorded(tmp_path, embedder
 
     monkeypatch.setattr(os, "open", fake_open)
     db = open_db()
-    result = index.scan(db, [root], embedder, jobs=1)
+    result = index.scan(db, [root], embedder, jobs=0)  # read in this process, where os.open is patched
     reasons = {r["path"]: r["reason"] for r in index.unreadable(db)}
     assert reasons[str(locked)] == "permission denied"
     assert "vanished" in reasons[str(gone)]
@@ -420,43 +425,64 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def test_a_decoding_worker_killed_by_the_oom_killer_is_recorded_and_the_scan_goes_on(tmp_path, model_env):
-    """A stand-in for the OOM killer SIGKILLs any decoding worker above 150 MB: the one decoding
-    the 64-megapixel PNG, every time it is tried. The scan records that file and finishes."""
-    import signal
-    import threading
-
-    root = tmp_path / "photos"
-    for i in range(12):
-        photo(root / f"p{i:02d}.jpg", seed=i)
-    Image.new("RGB", (8000, 8000), "teal").save(root / "huge.png")  # ~200 KB, 192 MB decoded
-    killed = []
+@contextlib.contextmanager
+def oom_killer(limit_mb: float = 150):
+    """A stand-in for the OOM killer: SIGKILLs any process under this one above `limit_mb` (the
+    decoding workers). Yields the list of pids it killed."""
+    killed: list[int] = []
     stop = threading.Event()
 
-    def oom_killer():
+    def watch():
         while not stop.is_set():
             for pid in _descendants(os.getpid()):
                 try:
-                    if _rss_mb(pid) > 150:
+                    if _rss_mb(pid) > limit_mb:
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
                 except OSError:
                     pass
             stop.wait(0.005)
 
-    thread = threading.Thread(target=oom_killer, daemon=True)
+    thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     try:
-        result = run("scan", str(root), "--json", "--jobs", "2")
+        yield killed
     finally:
         stop.set()
         thread.join()
+
+
+@pytest.mark.parametrize("jobs", ["2", "1"])
+def test_a_decoding_worker_killed_by_the_oom_killer_is_recorded_and_the_scan_goes_on(
+    tmp_path, model_env, jobs
+):
+    """The OOM killer (a stand-in) kills the worker decoding the 64-megapixel PNG, every time it is
+    tried. The scan records that file and finishes. With --jobs 1 too: one job is one worker, not
+    a decode in the scan's own process (which the OOM killer would take down with everything)."""
+    root = tmp_path / "photos"
+    for i in range(12):
+        photo(root / f"p{i:02d}.jpg", seed=i)
+    Image.new("RGB", (8000, 8000), "teal").save(root / "huge.png")  # ~200 KB, 192 MB decoded
+    with oom_killer() as killed:
+        result = run("scan", str(root), "--json", "--jobs", jobs)
     assert result.exit_code == 0 and result.exception is None, result.output
     assert len(killed) >= 2  # in the pool, then alone
     summary = json.loads(result.stdout)
     assert summary["embedded"] == 12 and summary["unreadable"] == 1
     reasons = {r["path"]: r["reason"] for r in index.unreadable(open_db())}
     assert "died" in reasons[str(root / "huge.png")]
+
+
+def test_a_few_files_indexed_by_relabel_are_decoded_in_a_worker_too(tmp_path, model_env):
+    """relabel and the daemon index a few files at a time (index_paths): in a worker all the same."""
+    fine = photo(tmp_path / "fine.jpg", seed=1)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (8000, 8000), "teal").save(huge)
+    with oom_killer() as killed:
+        result = run("relabel", "delete", str(fine), str(huge))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert killed and "died" in result.output
+    assert label_counts(open_db())["by_label"]["delete"] == 1
 
 
 def test_workers_run_under_a_memory_limit(tmp_path):
@@ -569,6 +595,49 @@ def test_two_scans_started_together_embed_each_photo_once(tmp_path, tiny_model):
     embedded = sorted(json.loads(out)["embedded"] for out, _ in outs)
     assert embedded == [0, 30]
     assert any(b"waiting for the other scan" in err for _, err in outs)
+
+
+HOLD_SCAN_LOCK = """
+import sys
+from imgrank.index import scan_lock
+with scan_lock():
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_relabel_waits_for_a_scan_in_another_process_before_indexing(tmp_path, tiny_model):
+    """index_paths (relabel, the daemon) takes the scan lock: while another process holds it (a scan
+    reading the same photos), a relabel that must index a photo waits, then finds its work done."""
+    import subprocess
+    import sys
+
+    new = photo(tmp_path / "new.jpg", seed=1)
+    env = {**os.environ, "IMGRANK_MODEL": str(tiny_model)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCAN_LOCK], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    errors = tmp_path / "relabel.err"
+    relabel = None
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        cmd = [sys.executable, "-m", "imgrank", "relabel", "keep", str(new), "--json"]
+        relabel = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errors.open("wb"))
+        deadline = time.monotonic() + 120
+        while b"waiting for the other scan" not in errors.read_bytes():
+            assert relabel.poll() is None, f"relabel did not wait: {errors.read_text()}"
+            assert time.monotonic() < deadline, "relabel neither waited nor finished"
+            time.sleep(0.05)
+        assert index.rows(open_db(), [str(new)]) == {}  # nothing indexed while the lock is held
+        holder.stdin.close()
+        out, _ = relabel.communicate(timeout=300)
+        assert relabel.returncode == 0, errors.read_text()
+        assert json.loads(out)["applied"] == 1 and index.rows(open_db(), [str(new)])[str(new)].state == "ok"
+    finally:
+        for proc in (holder, relabel):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_a_folder_that_cannot_be_listed_is_reported_not_marked_missing(tmp_path, model_env, monkeypatch):

@@ -266,6 +266,8 @@ class Watcher:
         for path in outcome.deleted:
             log.info("deleted: %s%s", path, " (labelled delete)" if path in outcome.labelled else "")
         self.why += [f"{Path(p).name} deleted" for p in outcome.deleted]
+        if outcome.deleted:
+            self._dirty()  # a group that lost its keeper has a new one (see work.regroup)
 
     def _reorder(self) -> None:
         why, self.why = self.why, []

@@ -24,6 +24,20 @@ class Stopped(Exception):
     """Raised inside long work when a stop was asked for."""
 
 
+def _waiting(stopping: Callable[[], bool]) -> dict:
+    """index.scan's and index_paths' callbacks while a scan in another process holds the scan lock:
+    say so once, and stop waiting when asked to stop."""
+
+    def on_wait() -> None:
+        log.info("waiting for a scan in another process to finish")
+
+    def while_waiting() -> None:
+        if stopping():
+            raise Stopped
+
+    return {"on_wait": on_wait, "while_waiting": while_waiting}
+
+
 @dataclass
 class Indexed:
     """What indexing a batch of settled files did."""
@@ -43,7 +57,7 @@ def catch_up(db, embedder, roots: list[Path], stopping: Callable[[], bool]) -> i
         if stopping():
             raise Stopped
 
-    result = index.scan(db, roots, embedder, progress=progress)
+    result = index.scan(db, roots, embedder, progress=progress, **_waiting(stopping))
     for w in result.warnings:
         log.warning(w)
     log.info("caught up with %s: %s", ", ".join(map(str, roots)), scan_summary(result.as_dict()))
@@ -64,11 +78,13 @@ def index_settled(
             raise Stopped
         chunk = todo[i : i + CHUNK]
         try:
-            result = index.index_paths(db, chunk, embedder, jobs=1)
+            result = index.index_paths(db, chunk, embedder, jobs=1, **_waiting(stopping))
+        except Stopped:
+            raise
         except Exception:
             log.exception("indexing %s failed; trying them one by one", plural(len(chunk), "file"))
             done.failed += 1
-            result = _one_by_one(db, embedder, chunk)
+            result = _one_by_one(db, embedder, chunk, stopping)
         done.batches += 1
         done.indexed += len(chunk) - result.unchanged
         done.embedded += result.embedded
@@ -87,11 +103,13 @@ def index_settled(
     return done
 
 
-def _one_by_one(db, embedder, paths: list[str]) -> index.ScanResult:
+def _one_by_one(db, embedder, paths: list[str], stopping: Callable[[], bool]) -> index.ScanResult:
     total = index.ScanResult()
     for path in paths:
         try:
-            r = index.index_paths(db, [path], embedder, jobs=1)
+            r = index.index_paths(db, [path], embedder, jobs=1, **_waiting(stopping))
+        except Stopped:
+            raise
         except Exception:
             log.exception("indexing %s failed", path)
             continue
@@ -114,14 +132,15 @@ def embed_names(db, embedder, paths: list[str]) -> int:
 
 
 def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
-    """Put the mtimes in score order, keeping the places of photos still in order. `why` names what
-    changed since the last order (or says it is the start). Returns the OrderResult, or None when
-    nothing is scored yet."""
+    """Put the mtimes in score order, keeping the places of photos still in order, after bringing the
+    near-duplicate groups up to date (see regroup). `why` names what changed since the last order (or
+    says it is the start). Returns the OrderResult, or None when nothing is scored yet."""
     from imgrank.order import order
     from imgrank.runs import has_scores
 
     if not has_scores(db):
         return None
+    regroup(db)
     # Photos still in order keep their times, 10 s apart when laid out: a new photo slides in
     # between two others (room for four there) and backups see a few changed files, not all.
     result = order(db, step=10.0, top=top, oldest_first=oldest_first, keep_places=True)
@@ -134,3 +153,22 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
         effect = f"all {plural(result.ordered, 'photo')} already in place"
     log.info("%s: %s", f"order updated after {names(why)}" if why else "order at start", effect)
     return result
+
+
+def regroup(db) -> dict:
+    """Keep the near-duplicate groups current before an order, so a burst shows one keeper without
+    `imgrank dupes`: new photos are compared with all, groups that lost a photo are formed again
+    (dupes.refresh: cheap, and nothing when nothing arrived or went). Returns its summary."""
+    from imgrank import dupes
+
+    done = dupes.refresh(db)
+    if done["how"] != "unchanged":
+        changes = [plural(done[k], f"{k} photo") for k in ("new", "gone") if done.get(k)]
+        found = f"{plural(done['groups'], 'group')} of {plural(done['grouped'], 'photo')}"
+        log.info(
+            "near-duplicates looked at again%s: %s (%.1f s)",
+            f" after {' and '.join(changes)}" if changes else "",
+            found if done["groups"] else "none",
+            done["seconds"],
+        )
+    return done

@@ -52,12 +52,14 @@ class ScanResult:
 
 
 def _results(paths: list[str], known: set[str], jobs: int, batch: int) -> Iterator[dict]:
-    """Each path read (see workers.read_one): in this process with one job, else in workers, which
-    keep decoding the next batch while this process embeds one."""
-    if jobs <= 1 or len(paths) < 8:
+    """Each path read (see workers.read_one) in worker processes, under their memory limit: one
+    worker for one job or a few files; the workers keep decoding the next batch while this process
+    embeds one. jobs=0 reads in this process, without that limit (for tests that watch the
+    decoder); the command line always has at least one worker."""
+    if jobs == 0:
         init_worker(known)
         return map(read_one, paths)
-    return read_all(paths, known, jobs, slack=batch)
+    return read_all(paths, known, jobs if len(paths) >= 8 else 1, slack=batch)
 
 
 def _index(
@@ -98,24 +100,37 @@ def _index(
             progress(len(pending))
         pending.clear()
 
-    for r in _results(paths, known, jobs, batch):
-        previous = old.get(r["path"])
-        if r.get("reason"):
-            result.unreadable += 1
-        elif previous is None:
-            if r["sha256"] in missing_shas:
-                result.moved += 1
+    results = _results(paths, known, jobs, batch)
+    try:
+        for r in results:
+            previous = old.get(r["path"])
+            if r.get("reason"):
+                result.unreadable += 1
+            elif previous is None:
+                if r["sha256"] in missing_shas:
+                    result.moved += 1
+                else:
+                    result.new += 1
+            elif previous.sha256 != r["sha256"]:
+                result.changed += 1
             else:
-                result.new += 1
-        elif previous.sha256 != r["sha256"]:
-            result.changed += 1
-        else:
-            result.unchanged += 1  # touched, or re-embedded for a new model: same content
-        pending.append(r)
-        if sum(1 for p in pending if p["array"] is not None) >= batch or len(pending) >= 4 * batch:
+                result.unchanged += 1  # touched, or re-embedded for a new model: same content
+            pending.append(r)
+            if sum(1 for p in pending if p["array"] is not None) >= batch or len(pending) >= 4 * batch:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
+    finally:
+        # Stop the workers now, also when embedding or writing failed: left to the garbage
+        # collector, the pool's shutdown can run inside another thread's lock and deadlock.
+        close = getattr(results, "close", None)
+        if close:
+            close()
+
+
+def _jobs(jobs: int | None) -> int:
+    """Decoding workers: as many as CPUs unless told (0: none, in this process)."""
+    return (os.cpu_count() or 1) if jobs is None else jobs
 
 
 def _check_model(db: sqlite_utils.Database, embedder: Embedder, result: ScanResult) -> None:
@@ -130,22 +145,39 @@ def _check_model(db: sqlite_utils.Database, embedder: Embedder, result: ScanResu
 
 
 @contextmanager
-def scan_lock(on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """One scan at a time per imgrank home (two would read and embed the same photos). A second
-    one calls `on_wait` once, waits, and then finds done what the first one did."""
+def scan_lock(
+    on_wait: Callable[[], None] | None = None, while_waiting: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """One scan (or index_paths) at a time per imgrank home: two would read and embed the same
+    photos, and write their rows from what each read. A second one calls `on_wait` once, waits,
+    and then finds done what the first one did. While it waits, `while_waiting` is called every
+    0.1 s: it may raise to give up (the daemon stops at once even while a long scan runs)."""
     home = config.home_dir()
     home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / "scan.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fd = os.open(home / "scan.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait:
                 on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for_lock(fd, while_waiting)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _wait_for_lock(fd: int, while_waiting: Callable[[], None] | None) -> None:
+    if while_waiting is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        while_waiting()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.1)
 
 
 def scan(
@@ -156,11 +188,12 @@ def scan(
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
     on_wait: Callable[[], None] | None = None,
+    while_waiting: Callable[[], None] | None = None,
 ) -> ScanResult:
     """Index every root: new, changed and moved files are read; vanished ones marked missing.
 
     Runs under scan_lock: a scan started while another runs waits for it (`on_wait` is told)."""
-    with scan_lock(on_wait):
+    with scan_lock(on_wait, while_waiting):
         return _scan(db, [Path(r) for r in roots], embedder, jobs, progress, on_total)
 
 
@@ -214,7 +247,7 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
     del known, own, embedded
     if on_total:
         on_total(len(todo))
-    _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, progress)
+    _index(db, todo, embedder, _jobs(jobs), result, progress)
     moved = store.settle_moves(db)
     result.missing -= len(set(vanished) & moved)
     result.seconds = time.monotonic() - start
@@ -222,9 +255,23 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
 
 
 def index_paths(
-    db: sqlite_utils.Database, paths: Iterable[Path | str], embedder: Embedder, jobs: int | None = None
+    db: sqlite_utils.Database,
+    paths: Iterable[Path | str],
+    embedder: Embedder,
+    jobs: int | None = None,
+    on_wait: Callable[[], None] | None = None,
+    while_waiting: Callable[[], None] | None = None,
 ) -> ScanResult:
-    """Index and embed exactly these files (inside the roots or not); unchanged ones cost nothing."""
+    """Index and embed exactly these files (inside the roots or not); unchanged ones cost nothing.
+
+    Under scan_lock, as a scan: waits for one running (see scan_lock for the two callbacks)."""
+    with scan_lock(on_wait, while_waiting):
+        return _index_paths(db, paths, embedder, jobs)
+
+
+def _index_paths(
+    db: sqlite_utils.Database, paths: Iterable[Path | str], embedder: Embedder, jobs: int | None
+) -> ScanResult:
     start = time.monotonic()
     result = ScanResult()
     _check_model(db, embedder, result)
@@ -236,7 +283,7 @@ def index_paths(
             todo.append(p)  # one that cannot be stat'ed is read, and recorded with its reason
         else:
             result.unchanged += 1
-    _index(db, todo, embedder, jobs or os.cpu_count() or 1, result, None)
+    _index(db, todo, embedder, _jobs(jobs), result, None)
     result.seconds = time.monotonic() - start
     return result
 
