@@ -646,6 +646,8 @@ def suspects(limit, as_json):
     header = "P(label)  label   path"
     empty = "no labelled photos with held-out predictions"
     emit(rows, as_json, "\n".join([header, *lines]) if rows else empty)
+    if rows and not as_json:
+        say(None, "P(label): how likely the label is to models that never saw the photo or its near copies")
 
 
 @cli.command()

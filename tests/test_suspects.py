@@ -77,8 +77,10 @@ def test_a_wrong_label_among_few_is_a_top_suspect(seed):
 
     result = CliRunner().invoke(cli, ["suspects", "-n", "3"])
     assert result.exit_code == 0 and result.exception is None
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert len(lines) == 4 and lines[0].startswith("P(label)")
+    assert "never saw the photo" in result.stderr  # why, in one line
+    assert float(lines[1].split()[0]) <= float(lines[2].split()[0]) <= float(lines[3].split()[0])
 
 
 def test_the_logistic_fit_converges_from_a_far_start():
