@@ -458,7 +458,7 @@ def model():
 @json_option
 @handles_errors
 def model_list(as_json):
-    """List training runs and their heads, newest first (* = active).
+    """List training runs and their heads, newest first (* = active; prior: takes the prior's features).
 
     \b
     Example:
@@ -473,14 +473,15 @@ def model_list(as_json):
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
-    lines = [f"   {'id':>4}  {'when':<16} {'delete':>6} {'keep':>6} {'val AP':>7} {'AUC':>6}  model"]
+    lines = [f"   {'id':>4}  {'when':<16} {'delete':>6} {'keep':>6} {'val AP':>7} {'AUC':>6}  prior  model"]
     for r in runs:
         when = datetime.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M")
         c = r["counts"]
         lines.append(
             f" {'*' if r['active'] else ' '} {r['id']:>4}  {when:<16}"
             f" {c.get('delete', '-'):>6} {c.get('keep', '-'):>6}"
-            f" {f(r['val_ap']):>7} {f(r['val_auc']):>6}  {r['embed_model']}"
+            f" {f(r['val_ap']):>7} {f(r['val_auc']):>6}"
+            f"  {'yes' if r['prior_features'] else 'no':<5}  {r['embed_model']}"
         )
     emit(runs, as_json, "\n".join(lines) if runs else "no runs yet: label photos and run `imgrank train`")
 

@@ -73,6 +73,7 @@ def list_runs(db) -> list[dict]:
                 "recipe": headline(metrics).get("recipe"),
                 "val_ap": headline(metrics).get("ap"),
                 "val_auc": headline(metrics).get("roc_auc"),
+                "prior_features": bool((metrics.get("prior_features") or {}).get("used")),
                 "head_path": run["head_path"],
                 "embed_model": run["embed_model"],
                 "active": bool(run["active"]),

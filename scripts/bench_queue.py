@@ -94,11 +94,13 @@ def parse_variant(text: str) -> dict:
 
 
 def needed(sizes: list[int], means: dict[int, float | None], target: float) -> tuple[int | None, int | None]:
-    """(first size whose mean AP reaches target, size from which every mean stays at or above it)."""
-    first = next((n for n in sizes if (means[n] or 0) >= target), None)
+    """(first size whose mean AP reaches target, size from which every mean stays at or above it),
+    over the sizes measured."""
+    measured = [n for n in sizes if means[n] is not None]
+    first = next((n for n in measured if means[n] >= target), None)
     stays = None
-    for n in reversed(sizes):
-        if (means[n] or 0) < target:
+    for n in reversed(measured):
+        if means[n] < target:
             break
         stays = n
     return first, stays

@@ -173,6 +173,7 @@ def _label_all(root, deletes) -> None:
     invoke("relabel", "keep", *map(str, keeps))
 
 
+@pytest.mark.slow
 def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_env, tmp_path):
     import torch
 
@@ -193,6 +194,8 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
     assert pf["used"] and pf["ap_with"] > pf["ap_without"]
     assert head.spec["prior"]["features"] == list(prior.HEAD_FEATURES)
     assert head.spec["prior"]["prompts"] == prior.prompts_record(prior.load_prompts())
+    assert json.loads(invoke("model", "list", "--json").output)[0]["prior_features"] is True
+    assert "  yes  " in invoke("model", "list").output.splitlines()[1]
     # The order a user sees: every soft twin before every sharp one.
     rows = json.loads(invoke("top", "-n", "48", "--json").stdout)
     assert {r["path"] for r in rows[:24]} == {str(p) for p in soft}
@@ -220,7 +223,17 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
     invoke("score")
     assert np.allclose([scores(db)[s] for s in shas], [stored[s] for s in shas], atol=1e-6)
 
+    # A new photo is scored as it arrives (the daemon's path: score_unscored), with the same features.
+    Image.open(_detailed(tmp_path / "new.jpg", 999)).filter(ImageFilter.GaussianBlur(1)).save(
+        root / "new.jpg"
+    )
+    assert json.loads(invoke("scan", "--json").output)["scored"] == 1
+    (new,), x_new = head_input(db, head.spec, sorted(set(scores(db)) - set(shas)))
+    assert scores(db)[new] == pytest.approx(float(head.predict(x_new)[0]), abs=1e-6)
+    assert scores(db)[new] > np.median([stored[s] for s in shas])  # a soft one: among the deletes
 
+
+@pytest.mark.slow
 def test_where_the_prior_carries_no_signal_train_reports_it_honestly(model_env, tmp_path):
     from imgrank.runs import active_head
 
@@ -246,6 +259,7 @@ def test_where_the_prior_carries_no_signal_train_reports_it_honestly(model_env, 
     assert json.loads(invoke("score", "--json").output) == {"scored": 28}
 
 
+@pytest.mark.slow
 def test_the_prior_features_go_through_export_train_elsewhere_and_import(
     model_env, tmp_path, monkeypatch, home
 ):
