@@ -18,7 +18,9 @@ For each size: held-out AP of
 - logistic: a plain L2 logistic regression on the image vectors alone, refit on all labels;
 - seed recipe: MLP 515-2048-2048-2048-256-1, batch 1, SGD lr 3e-4, 15 epochs, where it runs
   under a minute;
-and the share of flipped labels found in the top 2 x flips of `suspects` (held-out P(label)).
+and the share of flipped labels found in the top 2 x flips of `suspects` (the label check `train`
+stores: calibrated held-out P(label) over several fold splits). `--unbalanced` standardises column
+by column instead of giving each feature block one share of the prior.
 
 How labels are chosen is a plug-in: STRATEGIES maps a name to a function
 (world, n, rng) -> indices of the pool to label. "random" is what a user labelling as they go does.
