@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgrank.evaluation import NEAR_DUP
+from imgrank.neighbours import NEAR_DUP
 
 POOL_PER_PICK = 8  # uncertain candidates considered per photo on the page
 EXPLORE = 0.2  # share of a page given to clusters of the folder that no label covers

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Two image vectors with cosine similarity above this are "the same shot" (see README, "Near
-# duplicates"): shots of one burst sit well above it, different scenes of one kind below it.
-NEAR_DUP = 0.95
+from imgrank.neighbours import NEAR_DUP, close_pairs
+
 MAX_GROUP = 12  # a burst longer than this is split: a group is at most this many photos
 STRATIFY_TOLERANCE = 0.05  # a fold whose delete share is further than this from the whole set's warns
 
@@ -87,27 +86,13 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
 
 
-def _close_pairs(v: np.ndarray, threshold: float, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, similarity) of every pair i < j above the threshold, computed a block of rows at a time."""
-    rows, cols, sims = [], [], []
-    for start in range(0, len(v), block):
-        s = v[start : start + block] @ v[start:].T  # the upper triangle only: each pair once
-        r, c = np.nonzero(s > threshold)
-        keep = c > r  # column c of this block is row start + c, as row r is start + r
-        rows.append(r[keep] + start)
-        cols.append(c[keep] + start)
-        sims.append(s[r[keep], c[keep]])
-    if not rows:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32)
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(sims)
-
-
 def near_duplicate_groups(
-    vectors: np.ndarray, threshold: float = NEAR_DUP, max_size: int = MAX_GROUP, block: int = 2048
+    vectors: np.ndarray, threshold: float = NEAR_DUP, max_size: int = MAX_GROUP
 ) -> np.ndarray:
     """Group id per row: photos that are the same shot. Complete linkage: EVERY pair in a group has
-    cosine similarity above the threshold, so groups cannot chain (A~B, B~C does not join A and C
-    unless A~C), and no group grows past `max_size`.
+    cosine similarity at or above the threshold (found by imgrank.neighbours, as `dupes` finds them),
+    so groups cannot chain (A~B, B~C does not join A and C unless A~C), and no group grows past
+    `max_size`.
 
     Pairs are merged from the most similar down (agglomerative complete linkage, restricted to the
     sparse graph of close pairs): two groups join when every cross pair is close and the result
@@ -115,7 +100,7 @@ def near_duplicate_groups(
     n = len(vectors)
     group = np.arange(n)
     members: dict[int, list[int]] = {i: [i] for i in range(n)}
-    i_idx, j_idx, sims = _close_pairs(unit_rows(vectors), threshold, block)
+    i_idx, j_idx, sims = close_pairs(unit_rows(vectors), threshold)  # the same search as `dupes`
     neighbours: dict[int, set[int]] = {}
     for i, j in zip(i_idx.tolist(), j_idx.tolist(), strict=True):
         neighbours.setdefault(i, set()).add(j)

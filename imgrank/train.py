@@ -52,7 +52,7 @@ class TrainConfig:
     # recipe costs about a quarter (25,000 labels: 9 s instead of 41 s on two cores).
     two_folds_from: int = 5000
     l2_choices: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)  # the baseline's L2 strengths to try
-    near_dup: float = NEAR_DUP  # cosine similarity above which two photos can be the same shot
+    near_dup: float = NEAR_DUP  # cosine similarity from which two photos can be the same shot
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size

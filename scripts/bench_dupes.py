@@ -73,7 +73,8 @@ def rss_kb(field: str = "VmRSS") -> int:
 def one(n: int, check: bool) -> dict:
     """Group n photos in this process: seconds per step, CPU seconds, peak memory, bursts found;
     with `check`, also how far the grouping is from the exact one (all pairs)."""
-    from imgrank.dupes import EXACT_BELOW, exact_pairs, index_pairs, leaders, near_groups
+    from imgrank.dupes import leaders, near_groups
+    from imgrank.neighbours import EXACT_BELOW, exact_pairs, index_pairs
 
     assert n > EXACT_BELOW, f"sizes above {EXACT_BELOW} take the index path"
     x, truth = library(n)

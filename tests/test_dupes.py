@@ -17,7 +17,8 @@ from imgrank import config, dupes, runs
 from imgrank.cli import cli
 from imgrank.daemon import loop
 from imgrank.db import open_db, set_setting, to_blob
-from imgrank.dupes import EXACT_BELOW, moved_up, near_groups
+from imgrank.dupes import moved_up, near_groups
+from imgrank.neighbours import EXACT_BELOW
 from imgrank.order import ranked
 
 

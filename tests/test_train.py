@@ -65,7 +65,9 @@ def test_every_pair_in_a_group_is_close_and_groups_are_capped():
         assert len(members) <= 12
 
 
-def test_bursts_never_straddle_folds_and_folds_are_stratified():
+def test_bursts_never_straddle_folds_and_folds_are_stratified(monkeypatch):
+    from imgrank import neighbours
+
     rng = np.random.default_rng(1)
     shots, labels, burst_of = [], [], []
     for b in range(120):  # bursts of 1 to 6 near-identical shots; a burst shares its label
@@ -74,7 +76,8 @@ def test_bursts_never_straddle_folds_and_folds_are_stratified():
         labels += [label] * size
         burst_of += [b] * size
     x, y, burst_of = unit(np.array(shots)), np.array(labels), np.array(burst_of)
-    groups = near_duplicate_groups(x, 0.95, block=37)  # odd block size: pairs across blocks still join
+    monkeypatch.setattr(neighbours, "BLOCK", 37 * len(x))  # blocks of 37 rows: pairs across blocks still join
+    groups = near_duplicate_groups(x, 0.95)
     for b in range(120):
         assert len(set(groups[burst_of == b])) == 1
     folds = stratified_group_folds(y, groups, 5, seed=0)
