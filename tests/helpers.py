@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,11 @@ def activate_random_head(seed: int = 0) -> None:
     )
     runs.import_head(db, path)
     db.close()
+
+
+def can_mount_read_only(path: Path) -> bool:
+    """Whether a read-only bind mount over `path` works here (a private user and mount namespace)."""
+    if not shutil.which("unshare"):
+        return False
+    probe = f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import can_mount_read_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from images import photo
@@ -374,13 +375,6 @@ def test_a_file_that_cannot_be_touched_is_reported_and_the_rest_are_ordered(tmp_
     }
 
 
-def _can_mount_read_only(path: Path) -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"
-    return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
-
-
 def test_a_read_only_mount_is_reported_and_the_rest_are_ordered(tmp_path):
     """A real read-only bind mount, in a private mount namespace, over one folder of the root."""
     db = open_db()
@@ -393,7 +387,7 @@ def test_a_read_only_mount_is_reported_and_the_rest_are_ordered(tmp_path):
     db.execute("UPDATE files SET path = ? WHERE path = ?", [str(moved), str(paths[1])])
     paths[1] = moved
     before = {p: times(p) for p in paths}
-    if not _can_mount_read_only(ro):
+    if not can_mount_read_only(ro):
         pytest.skip("no user namespaces here for a read-only bind mount")
     imgrank = [sys.executable, "-m", "imgrank"]
     shell = f'mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} && exec "$@"'

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import can_mount_read_only
 
 from imgrank.cli import cli
 from imgrank.db import open_db
@@ -130,18 +131,11 @@ def test_an_unwritable_home_is_one_clear_line():
         shutil.rmtree(top)
 
 
-def _unshare_ro(path: Path) -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"
-    return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
-
-
 def test_a_read_only_home_is_one_clear_line(tmp_path):
     """A real read-only bind mount over the home, in a private mount namespace."""
     home = tmp_path / "ro-home"
     home.mkdir()
-    if not _unshare_ro(home):
+    if not can_mount_read_only(home):
         pytest.skip("no user namespaces here for a read-only bind mount")
     shell = f'mount --bind {home} {home} && mount -o remount,ro,bind {home} && exec "$@"'
     proc = subprocess.run(
