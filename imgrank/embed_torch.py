@@ -30,7 +30,7 @@ WEIGHT_NAMES = ("image_encoder.pt", *SHARED_NAMES)
 TEXT_WEIGHT_NAMES = ("text_encoder.pt", *SHARED_NAMES)
 
 
-def image_weights(files: ModelFiles, source: str, text: bool = False) -> Path:
+def torch_weights(files: ModelFiles, source: str, text: bool = False) -> Path:
     """The `.pt` weights of the image (or text) encoder: beside the ONNX files, or fetched from the hub."""
     folder = files.image_encoder.parent
     names = TEXT_WEIGHT_NAMES if text else WEIGHT_NAMES
@@ -52,25 +52,34 @@ def image_weights(files: ModelFiles, source: str, text: bool = False) -> Path:
     return Path(path)
 
 
+def _load_encoder(files: ModelFiles, source: str, device: str, text: bool):
+    """(uform's torch image or text encoder with its weights, in eval mode on `device`, the device,
+    the dtype): half precision on CUDA, float32 elsewhere."""
+    import torch
+    from uform.torch_encoders import ImageEncoder, TextEncoder
+
+    where = torch.device(device)
+    dtype = torch.float16 if where.type == "cuda" else torch.float32
+    cfg = json.loads(files.config.read_text())
+    try:
+        state = torch.load(torch_weights(files, source, text), map_location="cpu", weights_only=True)
+        model = (TextEncoder if text else ImageEncoder).from_pretrained(cfg, state)
+    except ModelError:
+        raise
+    except Exception as e:
+        kind = "text" if text else "image"
+        raise ModelError(f"cannot load the torch {kind} encoder of {files.model_id}: {e}") from None
+    return model.eval().to(where, dtype), where, dtype
+
+
 class TorchImageEncoder:
     """uform's `torch_encoders.ImageEncoder` on a torch device: uint8 crops in, unit vectors out."""
 
     def __init__(self, files: ModelFiles, source: str, device: str):
         import torch
-        from uform.torch_encoders import ImageEncoder
 
-        self.device = torch.device(device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model, self.device, self.dtype = _load_encoder(files, source, device, text=False)
         self.batch = CUDA_BATCH if self.device.type == "cuda" else CPU_BATCH
-        cfg = json.loads(files.config.read_text())
-        try:
-            state = torch.load(image_weights(files, source), map_location="cpu", weights_only=True)
-            model = ImageEncoder.from_pretrained(cfg, state)
-        except ModelError:
-            raise
-        except Exception as e:
-            raise ModelError(f"cannot load the torch image encoder of {files.model_id}: {e}") from None
-        self.model = model.eval().to(self.device, self.dtype)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(shape)
         self.std = torch.tensor(CLIP_STD, device=self.device).view(shape)
@@ -104,22 +113,9 @@ class TorchTextEncoder:
     of attention and the vector is read at the first token, so cutting changes nothing but the cost."""
 
     def __init__(self, files: ModelFiles, source: str, device: str):
-        import torch
-        from uform.torch_encoders import TextEncoder
-
-        self.device = torch.device(device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        cfg = json.loads(files.config.read_text())
-        try:
-            state = torch.load(image_weights(files, source, text=True), map_location="cpu", weights_only=True)
-            model = TextEncoder.from_pretrained(cfg, state)
-        except ModelError:
-            raise
-        except Exception as e:
-            raise ModelError(f"cannot load the torch text encoder of {files.model_id}: {e}") from None
-        if model.pooling != "cls" or model.model_type != "bert":
+        self.model, self.device, self.dtype = _load_encoder(files, source, device, text=True)
+        if self.model.pooling != "cls" or self.model.model_type != "bert":
             raise ModelError(f"{files.model_id}: only a BERT text encoder read at its first token can be cut")
-        self.model = model.eval().to(self.device, self.dtype)
 
     def __call__(self, tokens: dict) -> np.ndarray:
         """uform TextProcessor output (input_ids, attention_mask: N×context) -> N×dim, L2-normalised."""
