@@ -49,11 +49,15 @@ class Head:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(delete), calibrated on held-out predictions when the head carries a calibration."""
-        z = self.logit(x)
-        cal = self.meta.get("calibration")
-        if cal:
-            z = cal["a"] * z + cal["b"]
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        return calibrated(self.logit(x), self.meta.get("calibration"))
+
+
+def calibrated(logit: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """P(delete) from a logit through a Platt calibration (see fit_platt); the plain sigmoid without one."""
+    z = np.asarray(logit, np.float64)
+    if calibration:
+        z = calibration["a"] * z + calibration["b"]
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
 def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

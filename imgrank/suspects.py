@@ -13,7 +13,7 @@ import numpy as np
 
 from imgrank.evaluation import stratified_group_folds
 from imgrank.logistic import fit_logistic, logit, predict
-from imgrank.model import fit_platt
+from imgrank.model import calibrated, fit_platt
 
 if TYPE_CHECKING:
     from imgrank.train import TrainConfig
@@ -49,5 +49,4 @@ def label_check(
     rows = seen > 0
     if not rows.any():
         return mean_logit
-    c = fit_platt(mean_logit[rows], y[rows])
-    return 1 / (1 + np.exp(-np.clip(c["a"] * mean_logit + c["b"], -60, 60)))
+    return calibrated(mean_logit, fit_platt(mean_logit[rows], y[rows]))

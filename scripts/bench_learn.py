@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.evaluation import average_precision, stratified_group_folds
+from imgrank.logistic import logit
+from imgrank.model import calibrated
 from imgrank.train import TrainConfig, block_scale, fit_logistic, fit_mlp, predict, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
@@ -148,9 +150,7 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
         y = world.y_given[labelled]
         try:
             result = train_arrays(world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2))
-            raw = np.clip(predict(result.weights, world.x[rest]), 1e-7, 1 - 1e-7)
-            cal = result.calibration
-            p = 1 / (1 + np.exp(-(cal["a"] * np.log(raw / (1 - raw)) + cal["b"])))
+            p = calibrated(logit(predict(result.weights, world.x[rest])), result.calibration)
         except ImgrankError:  # too few deletes for a head yet: the page stays a cold-start page
             p = None
     picks = choose(world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page)
