@@ -77,21 +77,37 @@ def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(z), 0.0, z).astype(np.float32)
 
 
-def fit_platt(logit: np.ndarray, y: np.ndarray, iterations: int = 50) -> dict:
+def fit_platt(logit: np.ndarray, y: np.ndarray, iterations: int = 100) -> dict:
     """Platt scaling: a, b so that sigmoid(a * logit + b) matches held-out labels (with Platt's
-    smoothed targets, so a perfectly separated held-out set does not send a to infinity)."""
+    smoothed targets, so a perfectly separated held-out set does not send a to infinity).
+
+    Newton's method with a backtracking line search on the loss: a plain Newton step from a = 1
+    can overshoot when the logits are large (p saturates, the Hessian all but vanishes) and run off
+    to a in the millions, which makes every calibrated score 0 or 1."""
     z, y = np.asarray(logit, np.float64), np.asarray(y, np.float64)
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(a: float, b: float) -> float:
+        s = a * z + b  # cross-entropy against the smoothed targets, written to stay finite
+        return float(np.sum(np.logaddexp(0, s) - t * s))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iterations):
         p = 1 / (1 + np.exp(-np.clip(a * z + b, -60, 60)))
         g = np.array([np.sum((p - t) * z), np.sum(p - t)])
         w = p * (1 - p) + 1e-9
         h = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-6 * np.eye(2)
         step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-9:
+        scale = 1.0
+        while scale > 1e-8 and loss(a - scale * step[0], b - scale * step[1]) > current:
+            scale /= 2
+        if scale <= 1e-8:
+            break
+        a, b = a - scale * step[0], b - scale * step[1]
+        previous, current = current, loss(a, b)
+        if previous - current < 1e-12 * max(1.0, abs(current)):
             break
     return {"method": "platt", "a": float(max(a, 1e-3)), "b": float(b)}
 
