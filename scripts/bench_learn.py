@@ -149,7 +149,9 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
     if labelled:
         y = world.y_given[labelled]
         try:
-            result = train_arrays(world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2))
+            result = train_arrays(
+                world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2), blocks=BLOCKS
+            )
             p = calibrated(logit(predict(result.weights, world.x[rest])), result.calibration)
         except ImgrankError:  # too few deletes for a head yet: the page stays a cold-start page
             p = None

@@ -67,7 +67,11 @@ def curve(task: tuple[int, str, list[int], int, int, dict]) -> list[dict]:
             row["strategy"] = variant_name(variant)
         try:
             result = train_arrays(
-                labelled.x[idx], y, labelled.image[idx], TrainConfig(min_per_class=2, seed=seed)
+                labelled.x[idx],
+                y,
+                labelled.image[idx],
+                TrainConfig(min_per_class=2, seed=seed),
+                blocks=bench_learn.BLOCKS,
             )
             row["ap"] = average_precision(held.y_true, predict(result.weights, held.x))
         except Exception as e:  # too few deletes among a handful of labels
