@@ -15,7 +15,7 @@ def format_report(run: dict) -> str:
     chosen = (
         f"MLP, {run['epochs']} epochs"
         if run["recipe"] == "mlp"
-        else "L2 logistic regression (it ranked the held-out photos better than the MLP)"
+        else "L2 logistic regression (the MLP did not beat it by more than one standard error)"
     )
     lines = [
         f"labelled: {c['delete']} delete, {c['keep']} keep ({c['groups']} near-duplicate groups)",

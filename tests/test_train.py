@@ -132,6 +132,20 @@ def test_many_labels_are_cross_validated_in_two_folds_and_few_in_five():
     assert many.counts["held_out"]["delete"] + many.counts["held_out"]["keep"] == len(y)
 
 
+def test_the_mlp_is_chosen_only_when_the_folds_show_it_is_better():
+    """Deletes on two opposite sides of the folder (a shape no linear model can rank): the MLP
+    beats the regression in every fold and becomes the head. The same labels with the MLP's
+    advantage taken away (a linear rule) give the simpler regression."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    y = (np.abs(x[:, 0]) > 1.2).astype(int)  # both tails of one axis: not linear
+    result = train_arrays(x, y, unit(x), TrainConfig(max_epochs=60, min_per_class=2))
+    assert result.recipe == "mlp", result.metrics
+    assert result.metrics["mlp"]["ap"] > result.metrics["baseline"]["ap"] + 0.3
+    linear = (x[:, 0] > 1.0).astype(int)
+    assert train_arrays(x, linear, unit(x), TrainConfig(max_epochs=60, min_per_class=2)).recipe == "logistic"
+
+
 def test_when_the_baseline_ranks_better_the_active_head_is_the_logistic_regression():
     x, y = separable(120, dim=16, margin=1.0, seed=5)  # linear with a wide margin: both rank perfectly
     result = train_arrays(x, y, x, TrainConfig(max_epochs=10, hidden=(8,)))
