@@ -45,7 +45,7 @@ import numpy as np
 
 from imgrank.evaluation import average_precision, stratified_group_folds
 from imgrank.logistic import logit
-from imgrank.model import calibrated
+from imgrank.model import calibrated, standardise
 from imgrank.train import TrainConfig, block_scale, fit_logistic, fit_mlp, predict, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
@@ -145,7 +145,7 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
     from imgrank.errors import ImgrankError
 
     rest = np.setdiff1d(np.arange(len(world.y_true)), labelled)
-    p = None
+    p = view = None
     if labelled:
         y = world.y_given[labelled]
         try:
@@ -153,9 +153,13 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
                 world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2), blocks=BLOCKS
             )
             p = calibrated(logit(predict(result.weights, world.x[rest])), result.calibration)
+
+            def view(rows):  # what the head sees of those photos: its standardised input
+                return standardise(world.x[rest[rows]], result.weights["mean"], result.weights["std"])
+
         except ImgrankError:  # too few deletes for a head yet: the page stays a cold-start page
             p = None
-    picks = choose(world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page)
+    picks = choose(world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page, view=view)
     return [int(rest[i]) for i, _ in picks]
 
 

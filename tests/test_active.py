@@ -1,5 +1,6 @@
-"""imgrank.active.choose on vectors alone: the cold-start page stands for the folder's kinds (not its
-odd one-offs), the prior tilts it towards the less wanted, and pages never repeat a labelled shot."""
+"""imgrank.active.choose: the cold-start page stands for the folder's kinds (not its odd one-offs),
+the prior tilts it towards the less wanted, pages never repeat a labelled shot, and with a head the
+page is spread over what the head sees."""
 
 from __future__ import annotations
 
@@ -47,3 +48,26 @@ def test_a_near_duplicate_of_a_labelled_photo_is_not_offered():
     labelled = vectors[:1] + 0.01 * rng.normal(size=(1, vectors.shape[1]))  # ...one of which is labelled
     page = [i for i, _ in choose(vectors, p, 5, labelled=labelled)]
     assert len(page) == 5 and not set(page) & set(range(10))
+
+
+def test_with_a_head_the_page_spreads_over_what_the_head_sees():
+    """Photos the image vectors cannot tell apart (one scene), which the head tells apart by the rest
+    of its input (a file name, a size): 190 of one sort and 5 each of two others, all equally
+    doubted. Spread in the head's view, the page takes each sort, the small ones too; with the image
+    vectors alone it is a draw from the 190."""
+    rng = np.random.default_rng(5)
+    vectors = np.eye(32)[0] + 0.02 * rng.normal(size=(200, 32))
+    sort = np.repeat([0, 1, 2], [190, 5, 5])
+    seen = np.concatenate([vectors, 3.0 * np.eye(3)[sort]], axis=1)  # what the head sees
+    p = np.full(200, 0.5)
+
+    def view(rows):
+        return seen[rows]
+
+    covered = {"view": 0, "image": 0}
+    for seed in range(5):
+        with_view = [i for i, _ in choose(vectors, p, 6, view=view, seed=seed)]
+        image_only = [i for i, _ in choose(vectors, p, 6, seed=seed)]
+        covered["view"] += set(sort[with_view]) == {0, 1, 2}
+        covered["image"] += set(sort[image_only]) == {0, 1, 2}
+    assert covered == {"view": 5, "image": covered["image"]} and covered["image"] <= 1, covered

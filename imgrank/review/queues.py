@@ -68,24 +68,25 @@ def suspects(db, n: int = 60) -> list[dict]:
 
 
 def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
-    """Unlabelled photos that teach the head most: near its boundary, alike to many photos, spread
-    over kinds, and some from kinds no label covers yet (imgrank.active.choose, the code that
-    scripts/bench_learn.py --strategy queue measures). Without a head, photos that stand for the
-    folder's kinds, the prior breaking ties towards the less wanted."""
+    """Unlabelled photos that teach the head most: uncertain, and unlike each other in what the head
+    sees (imgrank.active.choose, the code that scripts/bench_learn.py --strategy queue measures).
+    Without a head, photos that stand for the folder's kinds, the prior breaking ties towards the
+    less wanted."""
     from imgrank.active import choose
     from imgrank.labels import current_labels
-    from imgrank.model import current_model_id
+    from imgrank.model import current_model_id, head_input, standardise
     from imgrank.ranking import scored_photos
-    from imgrank.runs import score_source
+    from imgrank.runs import active_head, score_source
     from imgrank.vectors import image_vectors
 
     source = score_source(db)
     rows = {r.sha256: r for r in _unique(r for r in scored_photos(db) if r.label is None)}
     if not rows:
         return []
+    model_id = model_id or current_model_id(db)
     labelled = set(current_labels(db))
     shas, vectors, covered = [], [], []
-    for chunk_shas, chunk in image_vectors(db, model_id or current_model_id(db)):
+    for chunk_shas, chunk in image_vectors(db, model_id):
         wanted = [i for i, s in enumerate(chunk_shas) if s in rows]
         shas += [chunk_shas[i] for i in wanted]
         vectors.append(chunk[wanted])
@@ -93,13 +94,20 @@ def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
     if not shas:
         return []
     scores = np.array([rows[s].score for s in shas])
-    head = source == "head"
+    head = active_head(db, model_id) if source == "head" else None
+
+    def view(picks: np.ndarray) -> np.ndarray:
+        """The head's standardised input for these photos: the space the page is spread over."""
+        _, x = head_input(db, head.spec, [shas[i] for i in picks])
+        return standardise(x, head.weights["mean"], head.weights["std"])
+
     picks = choose(
         np.concatenate(vectors),
         scores if head else None,
         n,
         labelled=np.concatenate(covered),
         prior=None if head else scores,
+        view=view if head else None,
     )
     return [_item(rows[shas[i]], source, why_chosen=reason) for i, reason in picks]
 
