@@ -187,11 +187,11 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
     _label_all(root, soft)
     out = invoke("train").output
     line = next(s for s in out.splitlines() if s.startswith("the prior's features"))
-    assert line.startswith("the prior's features helped: held-out AP 1.000 with, "), line
+    assert line.startswith("the prior's features helped: held-out AP "), line
     db = open_db()
     head = active_head(db)
     pf = head.meta["metrics"]["prior_features"]
-    assert pf["used"] and pf["ap_with"] > pf["ap_without"]
+    assert pf["used"] and pf["ap_with"] >= 0.95 and pf["ap_with"] > pf["ap_without"] + 0.2, pf
     assert head.spec["prior"]["features"] == list(prior.HEAD_FEATURES)
     assert head.spec["prior"]["prompts"] == prior.prompts_record(prior.load_prompts())
     assert json.loads(invoke("model", "list", "--json").output)[0]["prior_features"] is True
