@@ -112,7 +112,8 @@ def needed(sizes: list[int], means: dict[int, float | None], target: float) -> t
 
 def choose_timing(n_photos: int, dim: int = 256) -> dict:
     """Seconds `choose` takes for a page of 60 from n_photos random unit vectors (with a head, with
-    2,000 labelled; and without a head), on one thread of this machine."""
+    2,000 labelled, its 515-number input made up for the candidates; and without a head), on one
+    thread of this machine."""
     from imgrank.active import choose
 
     rng = np.random.default_rng(0)
@@ -121,7 +122,12 @@ def choose_timing(n_photos: int, dim: int = 256) -> dict:
     labelled = vectors[rng.choice(n_photos, 2000, replace=False)]
     p = rng.beta(0.5, 2, n_photos)
     out = {}
-    for name, kwargs in (("head", {"p": p, "labelled": labelled}), ("no_head", {"p": None, "prior": p})):
+
+    def view(rows):  # the head's standardised input (515 numbers) of the candidates
+        return np.random.default_rng(1).normal(size=(len(rows), 515)).astype(np.float32)
+
+    with_head = {"p": p, "labelled": labelled, "view": view}
+    for name, kwargs in (("head", with_head), ("no_head", {"p": None, "prior": p})):
         started = time.perf_counter()
         choose(vectors, n=60, **kwargs)
         out[name] = time.perf_counter() - started

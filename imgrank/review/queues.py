@@ -3,8 +3,8 @@
 - least-wanted: the deletion order itself, unlabelled photos only;
 - suspects: labelled photos the scores most disagree with (out-of-fold predictions when
   `train --cv` made them, else the current scores);
-- informative: unlabelled photos that teach the head most (imgrank.active: near the boundary, dense,
-  one per cluster, some from kinds no label covers; without a head, representatives of the kinds);
+- informative: unlabelled photos that teach the head most (imgrank.active: doubted by the head and
+  unlike each other in its input; without a head, representatives of the kinds);
 - bursts: groups of near-duplicates and exact copies, best first.
 """
 
