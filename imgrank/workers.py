@@ -94,7 +94,14 @@ def read_one(path: str) -> dict:
 
 
 def _failed(path: str, reason: str) -> dict:
-    return {"path": path, "sha256": None, "array": None, "size": None, "mtime_ns": None, "reason": reason}
+    """A file whose worker died or hung, with its size and time: recorded unreadable like a file that
+    failed to decode, so the next scan does not try it again (and lose a worker) until it changes."""
+    try:
+        st = os.stat(path)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size = mtime_ns = None
+    return {"path": path, "sha256": None, "array": None, "size": size, "mtime_ns": mtime_ns, "reason": reason}
 
 
 class _Workers:

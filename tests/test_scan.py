@@ -431,12 +431,16 @@ def oom_killer(limit_mb: float = 150):
     decoding workers). Yields the list of pids it killed."""
     killed: list[int] = []
     stop = threading.Event()
+    own = Path("/proc/self/cmdline").read_bytes()
 
     def watch():
         while not stop.is_set():
             for pid in _descendants(os.getpid()):
                 try:
-                    if _rss_mb(pid) > limit_mb:
+                    # A copy of this process between fork and exec (the fork server starting) shows
+                    # this process's memory: leave it, the real OOM killer would not pick it. The
+                    # command line first: read after the memory, it could be the exec'd server's.
+                    if Path(f"/proc/{pid}/cmdline").read_bytes() != own and _rss_mb(pid) > limit_mb:
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
                 except OSError:
@@ -471,6 +475,17 @@ def test_a_decoding_worker_killed_by_the_oom_killer_is_recorded_and_the_scan_goe
     assert summary["embedded"] == 12 and summary["unreadable"] == 1
     reasons = {r["path"]: r["reason"] for r in index.unreadable(open_db())}
     assert "died" in reasons[str(root / "huge.png")]
+    # Recorded with its size and time: the next scan does not try it again (and lose a worker)...
+    with oom_killer() as killed:
+        again = run("scan", str(root), "--json", "--jobs", jobs)
+    assert again.exit_code == 0 and again.exception is None, again.output
+    assert killed == [] and json.loads(again.stdout)["unchanged"] == 13, again.stdout
+    # ...until the file changes.
+    Image.new("RGB", (8000, 8000), "olive").save(root / "huge.png")
+    with oom_killer() as killed:
+        changed = run("scan", str(root), "--json", "--jobs", jobs)
+    assert changed.exit_code == 0 and changed.exception is None and killed, changed.output
+    assert json.loads(changed.stdout)["unreadable"] == 1
 
 
 def test_a_few_files_indexed_by_relabel_are_decoded_in_a_worker_too(tmp_path, model_env):
