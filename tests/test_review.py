@@ -275,6 +275,8 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
                 page.get_by_role("button", name=label).click()
                 expect(page.locator("#status")).to_contain_text("photos")
                 page.wait_for_function(THUMBS_SHOWN)
+                if queue == "informative":  # no head here: the page says why each photo is offered
+                    expect(page.locator("#detail .chosen")).to_contain_text("stands for one kind of photo")
                 page.screenshot(path=str(shots / f"review-{queue}.png"))
             expect(page.locator(".group-start").first).to_contain_text("Group 1")
             page.get_by_role("button", name="Metrics").click()
