@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from imgrank.evaluation import unit_rows
 from imgrank.neighbours import NEAR_DUP
 
 CANDIDATES = 40  # most uncertain photos considered per photo on the page
@@ -51,21 +52,16 @@ def choose(
     scores (higher: less wanted), used when there is no head; view: rows -> the head's standardised
     input for those rows (None: the image vectors stand for it).
     """
-    vectors = _unit(vectors)
+    vectors = unit_rows(vectors)
     n = min(n, len(vectors))
     if n <= 0:
         return []
     rng = np.random.default_rng(seed)
-    labelled = np.zeros((0, vectors.shape[1]), np.float32) if labelled is None else _unit(labelled)
+    labelled = np.zeros((0, vectors.shape[1]), np.float32) if labelled is None else unit_rows(labelled)
     if p is None:
         everyone = np.arange(len(vectors))
         return [(i, "representative") for i in representatives(vectors, everyone, n, labelled, prior, rng)]
     return [(i, "uncertain") for i in uncertain(vectors, np.asarray(p, np.float64), n, labelled, rng, view)]
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def uncertain(
@@ -85,13 +81,7 @@ def uncertain(
             pool = pool[fresh]
     x = vectors[pool] if view is None else np.asarray(view(pool), np.float64)
     g = margin[pool, None] * np.concatenate([x, np.ones((len(pool), 1))], axis=1)  # the bias too
-    sq = np.einsum("ij,ij->i", g, g)
-    picked = [int(np.argmax(sq))]
-    dist = np.maximum(sq + sq[picked[0]] - 2 * g @ g[picked[0]], 0)
-    while len(picked) < n and dist.sum() > 0:
-        i = int(rng.choice(len(g), p=dist / dist.sum()))
-        picked.append(i)
-        dist = np.minimum(dist, np.maximum(sq + sq[i] - 2 * g @ g[i], 0))
+    picked = seeds(g, n, int(np.argmax(np.einsum("ij,ij->i", g, g))), rng)  # the longest first
     if len(picked) < n:  # photos the head sees as the same: the next by margin
         taken = set(picked)
         picked += [i for i in range(len(pool)) if i not in taken][: n - len(picked)]
@@ -141,31 +131,34 @@ def _covered_clusters(covered: np.ndarray, n: int) -> int:
 
 def _centres(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(cluster of each row, unit centres) of x by spherical k-means with k-means++ seeds."""
-    labels = kmeans(x, k, np.ones(len(x)), rng)
+    labels = kmeans(x, k, rng)
     used, members = np.unique(labels, return_inverse=True)
     centres = np.stack([x[labels == c].mean(axis=0) for c in used])
     return members, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
 
 
-def kmeans(x: np.ndarray, k: int, weight: np.ndarray, rng: np.random.Generator, steps: int = 8) -> np.ndarray:
-    """Cluster of each row of x (unit vectors) in weighted spherical k-means, k-means++ seeded."""
-    k = min(k, len(x))
-    w = np.maximum(np.asarray(weight, np.float64), 1e-12)
-    first = int(rng.choice(len(x), p=w / w.sum()))
-    centres = [x[first]]
-    dist = np.maximum(1 - x @ x[first], 0)
-    for _ in range(k - 1):
-        score = w * dist
-        if score.sum() <= 0:
-            break
-        i = int(rng.choice(len(x), p=score / score.sum()))
-        centres.append(x[i])
-        dist = np.minimum(dist, np.maximum(1 - x @ x[i], 0))
-    c = np.stack(centres)
-    wx = (w[:, None] * x).astype(np.float32)
+def seeds(x: np.ndarray, n: int, first: int, rng: np.random.Generator) -> list[int]:
+    """Up to n rows of x by k-means++ seeding: `first`, then each next row drawn with probability
+    proportional to its squared distance from the nearest row chosen (fewer when all the rest
+    coincide with rows chosen)."""
+    x = np.asarray(x, np.float64)
+    sq = np.einsum("ij,ij->i", x, x)
+    picked = [first]
+    dist = np.maximum(sq + sq[first] - 2 * x @ x[first], 0)
+    while len(picked) < n and dist.sum() > 0:
+        i = int(rng.choice(len(x), p=dist / dist.sum()))
+        picked.append(i)
+        dist = np.minimum(dist, np.maximum(sq + sq[i] - 2 * x @ x[i], 0))
+    return picked
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, steps: int = 8) -> np.ndarray:
+    """Cluster of each row of x (unit vectors) in spherical k-means, k-means++ seeded."""
+    first = int(rng.choice(len(x), p=np.full(len(x), 1 / len(x))))  # uniform (the draw it always made)
+    c = x[seeds(x, min(k, len(x)), first, rng)]
     for _ in range(steps):
         onehot = (np.argmax(x @ c.T, axis=1)[:, None] == np.arange(len(c))).astype(np.float32)
-        sums = onehot.T @ wx
+        sums = onehot.T @ x
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         c = np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), c)  # an emptied centre stays
     return np.argmax(x @ c.T, axis=1)
