@@ -14,7 +14,9 @@ SCHEMA_KEY = b"imgrank"
 
 def export_parquet(db, path: str | Path) -> dict:
     """Write every labelled photo's image vector, name vector, metadata, the prior's features (with the
-    prompt set they were computed with, in the spec) and label to Parquet."""
+    prompt set they were computed with, in the spec) and label to Parquet; then the folder's library
+    sample (`model.library_sample`: vectors and metadata, label and prior's features empty), which
+    shapes the head's L2 prior, so a head trained elsewhere is the head `train` would make here."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -30,19 +32,25 @@ def export_parquet(db, path: str | Path) -> dict:
         flat = pa.array(np.ascontiguousarray(a, np.float32).ravel(), pa.float32())
         return pa.FixedSizeListArray.from_arrays(flat, max(a.shape[1], 1)) if a.shape[1] else pa.nulls(len(a))
 
+    library = data.library
+    n_library = len(library["sha256"])
+
+    def both(key: str) -> np.ndarray:
+        return np.concatenate([parts[key], library[key]]).astype(np.float32)
+
     table = pa.table(
         {
-            "sha256": parts["sha256"],
-            "label": [labels[s] for s in parts["sha256"]],
-            "image": vectors(parts["image"]),
-            "name": vectors(parts["name"]),
-            **{m: pa.array(parts["meta"][:, i], pa.float32()) for i, m in enumerate(spec["meta"])},
-            **prior_columns,
+            "sha256": parts["sha256"] + library["sha256"],
+            "label": [labels[s] for s in parts["sha256"]] + [None] * n_library,
+            "image": vectors(both("image")),
+            "name": vectors(both("name")),
+            **{m: pa.array(both("meta")[:, i], pa.float32()) for i, m in enumerate(spec["meta"])},
+            **{f: pa.concat_arrays([a, pa.nulls(n_library, pa.float32())]) for f, a in prior_columns.items()},
         }
     )
     table = table.replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()})
     pq.write_table(table, str(path))
-    return {"path": str(path), "rows": len(parts["sha256"]), "feature_spec": spec}
+    return {"path": str(path), "rows": len(parts["sha256"]), "library_rows": n_library, "feature_spec": spec}
 
 
 def prior_features(spec: dict) -> list[str]:
@@ -51,8 +59,9 @@ def prior_features(spec: dict) -> list[str]:
 
 
 def read_parquet(path: str | Path) -> dict:
-    """Read an export: {"spec", "sha256", "y", "image", "name", "meta", "prior"} as numpy arrays
-    ("prior": None when the export has no prior features)."""
+    """Read an export: {"spec", "sha256", "y", "image", "name", "meta", "prior"} of the labelled rows as
+    numpy arrays ("prior": None when the export has no prior features), and "library": the library
+    sample's {"sha256", "image", "name", "meta"} (None in an export made before it had one)."""
     import pyarrow.parquet as pq
 
     try:
@@ -78,21 +87,39 @@ def read_parquet(path: str | Path) -> dict:
         return np.asarray(flat, np.float32).reshape(n, dim)
 
     labels = table.column("label").to_pylist()
-    return {
-        "spec": spec,
-        "sha256": table.column("sha256").to_pylist(),
-        "y": np.array([1 if v == "delete" else 0 for v in labels], int),
-        "image": matrix("image", spec["image_dim"]),
-        "name": matrix("name", spec["name_dim"]),
-        "meta": np.stack(
+    labelled = np.array([v is not None for v in labels], bool)
+    sha256 = table.column("sha256").to_pylist()
+    image, name = matrix("image", spec["image_dim"]), matrix("name", spec["name_dim"])
+    meta = (
+        np.stack(
             [table.column(m).to_numpy(zero_copy_only=False).astype(np.float32) for m in spec["meta"]], axis=1
         )
         if spec["meta"]
-        else np.zeros((n, 0), np.float32),
-        "prior": np.stack(
+        else np.zeros((n, 0), np.float32)
+    )
+    prior = (
+        np.stack(
             [table.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in prior_features(spec)],
             axis=1,
-        )
+        )[labelled]
         if prior_features(spec)
+        else None
+    )
+    rest = ~labelled
+    return {
+        "spec": spec,
+        "sha256": [s for s, keep in zip(sha256, labelled, strict=True) if keep],
+        "y": np.array([1 if v == "delete" else 0 for v in labels if v is not None], int),
+        "image": image[labelled],
+        "name": name[labelled],
+        "meta": meta[labelled],
+        "prior": prior,
+        "library": {
+            "sha256": [s for s, keep in zip(sha256, rest, strict=True) if keep],
+            "image": image[rest],
+            "name": name[rest],
+            "meta": meta[rest],
+        }
+        if rest.any()
         else None,
     }

@@ -1,9 +1,12 @@
-"""The L2 logistic regression (the baseline, the label check) and the column weights of feature blocks.
+"""The L2 logistic regression (the baseline, the label check) and the space heads are fit in: the
+standardised features, with the L2 prior shaped by feature block and by the folder's own photos.
 
 Fit by Newton's method with a line search; scored with numpy like any head (`predict`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,11 +31,80 @@ def spec_blocks(spec: dict) -> tuple[int, int]:
     return (spec["image_dim"], spec["name_dim"])
 
 
-def scaled_standardiser(x_train: np.ndarray, scale: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The training rows' mean and std, the std divided by the column weights (so a head stays plain
-    standardise-then-network)."""
-    mean, std = standardiser(x_train)
-    return (mean, std) if scale is None else (mean, (std / scale).astype(np.float32))
+@dataclass
+class Space:
+    """What a head's first layer sees: the features standardised (`mean`, `std`), times `basis`.
+
+    An L2 penalty on weights over this space is a Gaussian prior over the standardised features whose
+    covariance is basis·basisᵀ: the basis sets which directions a few labels can lean on. A head is
+    stored as plain standardise-then-network: the basis folds into its first layer (`fold`)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    basis: np.ndarray  # d×d, symmetric
+    inverse: np.ndarray  # its pseudo-inverse: a stored first layer back in this space (`unfold`)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (standardise(x, self.mean, self.std) @ self.basis).astype(np.float32)
+
+    def fold(self, w: np.ndarray) -> np.ndarray:
+        """First-layer weights over this space -> over the standardised features."""
+        return (w @ self.basis.T).astype(np.float32)
+
+    def unfold(self, w: np.ndarray) -> np.ndarray:
+        return (w @ self.inverse.T).astype(np.float32)
+
+
+def input_space(
+    x: np.ndarray, blocks: tuple[int, ...] | None = None, library: np.ndarray | None = None
+) -> Space:
+    """The space a head is fit in. Without `blocks`: plain standardisation on the rows `x`. With them
+    (the leading feature blocks' widths, `spec_blocks`; the columns after them are the cheap facts),
+    each block gets one share of the prior (`block_scale`). With `library` (the leading blocks of a
+    sample of the folder's photos, labelled or not), the embedding blocks are standardised on the
+    library and their prior's covariance is the library's own (`covariance_root`): a weight direction
+    is as likely a priori as the photos vary along it, so a few labels learn along the directions
+    the folder's photos differ by (kinds of photo, screenshots, quality) instead of spreading over
+    hundreds of directions that hardly vary. That is what unlabelled photos teach. Measured on
+    bench_learn (40 seeds, random labels): held-out AP +0.02 at 50 and 100 labels, +0.007 at 200,
+    +0.006 at 500 and 2,000; flips found at 50 labels 0.69 -> 0.75."""
+    mean, std = standardiser(x)
+    d = x.shape[1]
+    if not blocks:
+        eye = np.eye(d, dtype=np.float32)
+        return Space(mean, std, eye, eye)
+    scale = block_scale((*blocks, d - sum(blocks)))
+    basis = np.diag(scale).astype(np.float64)
+    inverse = np.diag(1 / scale).astype(np.float64)
+    if library is not None and len(library) > 1:
+        embedded = sum(blocks)
+        mean[:embedded], std[:embedded] = standardiser(library[:, :embedded])
+        z = standardise(library[:, :embedded], mean[:embedded], std[:embedded]).astype(np.float64)
+        start = 0
+        for width in blocks:
+            block = slice(start, start + width)
+            if width:
+                basis[block, block], inverse[block, block] = covariance_root(
+                    z[:, block], width * scale[start] ** 2
+                )
+            start += width
+    return Space(mean, std, basis.astype(np.float32), inverse.astype(np.float32))
+
+
+def covariance_root(z: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:
+    """A basis B (and its pseudo-inverse) for one block of standardised library rows `z`, such that an
+    isotropic prior on weights over z·B is a prior over z's weights with the library's covariance C
+    (B ∝ C^½), scaled so the block's total prior variance of the logit is `total`, as `block_scale`
+    gives it: along the library's principal direction j (variance λⱼ) the logit's prior variance is
+    total·λⱼ²/Σλ², where an isotropic prior gives total·λⱼ/Σλ."""
+    lam, vectors = np.linalg.eigh(z.T @ z / len(z))
+    lam = np.maximum(lam, 0.0)
+    if not (lam**2).sum():
+        eye = np.eye(z.shape[1])
+        return eye, eye
+    c = np.sqrt(lam * total / (lam**2).sum())
+    inv = np.divide(1.0, c, out=np.zeros_like(c), where=c > 1e-6 * c.max())
+    return (vectors * c) @ vectors.T, (vectors * inv) @ vectors.T
 
 
 def fit_logistic(
@@ -42,19 +114,20 @@ def fit_logistic(
     iterations: int = 50,
     start: dict[str, np.ndarray] | None = None,
     device: str = "cpu",
-    scale: np.ndarray | None = None,
+    space: Space | None = None,
 ) -> dict[str, np.ndarray]:
     """The baseline: class-weighted logistic regression with an L2 penalty (l2=1 is scikit-learn's
     C=1), fit by Newton's method (iteratively reweighted least squares): exact in a few steps. torch on
     `device` (on a GPU the products are nearly free): the products in float32, the gradient, the
-    sums and the solve in float64. `scale`: column weights (`block_scale`)."""
+    sums and the solve in float64. Fit in `space` (`input_space`; default: the rows standardised);
+    `start`: a fit in the same space (at another L2 strength) to start from."""
     from imgrank.train import require_torch  # torch is the `train` extra
 
     torch = require_torch()
     dev = torch_device(device)
     f64 = torch.float64
-    mean, std = scaled_standardiser(x_train, scale)
-    z = torch.from_numpy(standardise(x_train, mean, std)).to(dev)
+    space = space or input_space(x_train)
+    z = torch.from_numpy(space(x_train)).to(dev)
     x1 = torch.cat([z, torch.ones((len(z), 1), device=dev)], dim=1)  # last column: the bias
     x1_64 = x1.to(f64)
     y = torch.from_numpy(np.asarray(y_train, np.float64)).to(dev)
@@ -66,7 +139,7 @@ def fit_logistic(
     if start is None:
         w = torch.zeros(x1.shape[1], dtype=f64, device=dev)
     else:
-        w = torch.from_numpy(np.r_[start["w0"][0], start["b0"]].astype(np.float64)).to(dev)
+        w = torch.from_numpy(np.r_[space.unfold(start["w0"])[0], start["b0"]].astype(np.float64)).to(dev)
 
     def objective(w):  # the class-weighted log loss plus the penalty: what Newton's steps must lower
         logit = (x1 @ w.float()).to(f64)
@@ -90,7 +163,12 @@ def fit_logistic(
         if float(delta.abs().max()) * step < 1e-6:
             break
     w = w.cpu().numpy()
-    return {"mean": mean, "std": std, "w0": w[None, :-1].astype(np.float32), "b0": w[-1:].astype(np.float32)}
+    return {
+        "mean": space.mean,
+        "std": space.std,
+        "w0": space.fold(w[None, :-1]),
+        "b0": w[-1:].astype(np.float32),
+    }
 
 
 def predict(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

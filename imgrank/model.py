@@ -18,11 +18,14 @@ import numpy as np
 
 from imgrank.db import get_setting
 from imgrank.errors import ImgrankError, ModelError
-from imgrank.vectors import load_parts
+from imgrank.vectors import first_embedded, load_parts
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.
 META_FEATURES = ["log_pixels", "log_aspect", "log_bytes"]
+# Photos whose vectors shape a head's L2 prior (`logistic.input_space`): enough for the covariance of
+# two 256-d blocks, few enough to load in a moment and to ship in an export.
+LIBRARY_SAMPLE = 5000
 
 
 @dataclass
@@ -331,6 +334,7 @@ class LabelledSet:
     prior: np.ndarray | None = None  # the prior's features (prior.HEAD_FEATURES), None if not offered
     prior_spec: dict | None = None  # feature_spec["prior"] for a head that takes them
     prior_reason: str | None = None  # why they are not offered
+    library: dict | None = None  # load_parts of the folder's sample (`library_sample`), labelled or not
 
 
 def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bool = True) -> LabelledSet:
@@ -363,4 +367,17 @@ def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bo
         prior=extra,
         prior_spec=record,
         prior_reason=reason,
+        library=library_sample(db, model_id),
     )
+
+
+def library_sample(db, model_id: str) -> dict:
+    """The parts (load_parts) of up to LIBRARY_SAMPLE of the folder's photos, labelled or not: the first
+    by content hash, a uniform sample that mostly stays put as the folder grows."""
+    return load_parts(db, model_id, first_embedded(db, model_id, LIBRARY_SAMPLE))
+
+
+def library_blocks(spec: dict, parts: dict) -> np.ndarray:
+    """The leading feature blocks (image vector, name vector) of a library sample, as `assemble` lays
+    them out for a head of this spec: what `logistic.input_space` takes as `library`."""
+    return assemble({**spec, "meta": [], "prior": None}, parts["image"], parts["name"], None)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def label_check(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, first, l2: float, config: TrainConfig, scale=None
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, first, l2: float, config: TrainConfig, space=None
 ) -> np.ndarray:
     """Calibrated held-out P(delete) per labelled row, to find labels that are likely wrong.
 
@@ -42,7 +42,7 @@ def label_check(
         for f in range(folds.k):
             held = fold == f
             if held.any() and len(np.unique(y[~held])) == 2:
-                w = fit_logistic(x[~held], y[~held], l2, device=config.device, scale=scale)
+                w = fit_logistic(x[~held], y[~held], l2, device=config.device, space=space)
                 total[held] += logit(predict(w, x[held]))
                 seen[held] += 1
     mean_logit = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)

@@ -28,9 +28,9 @@ from imgrank.evaluation import (
     near_duplicate_groups,
     stratified_group_folds,
 )
-from imgrank.logistic import block_scale, fit_logistic, predict, scaled_standardiser, spec_blocks
+from imgrank.logistic import Space, fit_logistic, input_space, predict, spec_blocks
 from imgrank.logistic import logit as _logit
-from imgrank.model import fit_platt, standardise
+from imgrank.model import fit_platt
 from imgrank.optim import AdamW
 from imgrank.suspects import label_check
 
@@ -94,20 +94,21 @@ def fit_mlp(
     epochs: int,
     x_held: np.ndarray | None = None,
     y_held: np.ndarray | None = None,
-    scale: np.ndarray | None = None,
+    space: Space | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Train the MLP for `epochs` epochs. Returns (numpy weights after the last epoch, the held-out
     rows' P(delete) after each epoch or None). With held-out rows it stops once their AP has not
-    improved for the patience; the curve is cut there. `scale`: column weights (`block_scale`)."""
+    improved for the patience; the curve is cut there. Fit in `space` (`input_space`; default: the
+    rows standardised)."""
     torch = require_torch()
     torch.manual_seed(config.seed)
     # Small batches are faster on one thread than split over busy cores.
     torch.set_num_threads(config.threads or (1 if len(x_train) < 4096 else os.cpu_count() or 1))
     device = torch_device(config.device)
-    mean, std = scaled_standardiser(x_train, scale)
+    space = space or input_space(x_train)
 
     def prep(x):
-        return torch.from_numpy(standardise(x, mean, std)).to(device)
+        return torch.from_numpy(space(x)).to(device)
 
     xt, yt = prep(x_train), torch.from_numpy(np.asarray(y_train, np.float32)).to(device)
     net = build_net(x_train.shape[1], config).to(device)
@@ -138,7 +139,9 @@ def fit_mlp(
             best_ap, best_epoch = ap, epoch
         elif epoch - best_epoch >= patience:
             break
-    return net_weights(net, mean, std), (np.array(curve) if xh is not None else None)
+    weights = net_weights(net, space.mean, space.std)
+    weights["w0"] = space.fold(weights["w0"])  # the head stays plain standardise-then-network
+    return weights, (np.array(curve) if xh is not None else None)
 
 
 def build_net(width: int, config: TrainConfig):
@@ -193,7 +196,7 @@ def check_enough(y: np.ndarray, config: TrainConfig) -> None:
 
 
 def cross_validate(
-    x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log, scale=None
+    x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log, space: Space
 ) -> dict:
     """Held-out P(delete) of both recipes for every row in a fold; the MLP's as a curve over epochs."""
     held_rows = fold >= 0
@@ -203,12 +206,12 @@ def cross_validate(
         held = fold == f
         log(f"cross-validation fold {f + 1}/{k}: {int(held.sum())} photos held out")
         train_rows = ~held
-        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held], scale)
+        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held], space)
         curves.append((held, curve))
         fitted = None
         for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
             fitted = fit_logistic(
-                x[train_rows], y[train_rows], l2, start=fitted, device=config.device, scale=scale
+                x[train_rows], y[train_rows], l2, start=fitted, device=config.device, space=space
             )
             base[l2][held] = predict(fitted, x[held])
     longest = max(len(c) for _, c in curves)
@@ -263,11 +266,14 @@ def train_arrays(
     log: Callable[[str], None] = lambda m: None,
     names: list[str] | None = None,
     blocks: tuple[int, ...] | None = None,
+    library: np.ndarray | None = None,
 ) -> TrainResult:
     """The whole recipe on arrays: near-duplicate groups, stratified group folds, cross-validated
     choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
     `blocks`: the column widths of the leading feature blocks (`spec_blocks`: image vector, name
-    vector); the columns after them are one more block, the cheap facts. None: no block weights."""
+    vector); the columns after them are one more block, the cheap facts. None: no block weights.
+    `library`: those leading blocks for a sample of the folder's photos (`model.library_sample`),
+    which shape the L2 prior (`input_space`)."""
     started = time.time()
     y = np.asarray(y, int)
     check_enough(y, config)
@@ -281,8 +287,8 @@ def train_arrays(
         raise ImgrankError(
             "too few distinct delete photos to hold some out for validation: label more as delete"
         )
-    scale = block_scale((*blocks, x.shape[1] - sum(blocks))) if blocks and config.balance_blocks else None
-    cv = cross_validate(x, y, folds.fold, k, config, log, scale)
+    space = input_space(x, blocks if config.balance_blocks else None, library)
+    cv = cross_validate(x, y, folds.fold, k, config, log, space)
     metrics = {"mlp": evaluate(y[held], cv["mlp"][held]), "baseline": evaluate(y[held], cv["baseline"][held])}
     recipe = "mlp" if mlp_beats_baseline(y, folds.fold, k, cv) else "logistic"
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
@@ -290,9 +296,9 @@ def train_arrays(
     metrics["baseline"]["l2"] = cv["l2"]
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
-        weights, _ = fit_mlp(x, y, config, cv["epochs"], scale=scale)
+        weights, _ = fit_mlp(x, y, config, cv["epochs"], space=space)
     else:
-        weights = fit_logistic(x, y, cv["l2"], device=config.device, scale=scale)
+        weights = fit_logistic(x, y, cv["l2"], device=config.device, space=space)
     calibration = fit_platt(_logit(oof[held]), y[held])
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
@@ -322,7 +328,7 @@ def train_arrays(
         metrics,
         counts,
         np.where(held, oof, np.nan),
-        label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, scale),
+        label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, space),
         warnings,
         time.time() - started,
     )
@@ -351,7 +357,7 @@ def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
 def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Train on every labelled photo, then record the run, save the head, activate it unless worse, score."""
     from imgrank import prior, runs
-    from imgrank.model import labelled_set
+    from imgrank.model import labelled_set, library_blocks
 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
@@ -364,6 +370,7 @@ def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) 
         log=log,
         names=data.paths,
         blocks=spec_blocks(data.spec),
+        library=library_blocks(data.spec, data.library),
     )
     result, used = prior.offer(fit, data.x, data.prior, log, data.prior_reason)
     result.counts["no_vector"] = data.no_vector
@@ -388,7 +395,7 @@ def train_file(
     """Train from an exported Parquet file alone (no database, no embedding model); writes a head file."""
     from imgrank import prior
     from imgrank.export import read_parquet
-    from imgrank.model import assemble, feature_spec, save_head
+    from imgrank.model import assemble, feature_spec, library_blocks, save_head
 
     torch_device(config.device)
     data = read_parquet(data_path)
@@ -401,8 +408,16 @@ def train_file(
     )
     x = assemble(spec, data["image"], data["name"], data["meta"])
     y, image, names = data["y"], data["image"], data["sha256"]
+    library = library_blocks(spec, data["library"]) if data["library"] else None
     fit = partial(
-        train_arrays, y=y, image=image, config=config, log=log, names=names, blocks=spec_blocks(spec)
+        train_arrays,
+        y=y,
+        image=image,
+        config=config,
+        log=log,
+        names=names,
+        blocks=spec_blocks(spec),
+        library=library,
     )
     why = "turned off" if data["prior"] is not None else "the export has none"
     result, used = prior.offer(fit, x, data["prior"] if config.use_prior else None, log, why)

@@ -76,6 +76,14 @@ def image_vectors(
         yield [r[0] for r in rows], np.stack([from_blob(r[1]) for r in rows])
 
 
+def first_embedded(db: sqlite_utils.Database, model: str, n: int) -> list[str]:
+    """The first n content hashes with a vector of `model`, by hash: a uniform sample of the folder."""
+    return [
+        r[0]
+        for r in db.execute("SELECT sha256 FROM vectors WHERE model = ? ORDER BY sha256 LIMIT ?", [model, n])
+    ]
+
+
 def store_dims(db: sqlite_utils.Database, model_id: str) -> tuple[int, int]:
     """(image_dim, name_dim) of the vectors stored for a model; 0 where there are none."""
 

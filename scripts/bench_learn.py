@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.evaluation import average_precision, stratified_group_folds
-from imgrank.logistic import logit
-from imgrank.model import calibrated, standardise
-from imgrank.train import TrainConfig, block_scale, fit_logistic, fit_mlp, predict, train_arrays
+from imgrank.logistic import input_space, logit
+from imgrank.model import LIBRARY_SAMPLE, calibrated, standardise
+from imgrank.train import TrainConfig, fit_logistic, fit_mlp, predict, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
 BLOCKS = (IMAGE_DIM, NAME_DIM)  # the leading feature blocks: image vector, name vector (then metadata)
@@ -116,6 +116,13 @@ def make_world(n: int, seed: int, n_kinds: int = 40, n_families: int = 3, flip: 
     return World(x, image, y_true, y_true ^ flipped, np.array(scene_of[:n]), np.array(family_of[:n]))
 
 
+def library(world: World) -> np.ndarray:
+    """The leading feature blocks of the folder's library sample (`model.library_sample`): up to
+    LIBRARY_SAMPLE of its photos, labelled or not, which shape the head's L2 prior."""
+    rows = np.random.default_rng(0).permutation(len(world.x))[:LIBRARY_SAMPLE]
+    return world.x[rows, : sum(BLOCKS)]
+
+
 def choose_random(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
     """Label n photos picked at random (an owner labelling as they browse)."""
     return rng.choice(len(world.y_true), size=min(n, len(world.y_true)), replace=False)
@@ -150,7 +157,12 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
         y = world.y_given[labelled]
         try:
             result = train_arrays(
-                world.x[labelled], y, world.image[labelled], TrainConfig(min_per_class=2), blocks=BLOCKS
+                world.x[labelled],
+                y,
+                world.image[labelled],
+                TrainConfig(min_per_class=2),
+                blocks=BLOCKS,
+                library=library(world),
             )
             p = calibrated(logit(predict(result.weights, world.x[rest])), result.calibration)
 
@@ -198,17 +210,17 @@ def seed_recipe(
     return p, time.perf_counter() - started
 
 
-def fold_average(x, y, image_groups, result, config: TrainConfig, x_test) -> np.ndarray:
+def fold_average(x, y, image_groups, result, config: TrainConfig, x_test, lib) -> np.ndarray:
     """The alternative to one refit: the chosen recipe's fold heads, their P(delete) averaged."""
     folds = stratified_group_folds(y, image_groups, result.counts["folds"], config.seed)
-    scale = block_scale((*BLOCKS, x.shape[1] - sum(BLOCKS))) if config.balance_blocks else None
+    space = input_space(x, BLOCKS if config.balance_blocks else None, lib)
     preds = []
     for f in range(folds.k):
         rows = folds.fold != f
         if result.recipe == "mlp":
-            w, _ = fit_mlp(x[rows], y[rows], config, result.epochs, scale=scale)
+            w, _ = fit_mlp(x[rows], y[rows], config, result.epochs, space=space)
         else:
-            w = fit_logistic(x[rows], y[rows], result.metrics["baseline"]["l2"], scale=scale)
+            w = fit_logistic(x[rows], y[rows], result.metrics["baseline"]["l2"], space=space)
         preds.append(predict(w, x_test))
     return np.mean(preds, axis=0)
 
@@ -237,7 +249,7 @@ def one_size(
     row: dict = {"n": n, "seed": seed, "delete": int(y.sum())}
     started = time.perf_counter()
     try:
-        result = train_arrays(x, y, image, config, blocks=BLOCKS)
+        result = train_arrays(x, y, image, config, blocks=BLOCKS, library=library(world))
     except Exception as e:  # too few deletes among a handful of labels: say so in the table
         row["error"] = str(e)
         return row
@@ -246,7 +258,7 @@ def one_size(
     row["imgrank_ap"] = average_precision(test.y_true, predict(result.weights, test.x))
     groups = near_duplicate_groups(image, config.near_dup, config.max_group)
     row["fold_average_ap"] = average_precision(
-        test.y_true, fold_average(x, y, groups, result, config, test.x)
+        test.y_true, fold_average(x, y, groups, result, config, test.x, library(world))
     )
     row["logistic_ap"] = average_precision(test.y_true, predict(fit_logistic(image, y), test.image))
     if with_seed_recipe:

@@ -72,6 +72,7 @@ def curve(task: tuple[int, str, list[int], int, int, dict]) -> list[dict]:
                 labelled.image[idx],
                 TrainConfig(min_per_class=2, seed=seed),
                 blocks=bench_learn.BLOCKS,
+                library=bench_learn.library(labelled),
             )
             row["ap"] = average_precision(held.y_true, predict(result.weights, held.x))
         except Exception as e:  # too few deletes among a handful of labels

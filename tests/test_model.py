@@ -286,11 +286,16 @@ def test_a_head_from_another_embedding_model_is_refused(tmp_path):
 
 
 def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
+    from imgrank.export import read_parquet
+
     db = open_db()
     x, y = separable(200, seed=6)
     store(db, x, y)
+    store(db, separable(300, seed=7)[0])  # photos nobody labelled: they shape the head's prior too
     data = tmp_path / "labels.parquet"
     assert invoke("export", str(data)).exit_code == 0
+    exported = read_parquet(data)
+    assert len(exported["y"]) == 200 and len(exported["library"]["sha256"]) == 500  # the whole sample
     # "elsewhere": another home with no database at all
     monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
     head = tmp_path / "head.safetensors"
@@ -301,9 +306,15 @@ def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
     monkeypatch.setenv("IMGRANK_HOME", str(home))
     result = invoke("model", "import", str(head))
     assert result.exit_code == 0 and result.exception is None, result.output
-    assert "200 photos scored" in result.output
+    assert "500 photos scored" in result.output
     assert runs.list_runs(db)[0]["active"]
-    assert load_head(head).meta["counts"]["trained_on"] == 200
+    elsewhere = load_head(head)
+    assert elsewhere.meta["counts"]["trained_on"] == 200
+    here = train(db, TrainConfig(max_epochs=30))  # what `train` makes on this machine...
+    local = load_head(here["head_path"])  # ...is the same head: same labels, library sample and recipe
+    assert local.meta["recipe"] == elsewhere.meta["recipe"]
+    for key, value in local.weights.items():
+        assert np.allclose(value, elsewhere.weights[key], atol=1e-4), key
 
 
 def test_feature_spec_round_trips_through_a_head(tmp_path):

@@ -277,7 +277,9 @@ def test_the_prior_features_go_through_export_train_elsewhere_and_import(
     local = labelled_set(open_db())
     table = pq.read_table(data)
     exported = np.stack([table.column(f).to_numpy() for f in prior.HEAD_FEATURES], axis=1)
-    assert np.allclose(exported, local.prior, equal_nan=True)
+    labelled = np.array([v is not None for v in table.column("label").to_pylist()])
+    assert np.allclose(exported[labelled], local.prior, equal_nan=True)
+    assert (~labelled).sum() == 32 and np.isnan(exported[~labelled]).all()  # the library sample: no label
     # elsewhere: another home, no database, no prompts file of ours, no embedding model
     monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
     monkeypatch.setenv("IMGRANK_MODEL", str(tmp_path / "no-model-here"))
