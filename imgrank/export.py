@@ -90,36 +90,29 @@ def read_parquet(path: str | Path) -> dict:
     labelled = np.array([v is not None for v in labels], bool)
     sha256 = table.column("sha256").to_pylist()
     image, name = matrix("image", spec["image_dim"]), matrix("name", spec["name_dim"])
-    meta = (
-        np.stack(
-            [table.column(m).to_numpy(zero_copy_only=False).astype(np.float32) for m in spec["meta"]], axis=1
+
+    def columns(names: list[str]) -> np.ndarray:
+        if not names:
+            return np.zeros((n, 0), np.float32)
+        return np.stack(
+            [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in names], axis=1
         )
-        if spec["meta"]
-        else np.zeros((n, 0), np.float32)
-    )
-    prior = (
-        np.stack(
-            [table.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in prior_features(spec)],
-            axis=1,
-        )[labelled]
-        if prior_features(spec)
-        else None
-    )
-    rest = ~labelled
+
+    meta = columns(spec["meta"])
+    prior = columns(prior_features(spec))[labelled] if prior_features(spec) else None
+
+    def rows(keep: np.ndarray) -> dict:
+        return {
+            "sha256": [s for s, k in zip(sha256, keep, strict=True) if k],
+            "image": image[keep],
+            "name": name[keep],
+            "meta": meta[keep],
+        }
+
     return {
         "spec": spec,
-        "sha256": [s for s, keep in zip(sha256, labelled, strict=True) if keep],
+        **rows(labelled),
         "y": np.array([1 if v == "delete" else 0 for v in labels if v is not None], int),
-        "image": image[labelled],
-        "name": name[labelled],
-        "meta": meta[labelled],
         "prior": prior,
-        "library": {
-            "sha256": [s for s, keep in zip(sha256, rest, strict=True) if keep],
-            "image": image[rest],
-            "name": name[rest],
-            "meta": meta[rest],
-        }
-        if rest.any()
-        else None,
+        "library": rows(~labelled) if not labelled.all() else None,
     }
