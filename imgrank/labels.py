@@ -16,7 +16,6 @@ from imgrank.files import IMAGE_EXTENSIONS, db_path, fs_path, walk
 
 LABELS = ("keep", "delete")
 SOURCES = ("user", "import", "deleted", "reviewed")
-INDEX_TRIES = 3  # reads of a photo whose mtime keeps moving while relabel indexes it
 
 
 def set_label(db, sha256: str, label: str | None, source: str, path: str | None = None) -> bool:
@@ -123,20 +122,15 @@ def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _indexed_sha(db, path: Path) -> tuple[str | None, str | None]:
-    """(sha256, None) if the index is up to date for this path, else (None, reason or None)."""
-    from imgrank import index
-
+def _why_not(path: Path, row) -> str | None:
+    """Why a photo named to relabel has no content to label (None: it has)."""
     try:
         path.stat()
     except OSError as e:
-        return None, e.strerror or str(e)
-    row = index.indexed(db, str(path))
-    if row is None:
-        return None, None
-    if row.state == "unreadable":
-        return None, row.reason or "unreadable"
-    return row.sha256, None
+        return e.strerror or str(e)
+    if row is None or row.state != "ok" or not row.sha256:
+        return (row and row.reason) or "could not be indexed"
+    return None
 
 
 def relabel(
@@ -154,27 +148,27 @@ def relabel(
     """
     result = RelabelResult()
     files = _expand(paths, result.failed)
-    embedder = None
-    unreadable: dict[str, str] = {}  # read and found unreadable: not read again
-    # An order or restore running meanwhile may set a photo's mtime just after it was read (to a
-    # time it no longer records as its own): that photo is read again, a few times at most.
-    for _ in range(INDEX_TRIES):
-        todo = [p for p in files if str(p) not in unreadable and _indexed_sha(db, p) == (None, None)]
-        if not todo:
-            break
-        from imgrank import index
+    from imgrank import index
+
+    # A label goes to the content as read: the hash of the row a read just wrote, or of a row
+    # that needed no read. An order or restore in another process may move a photo's mtime just
+    # after it was read; the row may then look out of date to the next scan, but the hash is the
+    # content's all the same (asking for a row that looks current failed such photos when orders
+    # and restores ran back to back, as in tests/test_concurrency.py).
+    todo = index.needs_work(db, map(str, files))
+    if todo:
         from imgrank.embed import load_embedder
 
-        embedder = embedder or (get_embedder or load_embedder)()
-        scan = index.index_paths(db, todo, embedder, on_wait=on_wait)
+        embedder = (get_embedder or load_embedder)()
+        scan = index.index_paths(db, sorted(todo), embedder, on_wait=on_wait)
         result.indexed += scan.new + scan.changed + scan.moved
-        rows = index.rows(db, [str(p) for p in todo]).values()
-        unreadable.update((r.path, r.reason or "unreadable") for r in rows if r.state == "unreadable")
+    found = index.rows(db, map(str, files))
     for path in files:
-        sha, reason = _indexed_sha(db, path)
-        if sha is None:
-            result.failed.append((str(path), reason or unreadable.get(str(path)) or "could not be indexed"))
+        row = found.get(str(path))
+        reason = _why_not(path, row)
+        if reason:
+            result.failed.append((str(path), reason))
             continue
-        result.changed += set_label(db, sha, label, source, str(path))
+        result.changed += set_label(db, row.sha256, label, source, str(path))
         result.applied.append(str(path))
     return result

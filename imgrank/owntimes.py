@@ -123,31 +123,37 @@ def record(db: sqlite_utils.Database, path: str) -> Record | None:
     return Record(*row[1:]) if row else None
 
 
-def own_times(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
-    """(set_ns, prev_set_ns) of those paths imgrank touched: times a scan takes as the file's own."""
-    import json
-
-    rows = db.execute(
-        "SELECT path, set_ns, prev_set_ns FROM mtimes WHERE path IN (SELECT value FROM json_each(?))",
-        [json.dumps([db_path(p) for p in paths])],
-    )
-    return {fs_path(r[0]): (r[1], r[2]) for r in rows}
-
-
-def own_mtimes(db: sqlite_utils.Database, seen: dict[str, int]) -> dict[str, int]:
-    """For files read with these mtimes ({path: mtime_ns}): the file's own time where the one read
-    is a time imgrank set (its recorded original), else the one read. What a row keeps."""
+def records_of(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, Record]:
+    """The records of those of these paths imgrank touched."""
     import json
 
     rows = db.execute(
         f"SELECT {_COLUMNS} FROM mtimes WHERE path IN (SELECT value FROM json_each(?))",
-        [json.dumps([db_path(p) for p in seen])],
+        [json.dumps([db_path(p) for p in paths])],
     )
+    return {fs_path(r[0]): Record(*r[1:]) for r in rows}
+
+
+def own_times(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
+    """(set_ns, prev_set_ns) of those paths imgrank touched: times a scan takes as the file's own."""
+    return {p: (r.set_ns, r.prev_set_ns) for p, r in records_of(db, paths).items()}
+
+
+def own_mtimes(
+    db: sqlite_utils.Database, seen: dict[str, int], before: dict[str, Record] | None = None
+) -> dict[str, int]:
+    """For files read with these mtimes ({path: mtime_ns}): the file's own time where the one read
+    is a time imgrank set (its recorded original), else the one read. What a row keeps.
+
+    `before` holds the records as they were before the files were read: an order or a restore
+    may finish between a read and this call, and a time it set and has since replaced or put
+    back is still imgrank's, not the file's (the row would otherwise look changed once the
+    original is back, and the photo be read again)."""
     out = dict(seen)
-    for r in rows:
-        path, rec = fs_path(r[0]), Record(*r[1:])
-        if seen[path] in rec.set_times():
-            out[path] = rec.original_ns
+    for records in (before or {}, records_of(db, seen)):
+        for path, rec in records.items():
+            if path in seen and seen[path] in rec.set_times():
+                out[path] = rec.original_ns
     return out
 
 

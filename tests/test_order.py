@@ -186,6 +186,35 @@ def test_a_photo_read_while_it_has_an_imgrank_time_is_indexed_with_its_own(tmp_p
     assert index.needs_work(open_db(), [str(p) for p in root.iterdir()]) == set()
 
 
+def test_a_photo_read_just_before_a_restore_is_indexed_with_its_own(tmp_path, tiny_model, monkeypatch):
+    """A restore in another process can finish between a scan's read of an ordered photo and the
+    scan's write of its row: the time read is then no longer recorded, yet it was imgrank's. The
+    row keeps the original all the same, so the photo is not read again (it was, and a relabel
+    that wanted a current row failed such photos in tests/test_concurrency.py)."""
+    from imgrank.testing.tinymodel import build_model
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        photo(root / f"p{i}.jpg", seed=i)
+    originals = {str(p): os.lstat(p).st_mtime_ns for p in root.iterdir()}
+    monkeypatch.setenv("IMGRANK_MODEL", str(tiny_model))
+    assert run("scan", str(root)).exit_code == 0  # scored by the prior
+    assert run("order").exit_code == 0
+    assert all(os.lstat(p).st_mtime_ns != t for p, t in originals.items())
+    real = index.pipeline._results
+
+    def restored_after_reading(paths, *args):
+        read = list(real(paths, *args))
+        assert restore(open_db()).restored == 3  # another process's restore, between read and write
+        return iter(read)
+
+    monkeypatch.setattr(index.pipeline, "_results", restored_after_reading)
+    other = str(build_model(tmp_path / "other-model", seed=3))
+    assert json.loads(run("scan", "--model", other, "--json").stdout)["embedded"] == 3
+    assert {p: os.lstat(p).st_mtime_ns for p in originals} == originals
+    assert index.needs_work(open_db(), list(originals)) == set()
+
+
 def test_the_original_time_follows_a_moved_photo(tmp_path, model_env):
     """Renamed after ordering, seen by a scan (by content) or by the daemon (as a move event)."""
     root = tmp_path / "photos"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, vectors
+from imgrank import config, owntimes, vectors
 from imgrank import db as dbm
 from imgrank.embed import Embedder
 from imgrank.files import display_name, under, walk
@@ -75,6 +75,7 @@ def _index(
     known = vectors.embedded(db, model)
     old = store.rows(db, paths)
     missing_shas = store.missing_contents(db)
+    before = owntimes.records_of(db, paths)  # imgrank's times as the reads start: see write_rows
     pending: list[dict] = []
     batch = embedder.scan_batch or BATCH  # large on a GPU
 
@@ -93,7 +94,7 @@ def _index(
                 zip(names, name_vectors, strict=True),
             )
             known.update(r["sha256"] for r in decoded)
-            store.write_rows(db, pending)
+            store.write_rows(db, pending, before)
             store_cues(db, [(r["sha256"], r["cues"]) for r in decoded if r.get("cues")])
         result.embedded += len(decoded)
         if progress:

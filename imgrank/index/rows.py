@@ -227,14 +227,16 @@ def indexed(db: sqlite_utils.Database, path: str) -> FileRow | None:
 # --- what a scan writes -------------------------------------------------------------------------
 
 
-def write_rows(db: sqlite_utils.Database, results: list[dict]) -> None:
+def write_rows(db: sqlite_utils.Database, results: list[dict], before: dict | None = None) -> None:
     """Insert or update the rows of files just read (see workers.read_one). Call in a transaction.
 
     A file read while it had a time imgrank set keeps its own time in its row (the original), as
     after a move: so once `restore` puts the original back the file is still as indexed, and a
-    relabel or scan next to an order or restore does not see a change that is imgrank's own."""
+    relabel or scan next to an order or restore does not see a change that is imgrank's own.
+    `before`: the mtimes records taken before the reads (owntimes.records_of), see own_mtimes."""
     now = time.time()
-    own = owntimes.own_mtimes(db, {r["path"]: r["mtime_ns"] for r in results if r["mtime_ns"] is not None})
+    seen = {r["path"]: r["mtime_ns"] for r in results if r["mtime_ns"] is not None}
+    own = owntimes.own_mtimes(db, seen, before)
     for r in results:
         _write_row(db, {**r, "mtime_ns": own.get(r["path"], r["mtime_ns"])}, now)
 
