@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--sizes", default=SIZES)
     ap.add_argument("--queue-max", type=int, default=None, help="the queue's sizes stop here (default: all)")
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (new folders)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--pool", type=int, default=6000)
     ap.add_argument("--test", type=int, default=3000)
@@ -156,8 +157,9 @@ def main() -> None:
     started = time.time()
     Path("bench-out").mkdir(exist_ok=True)
     Path("bench-out", "bench_queue-rows.jsonl").write_text("")
-    tasks = [(s, "queue", queue_sizes, args.pool, args.test, v) for v in variants for s in range(args.seeds)]
-    tasks += [(s, "random", sizes, args.pool, args.test, {}) for s in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(s, "queue", queue_sizes, args.pool, args.test, v) for v in variants for s in seeds]
+    tasks += [(s, "random", sizes, args.pool, args.test, {}) for s in seeds]
     with Pool(args.jobs) as pool:
         rows = [r for rs in pool.map(curve, tasks, chunksize=1) for r in rs]
     strategies = ["random"] + [variant_name(v) for v in variants]
