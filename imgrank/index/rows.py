@@ -212,22 +212,12 @@ def needs_work(db: sqlite_utils.Database, paths: Iterable[str], model: str | Non
     return out
 
 
-def file_needs_work(db: sqlite_utils.Database, path: str, model: str | None = None) -> bool:
-    """needs_work for one path (False when it cannot be stat'ed)."""
-    return path in needs_work(db, [path], model)
-
-
-def indexed(db: sqlite_utils.Database, path: str) -> FileRow | None:
-    """The row of a path if the store has it up to date (needs no work), else None."""
-    if file_needs_work(db, path):
-        return None
-    return rows(db, [path]).get(path)
-
-
 # --- what a scan writes -------------------------------------------------------------------------
 
 
-def write_rows(db: sqlite_utils.Database, results: list[dict], before: dict | None = None) -> None:
+def write_rows(
+    db: sqlite_utils.Database, results: list[dict], before: dict[str, owntimes.Record] | None = None
+) -> None:
     """Insert or update the rows of files just read (see workers.read_one). Call in a transaction.
 
     A file read while it had a time imgrank set keeps its own time in its row (the original), as
