@@ -6,6 +6,7 @@ tests share one definition of "held out" and of "how good".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,23 +136,36 @@ class Folds:
 
 def _assign(y: np.ndarray, inverse: np.ndarray, n_groups: int, k: int, rng) -> np.ndarray:
     """Groups to folds as scikit-learn's StratifiedGroupKFold does: the groups whose class mix is
-    most lopsided first (ties random), each to the fold where the per-class shares stay most even."""
+    most lopsided first (ties random), each to the fold where the per-class shares stay most even
+    (the mean over the two classes of the standard deviation of the folds' shares; among equals,
+    the smallest fold, then the first). Plain floats, not numpy, in the loop: it runs once per
+    group, over a handful of folds, and 25,000 labels took 1.2 s with numpy on small arrays."""
     counts = np.zeros((n_groups, 2))
     np.add.at(counts, (inverse, y), 1)
-    totals = counts.sum(axis=0)
+    scale = [1 / max(t, 1.0) for t in counts.sum(axis=0)]
     shuffled = rng.permutation(n_groups)
-    order = shuffled[np.argsort(-np.std(counts[shuffled], axis=1), kind="stable")]
-    per_fold = np.zeros((k, 2))
+    order = shuffled[np.argsort(-np.abs(counts[shuffled, 0] - counts[shuffled, 1]), kind="stable")]
+    share = [[0.0, 0.0] for _ in range(k)]  # each fold's share of each class so far
+    size = [0.0] * k
     fold_of_group = np.empty(n_groups, int)
-    scale = 1 / np.maximum(totals, 1)
-    for g in order:
-        trial = np.repeat(per_fold[None], k, axis=0)  # trial[f]: the folds if g went to fold f
-        trial[np.arange(k), np.arange(k)] += counts[g]
-        spread = np.std(trial * scale, axis=1).mean(axis=1)  # each class's share over the folds
-        # the most even spread; among equals, the smallest fold
-        best = np.lexsort((per_fold.sum(axis=1), np.round(spread, 12)))[0]
-        fold_of_group[g] = best
-        per_fold[best] += counts[g]
+    for g, (n0, n1) in zip(order.tolist(), counts[order].tolist(), strict=True):
+        v = (n0 * scale[0], n1 * scale[1])
+        s1 = [sum(f[c] for f in share) for c in (0, 1)]
+        s2 = [sum(f[c] * f[c] for f in share) for c in (0, 1)]
+        best: tuple = ()
+        for f in range(k):  # the spread if g went to fold f: var = E[a²] - E[a]², over the folds
+            spread = 0.0
+            for c in (0, 1):
+                mean = (s1[c] + v[c]) / k
+                var = (s2[c] + 2 * v[c] * share[f][c] + v[c] * v[c]) / k - mean * mean
+                spread += math.sqrt(max(var, 0.0)) / 2
+            key = (round(spread, 12), size[f], f)
+            best = min(best, key) if best else key
+        f = best[2]
+        fold_of_group[g] = f
+        share[f][0] += v[0]
+        share[f][1] += v[1]
+        size[f] += n0 + n1
     return fold_of_group
 
 

@@ -76,8 +76,10 @@ def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Standardised features (float32); unknown values (NaN) become the mean, 0."""
-    z = (np.asarray(x, dtype=np.float32) - mean) / std
-    return np.where(np.isnan(z), 0.0, z).astype(np.float32)
+    z = np.asarray(x, dtype=np.float32) - np.asarray(mean, np.float32)  # new: the rest works in place
+    z /= std
+    np.copyto(z, 0.0, where=np.isnan(z))
+    return z
 
 
 def fit_platt(logit: np.ndarray, y: np.ndarray, iterations: int = 100) -> dict:

@@ -22,6 +22,7 @@ from imgrank.errors import ImgrankError
 from imgrank.evaluation import (
     MAX_GROUP,
     NEAR_DUP,
+    Folds,
     average_precision,
     dominated_by_one_group,
     evaluate,
@@ -258,24 +259,19 @@ def mlp_beats_baseline(y: np.ndarray, fold: np.ndarray, k: int, cv: dict) -> boo
     return bool(np.nanmean(diff) > standard_error(diff)) if np.isfinite(diff).any() else False
 
 
-def train_arrays(
-    x: np.ndarray,
-    y: np.ndarray,
-    image: np.ndarray,
-    config: TrainConfig,
-    log: Callable[[str], None] = lambda m: None,
-    names: list[str] | None = None,
-    blocks: tuple[int, ...] | None = None,
-    library: np.ndarray | None = None,
-) -> TrainResult:
-    """The whole recipe on arrays: near-duplicate groups, stratified group folds, cross-validated
-    choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
-    `blocks`: the column widths of the leading feature blocks (`spec_blocks`: image vector, name
-    vector); the columns after them are one more block, the cheap facts. None: no block weights.
-    `library`: those leading blocks for a sample of the folder's photos (`model.library_sample`),
-    which shape the L2 prior (`input_space`)."""
-    started = time.time()
-    y = np.asarray(y, int)
+@dataclass
+class Split:
+    """The near-duplicate groups and the folds: drawn from the labels, the image vectors and the seed
+    alone, so every feature set a run compares (with and without the prior's features) is validated
+    on the same folds, and they are drawn once."""
+
+    groups: np.ndarray
+    folds: Folds
+    held: np.ndarray  # rows in some fold (the rest: groups too big to hold out)
+
+
+def split(y: np.ndarray, image: np.ndarray, config: TrainConfig) -> Split:
+    """Groups and stratified group folds, or one clear line when there are too few labels."""
     check_enough(y, config)
     groups = near_duplicate_groups(image, config.near_dup, config.max_group)
     k = max(2, min(config.cv, int(y.sum()), int(len(y) - y.sum())))
@@ -287,18 +283,60 @@ def train_arrays(
         raise ImgrankError(
             "too few distinct delete photos to hold some out for validation: label more as delete"
         )
+    return Split(groups, folds, held)
+
+
+@dataclass
+class Validation:
+    """One feature set cross-validated: the space it is fit in, the held-out predictions, the recipe
+    they chose, and its held-out metrics."""
+
+    x: np.ndarray
+    space: Space
+    cv: dict
+    recipe: str
+    metrics: dict
+
+
+def validate(
+    x: np.ndarray,
+    y: np.ndarray,
+    parts: Split,
+    config: TrainConfig,
+    log: Callable[[str], None] = lambda m: None,
+    blocks: tuple[int, ...] | None = None,
+    library: np.ndarray | None = None,
+) -> Validation:
+    """Cross-validate both recipes on the split's folds and choose one (`mlp_beats_baseline`)."""
+    folds, held = parts.folds, parts.held
     space = input_space(x, blocks if config.balance_blocks else None, library)
-    cv = cross_validate(x, y, folds.fold, k, config, log, space)
+    cv = cross_validate(x, y, folds.fold, folds.k, config, log, space)
     metrics = {"mlp": evaluate(y[held], cv["mlp"][held]), "baseline": evaluate(y[held], cv["baseline"][held])}
-    recipe = "mlp" if mlp_beats_baseline(y, folds.fold, k, cv) else "logistic"
-    oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
+    recipe = "mlp" if mlp_beats_baseline(y, folds.fold, folds.k, cv) else "logistic"
     metrics["active"] = {**metrics["mlp" if recipe == "mlp" else "baseline"], "recipe": recipe}
     metrics["baseline"]["l2"] = cv["l2"]
+    return Validation(x, space, cv, recipe, metrics)
+
+
+def finish(
+    y: np.ndarray,
+    parts: Split,
+    chosen: Validation,
+    config: TrainConfig,
+    log: Callable[[str], None] = lambda m: None,
+    names: list[str] | None = None,
+    started: float | None = None,
+) -> TrainResult:
+    """The chosen recipe refit on every row, calibrated on its held-out predictions, and the label
+    check (`label_check`)."""
+    x, space, cv, recipe, held = chosen.x, chosen.space, chosen.cv, chosen.recipe, parts.held
+    folds, groups = parts.folds, parts.groups
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
         weights, _ = fit_mlp(x, y, config, cv["epochs"], space=space)
     else:
         weights = fit_logistic(x, y, cv["l2"], device=config.device, space=space)
+    oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
     calibration = fit_platt(_logit(oof[held]), y[held])
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
@@ -310,7 +348,7 @@ def train_arrays(
         "delete": int(y.sum()),
         "trained_on": len(y),
         "held_out": {"keep": int((y[held] == 0).sum()), "delete": int(y[held].sum())},
-        "folds": k,
+        "folds": folds.k,
         "groups": int(len(np.unique(groups))),
         "too_big": [
             {
@@ -325,13 +363,43 @@ def train_arrays(
         recipe,
         cv["epochs"] if recipe == "mlp" else 0,
         calibration,
-        metrics,
+        chosen.metrics,
         counts,
         np.where(held, oof, np.nan),
         label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, space),
         warnings,
-        time.time() - started,
+        time.time() - (started or time.time()),
     )
+
+
+def train_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    image: np.ndarray,
+    config: TrainConfig,
+    log: Callable[[str], None] = lambda m: None,
+    names: list[str] | None = None,
+    blocks: tuple[int, ...] | None = None,
+    library: np.ndarray | None = None,
+    extra: np.ndarray | None = None,
+    extra_reason: str | None = None,
+) -> TrainResult:
+    """The whole recipe on arrays: near-duplicate groups, stratified group folds, cross-validated
+    choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
+    `blocks`: the column widths of the leading feature blocks (`spec_blocks`: image vector, name
+    vector); the columns after them are one more block, the cheap facts. None: no block weights.
+    `library`: those leading blocks for a sample of the folder's photos (`model.library_sample`),
+    which shape the L2 prior (`input_space`). `extra`: the prior's features, offered as more
+    columns and kept only if validation shows they help (`prior.offer`; the head has them when
+    metrics["prior_features"]["used"]); `extra_reason`: why there are none, when None."""
+    from imgrank import prior
+
+    started = time.time()
+    y = np.asarray(y, int)
+    parts = split(y, image, config)
+    check = partial(validate, y=y, parts=parts, config=config, log=log, blocks=blocks, library=library)
+    chosen = prior.offer(check, x, extra, log, extra_reason)
+    return finish(y, parts, chosen, config, log, names, started)
 
 
 def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
@@ -362,17 +430,19 @@ def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
     data = labelled_set(db, use_name=config.use_name, use_meta=config.use_meta, use_prior=config.use_prior)
-    fit = partial(
-        train_arrays,
-        y=data.y,
-        image=data.image,
-        config=config,
-        log=log,
+    result = train_arrays(
+        data.x,
+        data.y,
+        data.image,
+        config,
+        log,
         names=data.paths,
         blocks=spec_blocks(data.spec),
         library=library_blocks(data.spec, data.library),
+        extra=data.prior,
+        extra_reason=data.prior_reason,
     )
-    result, used = prior.offer(fit, data.x, data.prior, log, data.prior_reason)
+    used = prior.used(result)
     result.counts["no_vector"] = data.no_vector
     meta = head_meta({**data.spec, "prior": data.prior_spec} if used else data.spec, config, result)
     run = runs.record_and_activate(
@@ -409,19 +479,20 @@ def train_file(
     x = assemble(spec, data["image"], data["name"], data["meta"])
     y, image, names = data["y"], data["image"], data["sha256"]
     library = library_blocks(spec, data["library"]) if data["library"] else None
-    fit = partial(
-        train_arrays,
-        y=y,
-        image=image,
-        config=config,
-        log=log,
+    why = "turned off" if data["prior"] is not None else "the export has none"
+    result = train_arrays(
+        x,
+        y,
+        image,
+        config,
+        log,
         names=names,
         blocks=spec_blocks(spec),
         library=library,
+        extra=data["prior"] if config.use_prior else None,
+        extra_reason=why,
     )
-    why = "turned off" if data["prior"] is not None else "the export has none"
-    result, used = prior.offer(fit, x, data["prior"] if config.use_prior else None, log, why)
-    if used:
+    if prior.used(result):
         spec["prior"] = src["prior"]
     path = save_head(result.weights, head_meta(spec, config, result), out_path)
     return {

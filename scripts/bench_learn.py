@@ -175,9 +175,22 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
     return [int(rest[i]) for i, _ in picks]
 
 
+def choose_oracle(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Not a strategy a queue can follow: what a queue whose head knew every TRUE label could give
+    at most by meeting deletes as often as keeps. Half the labels drawn at random among the true
+    deletes, half among the true keeps; the head still learns from the owner's labels (mistakes
+    included), as any queue's does. The mark the review queue is held against (bench_queue --oracle)."""
+    deletes, keeps = np.flatnonzero(world.y_true == 1), np.flatnonzero(world.y_true == 0)
+    half = min(len(deletes), n // 2)
+    return np.concatenate(
+        [rng.choice(deletes, half, replace=False), rng.choice(keeps, n - half, replace=False)]
+    )
+
+
 STRATEGIES: dict[str, Callable[[World, int, np.random.Generator], np.ndarray]] = {
     "random": choose_random,
     "queue": choose_queue,
+    "oracle": choose_oracle,
 }
 
 

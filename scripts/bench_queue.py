@@ -4,12 +4,15 @@ random, on bench_learn's synthetic folder (same worlds, same held-out scenes, sa
 For each seed and size n: the held-out AP of the head `train_arrays` makes from n labels chosen
 - at random (bench_learn's `random` strategy: an owner labelling as they browse), or
 - by the queue (bench_learn's `queue` strategy: imgrank.active.choose, a page of 60 at a time, the
-  whole recipe retrained between pages as the daemon does).
+  whole recipe retrained between pages as the daemon does), or
+- with --oracle, by bench_learn's `oracle`: half true deletes, half true keeps, at random within
+  each. No queue can know the true labels: it shows what meeting deletes as often as keeps gives
+  with a perfect head, and so where the target line stands.
 Then the labels each needs to reach 0.9 of the AP that 2,000 random labels give (the first size
 whose mean over seeds reaches it, and the size from which the mean stays above it), and the time
 `choose` takes to pick a page of 60 from 100,000 vectors.
 
-    python scripts/bench_queue.py [--seeds 4] [--jobs 2] [--sizes 60,120,...,2000]
+    python scripts/bench_queue.py [--seeds 4] [--first-seed 0] [--jobs 2] [--sizes 60,120,...,2000] [--oracle]
 
 Seeds run in parallel processes (one torch thread each). Writes bench-out/bench_queue.json.
 """
@@ -146,6 +149,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=3000)
     ap.add_argument("--timing", type=int, default=100_000, help="photos for the choose timing (0: skip)")
     ap.add_argument(
+        "--oracle", action="store_true", help="also bench_learn's oracle: half true deletes (the ceiling)"
+    )
+    ap.add_argument(
         "--variants",
         default="",
         help='imgrank.active constants to try, ";" between variants: "EXPLORE=0;EXPLORE=0.4"',
@@ -160,9 +166,11 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     tasks = [(s, "queue", queue_sizes, args.pool, args.test, v) for v in variants for s in seeds]
     tasks += [(s, "random", sizes, args.pool, args.test, {}) for s in seeds]
+    if args.oracle:
+        tasks += [(s, "oracle", queue_sizes, args.pool, args.test, {}) for s in seeds]
     with Pool(args.jobs) as pool:
         rows = [r for rs in pool.map(curve, tasks, chunksize=1) for r in rs]
-    strategies = ["random"] + [variant_name(v) for v in variants]
+    strategies = ["random"] + [variant_name(v) for v in variants] + (["oracle"] if args.oracle else [])
     means = {s: {n: mean_ap(rows, s, n) for n in sizes} for s in strategies}
     target = 0.9 * means["random"][max(sizes)]
     reach = {s: needed(sizes, means[s], target) for s in strategies}
