@@ -362,31 +362,6 @@ def offerable(db, model_id: str, parts: dict) -> tuple[np.ndarray | None, dict |
         return None, None, str(e)
 
 
-def offer(validate, x: np.ndarray, extra: np.ndarray | None, log=lambda m: None, reason: str | None = None):
-    """Cross-validate without and with the prior's features (`validate(x)`, on the folds the caller
-    drew once) and keep the features only if they raise the held-out AP by HELPS_BY or more. Returns
-    the chosen validation (`train.Validation`); its metrics["prior_features"] says what was compared.
-    Only the chosen one is then refit."""
-    without = validate(x)
-    if extra is None:
-        without.metrics["prior_features"] = {"tried": False, "reason": reason or "not offered"}
-        return without
-    log("the same folds again, with the prior's features")
-    with_prior = validate(np.hstack([x, extra]).astype(np.float32))
-    ap_with, ap_without = with_prior.metrics["active"]["ap"], without.metrics["active"]["ap"]
-    helps = (ap_with or 0.0) >= (ap_without or 0.0) + HELPS_BY
-    chosen = with_prior if helps else without
-    chosen.metrics["prior_features"] = {
-        "tried": True,
-        "used": helps,
-        "ap_with": ap_with,
-        "ap_without": ap_without,
-        "needed": HELPS_BY,
-        "features": list(HEAD_FEATURES),
-    }
-    return chosen
-
-
 def used(result) -> bool:
     """Whether a trained head takes the prior's features (`offer` kept them)."""
     return bool(result.metrics.get("prior_features", {}).get("used"))

@@ -196,36 +196,42 @@ def check_enough(y: np.ndarray, config: TrainConfig) -> None:
         )
 
 
-def cross_validate(
+def cross_validate_logistic(
+    x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, space: Space
+) -> dict:
+    """Held-out P(delete) of the L2 logistic regression for every row in a fold, at the L2 strength
+    the folds choose: the strongest within one standard error of the best (`within_one_se`)."""
+    base = {l2: np.full(len(y), np.nan) for l2 in config.l2_choices}
+    for f in range(k):
+        held = fold == f
+        fitted = None
+        for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
+            fitted = fit_logistic(x[~held], y[~held], l2, start=fitted, device=config.device, space=space)
+            base[l2][held] = predict(fitted, x[held])
+    l2 = max(within_one_se({c: fold_aps(y, fold, k, base[c]) for c in config.l2_choices}))
+    return {"baseline": base[l2], "l2": l2}
+
+
+def cross_validate_mlp(
     x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, log, space: Space
 ) -> dict:
-    """Held-out P(delete) of both recipes for every row in a fold; the MLP's as a curve over epochs."""
-    held_rows = fold >= 0
-    base = {l2: np.full(len(y), np.nan) for l2 in config.l2_choices}
+    """Held-out P(delete) of the MLP for every row in a fold, at the epoch count with the best pooled
+    held-out AP."""
     curves: list[tuple[np.ndarray, np.ndarray]] = []
     for f in range(k):
         held = fold == f
         log(f"cross-validation fold {f + 1}/{k}: {int(held.sum())} photos held out")
-        train_rows = ~held
-        _, curve = fit_mlp(x[train_rows], y[train_rows], config, config.max_epochs, x[held], y[held], space)
+        _, curve = fit_mlp(x[~held], y[~held], config, config.max_epochs, x[held], y[held], space)
         curves.append((held, curve))
-        fitted = None
-        for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
-            fitted = fit_logistic(
-                x[train_rows], y[train_rows], l2, start=fitted, device=config.device, space=space
-            )
-            base[l2][held] = predict(fitted, x[held])
     longest = max(len(c) for _, c in curves)
     # A fold that stopped early keeps its last predictions for the later epochs.
     pooled = np.full((longest, len(y)), np.nan)
     for held, curve in curves:
-        padded = np.concatenate([curve, np.repeat(curve[-1:], longest - len(curve), axis=0)])
-        pooled[:, held] = padded
-    aps = [average_precision(y[held_rows], pooled[e, held_rows]) or 0.0 for e in range(longest)]
+        pooled[:, held] = np.concatenate([curve, np.repeat(curve[-1:], longest - len(curve), axis=0)])
+    rows = fold >= 0
+    aps = [average_precision(y[rows], pooled[e, rows]) or 0.0 for e in range(longest)]
     best = int(np.argmax(aps))
-    # the baseline's L2 strength: the strongest within one standard error of the best
-    l2 = max(within_one_se({c: fold_aps(y, fold, k, base[c]) for c in config.l2_choices}))
-    return {"mlp": pooled[best], "baseline": base[l2], "epochs": best + 1, "l2": l2, "curve_ap": aps}
+    return {"mlp": pooled[best], "epochs": best + 1, "curve_ap": aps}
 
 
 def fold_aps(y: np.ndarray, fold: np.ndarray, k: int, p: np.ndarray) -> np.ndarray:
@@ -288,34 +294,72 @@ def split(y: np.ndarray, image: np.ndarray, config: TrainConfig) -> Split:
 
 @dataclass
 class Validation:
-    """One feature set cross-validated: the space it is fit in, the held-out predictions, the recipe
-    they chose, and its held-out metrics."""
+    """One feature set cross-validated on the split's folds: the space it is fit in, the held-out
+    predictions (`cross_validate_logistic`, then `cross_validate_mlp`), the recipe they chose, and
+    the held-out metrics."""
 
     x: np.ndarray
     space: Space
     cv: dict
-    recipe: str
     metrics: dict
+    recipe: str = "logistic"
 
 
-def validate(
+def validate_logistic(
     x: np.ndarray,
     y: np.ndarray,
     parts: Split,
     config: TrainConfig,
-    log: Callable[[str], None] = lambda m: None,
     blocks: tuple[int, ...] | None = None,
     library: np.ndarray | None = None,
 ) -> Validation:
-    """Cross-validate both recipes on the split's folds and choose one (`mlp_beats_baseline`)."""
-    folds, held = parts.folds, parts.held
+    """The quick half of the validation: the L2 logistic regression on the split's folds."""
     space = input_space(x, blocks if config.balance_blocks else None, library)
-    cv = cross_validate(x, y, folds.fold, folds.k, config, log, space)
-    metrics = {"mlp": evaluate(y[held], cv["mlp"][held]), "baseline": evaluate(y[held], cv["baseline"][held])}
-    recipe = "mlp" if mlp_beats_baseline(y, folds.fold, folds.k, cv) else "logistic"
-    metrics["active"] = {**metrics["mlp" if recipe == "mlp" else "baseline"], "recipe": recipe}
-    metrics["baseline"]["l2"] = cv["l2"]
-    return Validation(x, space, cv, recipe, metrics)
+    cv = cross_validate_logistic(x, y, parts.folds.fold, parts.folds.k, config, space)
+    baseline = {**evaluate(y[parts.held], cv["baseline"][parts.held]), "l2": cv["l2"]}
+    return Validation(x, space, cv, {"baseline": baseline})
+
+
+def validate_mlp(v: Validation, y: np.ndarray, parts: Split, config: TrainConfig, log) -> Validation:
+    """The other half: the MLP on the same folds, and the recipe (`mlp_beats_baseline`)."""
+    folds, held = parts.folds, parts.held
+    v.cv |= cross_validate_mlp(v.x, y, folds.fold, folds.k, config, log, v.space)
+    v.metrics = {"mlp": evaluate(y[held], v.cv["mlp"][held]), **v.metrics}
+    v.recipe = "mlp" if mlp_beats_baseline(y, folds.fold, folds.k, v.cv) else "logistic"
+    v.metrics["active"] = {**v.metrics["mlp" if v.recipe == "mlp" else "baseline"], "recipe": v.recipe}
+    return v
+
+
+def offer_prior(
+    fit: Callable[[np.ndarray], Validation],
+    x: np.ndarray,
+    extra: np.ndarray | None,
+    log: Callable[[str], None],
+    reason: str | None,
+) -> tuple[Validation, dict]:
+    """The features without and with the prior's (`extra`), validated by the L2 logistic regression on
+    the same folds; the prior's are kept only if they raise its held-out AP by prior.HELPS_BY or more.
+    Returns (the chosen feature set's validation, what was compared: metrics["prior_features"]).
+    The quick recipe decides, so the costly one (the MLP's folds) runs once, on the set kept."""
+    from imgrank.prior import HEAD_FEATURES, HELPS_BY
+
+    without = fit(x)
+    if extra is None:
+        return without, {"tried": False, "reason": reason or "not offered"}
+    log("the same folds again, with the prior's features")
+    with_prior = fit(np.hstack([x, extra]).astype(np.float32))
+    ap_with, ap_without = with_prior.metrics["baseline"]["ap"], without.metrics["baseline"]["ap"]
+    helps = (ap_with or 0.0) >= (ap_without or 0.0) + HELPS_BY
+    compared = {
+        "tried": True,
+        "used": helps,
+        "ap_with": ap_with,
+        "ap_without": ap_without,
+        "needed": HELPS_BY,
+        "by": "logistic",
+        "features": list(HEAD_FEATURES),
+    }
+    return (with_prior if helps else without), compared
 
 
 def finish(
@@ -390,15 +434,15 @@ def train_arrays(
     vector); the columns after them are one more block, the cheap facts. None: no block weights.
     `library`: those leading blocks for a sample of the folder's photos (`model.library_sample`),
     which shape the L2 prior (`input_space`). `extra`: the prior's features, offered as more
-    columns and kept only if validation shows they help (`prior.offer`; the head has them when
+    columns and kept only if validation shows they help (`offer_prior`; the head has them when
     metrics["prior_features"]["used"]); `extra_reason`: why there are none, when None."""
-    from imgrank import prior
-
     started = time.time()
     y = np.asarray(y, int)
     parts = split(y, image, config)
-    check = partial(validate, y=y, parts=parts, config=config, log=log, blocks=blocks, library=library)
-    chosen = prior.offer(check, x, extra, log, extra_reason)
+    fit = partial(validate_logistic, y=y, parts=parts, config=config, blocks=blocks, library=library)
+    chosen, compared = offer_prior(fit, x, extra, log, extra_reason)
+    chosen = validate_mlp(chosen, y, parts, config, log)
+    chosen.metrics["prior_features"] = compared
     return finish(y, parts, chosen, config, log, names, started)
 
 
