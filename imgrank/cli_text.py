@@ -68,6 +68,8 @@ def prior_line(pf: dict | None) -> str:
     verdict = "helped" if pf["used"] else "did not help"
     keep = "the head takes them" if pf["used"] else f"the head leaves them out (it needs +{pf['needed']:.3f})"
     aps = f"held-out AP {_f(pf['ap_with'])} with, {_f(pf['ap_without'])} without"
+    if pf.get("by") == "logistic":  # compared by the quick recipe (heads since b9a4363)
+        aps += " (L2 logistic regression)"
     return f"the prior's features {verdict}: {aps}; {keep}"
 
 

@@ -106,6 +106,47 @@ def test_a_group_too_big_to_hold_out_stays_in_training_and_is_named():
     assert any("30 near-duplicate photos is too big to hold out" in w for w in folds.warnings)
 
 
+def reference_assign(y, inverse, n_groups, k, rng):
+    """The greedy fold assignment as first written, in numpy (StratifiedGroupKFold's rule): the
+    reference for evaluation._assign, which does the same in plain floats."""
+    counts = np.zeros((n_groups, 2))
+    np.add.at(counts, (inverse, y), 1)
+    shuffled = rng.permutation(n_groups)
+    order = shuffled[np.argsort(-np.std(counts[shuffled], axis=1), kind="stable")]
+    per_fold, fold_of_group = np.zeros((k, 2)), np.empty(n_groups, int)
+    scale = 1 / np.maximum(counts.sum(axis=0), 1)
+    for g in order:
+        trial = np.repeat(per_fold[None], k, axis=0)
+        trial[np.arange(k), np.arange(k)] += counts[g]
+        spread = np.std(trial * scale, axis=1).mean(axis=1)
+        best = np.lexsort((per_fold.sum(axis=1), np.round(spread, 12)))[0]
+        fold_of_group[g] = best
+        per_fold[best] += counts[g]
+    return fold_of_group
+
+
+def test_fold_assignment_matches_the_numpy_reference():
+    from imgrank.evaluation import _assign
+
+    same = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n, k = int(rng.integers(5, 300)), int(rng.integers(2, 6))
+        y = (rng.random(n) < rng.uniform(0.03, 0.6)).astype(int)
+        _, inverse = np.unique(rng.integers(0, max(1, int(n * rng.uniform(0.2, 1))), n), return_inverse=True)
+        ours = _assign(y, inverse, inverse.max() + 1, k, np.random.default_rng(seed))
+        ref = reference_assign(y, inverse, inverse.max() + 1, k, np.random.default_rng(seed))
+        # the same folds: each fold holds as many deletes and keeps (two groups swapped on a float
+        # tie would still match here), and nearly always the very same groups
+        for f in range(k):
+            assert (
+                np.bincount(y[ours[inverse] == f], minlength=2).tolist()
+                == np.bincount(y[ref[inverse] == f], minlength=2).tolist()
+            )
+        same += (ours == ref).all()
+    assert same >= 195
+
+
 def test_same_seed_gives_same_metrics():
     x, y = separable(200)
     a = train_arrays(x, y, x, TrainConfig(seed=3, max_epochs=30))
