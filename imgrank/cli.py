@@ -419,7 +419,7 @@ def train(ctx, data, out, as_json, **options):
         imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
     """
     from imgrank.cli_text import format_report
-    from imgrank.train import require_torch
+    from imgrank.mlp import require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
     if options.get("device"):

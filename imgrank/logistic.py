@@ -122,7 +122,7 @@ def fit_logistic(
     `device` (on a GPU the products are nearly free): the products in float32, the gradient, the
     sums and the solve in float64. Fit in `space` (`input_space`; default: the rows standardised);
     `start`: a fit in the same space (at another L2 strength) to start from."""
-    from imgrank.train import require_torch  # torch is the `train` extra
+    from imgrank.mlp import require_torch  # torch is the `train` extra
 
     torch = require_torch()
     dev = torch_device(device)

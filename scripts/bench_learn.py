@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.evaluation import average_precision, stratified_group_folds
-from imgrank.logistic import input_space, logit
+from imgrank.logistic import fit_logistic, input_space, logit, predict
+from imgrank.mlp import fit_mlp
 from imgrank.model import LIBRARY_SAMPLE, calibrated, standardise
-from imgrank.train import TrainConfig, fit_logistic, fit_mlp, predict, train_arrays
+from imgrank.train import TrainConfig, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
 BLOCKS = (IMAGE_DIM, NAME_DIM)  # the leading feature blocks: image vector, name vector (then metadata)

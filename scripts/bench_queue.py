@@ -52,7 +52,8 @@ def curve(task: tuple[int, str, list[int], int, int, dict]) -> list[dict]:
 
     from imgrank import active
     from imgrank.evaluation import average_precision
-    from imgrank.train import TrainConfig, predict, train_arrays
+    from imgrank.logistic import predict
+    from imgrank.train import TrainConfig, train_arrays
 
     torch.set_num_threads(1)
     seed, strategy, sizes, pool, test, variant = task

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from imgrank.evaluation import average_precision, near_duplicate_groups, stratified_group_folds
-from imgrank.train import TrainConfig, fit_mlp, predict, train_arrays
+from imgrank.logistic import predict
+from imgrank.mlp import fit_mlp
+from imgrank.train import TrainConfig, train_arrays
 
 IMAGE_DIM, NAME_DIM, META = 256, 256, 3
 

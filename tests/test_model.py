@@ -17,8 +17,9 @@ from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.errors import ModelError
 from imgrank.labels import set_label
+from imgrank.mlp import build_net, fit_mlp, net_weights
 from imgrank.model import Head, feature_spec, load_head, save_head, standardise
-from imgrank.train import TrainConfig, build_net, fit_mlp, net_weights, train
+from imgrank.train import TrainConfig, train
 
 SPEC = {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}
 PRIOR = prior.spec_record(prior.parse_prompts("delete 1 a blurry photo\nkeep 1 a dog\ncue blur 0.5\n"))

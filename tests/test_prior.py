@@ -177,9 +177,10 @@ def _label_all(root, deletes) -> None:
 def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_env, tmp_path):
     import torch
 
+    from imgrank.mlp import build_net
     from imgrank.model import head_input
     from imgrank.runs import active_head, scores
-    from imgrank.train import TrainConfig, build_net
+    from imgrank.train import TrainConfig
 
     root = tmp_path / "photos"
     soft = _twins(root, 24)

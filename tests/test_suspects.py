@@ -12,8 +12,8 @@ from imgrank import runs
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.evaluation import average_precision
-from imgrank.logistic import block_scale
-from imgrank.train import TrainConfig, fit_logistic, predict, spec_blocks, train, train_arrays
+from imgrank.logistic import block_scale, fit_logistic, predict, spec_blocks
+from imgrank.train import TrainConfig, train, train_arrays
 
 
 def test_each_block_of_features_gets_one_share_of_the_prior():

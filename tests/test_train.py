@@ -20,8 +20,9 @@ from imgrank.evaluation import (
     roc_auc,
     stratified_group_folds,
 )
+from imgrank.logistic import fit_logistic, predict
 from imgrank.model import labelled_set, load_head
-from imgrank.train import TrainConfig, fit_logistic, predict, train, train_arrays
+from imgrank.train import TrainConfig, train, train_arrays
 
 
 def test_metrics_match_hand_computed_values():
