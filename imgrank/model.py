@@ -16,9 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank.db import get_setting
 from imgrank.errors import ImgrankError, ModelError
-from imgrank.vectors import first_embedded, load_parts
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.
@@ -185,12 +183,16 @@ def spec_prompts(spec: dict):
 def head_input(db, spec: dict, shas: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """(content hashes, raw feature matrix) for scoring embedded photos with a head of this spec: every
     scorer builds the head's input here, the prior's features included when the head takes them."""
+    from imgrank.vectors import load_parts
+
     parts = load_parts(db, spec["embed_model"], shas, prompts=spec_prompts(spec))
     return parts["sha256"], assemble(spec, parts["image"], parts["name"], parts["meta"], parts.get("prior"))
 
 
 def current_model_id(db) -> str:
     """The id of the embedding model the store was built with (the one `scan` records)."""
+    from imgrank.db import get_setting
+
     model_id = get_setting(db, "embed_model")
     if not model_id:
         raise ModelError("nothing is embedded yet: run `imgrank scan FOLDER` first")
@@ -344,6 +346,7 @@ def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bo
     (from the prompts file in use) where they can be computed."""
     from imgrank import prior
     from imgrank.labels import current_labels
+    from imgrank.vectors import load_parts
 
     model_id = current_model_id(db)
     labels = current_labels(db)
@@ -376,6 +379,8 @@ def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bo
 def library_sample(db, model_id: str) -> dict:
     """The parts (load_parts) of up to LIBRARY_SAMPLE of the folder's photos, labelled or not: the first
     by content hash, a uniform sample that mostly stays put as the folder grows."""
+    from imgrank.vectors import first_embedded, load_parts
+
     return load_parts(db, model_id, first_embedded(db, model_id, LIBRARY_SAMPLE))
 
 

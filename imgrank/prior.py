@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from imgrank import config
-from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError, ModelError
 
 CUE_NAMES = ("blur", "exposure", "tiny")
@@ -116,6 +115,8 @@ def store_cues(db, rows: list[tuple[str, dict]]) -> None:
 
 
 def load_cues(db, shas: list[str]) -> dict[str, dict[str, float]]:
+    from imgrank.db import IN_JSON  # here: `train --data` imports this module and opens no database
+
     rows = db.execute(
         f"SELECT sha256, sharpness, dark, bright, mean FROM cues WHERE sha256 IN {IN_JSON}",
         [json.dumps(shas)],

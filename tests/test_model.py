@@ -304,6 +304,17 @@ def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
     assert result.exit_code == 0 and result.exception is None, result.output
     assert "average precision" in result.output and head.exists()
     assert not (tmp_path / "gpu-box" / "imgrank.db").exists()
+    # ...nor the database layer: sqlite-utils imports pandas where it is installed (0.6 s of a GPU
+    # machine's start-up). A fresh process shows what `train --data` imports.
+    code = (
+        "import sys; from imgrank.cli import cli; "
+        f"cli(['-q', 'train', '--data', {str(data)!r}, '--out', {str(tmp_path / 'h2.safetensors')!r}, "
+        "'--epochs', '2'], standalone_mode=False); "
+        "print('sqlite_utils' in sys.modules, 'imgrank.db' in sys.modules)"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.split()[-2:] == ["False", "False"], fresh.stdout
     monkeypatch.setenv("IMGRANK_HOME", str(home))
     result = invoke("model", "import", str(head))
     assert result.exit_code == 0 and result.exception is None, result.output
