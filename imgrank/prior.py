@@ -364,5 +364,5 @@ def offerable(db, model_id: str, parts: dict) -> tuple[np.ndarray | None, dict |
 
 
 def used(result) -> bool:
-    """Whether a trained head takes the prior's features (`train.offer_prior` kept them)."""
+    """Whether a trained head takes the prior's features (`validation.offer_prior` kept them)."""
     return bool(result.metrics.get("prior_features", {}).get("used"))

@@ -93,7 +93,6 @@ def finish(
     config: TrainConfig,
     log: Callable[[str], None] = lambda m: None,
     names: list[str] | None = None,
-    started: float | None = None,
 ) -> TrainResult:
     """The chosen recipe refit on every row, calibrated on its held-out predictions, and the label
     check (`label_check`)."""
@@ -136,7 +135,6 @@ def finish(
         np.where(held, oof, np.nan),
         label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, space),
         warnings,
-        time.time() - (started or time.time()),
     )
 
 
@@ -167,7 +165,9 @@ def train_arrays(
     chosen, compared = offer_prior(fit, x, extra, log, extra_reason)
     chosen = validate_mlp(chosen, y, parts, config, log)
     chosen.metrics["prior_features"] = compared
-    return finish(y, parts, chosen, config, log, names, started)
+    result = finish(y, parts, chosen, config, log, names)
+    result.seconds = time.time() - started
+    return result
 
 
 def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:

@@ -118,7 +118,11 @@ class Split:
 
     groups: np.ndarray
     folds: Folds
-    held: np.ndarray  # rows in some fold (the rest: groups too big to hold out)
+
+    @property
+    def held(self) -> np.ndarray:
+        """Rows in some fold (the rest: groups too big to hold out, always in training)."""
+        return self.folds.fold >= 0
 
 
 def split(y: np.ndarray, image: np.ndarray, config: TrainConfig) -> Split:
@@ -134,7 +138,7 @@ def split(y: np.ndarray, image: np.ndarray, config: TrainConfig) -> Split:
         raise ImgrankError(
             "too few distinct delete photos to hold some out for validation: label more as delete"
         )
-    return Split(groups, folds, held)
+    return Split(groups, folds)
 
 
 @dataclass
