@@ -98,10 +98,15 @@ def open_db():
     help="Embed images with torch on this device (cuda, auto, cpu; half precision on CUDA). "
     "Default: ONNX on the CPU, no torch needed.",
 )
+@click.option(
+    "--retry-unreadable",
+    is_flag=True,
+    help="Read every unreadable file again (e.g. after installing a decoder).",
+)
 @json_option
 @click.pass_context
 @handles_errors
-def scan(ctx, roots, model, jobs, device, as_json):
+def scan(ctx, roots, model, jobs, device, retry_unreadable, as_json):
     """Index photo folders: new, changed, moved and vanished files; embed what is new.
 
     ROOTS are remembered, so later runs need none. Nothing under a root is ever changed.
@@ -122,7 +127,9 @@ def scan(ctx, roots, model, jobs, device, as_json):
     all_roots = index.list_roots(db)
     if not all_roots:
         raise click.UsageError("no photo folders yet: give one, e.g. `imgrank scan ~/Pictures`")
-    embedder = load_embedder(model, device=device)
+    from imgrank.db import model_name
+
+    embedder = load_embedder(model_name(db, model), device=device)
     quiet = ctx.find_root().obj.get("quiet")
     bar = None
 
@@ -141,6 +148,7 @@ def scan(ctx, roots, model, jobs, device, as_json):
             on_total=on_total,
             progress=lambda n: bar.update(n) if bar else None,
             on_wait=lambda: say(ctx, "waiting for the other scan to finish..."),
+            retry_unreadable=retry_unreadable,
         )
     finally:
         if bar:
@@ -193,10 +201,11 @@ def status(list_unreadable, as_json):
 
     db = open_db()
     if list_unreadable:
+        from imgrank.cli_text import unreadable_text
         from imgrank.files import display_name
 
         rows = index.unreadable(db)
-        emit(rows, as_json, "\n".join(f"{display_name(r['path'])}\t{r['reason']}" for r in rows))
+        emit(rows, as_json, unreadable_text(rows, display_name))
         return
     from imgrank.files import display_name
 
@@ -204,8 +213,8 @@ def status(list_unreadable, as_json):
     lines = [
         "roots: " + (", ".join(map(display_name, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
         "images: " + _image_counts(info["images"]),
-        f"embedded: {info['embedded']}",
-        f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
+        _embedded_line(info),
+        _unreadable_line(info),
         f"embedding model: {info['embedding_model'] or '-'}",
         f"mtimes set by `order`: {info['ordered']}"
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
@@ -220,6 +229,23 @@ def status(list_unreadable, as_json):
     info["order_source"] = score_source(db)
     lines.append(_source_line(info["order_source"]))
     emit(info, as_json, "\n".join(lines))
+
+
+def _embedded_line(info: dict) -> str:
+    """Embedded counts contents, present counts files: say so where exact copies make them differ."""
+    copies = info["images"].get("ok", 0) - info["contents"]
+    line = f"embedded: {info['embedded']}"
+    if copies > 0:
+        line += f" of {info['contents']} distinct photos ({copies} present files are exact copies of another)"
+    return line
+
+
+def _unreadable_line(info: dict) -> str:
+    n, ours = info["unreadable"], info["unreadable_ours"]
+    if not n:
+        return "unreadable: 0"
+    split = f": {n - ours} bad files, {ours} imgrank failed on (read again by the next scan)" if ours else ""
+    return f"unreadable: {n}{split} (see --unreadable)"
 
 
 def _image_counts(images: dict) -> str:
@@ -535,9 +561,14 @@ def _source_line(source: str | None) -> str:
 
 
 @cli.command()
+@click.option(
+    "--model",
+    envvar="IMGRANK_MODEL",
+    help="Embedding model for the prior's prompts (default: the one the store's scan loaded).",
+)
 @json_option
 @handles_errors
-def score(as_json):
+def score(model, as_json):
     """Score every embedded photo with the active head (numpy only); with no head yet, with the prior.
 
     The prior guesses from prompts (see prompts.txt in the package, or in your imgrank home) and
@@ -550,7 +581,13 @@ def score(as_json):
     from imgrank.cli_text import scored_summary
     from imgrank.runs import score_all
 
-    n = score_all(open_db())
+    db = open_db()
+    embedder = None
+    if model:
+        from imgrank.embed import load_embedder
+
+        embedder = load_embedder(model)
+    n = score_all(db, embedder=embedder)
     emit({"scored": n}, as_json, scored_summary(n))
 
 

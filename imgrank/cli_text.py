@@ -139,3 +139,17 @@ def reviewed_summary(result: dict) -> str:
         [(result["already_labelled"], "already labelled"), (result["gone"], "deleted since")], noun=None
     )
     return text + (f" ({more})" if more else "")
+
+
+def unreadable_text(rows: list[dict], name) -> str:
+    """`status --unreadable`: the files that are bad, then those imgrank failed on (see index.unreadable)."""
+    out = []
+    for cause, title in (
+        ("file", "the file is bad"),
+        ("imgrank", "imgrank failed on it (not the file's fault: the next `imgrank scan` reads it again)"),
+    ):
+        group = [r for r in rows if r["cause"] == cause]
+        if group:
+            out.append(f"{title} ({len(group)}):")
+            out += [f"  {name(r['path'])}\t{r['reason']}" for r in group]
+    return "\n".join(out)

@@ -51,6 +51,7 @@ def heads_dir() -> Path:
     return path
 
 
-def model_name() -> str:
-    """The embedding model: $IMGRANK_MODEL (hub id or local directory), else the default."""
-    return os.environ.get("IMGRANK_MODEL") or DEFAULT_MODEL
+def model_name(remembered: str | None = None) -> str:
+    """The embedding model: $IMGRANK_MODEL (hub id or local directory), else the one the store
+    remembers (`remembered`, see db.model_name), else the default."""
+    return os.environ.get("IMGRANK_MODEL") or remembered or DEFAULT_MODEL

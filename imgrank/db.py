@@ -151,6 +151,17 @@ def m005_dupe_groups(db: sqlite_utils.Database) -> None:
     db["dupe_groups"].create({"sha256": str, "group_id": int}, pk="sha256")
 
 
+@migrations()
+def m006_unreadable_ours(db: sqlite_utils.Database) -> None:
+    # 1 where a file is unreadable through imgrank's failure (its decoding process died or hung, an
+    # internal error), not the file's own: such a file is read again by the next scan (index/rows.py).
+    db.execute("ALTER TABLE files ADD COLUMN ours INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE files SET ours = 1 WHERE state = 'unreadable' AND (reason LIKE 'the decoding process died%' "
+        "OR reason LIKE 'decoding took longer than%')"
+    )
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 
@@ -248,6 +259,15 @@ def _refuse_newer(db: sqlite_utils.Database, path: Path) -> None:
             f"database {path} was written by a newer imgrank (schema step {unknown[0]} is unknown "
             "here): upgrade imgrank to use it"
         )
+
+
+MODEL_SOURCE = "embed_model_source"  # the embedding model as a scan loaded it: hub id or directory
+
+
+def model_name(db: sqlite_utils.Database, given: str | None = None) -> str:
+    """The embedding model to load: the one given (--model), else $IMGRANK_MODEL, else the one the
+    store's last scan loaded (so `scan --model DIR` once is enough), else the default."""
+    return given or config.model_name(get_setting(db, MODEL_SOURCE))
 
 
 def get_setting(db: sqlite_utils.Database, key: str) -> str | None:

@@ -66,6 +66,7 @@ class ModelFiles:
     image_encoder: Path
     text_encoder: Path
     tokenizer: Path
+    source: str = ""  # how to load it again: the hub id, or the directory's absolute path
 
 
 def _local_files(directory: Path) -> ModelFiles:
@@ -90,6 +91,7 @@ def _local_files(directory: Path) -> ModelFiles:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
     files.model_id = f"{directory.name}@{digest.hexdigest()[:12]}"
+    files.source = str(directory)
     return files
 
 
@@ -102,8 +104,10 @@ def _hub_files(name: str) -> ModelFiles:
         )
     except Exception as e:  # network, auth, missing repo: all end in the same advice
         raise ModelError(
-            f"cannot load model {name!r} from the hub ({type(e).__name__}); without internet, "
-            "set --model or IMGRANK_MODEL to a local directory in uform's layout"
+            f"cannot load model {name!r} from the hub ({type(e).__name__}). Three ways to get it: "
+            "connect to the internet once and imgrank downloads it; or on a machine that has it run "
+            f"`huggingface-cli download {name} --local-dir DIR`, copy DIR here and run "
+            "`imgrank scan --model DIR` (the store remembers it); or set IMGRANK_MODEL=DIR"
         ) from None
     if (
         not isinstance(paths, dict)
@@ -112,6 +116,7 @@ def _hub_files(name: str) -> ModelFiles:
     ):
         raise ModelError(f"model {name!r} has no ONNX image and text encoders")
     return ModelFiles(
+        source=name,
         model_id=name,
         config=Path(config_path),
         image_encoder=Path(paths[Modality.IMAGE_ENCODER]),
@@ -156,6 +161,7 @@ class Embedder:
         from uform.onnx_encoders import ImageEncoder, TextEncoder, available_providers
 
         self.model_id = files.model_id
+        self.source = files.source
         cfg = json.loads(files.config.read_text())
         self.dim = int(cfg["image_encoder"]["embedding_dim"])
         self.text_dim = int(cfg["text_encoder"]["embedding_dim"])

@@ -15,3 +15,7 @@ class UnreadableImage(ImgrankError):
 
 class StoreError(ImgrankError):
     """The database or the imgrank home cannot be used (damaged, empty, newer, not writable)."""
+
+
+class WorkerError(ImgrankError):
+    """imgrank's own decoding processes cannot run: the scan stops, and no photo is blamed."""

@@ -157,9 +157,10 @@ def relabel(
     # and restores ran back to back, as in tests/test_concurrency.py).
     todo = index.needs_work(db, map(str, files))
     if todo:
+        from imgrank.db import model_name
         from imgrank.embed import load_embedder
 
-        embedder = (get_embedder or load_embedder)()
+        embedder = get_embedder() if get_embedder else load_embedder(model_name(db))
         scan = index.index_paths(db, sorted(todo), embedder, on_wait=on_wait)
         result.indexed += scan.new + scan.changed + scan.moved
     found = index.rows(db, map(str, files))

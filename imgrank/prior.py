@@ -155,9 +155,10 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
     if cache.is_file():
         return np.fromfile(cache, dtype="<f4").reshape(len(prompts.texts), -1)
     if embedder is None or embedder.model_id != model_id:
+        from imgrank.db import model_name, open_db
         from imgrank.embed import load_embedder
 
-        embedder = load_embedder()
+        embedder = load_embedder(model_name(open_db()))  # the model the store's scan loaded
     if embedder.model_id != model_id:
         raise ImgrankError(f"the prior needs the text encoder of {model_id}, but {embedder.model_id} loads")
     vectors = embedder.embed_texts(prompts.texts)

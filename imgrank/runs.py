@@ -252,15 +252,15 @@ def _score(db, head: Head, shas: list[str] | None, replace: bool) -> int:
     return write_scores(db, found, head.predict(x), head.meta["run_id"], replace=replace)
 
 
-def score_all(db, model_id: str | None = None) -> int:
+def score_all(db, model_id: str | None = None, embedder=None) -> int:
     """Score every embedded image of the store's model with the active head, else with the cold-start
-    prior; returns the count."""
+    prior (its prompts embedded by `embedder` when given); returns the count."""
     model_id = model_id or current_model_id(db)
     head = active_head(db, model_id)
     if head is None:  # cold start: the zero-shot prior orders the photos until a head exists
         from imgrank import prior
 
-        return prior.score(db, model_id)
+        return prior.score(db, model_id, embedder=embedder)
     return _score(db, head, None, replace=True)
 
 

@@ -7,9 +7,14 @@
   for one file too (`scan --jobs 1`, `relabel`, the daemon): they get one worker.
 - Workers are forked from multiprocessing's fork server with this module already imported there,
   so starting one costs milliseconds, not an interpreter start and imports (~0.3 s, 1.5 s loaded).
+- The fork server starts with no working directory on its import path (PYTHONSAFEPATH): a folder
+  named `imgrank` where the command runs (a clone in ~, the command run from ~) is not imported.
 - A worker that dies (the OOM killer, a crash inside a decoder) or hangs breaks the pool. The files
   then in flight are retried one at a time, each in a fresh worker; a file that kills (or hangs)
-  its worker again is recorded as unreadable with that reason, and the scan goes on.
+  its worker again is recorded as unreadable with that reason, marked `ours` (not the file's own
+  fault: the next scan tries it again), and the scan goes on.
+- Workers that cannot even start (an import failure, a broken install) are imgrank's failure, never
+  a photo's: WorkerError stops the scan before anything is recorded.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from imgrank import config
 from imgrank.embed import preprocess_image
-from imgrank.errors import UnreadableImage
+from imgrank.errors import UnreadableImage, WorkerError
 from imgrank.files import decode_image, read_file, sha256_bytes
 from imgrank.prior import measure_cues
 from imgrank.review.thumbs import save_from_decode
@@ -90,18 +95,58 @@ def read_one(path: str) -> dict:
         out["reason"] = str(e)
     except MemoryError:  # past the worker's memory limit outside the decoder itself
         out["reason"] = "out of memory while decoding"
+    except Exception as e:  # a bug of imgrank's on this file: recorded as ours, tried again next scan
+        out.update(reason=f"imgrank failed on this file ({type(e).__name__}: {e})", ours=True)
     return out
 
 
+def ready() -> bool:
+    """A task that needs nothing but a working worker: run first, so that a worker that cannot
+    start (or import imgrank) is never taken for a photo that kills it."""
+    return True
+
+
 def _failed(path: str, reason: str) -> dict:
-    """A file whose worker died or hung, with its size and time: recorded unreadable like a file that
-    failed to decode, so the next scan does not try it again (and lose a worker) until it changes."""
+    """A file whose worker died or hung, with its size and time: recorded unreadable and `ours` (the
+    process died, which may be the machine's doing), so the next scan tries it once more."""
     try:
         st = os.stat(path)
         size, mtime_ns = st.st_size, st.st_mtime_ns
     except OSError:
         size = mtime_ns = None
-    return {"path": path, "sha256": None, "array": None, "size": size, "mtime_ns": mtime_ns, "reason": reason}
+    return {
+        "path": path, "sha256": None, "array": None, "size": size, "mtime_ns": mtime_ns,
+        "reason": reason, "ours": True,
+    }  # fmt: skip
+
+
+def _start_fork_server() -> None:
+    """Start multiprocessing's fork server without the working directory on its sys.path. It is
+    started with `python -c`, which puts '' first, and Python 3.11 ignores the parent's sys.path
+    there: a folder named `imgrank` in the working directory would be imported instead of imgrank."""
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
+
+
+def _check(pool: ProcessPoolExecutor) -> None:
+    """Raise WorkerError unless the pool's workers start and answer (see `ready`)."""
+    try:
+        pool.submit(ready).result(timeout=FILE_TIMEOUT)
+    except Exception as e:  # BrokenProcessPool, a timeout, an error in the worker: all ours
+        raise WorkerError(
+            "imgrank's decoding processes do not start (their error is above): nothing was recorded. "
+            "This is imgrank's failure, not your photos': check the install (`pip install -e .` in the "
+            f"clone) and scan again [{type(e).__name__}]"
+        ) from None
 
 
 class _Workers:
@@ -116,6 +161,7 @@ class _Workers:
         if os.name == "posix":
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload([__name__])  # takes effect when the fork server starts
+            _start_fork_server()
         else:
             ctx = multiprocessing.get_context("spawn")
         home = str(config.home_dir())
@@ -139,6 +185,7 @@ class _Workers:
         inflight: deque[tuple[str, Future]] = deque()
         pool = self._start(self.jobs)
         try:
+            _check(pool)
             while True:
                 while len(inflight) < self.depth:
                     path = next(pending, None)
@@ -169,12 +216,22 @@ class _Workers:
             else:
                 yield self._alone(path)
 
+    def _probe(self) -> None:
+        pool = self._start(1)
+        failed = True
+        try:
+            _check(pool)
+            failed = False
+        finally:
+            self._stop(pool, kill=failed)
+
     def _alone(self, path: str) -> dict:
         pool = self._start(1)
         hung = False
         try:
             return pool.submit(read_one, path).result(timeout=FILE_TIMEOUT)
         except BrokenProcessPool:
+            self._probe()  # a worker that cannot start at all is not this file's doing
             return _failed(path, "the decoding process died on this file (killed: out of memory?)")
         except FutureTimeout:
             hung = True

@@ -475,17 +475,14 @@ def test_a_decoding_worker_killed_by_the_oom_killer_is_recorded_and_the_scan_goe
     assert summary["embedded"] == 12 and summary["unreadable"] == 1
     reasons = {r["path"]: r["reason"] for r in index.unreadable(open_db())}
     assert "died" in reasons[str(root / "huge.png")]
-    # Recorded with its size and time: the next scan does not try it again (and lose a worker)...
+    # A dead process is not the file's own fault (the machine may have been short of memory): it
+    # is listed as imgrank's failure, and the next scan tries the file again; the others are not read.
+    assert [r["cause"] for r in index.unreadable(open_db())] == ["imgrank"]
     with oom_killer() as killed:
         again = run("scan", str(root), "--json", "--jobs", jobs)
     assert again.exit_code == 0 and again.exception is None, again.output
-    assert killed == [] and json.loads(again.stdout)["unchanged"] == 13, again.stdout
-    # ...until the file changes.
-    Image.new("RGB", (8000, 8000), "olive").save(root / "huge.png")
-    with oom_killer() as killed:
-        changed = run("scan", str(root), "--json", "--jobs", jobs)
-    assert changed.exit_code == 0 and changed.exception is None and killed, changed.output
-    assert json.loads(changed.stdout)["unreadable"] == 1
+    assert killed and json.loads(again.stdout)["unchanged"] == 12, again.stdout
+    assert json.loads(again.stdout)["unreadable"] == 1
 
 
 def test_a_few_files_indexed_by_relabel_are_decoded_in_a_worker_too(tmp_path, model_env):
@@ -697,10 +694,11 @@ def test_copies_keep_the_contents_facts_and_features(tmp_path, model_env):
     after = load_parts(db, model_id)
     order = [after["sha256"].index(s) for s in before["sha256"]]
     assert np.array_equal(after["meta"][order], before["meta"])
-    moved = before["sha256"].index(after["sha256"][order[3]])
+    moved = before["path"].index(str(originals[3]))
     same_name = [i for i in range(4) if i != moved]
     assert np.array_equal(after["name"][order][same_name], before["name"][same_name])
-    assert [after["path"][i] for i in order[:2]] == [str(p) for p in originals[:2]]
+    firsts = [before["path"].index(str(p)) for p in originals[:2]]
+    assert [after["path"][order[i]] for i in firsts] == [str(p) for p in originals[:2]]
 
 
 def test_files_under_a_folder_are_matched_exactly_not_by_ascii_case_or_wildcards(tmp_path, model_env):

@@ -78,13 +78,13 @@ class Watcher:
 
     def run(self) -> dict:
         from imgrank import index
-        from imgrank.db import open_db
+        from imgrank.db import model_name, open_db
         from imgrank.embed import load_embedder
 
         self.db = db = open_db()
         heartbeat.refuse_second_daemon(db)
         index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes is under a root
-        self.embedder = load_embedder(self.cfg.model)
+        self.embedder = load_embedder(model_name(db, self.cfg.model))
         self._beat()
         try:
             for r in self.roots.roots:

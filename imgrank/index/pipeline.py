@@ -143,6 +143,9 @@ def _check_model(db: sqlite_utils.Database, embedder: Embedder, result: ScanResu
             f"re-embedding {count} images (vectors of the old model are kept but never mixed in)"
         )
     dbm.set_setting(db, "embed_model", embedder.model_id)
+    source = getattr(embedder, "source", "")  # test doubles have none
+    if source:
+        dbm.set_setting(db, dbm.MODEL_SOURCE, source)  # later commands load the same model
 
 
 @contextmanager
@@ -190,15 +193,17 @@ def scan(
     on_total: Callable[[int], None] | None = None,
     on_wait: Callable[[], None] | None = None,
     while_waiting: Callable[[], None] | None = None,
+    retry_unreadable: bool = False,
 ) -> ScanResult:
-    """Index every root: new, changed and moved files are read; vanished ones marked missing.
+    """Index every root: new, changed and moved files are read; vanished ones marked missing;
+    with `retry_unreadable`, every unreadable file is read again (not only those imgrank failed on).
 
     Runs under scan_lock: a scan started while another runs waits for it (`on_wait` is told)."""
     with scan_lock(on_wait, while_waiting):
-        return _scan(db, [Path(r) for r in roots], embedder, jobs, progress, on_total)
+        return _scan(db, [Path(r) for r in roots], embedder, jobs, progress, on_total, retry_unreadable)
 
 
-def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -> ScanResult:
+def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total, retry=False) -> ScanResult:
     start = time.monotonic()
     result = ScanResult()
     _check_model(db, embedder, result)
@@ -206,6 +211,7 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
     own = store.own_times(db, list(known))
     embedded = vectors.embedded(db, embedder.model_id)
     todo: list[str] = []
+    stamps: dict[str, int] = {}  # mtimes of the files to read: the newest are read first
     vanished: list[str] = []
 
     unlisted: list[str] = []  # folders that cannot be listed: what is under them is not known gone
@@ -229,8 +235,9 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
             except OSError:
                 continue  # vanished between listing and stat
             row = known.get(p)
-            if store.needs(row, own.get(p), st, embedded):
+            if store.needs(row, own.get(p), st, embedded, retry):
                 todo.append(p)
+                stamps[p] = st.st_mtime_ns
             else:
                 result.unchanged += 1
                 result.unreadable += row.state == "unreadable"
@@ -246,6 +253,10 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total) -
         store.mark_all_missing(db, vanished)
         result.missing = len(vanished)
     del known, own, embedded
+    # Newest first: on a first scan of a big folder, the photos most likely still to be sorted
+    # are embedded (and can be ordered) first.
+    todo.sort(key=stamps.__getitem__, reverse=True)
+    del stamps
     if on_total:
         on_total(len(todo))
     _index(db, todo, embedder, _jobs(jobs), result, progress)

@@ -113,6 +113,7 @@ class FileRow(NamedTuple):
     reason: str | None
     width: int | None
     height: int | None
+    ours: bool = False  # unreadable through imgrank's failure, not the file's own: read again
 
 
 class ContentFacts(NamedTuple):
@@ -124,11 +125,11 @@ class ContentFacts(NamedTuple):
     size: int | None
 
 
-_ROW = "path, sha256, size, mtime_ns, state, reason, width, height"
+_ROW = "path, sha256, size, mtime_ns, state, reason, width, height, ours"
 
 
 def _row(r: tuple) -> FileRow:
-    return FileRow(fs_path(r[0]), *r[1:])
+    return FileRow(fs_path(r[0]), *r[1:-1], bool(r[-1]))
 
 
 def rows(db: sqlite_utils.Database, paths: Iterable[str] | None = None) -> dict[str, FileRow]:
@@ -175,13 +176,18 @@ def own_times(db: sqlite_utils.Database, paths: list[str]) -> dict[str, tuple[in
     return owntimes.own_times(db, paths)
 
 
-def needs(row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: set[str] | None) -> bool:
-    """The one rule: does a file whose stat is `st` need reading? See needs_work."""
+def needs(
+    row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: set[str] | None, retry: bool = False
+) -> bool:
+    """The one rule: does a file whose stat is `st` need reading? See needs_work. An unreadable file
+    is read again when it changed, when imgrank failed on it (`ours`), or with `retry`."""
     if row is None or row.state == "missing":
         return True
     if not unchanged(row.size, row.mtime_ns, *(own or (None, None)), st):
         return True
-    if row.state == "unreadable" or embedded is None:
+    if row.state == "unreadable":
+        return row.ours or retry
+    if embedded is None:
         return False
     return row.sha256 not in embedded
 
@@ -238,15 +244,16 @@ def _write_row(db: sqlite_utils.Database, r: dict, now: float) -> None:
     state = "unreadable" if reason else "ok"
     db.execute(
         """INSERT INTO files (path, root_id, size, mtime_ns, sha256, state, reason, width, height,
-                              first_seen, last_seen)
-           VALUES (:path, :root_id, :size, :mtime_ns, :sha256, :state, :reason, :width, :height, :now, :now)
+                              first_seen, last_seen, ours)
+           VALUES (:path, :root_id, :size, :mtime_ns, :sha256, :state, :reason, :width, :height, :now, :now,
+                   :ours)
            ON CONFLICT(path) DO UPDATE SET root_id = :root_id, size = :size, mtime_ns = :mtime_ns,
                sha256 = coalesce(:sha256, sha256), state = :state, reason = :reason,
-               width = :width, height = :height, last_seen = :now""",
+               width = :width, height = :height, last_seen = :now, ours = :ours""",
         {
             "path": db_path(r["path"]), "root_id": _root_id(db, r["path"]), "size": r["size"],
             "mtime_ns": r["mtime_ns"], "sha256": r["sha256"], "state": state, "reason": reason,
-            "width": r.get("width"), "height": r.get("height"), "now": now,
+            "width": r.get("width"), "height": r.get("height"), "now": now, "ours": int(bool(r.get("ours"))),
         },
     )  # fmt: skip
     if r["sha256"] and r.get("width") is None:
@@ -383,8 +390,12 @@ def status(db: sqlite_utils.Database) -> dict:
     return {
         "roots": [str(r) for r in list_roots(db)],
         "images": {s: states.get(s, 0) for s in ("ok", "missing", "unreadable")},
+        "contents": len(present),  # distinct contents among present files: exact copies count once
         "embedded": embedded,
         "unreadable": states.get("unreadable", 0),
+        "unreadable_ours": db.execute(
+            "SELECT count(*) FROM files WHERE state = 'unreadable' AND ours"
+        ).fetchone()[0],
         "database": str(path),
         "database_bytes": size,
         "embedding_model": model,
@@ -393,9 +404,13 @@ def status(db: sqlite_utils.Database) -> dict:
 
 
 def unreadable(db: sqlite_utils.Database) -> list[dict]:
+    """Unreadable files, each with its reason and whose it is: "file" (the file is bad) or
+    "imgrank" (imgrank failed on it; the next scan reads it again)."""
     return [
-        {"path": fs_path(p), "reason": r}
-        for p, r in db.execute("SELECT path, reason FROM files WHERE state = 'unreadable' ORDER BY path")
+        {"path": fs_path(p), "reason": r, "cause": "imgrank" if ours else "file"}
+        for p, r, ours in db.execute(
+            "SELECT path, reason, ours FROM files WHERE state = 'unreadable' ORDER BY ours, path"
+        )
     ]
 
 
