@@ -11,7 +11,7 @@ import sys
 import click
 
 from imgrank import __version__
-from imgrank.errors import ImgrankError
+from imgrank.errors import ImgrankError, NothingYet
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
@@ -40,6 +40,9 @@ def handles_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except NothingYet as e:  # nothing to do is not a failure: exit 0 (docs/exit-codes.md)
+            say(None, str(e))
+            return None
         except ImgrankError as e:
             raise click.ClickException(str(e)) from None
         except sqlite3.DatabaseError as e:  # damaged under us, or locked past the busy timeout
@@ -51,7 +54,21 @@ def handles_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class WorkflowGroup(click.Group):
+    """`imgrank --help` lists the commands in the order one uses them, not alphabetically."""
+
+    ORDER = (
+        "scan", "status", "roots", "relabel", "labels", "review", "train", "top", "suspects", "dupes",
+        "order", "reviewed", "restore", "trash", "watch", "service", "score", "model", "export",
+        "export-vectors", "import-vectors", "report",
+    )  # fmt: skip
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        rank = {name: i for i, name in enumerate(self.ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: (rank.get(name, len(rank)), name))
+
+
+@click.group(cls=WorkflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgrank")
 @click.option(
     "--home",
@@ -757,7 +774,13 @@ def import_vectors(file, model, as_json):
 
 
 @cli.command()
-@click.option("--port", default=0, show_default=True, help="Port on 127.0.0.1 (0: any free one).")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port on 127.0.0.1 (0: any free one).",
+)
 @click.option("--no-open", is_flag=True, help="Print the address only; do not open a browser.")
 @handles_errors
 def review(port, no_open):

@@ -17,5 +17,10 @@ class StoreError(ImgrankError):
     """The database or the imgrank home cannot be used (damaged, empty, newer, not writable)."""
 
 
+class NothingYet(ModelError):
+    """Nothing to work on yet (nothing embedded, no held-out predictions): not a failure. The CLI
+    says so on stderr and exits 0 (docs/exit-codes.md)."""
+
+
 class WorkerError(ImgrankError):
     """imgrank's own decoding processes cannot run: the scan stops, and no photo is blamed."""

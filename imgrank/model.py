@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank.errors import ImgrankError, ModelError
+from imgrank.errors import ImgrankError, ModelError, NothingYet
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.
@@ -195,7 +195,7 @@ def current_model_id(db) -> str:
 
     model_id = get_setting(db, "embed_model")
     if not model_id:
-        raise ModelError("nothing is embedded yet: run `imgrank scan FOLDER` first")
+        raise NothingYet("nothing is embedded yet: run `imgrank scan FOLDER` first")
     return model_id
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 # Cosine similarity of image vectors at or above which two photos are near-duplicates. With CLIP-like
 # models, shots of one burst (same scene, a moment apart) sit at 0.95-0.99 and two different photos of
-# one subject at 0.80-0.93 (see the README); 0.95 keeps the second kind apart.
+# one subject at 0.80-0.93 (see docs/how-learning-works.md); 0.95 keeps the second kind apart.
 NEAR_DUP = 0.95
 # Up to this many photos all pairs are compared exactly: on two cores a block of the matrix product
 # costs about as much per photo as the index below 5,000 photos (scripts/bench_dupes.py).

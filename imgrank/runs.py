@@ -16,7 +16,7 @@ import numpy as np
 
 from imgrank import config
 from imgrank.db import IN_JSON
-from imgrank.errors import ImgrankError, ModelError
+from imgrank.errors import ModelError, NothingYet
 from imgrank.model import Head, check_compatible, current_model_id, head_input, load_head, save_head
 from imgrank.vectors import store_dims as _store_dims
 
@@ -311,7 +311,7 @@ def suspects(db, n: int = 20) -> list[dict]:
 
     row = db.execute("SELECT max(run_id) FROM oof").fetchone()
     if row is None or row[0] is None:
-        raise ImgrankError("no held-out predictions yet: run `imgrank train`")
+        raise NothingYet("no held-out predictions yet: run `imgrank train`")
     labels = current_labels(db)
     rows = []
     for sha, p in db.execute("SELECT sha256, p_delete FROM oof WHERE run_id = ?", [row[0]]):

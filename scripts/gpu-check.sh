@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's GPU figures in one run, on a machine with an NVIDIA GPU, from the repo root:
+# The GPU figures of docs/remote-gpu.md in one run, on a machine with an NVIDIA GPU, from the repo root:
 #   1. scripts/bench_embed.py --device cuda: 12-megapixel JPEGs, the real-shape ViT-S/16 random-weight
 #      model; the decode-only ceiling, the model-only rate and the full `scan --device cuda` rate.
 #   2. `imgrank train --data` on CUDA with 25,000 labelled rows of the real feature width (515: 256-d
