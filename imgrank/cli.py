@@ -18,6 +18,20 @@ json_option = click.option(
 )
 
 
+def paths_options(fn):
+    """`--paths` (one path a line) and `-0` (NUL-separated paths), for pipes: `top`, `labels`."""
+    fn = click.option("-0", "nul", is_flag=True, help="Only the paths, NUL-separated (for xargs -0).")(fn)
+    return click.option("--paths", "paths_only", is_flag=True, help="Only the paths, one a line.")(fn)
+
+
+def print_paths(paths: list[str], nul: bool) -> None:
+    """Paths to stdout as the bytes of their names (a name that is not UTF-8 stays as on disk)."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.write(b"".join(os.fsencode(p) + (b"\0" if nul else b"\n") for p in paths))
+    out.flush()
+
+
 def emit(data, as_json: bool, text: str | None = None) -> None:
     """Data to stdout: JSON for machines, else the given text."""
     if as_json:
@@ -391,14 +405,23 @@ def relabel(ctx, label, paths, as_json):
 @click.option(
     "-n", "limit", default=10, show_default=True, type=click.IntRange(1), help="How many changes to show."
 )
+@click.option(
+    "--label",
+    "only",
+    type=click.Choice(["delete", "keep"]),
+    help="With --paths or -0: only photos with this label.",
+)
+@paths_options
 @json_option
 @handles_errors
-def labels(limit, as_json):
-    """Show label counts by label and source, and the most recent changes.
+def labels(limit, only, paths_only, nul, as_json):
+    """Show label counts by label and source, and the most recent changes; or, with --paths or -0,
+    the paths of the labelled photos present now.
 
     \b
     Example:
         imgrank labels -n 20
+        imgrank labels --paths --label delete
     """
     import datetime
 
@@ -406,6 +429,14 @@ def labels(limit, as_json):
     from imgrank.labels import history, label_counts
 
     db = open_db()
+    if paths_only or nul:
+        from imgrank.index import present_files
+        from imgrank.labels import current_labels
+
+        current = current_labels(db)
+        wanted = {only} if only else {"delete", "keep"}
+        print_paths(sorted(p for p, sha in present_files(db) if current.get(sha) in wanted), nul)
+        return
     counts, recent = label_counts(db), history(db, limit)
     lines = [f"{counts['by_label']['delete']} delete, {counts['by_label']['keep']} keep"]
     for source, by in sorted(counts["by_source"].items()):
@@ -611,21 +642,26 @@ def score(model, as_json):
 @cli.command()
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
 @click.option("--unlabelled", is_flag=True, help="Only photos without a label (you judged the others).")
+@paths_options
 @json_option
 @handles_errors
-def top(limit, unlabelled, as_json):
+def top(limit, unlabelled, paths_only, nul, as_json):
     """The least-wanted photos: highest deletion score (calibrated P(delete)) first; [keep]/[delete]
     marks labelled ones.
 
     \b
     Example:
         imgrank top -n 50 --unlabelled
+        imgrank top -n 50 --paths -0 | xargs -0 ls -l
     """
     from imgrank.ranking import ranked
 
     db = open_db()
     found = ranked(db, None if unlabelled else limit)
     rows = [r._asdict() for r in found if not (unlabelled and r.label)][:limit]
+    if paths_only or nul:
+        print_paths([r["path"] for r in rows], nul)
+        return
     from imgrank.runs import score_source
 
     if rows and score_source(db) == "prior":
@@ -1055,3 +1091,10 @@ def service_install(ctx, roots, enable, print_only):
         click.echo("imgrank-watch is running; logs: journalctl --user -u imgrank-watch -f")
     else:
         click.echo(svc.ENABLE_LINE)
+
+
+# --- commands in their own modules ---
+
+from imgrank.cli_trash import trash  # noqa: E402  (it uses the helpers above)
+
+cli.add_command(trash)

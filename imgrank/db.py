@@ -162,6 +162,21 @@ def m006_unreadable_ours(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m007_trash(db: sqlite_utils.Database) -> None:
+    # Photos `imgrank trash` moved to the desktop Trash (trash.py): per batch, where each went, so
+    # `trash --undo` puts the last batch back, and the daemon knows these deletions are imgrank's.
+    db["trash"].create(
+        {
+            "id": int, "batch": int, "path": str, "sha256": str, "trashed": str, "info": str,
+            "at": float, "undone_at": float,
+        },
+        pk="id",
+    )  # fmt: skip
+    db["trash"].create_index(["batch"])
+    db["trash"].create_index(["path"])
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 

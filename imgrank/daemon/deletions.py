@@ -67,7 +67,10 @@ def judge(
 
 def apply(db, j: Judgement, learn: bool) -> Outcome:
     """Mark what went missing; label each photo judged deleted `delete` (when `learn`)."""
+    from imgrank.trash import trashed
+
     out = Outcome()
+    ours = trashed(db, list(j.judged))  # `imgrank trash` moved these: labelled there, not again here
     with db.atomic():
         for path in j.wiped:
             if index.mark_missing(db, path):
@@ -80,7 +83,7 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
                 out.moved += 1
                 continue
             out.deleted.append(path)
-            if learn:
+            if learn and path not in ours:
                 labels.set_label(db, sha, "delete", "deleted", path)
                 out.labelled.append(path)
     return out
