@@ -121,3 +121,47 @@ def test_trash_needs_one_choice_and_never_touches_a_folder(desktop, tmp_path):
     folder = imgrank("trash", str(tmp_path / "photos" / "sub"), check=False)
     assert folder.returncode == 1 and "not a file" in folder.stderr
     assert (tmp_path / "photos" / "sub").is_dir()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_review_pages_trash_button_asks_with_the_count_then_moves_the_deletes(desktop, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+    from test_review import CHROMIUM_ARGS
+
+    paths, trash, _ = desktop
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "home/.local/share")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imgrank", "review", "--no-open"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        url = server.stdout.readline().strip()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            asked = []
+
+            def answer(dialog):
+                asked.append(dialog.message)
+                dialog.dismiss() if len(asked) == 1 else dialog.accept()
+
+            page.on("dialog", answer)
+            page.goto(url)
+            expect(page.locator(".tile").first).to_be_visible()
+            page.get_by_role("button", name="Trash deletes").click()  # asked, and told no
+            page.wait_for_timeout(500)
+            expect(page.locator("#status")).not_to_contain_text("moved")
+            assert asked == [
+                "Move the 2 photos marked delete to the Trash? (imgrank trash --undo puts them back)"
+            ]
+            assert all(p.exists() for p in paths)
+            page.get_by_role("button", name="Trash deletes").click()  # asked again, and told yes
+            expect(page.locator("#status")).to_contain_text("moved 2 photos to the Trash")
+            browser.close()
+        assert not paths[1].exists() and not paths[2].exists()
+        assert len(list((trash / "files").iterdir())) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -91,6 +91,22 @@ class Review:
         set_label(self.db(), sha256, label, "reviewed", self.paths[sha256])
         return {"sha256": sha256, "label": label, "previous": previous}
 
+    def trash_count(self) -> dict:
+        """How many present photos are labelled delete: what the trash button would move."""
+        from imgrank.trash import chosen
+
+        return {"count": len(chosen(self.db(), labelled="delete"))}
+
+    def trash_deletes(self, confirmed: int) -> dict:
+        """Move the photos labelled delete to the Trash, if they are as many as the owner confirmed."""
+        from imgrank import trash
+
+        paths = trash.chosen(self.db(), labelled="delete")
+        if len(paths) != confirmed:
+            raise ImgrankError(f"{len(paths)} photos are marked delete now, not {confirmed}: nothing moved")
+        result = trash.move(self.db(), paths)
+        return {"moved": len(result.moved), "batch": result.batch, "failed": trash.failures(result)}
+
     def start_retrain(self) -> dict:
         if self.retrain["running"]:
             return self.retrain
@@ -147,6 +163,14 @@ def build_app(review: Review, token: str) -> TokenGate:
             return JSONResponse(review.start_retrain())
         return JSONResponse(review.retrain)
 
+    async def trash(request: Request):
+        if request.method == "GET":
+            return JSONResponse(await run_in_threadpool(review.trash_count))
+        confirmed = (await request.json()).get("count")
+        if not isinstance(confirmed, int) or isinstance(confirmed, bool):
+            return JSONResponse({"error": "count must be the number of photos confirmed"}, status_code=400)
+        return JSONResponse(await run_in_threadpool(review.trash_deletes, confirmed))
+
     async def regroup(request: Request):
         from imgrank import dupes
 
@@ -174,6 +198,7 @@ def build_app(review: Review, token: str) -> TokenGate:
             Route("/api/label", label, methods=["POST"]),
             Route("/api/retrain", retrain, methods=["GET", "POST"]),
             Route("/api/regroup", regroup, methods=["POST"]),
+            Route("/api/trash", trash, methods=["GET", "POST"]),
             Route("/api/metrics", metrics_tab),
             Route("/thumb/{sha}", thumb),
             Route("/large/{sha}", large),
