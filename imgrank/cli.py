@@ -1087,7 +1087,7 @@ def service_install(ctx, roots, enable, print_only):
     path = svc.install(unit_roots)
     say(ctx, f"wrote {path}")
     if enable:
-        svc.enable()
+        svc.enable(path)
         click.echo("imgrank-watch is running; logs: journalctl --user -u imgrank-watch -f")
     else:
         click.echo(svc.ENABLE_LINE)

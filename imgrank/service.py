@@ -183,8 +183,10 @@ def install(roots: list[Path], directory: Path | None = None) -> Path:
     return path
 
 
-def enable() -> None:
-    """`systemctl --user daemon-reload && systemctl --user enable --now imgrank-watch.service`."""
+def enable(unit: Path | None = None) -> None:
+    """`systemctl --user daemon-reload && systemctl --user enable --now imgrank-watch.service`; where
+    that fails (no user manager: a container, an ssh session without lingering), one line says what
+    to do instead and where the unit file (`unit`) was left."""
     for argv in (
         ["systemctl", "--user", "daemon-reload"],
         ["systemctl", "--user", "enable", "--now", UNIT_NAME],
@@ -196,4 +198,10 @@ def enable() -> None:
                 f"systemctl not found: start it yourself with `imgrank watch` ({ENABLE_LINE})"
             ) from None
         if proc.returncode != 0:
-            raise ImgrankError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()}")
+            said = " ".join((proc.stderr or proc.stdout).split())
+            left = f"the unit is left at {unit}; " if unit else ""
+            raise ImgrankError(
+                f"`{' '.join(argv)}` failed: {said} (no systemd user manager here?). {left}run the daemon "
+                "with `imgrank watch` instead, or let your user manager run without a login session: "
+                f"`loginctl enable-linger $USER`, then `{ENABLE_LINE}`"
+            )

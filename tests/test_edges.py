@@ -36,3 +36,37 @@ def test_help_lists_the_commands_in_the_order_one_uses_them():
     for earlier, later in [("scan", "train"), ("relabel", "train"), ("train", "order"), ("order", "restore")]:
         assert listed.index(earlier) < listed.index(later)
     assert sorted(listed) == sorted(cli.commands)
+
+
+def test_enable_without_a_user_manager_says_what_to_do_and_where_the_unit_is(tmp_path, monkeypatch):
+    """As in a container or an ssh session without lingering: systemctl cannot reach the user bus."""
+    import os
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    no_bus = "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n"
+    (bin_dir / "systemctl").write_text(no_bus)
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    result = run("service", "install", "--enable", str(pictures))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    unit = tmp_path / "config" / "systemd" / "user" / "imgrank-watch.service"
+    line = result.stderr.strip().splitlines()[-1]
+    assert "imgrank watch" in line and "loginctl enable-linger" in line and str(unit) in line
+    assert unit.is_file()
+
+
+def test_status_says_why_fewer_are_embedded_than_present(tmp_path, model_env):
+    from images import photo
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        photo(root / f"p{i}.jpg", seed=i)
+    (root / "copy.jpg").write_bytes((root / "p0.jpg").read_bytes())
+    assert run("scan", str(root), "--jobs", "1").exit_code == 0
+    status = run("status").stdout
+    assert "images: 4 present" in status
+    assert "embedded: 3 of 3 distinct photos (1 present files are exact copies of another)" in status
