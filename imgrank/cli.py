@@ -134,10 +134,16 @@ def open_db():
     is_flag=True,
     help="Read every unreadable file again (e.g. after installing a decoder).",
 )
+@click.option(
+    "--order",
+    "order_too",
+    is_flag=True,
+    help="Also order the photos: once 2,000 are embedded (while the rest go on), and at the end.",
+)
 @json_option
 @click.pass_context
 @handles_errors
-def scan(ctx, roots, model, jobs, device, retry_unreadable, as_json):
+def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
     """Index photo folders: new, changed, moved and vanished files; embed what is new.
 
     ROOTS are remembered, so later runs need none. Nothing under a root is ever changed.
@@ -147,6 +153,7 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, as_json):
         imgrank scan ~/Pictures /mnt/photos
         imgrank scan --json
         imgrank scan --device cuda /data/photos   # a backlog, on a GPU machine
+        imgrank scan --order ~/Pictures           # a big first scan: a first order after 2,000 photos
     """
     from imgrank import index
     from imgrank.embed import load_embedder
@@ -163,6 +170,15 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, as_json):
     embedder = load_embedder(model_name(db, model), device=device)
     quiet = ctx.find_root().obj.get("quiet")
     bar = None
+    first = None
+    if order_too:
+        from imgrank.first_order import FirstOrder
+        from imgrank.order import order as run_order
+
+        def lay_out(db):  # 10 s apart, keeping places: the order at the end moves only what must
+            return run_order(db, step=10.0, keep_places=True)
+
+        first = FirstOrder(db, embedder.model_id, lay_out)
 
     def on_total(total):
         nonlocal bar
@@ -180,6 +196,7 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, as_json):
             progress=lambda n: bar.update(n) if bar else None,
             on_wait=lambda: say(ctx, "waiting for the other scan to finish..."),
             retry_unreadable=retry_unreadable,
+            on_embedded=first,
         )
     finally:
         if bar:
@@ -203,6 +220,11 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, as_json):
         d["near_duplicate_groups"] = refresh(db)["groups"]
     except ModelError:
         pass  # nothing embedded yet: nothing to group
+    if first is not None:
+        if first.seconds is not None:
+            say(ctx, f"first order: {first.result.ordered} photos, {first.seconds:.0f} s after the start")
+            d["first_order_seconds"] = round(first.seconds, 1)
+        d["ordered"] = lay_out(db).ordered
     from imgrank.words import scan_summary
 
     emit(d, as_json, scan_summary(d))

@@ -41,6 +41,6 @@ def scan_summary(d: dict) -> str:
     seen = counts(
         [(d.get(k, 0), k) for k in ("new", "changed", "moved", "missing", "unreadable", "unchanged")]
     )
-    done = counts([(d.get("embedded", 0), "embedded"), (d.get("scored", 0), "scored")], noun=None)
+    done = counts([(d.get(k, 0), k) for k in ("embedded", "scored", "ordered")], noun=None)
     text = "; ".join(p for p in (seen, done) if p) or "no photos found"
     return f"{text} ({d.get('seconds', 0):.1f} s)"

@@ -184,3 +184,36 @@ def test_the_offline_message_names_the_three_ways_to_get_a_model(monkeypatch):
     assert "internet" in message
     assert "huggingface-cli download unum-cloud/uform3-image-text-english-small --local-dir DIR" in message
     assert "IMGRANK_MODEL" in message
+
+
+def test_a_first_scan_reads_the_newest_first_and_orders_once_enough_are_embedded(
+    tmp_path, model_env, monkeypatch
+):
+    """`scan --order` on a folder bigger than the first batch: the newest photos are embedded first,
+    and they are ordered (scored by the prior) while the scan goes on; at the end, all of them."""
+    from imgrank import first_order, owntimes
+
+    monkeypatch.setattr(first_order, "FIRST_ORDER_AFTER", 40)
+    root = tmp_path / "photos"
+    paths = [photo(root / f"y{i // 30}" / f"p{i:03d}.jpg", seed=i, size=(64, 48)) for i in range(120)]
+    for i, p in enumerate(paths):  # p000 is the oldest, p119 the newest
+        os.utime(p, ns=(1_600_000_000_000_000_000 + i * 10**12,) * 2)
+    seen = []
+    real = first_order.FirstOrder.__call__
+
+    def watching(self, embedded):
+        before = self.seconds
+        real(self, embedded)
+        if before is None and self.seconds is not None:  # it just ran: which photos did it order?
+            seen.extend(owntimes.records_of(open_db(), list(map(str, paths))))
+
+    monkeypatch.setattr(first_order.FirstOrder, "__call__", watching)
+    result = run("scan", str(root), "--order", "--jobs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["embedded"] == 120 and summary["ordered"] == 120
+    assert "first_order_seconds" in summary and "first order:" in result.stderr
+    first = {Path(p).name for p in seen}
+    assert 40 <= len(first) < 120  # ordered mid-scan: the first batches, not all
+    newest = {p.name for p in paths[-len(first) :]}
+    assert first == newest  # and those were the newest photos

@@ -304,7 +304,13 @@ class Watcher:
         online = [r for r in roots if r.is_dir()]
         if not online:
             return
-        result = work.catch_up(self.db, self.embedder, online, self.stopping.is_set)
+        from imgrank.first_order import FirstOrder
+
+        def early(db):  # a first scan of a big folder: the first photos ordered while the rest go on
+            return work.reorder(db, self.cfg.top, self.cfg.oldest_first, ["the first photos of a catch-up"])
+
+        first = FirstOrder(self.db, self.embedder.model_id, early)
+        result = work.catch_up(self.db, self.embedder, online, self.stopping.is_set, first)
         self.roots.caught_up(online)
         if result.new or result.changed or result.moved:
             self.why.append(f"a catch-up with {', '.join(map(str, online))}")

@@ -50,14 +50,17 @@ class Indexed:
     failed: int = 0  # chunks that failed and were retried one by one
 
 
-def catch_up(db, embedder, roots: list[Path], stopping: Callable[[], bool]) -> index.ScanResult:
-    """Scan `roots` for what changed while nobody watched (raises Stopped when asked to stop)."""
+def catch_up(
+    db, embedder, roots: list[Path], stopping: Callable[[], bool], on_embedded: Callable | None = None
+) -> index.ScanResult:
+    """Scan `roots` for what changed while nobody watched (raises Stopped when asked to stop);
+    `on_embedded` as for index.scan (the loop orders the first photos of a big catch-up early)."""
 
     def progress(_n: int) -> None:
         if stopping():
             raise Stopped
 
-    result = index.scan(db, roots, embedder, progress=progress, **_waiting(stopping))
+    result = index.scan(db, roots, embedder, progress=progress, on_embedded=on_embedded, **_waiting(stopping))
     for w in result.warnings:
         log.warning(w)
     log.info("caught up with %s: %s", ", ".join(map(str, roots)), scan_summary(result.as_dict()))

@@ -69,8 +69,10 @@ def _index(
     jobs: int,
     result: ScanResult,
     progress: Progress | None,
+    on_embedded: Progress | None = None,
 ) -> None:
-    """Read, hash, decode and embed `paths` (all need work), committing in batches."""
+    """Read, hash, decode and embed `paths` (all need work), committing in batches; `on_embedded`
+    gets the count embedded so far after each batch."""
     model = embedder.model_id
     known = vectors.embedded(db, model)
     old = store.rows(db, paths)
@@ -100,6 +102,8 @@ def _index(
         if progress:
             progress(len(pending))
         pending.clear()
+        if on_embedded and decoded:
+            on_embedded(result.embedded)
 
     results = _results(paths, known, jobs, batch)
     try:
@@ -194,16 +198,23 @@ def scan(
     on_wait: Callable[[], None] | None = None,
     while_waiting: Callable[[], None] | None = None,
     retry_unreadable: bool = False,
+    on_embedded: Progress | None = None,
 ) -> ScanResult:
     """Index every root: new, changed and moved files are read; vanished ones marked missing;
     with `retry_unreadable`, every unreadable file is read again (not only those imgrank failed on).
+    `on_embedded(n)` is called after each committed batch with the photos embedded so far (see
+    first_order.FirstOrder).
 
     Runs under scan_lock: a scan started while another runs waits for it (`on_wait` is told)."""
     with scan_lock(on_wait, while_waiting):
-        return _scan(db, [Path(r) for r in roots], embedder, jobs, progress, on_total, retry_unreadable)
+        return _scan(
+            db, [Path(r) for r in roots], embedder, jobs, progress, on_total, retry_unreadable, on_embedded
+        )
 
 
-def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total, retry=False) -> ScanResult:
+def _scan(
+    db, roots: list[Path], embedder: Embedder, jobs, progress, on_total, retry=False, on_embedded=None
+) -> ScanResult:
     start = time.monotonic()
     result = ScanResult()
     _check_model(db, embedder, result)
@@ -259,7 +270,7 @@ def _scan(db, roots: list[Path], embedder: Embedder, jobs, progress, on_total, r
     del stamps
     if on_total:
         on_total(len(todo))
-    _index(db, todo, embedder, _jobs(jobs), result, progress)
+    _index(db, todo, embedder, _jobs(jobs), result, progress, on_embedded)
     moved = store.settle_moves(db)
     result.missing -= len(set(vanished) & moved)
     result.seconds = time.monotonic() - start
