@@ -178,7 +178,7 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
         def lay_out(db):  # 10 s apart, keeping places: the order at the end moves only what must
             return run_order(db, step=10.0, keep_places=True)
 
-        first = FirstOrder(db, embedder.model_id, lay_out)
+        first = FirstOrder(db, embedder.model_id, lay_out, tell=lambda m: say(ctx, "\n" + m))
 
     def on_total(total):
         nonlocal bar
@@ -222,7 +222,6 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
         pass  # nothing embedded yet: nothing to group
     if first is not None:
         if first.seconds is not None:
-            say(ctx, f"first order: {first.result.ordered} photos, {first.seconds:.0f} s after the start")
             d["first_order_seconds"] = round(first.seconds, 1)
         d["ordered"] = lay_out(db).ordered
     from imgrank.words import scan_summary

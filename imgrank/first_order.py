@@ -19,8 +19,10 @@ class FirstOrder:
     """`on_embedded` for index.scan: once `after` photos are embedded, score the unscored photos and
     call `order(db)`, once. `seconds` is then how long after this object was made that took."""
 
-    def __init__(self, db, model_id: str, order: Callable, after: int | None = None):
-        self.db, self.model_id, self.order = db, model_id, order
+    def __init__(
+        self, db, model_id: str, order: Callable, after: int | None = None, tell: Callable | None = None
+    ):
+        self.db, self.model_id, self.order, self.tell = db, model_id, order, tell
         self.after = after or FIRST_ORDER_AFTER
         self.start = time.monotonic()
         self.result = None  # what `order` returned
@@ -36,3 +38,8 @@ class FirstOrder:
         self.result = self.order(self.db)
         self.embedded = embedded
         self.seconds = time.monotonic() - self.start
+        if self.tell and self.result is not None:
+            self.tell(
+                f"first order: {self.result.ordered} photos, {self.seconds:.0f} s after the start "
+                "(the scan goes on)"
+            )
