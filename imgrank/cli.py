@@ -726,7 +726,8 @@ def dupes(threshold, as_json):
     for i, g in enumerate(groups, 1):
         lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
         lines += [
-            f"  {'keep ' if p['keeper'] else '     '} {p['score']:.3f}  {p['path']}" for p in g["photos"]
+            f"  {'keep ' if p['keeper'] else 'copy ' if p['copy'] else '     '} {p['score']:.3f}  {p['path']}"
+            for p in g["photos"]
         ]
     lines.append(
         f"{plural(len(groups), 'group')} among {plural(summary['photos'], 'photo')} "

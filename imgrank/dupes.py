@@ -216,6 +216,9 @@ def listing(db) -> list[dict]:
     groups = grouped(scored_photos(db), load_groups(db))
     out = []
     for (kind, _), members in sorted(groups.items(), key=lambda kv: kv[1][0].path):
+        firsts = {}  # content -> index of its first member: a later one is an exact copy of it
+        for i, r in enumerate(members):
+            firsts.setdefault(r.sha256, i)
         out.append(
             {
                 "kind": "exact copies" if kind == "copies" else "near-duplicates",
@@ -226,6 +229,7 @@ def listing(db) -> list[dict]:
                         "score": round(r.score, 4),
                         "label": r.label,
                         "keeper": i == 0,
+                        "copy": firsts[r.sha256] != i,  # the same bytes as a photo above it
                     }
                     for i, r in enumerate(members)
                 ],

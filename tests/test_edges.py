@@ -70,3 +70,31 @@ def test_status_says_why_fewer_are_embedded_than_present(tmp_path, model_env):
     status = run("status").stdout
     assert "images: 4 present" in status
     assert "embedded: 3 of 3 distinct photos (1 present files are exact copies of another)" in status
+
+
+def test_exact_copies_are_marked_and_tiles_know_their_folder(tmp_path, model_env):
+    """In a group of near-duplicates, the photo that is the same bytes as another is marked `copy`
+    in `dupes` and on the review page; each tile carries its parent folder (many share a name)."""
+    import json
+
+    from images import photo
+
+    from imgrank.db import open_db
+    from imgrank.review.queues import queue
+
+    root = tmp_path / "photos"
+    for folder in ("trip", "phone"):
+        photo(root / folder / "screenshot.jpg", seed=1 if folder == "trip" else 2)
+    (root / "copy").mkdir()
+    (root / "copy" / "screenshot.jpg").write_bytes((root / "trip" / "screenshot.jpg").read_bytes())
+    assert run("scan", str(root), "--jobs", "1").exit_code == 0
+    listed = run("dupes", "--json")
+    assert listed.exit_code == 0, listed.output
+    members = [p for g in json.loads(listed.stdout) for p in g["photos"]]
+    assert sorted((p["keeper"], p["copy"]) for p in members) == [(False, True), (True, False)]
+    text = run("dupes").stdout
+    assert sum(line.lstrip().startswith("copy ") for line in text.splitlines()) == 1
+    tiles = queue(open_db(), "least-wanted", 10)
+    assert len(tiles) == 2 and all(t["folder"] == t["path"].split("/")[-2] for t in tiles)
+    bursts = queue(open_db(), "bursts", 10)
+    assert sorted(t["copy"] for t in bursts) == [False, True]

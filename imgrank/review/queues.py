@@ -22,12 +22,18 @@ def _item(row, source: str | None, **extra) -> dict:
         "sha256": row.sha256,
         "path": display_name(row.path),
         "name": display_name(row.path).rsplit("/", 1)[-1],
+        "folder": _folder(display_name(row.path)),
         "score": round(float(row.score), 4),
         "label": row.label,
         "source": source,
         "_path": row.path,  # the server's, to find the file; never sent
         **extra,
     }
+
+
+def _folder(path: str) -> str:
+    """The parent folder's name, shown on a tile: many photos share a name (screenshot.jpg)."""
+    return path.rsplit("/", 2)[-2] if path.count("/") >= 2 else ""
 
 
 def _unique(rows):
@@ -132,12 +138,14 @@ def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
                     "sha256": p["sha256"],
                     "path": path,
                     "name": path.rsplit("/", 1)[-1],
+                    "folder": _folder(path),
                     "score": p["score"],
                     "label": p["label"],
                     "source": source,
                     "group": i,
                     "kind": g["kind"],
                     "keeper": p["keeper"],
+                    "copy": p["copy"],
                     "_path": p["path"],
                 }
             )
