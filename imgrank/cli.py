@@ -754,8 +754,8 @@ def suspects(limit, as_json):
     from imgrank.runs import suspects as find
 
     rows = find(open_db(), limit)
-    lines = [f"{r['p_label']:.3f}  {r['label']:<6}  {r['path'] or r['sha256']}" for r in rows]
-    header = "P(label)  label   path"
+    lines = [f"{r['p_label']:<8.3f}  {r['label']:<6}  {r['path'] or r['sha256']}" for r in rows]
+    header = f"{'P(label)':<8}  {'label':<6}  path"
     empty = "no labelled photos with held-out predictions"
     emit(rows, as_json, "\n".join([header, *lines]) if rows else empty)
     if rows and not as_json:

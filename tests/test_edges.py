@@ -98,3 +98,47 @@ def test_exact_copies_are_marked_and_tiles_know_their_folder(tmp_path, model_env
     assert len(tiles) == 2 and all(t["folder"] == t["path"].split("/")[-2] for t in tiles)
     bursts = queue(open_db(), "bursts", 10)
     assert sorted(t["copy"] for t in bursts) == [False, True]
+
+
+def columns(line: str) -> list[tuple[int, int]]:
+    """Each column's (start, end) in a table line: cells are split by two or more spaces."""
+    import re
+
+    return [m.span() for m in re.finditer(r"\S+(?: \S+)*", line)]
+
+
+def lined_up(header: str, row: str) -> bool:
+    """Each cell of the row under a header column (overlapping it) starts (left-aligned) or ends
+    (right-aligned) where that column does; the last column (a path) only has to start there. An
+    empty cell has nothing under its column; a marker (`*`) left of every column is not a cell."""
+    head, cells = columns(header), columns(row)
+    for i, (hs, he) in enumerate(head):
+        under = [(cs, ce) for cs, ce in cells if cs < max(he, hs + 1) and ce > hs]
+        if not under:
+            continue
+        cs, ce = under[0]
+        if cs != hs and (i == len(head) - 1 or ce != he):
+            return False
+    return True
+
+
+def test_the_tables_line_up_under_their_headers(tmp_path):
+    """`suspects`, `top` and `model list`: every row's columns start where the header's do."""
+    import numpy as np
+    from helpers import separable, store, unit
+
+    from imgrank.db import open_db
+    from imgrank.train import TrainConfig, train
+
+    db = open_db()
+    x, y = separable(60, dim=16, seed=0, margin=0.8)
+    store(db, unit(x), y)
+    train(db, TrainConfig(use_meta=False, max_epochs=30, min_per_class=5))
+    for args in (["suspects", "-n", "5"], ["top", "-n", "5"], ["model", "list"]):
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.output)
+        header, *rows = result.stdout.splitlines()
+        assert rows, args
+        for row in rows:
+            assert lined_up(header, row), (args, header, row)
+    assert np.isfinite(y).all()
