@@ -682,3 +682,16 @@ def test_log_lines_name_the_photo_that_arrived_moved_or_was_deleted(daemon, root
     assert f"moved: {roots / 'old0.jpg'} -> {roots / 'moved-here.jpg'}" in text
     assert f"deleted: {roots / 'old1.jpg'} (labelled delete)" in text
     assert "1 photos" not in text and " 0 " not in text
+
+
+def test_deleting_one_of_two_exact_copies_is_logged_by_name(daemon, roots, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="imgrank.daemon")
+    copy = roots / "copy-of-old2.jpg"
+    copy.write_bytes((roots / "old2.jpg").read_bytes())
+    w = daemon()
+    copy.unlink()
+    wait_for(lambda: w.counters["moved"] == 1)
+    wait_for(lambda: f"gone: {copy} (the same photo is at another path" in caplog.text)
+    assert w.counters["labels"] == 0

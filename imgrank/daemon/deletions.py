@@ -31,6 +31,8 @@ class Outcome:
     deleted: list[str] = field(default_factory=list)  # photos judged deleted
     labelled: list[str] = field(default_factory=list)  # those given a `delete` label
     moved: int = 0  # content still present at another path (a move inotify could not pair)
+    elsewhere: list[str] = field(default_factory=list)  # those paths: moved, or one of exact copies
+    trashed: list[str] = field(default_factory=list)  # deleted by `imgrank trash` (labelled there)
     ignored: int = 0  # marked missing without a label (folder wiped, mass deletion)
 
 
@@ -81,8 +83,11 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
                 continue
             if index.drop_if_moved(db, path, sha):
                 out.moved += 1
+                out.elsewhere.append(path)
                 continue
             out.deleted.append(path)
+            if path in ours:
+                out.trashed.append(path)
             if learn and path not in ours:
                 labels.set_label(db, sha, "delete", "deleted", path)
                 out.labelled.append(path)

@@ -264,7 +264,10 @@ class Watcher:
         self.counters["deleted"] += len(outcome.deleted)
         self.counters["labels"] += len(outcome.labelled)
         for path in outcome.deleted:
-            log.info("deleted: %s%s", path, " (labelled delete)" if path in outcome.labelled else "")
+            how = " (labelled delete)" if path in outcome.labelled else ""
+            log.info("deleted: %s%s", path, " (by imgrank trash)" if path in outcome.trashed else how)
+        for path in outcome.elsewhere:
+            log.info("gone: %s (the same photo is at another path: moved, or an exact copy; no label)", path)
         self.why += [f"{Path(p).name} deleted" for p in outcome.deleted]
         if outcome.deleted:
             self._dirty()  # a group that lost its keeper has a new one (see work.regroup)
