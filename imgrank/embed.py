@@ -107,7 +107,8 @@ def _hub_files(name: str) -> ModelFiles:
             f"cannot load model {name!r} from the hub ({type(e).__name__}). Three ways to get it: "
             "connect to the internet once and imgrank downloads it; or on a machine that has it run "
             f"`huggingface-cli download {name} --local-dir DIR`, copy DIR here and run "
-            "`imgrank scan --model DIR` (the store remembers it); or set IMGRANK_MODEL=DIR"
+            "`imgrank scan --model DIR` (the store remembers it); or set IMGRANK_MODEL=DIR "
+            "(DIR: a local directory in uform's layout)"
         ) from None
     if (
         not isinstance(paths, dict)

@@ -172,11 +172,12 @@ def test_score_takes_model(tmp_path, tiny_model, monkeypatch):
     assert json.loads(result.stdout)["scored"] == 3
 
 
-def test_the_offline_message_names_the_three_ways_to_get_a_model(monkeypatch):
+def test_the_offline_message_names_the_three_ways_to_get_a_model(monkeypatch, tmp_path):
     from imgrank.embed import load_embedder
     from imgrank.errors import ModelError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelError) as e:
         load_embedder("unum-cloud/uform3-image-text-english-small")
     message = str(e.value)
