@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.errors import ImgrankError
+from imgrank.private import private_output
 
 SCHEMA_KEY = b"imgrank"
 
@@ -49,7 +50,11 @@ def export_parquet(db, path: str | Path) -> dict:
         }
     )
     table = table.replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()})
-    pq.write_table(table, str(path))
+    try:
+        with private_output(path) as f:  # 0600: the labels are private
+            pq.write_table(table, f)
+    except OSError as e:
+        raise ImgrankError(f"cannot write {path}: {e.strerror or e}") from None
     return {"path": str(path), "rows": len(parts["sha256"]), "library_rows": n_library, "feature_spec": spec}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from imgrank import prior, vectors
 from imgrank.errors import ImgrankError
+from imgrank.private import private_output
 
 META_KEY = b"imgrank-vectors"
 FORMAT = 1
@@ -59,19 +60,28 @@ def export_vectors(db, path: str | Path) -> dict:
         + [(m, pa.float64()) for m in prior.MEASURES],
         metadata={META_KEY: json.dumps(meta).encode()},
     )
-    rows = 0
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for shas, matrix in vectors.image_vectors(db, model, CHUNK):
-            flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
-            vec = pa.FixedSizeListArray.from_arrays(flat, dim)
-            cues = prior.load_cues(db, shas)
-            measured = [
-                pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64())
-                for m in prior.MEASURES
-            ]
-            writer.write_table(pa.table([pa.array(shas, pa.string()), vec, *measured], schema=schema))
-            rows += len(shas)
+    try:
+        with private_output(path) as f, pq.ParquetWriter(f, schema) as writer:  # 0600
+            rows = _write_vectors(db, model, dim, schema, writer)
+    except OSError as e:
+        raise ImgrankError(f"cannot write {path}: {e.strerror or e}") from None
     return {"path": str(path), "vectors": rows, **meta}
+
+
+def _write_vectors(db, model: str, dim: int, schema, writer) -> int:
+    import pyarrow as pa
+
+    rows = 0
+    for shas, matrix in vectors.image_vectors(db, model, CHUNK):
+        flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
+        vec = pa.FixedSizeListArray.from_arrays(flat, dim)
+        cues = prior.load_cues(db, shas)
+        measured = [
+            pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64()) for m in prior.MEASURES
+        ]
+        writer.write_table(pa.table([pa.array(shas, pa.string()), vec, *measured], schema=schema))
+        rows += len(shas)
+    return rows
 
 
 def _open(path: str | Path):
