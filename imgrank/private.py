@@ -38,9 +38,10 @@ def check_home(path: Path) -> None:
             f"imgrank home {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}): "
             f"check what is in it, then `chmod 700 {path}`, or give another folder with --home"
         )
+    trusted = _trusted_owners(me)
     for folder in Path(os.path.realpath(path)).parents:
         fst = os.stat(folder)
-        foreign = fst.st_uid not in (0, me)
+        foreign = fst.st_uid not in trusted
         writable = fst.st_mode & 0o022 and not fst.st_mode & stat.S_ISVTX
         if foreign or writable:
             who = f"belongs to another user (uid {fst.st_uid})" if foreign else "is writable by other users"
@@ -50,6 +51,19 @@ def check_home(path: Path) -> None:
             )
     if st.st_mode & 0o077:  # no way in for anyone else; the owner's own bits are left as they are
         os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def _trusted_owners(me: int) -> set[int]:
+    """Who may own the folders above the home: us and root. In a user namespace (the systemd unit's
+    PrivateUsers=yes) every uid but ours, root's included, shows as the overflow uid (nobody)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            identity = f.read().split() == ["0", "0", "4294967295"]
+        with open("/proc/sys/kernel/overflowuid") as f:
+            overflow = int(f.read())
+    except (OSError, ValueError):
+        return {0, me}
+    return {0, me} if identity else {0, me, overflow}
 
 
 def private_dir(path: Path, base: Path) -> Path:
