@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from imgrank.errors import UnreadableImage
+from imgrank.words import printable
 
 IMAGE_EXTENSIONS = {
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
@@ -99,6 +100,12 @@ def display_name(p: str | os.PathLike) -> str:
     except UnicodeEncodeError:  # a surrogate no file name holds: replace it too
         raw = os.fsdecode(p).encode("utf-8", "replace")
     return raw.decode("utf-8", "replace")
+
+
+def shown_path(p: str | os.PathLike) -> str:
+    """A path as imgrank prints it (top, dupes, suspects, status, messages): display_name, then
+    printable. Files named to attack a terminal show their escape sequences as text."""
+    return printable(display_name(p))
 
 
 def db_prefix(folder: str | os.PathLike) -> str:
