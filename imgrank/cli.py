@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -32,6 +33,13 @@ def say(ctx: click.Context | None, message: str) -> None:
     ctx = ctx or click.get_current_context(silent=True)
     if ctx is None or not ctx.find_root().obj.get("quiet"):
         click.echo("\n".join(map(printable, message.split("\n"))), err=True)  # no terminal escapes
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (a photo's name is in many of the daemon's)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(map(printable, super().format(record).split("\n")))
 
 
 def handles_errors(fn):
@@ -953,8 +961,6 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
         imgrank watch ~/Pictures
         imgrank service install --enable   # run it as a systemd user service
     """
-    import logging
-
     from imgrank.daemon.entry import run_watch
     from imgrank.daemon.loop import WatchConfig
 
@@ -962,6 +968,8 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     level = logging.WARNING if quiet else logging.INFO
     fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # file names in the log: no terminal escapes either
+        handler.setFormatter(PrintableFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
     run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
 
 

@@ -112,8 +112,15 @@ def write_private(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 def open_private_log(path: str | os.PathLike) -> int:
-    """A descriptor for a log file imgrank appends to in its home: 0600, never through a link."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)
+    """A descriptor for a new, empty log file at `path` in imgrank's home: 0600, made as a new file
+    and renamed over the name, so a link planted there is replaced, never written through."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return fd

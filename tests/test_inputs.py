@@ -239,3 +239,13 @@ def test_printable_leaves_ordinary_names_alone():
     for name in ("Ferien 2024/Strand.jpg", "été/Ωμέγα 😀.heic", "日本/写真.png"):
         assert shown_path(name) == name
     assert shown_path(os.fsdecode(b"caf\xe9.jpg")) == "caf\ufffd.jpg"
+
+
+def test_the_daemons_log_lines_are_printed_escaped():
+    import logging
+
+    from imgrank.cli import PrintableFormatter
+
+    record = logging.LogRecord("imgrank.daemon", logging.INFO, __file__, 1, "deleted: %s", (EVIL,), None)
+    line = PrintableFormatter("%(levelname)s %(message)s").format(record)
+    assert line == f"INFO deleted: {SHOWN}"

@@ -169,3 +169,17 @@ def test_a_link_where_a_folder_of_imgranks_should_be_is_refused(tmp_path, home):
     line = refused("-q", "train", "--epochs", "5")
     assert "heads should be a folder of imgrank's, but is a link or a file" in line
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_retraining_log_is_0600_and_a_link_planted_there_is_replaced(tmp_path, home, umask_022):
+    from imgrank.daemon.retrain import start_low_priority
+
+    victim = tmp_path / "todo.txt"
+    victim.write_text("buy milk\n")
+    home.mkdir(mode=0o700)
+    log = home / "train.log"
+    os.symlink(victim, log)
+    child = start_low_priority(["sh", "-c", "echo trained"], log)
+    assert child.wait(timeout=30) == 0
+    assert victim.read_text() == "buy milk\n"
+    assert not log.is_symlink() and mode(log) == 0o600 and log.read_text() == "trained\n"
