@@ -183,3 +183,14 @@ def test_the_retraining_log_is_0600_and_a_link_planted_there_is_replaced(tmp_pat
     assert child.wait(timeout=30) == 0
     assert victim.read_text() == "buy milk\n"
     assert not log.is_symlink() and mode(log) == 0o600 and log.read_text() == "trained\n"
+
+
+def test_a_link_planted_for_thumbs_gets_nothing_and_the_scan_goes_on(tmp_path, home, model_env):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    home.mkdir(mode=0o700)
+    os.symlink(elsewhere, home / "thumbs")
+    photo(tmp_path / "photos" / "a.jpg", seed=1)
+    result = invoke("scan", "--json", str(tmp_path / "photos"))
+    assert '"embedded": 1' in result.stdout
+    assert list(elsewhere.iterdir()) == []

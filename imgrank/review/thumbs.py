@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from imgrank import config
+from imgrank.errors import StoreError
 from imgrank.private import private_dir, private_output
 
 THUMB_SIDE = 320
@@ -36,8 +37,8 @@ def save_from_decode(img: Image.Image, sha256: str) -> None:
     if not path.exists():
         try:
             _write(img, path, THUMB_SIDE)
-        except OSError:
-            pass  # a full or read-only home costs the review page a lazy thumbnail, not the scan
+        except (OSError, StoreError):
+            pass  # a full or read-only home (or a link for thumbs/) costs a lazy thumbnail, not the scan
 
 
 def thumbnail(sha256: str, photo_path: str) -> Path:
