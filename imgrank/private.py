@@ -39,7 +39,8 @@ def check_home(path: Path) -> None:
             f"check what is in it, then `chmod 700 {path}`, or give another folder with --home"
         )
     trusted = _trusted_owners(me)
-    for folder in Path(os.path.realpath(path)).parents:
+    given, real = Path(os.path.abspath(path)), Path(os.path.realpath(path))
+    for folder in dict.fromkeys([*given.parents, *real.parents]):  # a link's folder, and the target's
         fst = os.stat(folder)
         foreign = fst.st_uid not in trusted
         writable = fst.st_mode & 0o022 and not fst.st_mode & stat.S_ISVTX

@@ -194,3 +194,17 @@ def test_a_link_planted_for_thumbs_gets_nothing_and_the_scan_goes_on(tmp_path, h
     result = invoke("scan", "--json", str(tmp_path / "photos"))
     assert '"embedded": 1' in result.stdout
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_home_reached_through_a_link_in_a_folder_others_can_write_to_is_refused(tmp_path, monkeypatch):
+    """Whoever can write the link's folder can point the link at a home of theirs."""
+    real = tmp_path / "real-home"
+    real.mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    os.symlink(real, shared / "imgrank")
+    monkeypatch.setenv("IMGRANK_HOME", str(shared / "imgrank"))
+    assert f"is inside {shared}, which is writable by other users" in refused("status")
+    monkeypatch.setenv("IMGRANK_HOME", str(real))
+    invoke("status")
