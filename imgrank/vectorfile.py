@@ -85,6 +85,7 @@ def _write_vectors(db, model: str, dim: int, schema, writer) -> int:
 
 
 def _open(path: str | Path):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -94,12 +95,30 @@ def _open(path: str | Path):
     raw = (reader.schema_arrow.metadata or {}).get(META_KEY)
     if raw is None:
         raise ImgrankError(f"{path} is not an imgrank vectors file (made by `imgrank export-vectors`)")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise ImgrankError(f"{path} has damaged metadata: not JSON") from None
+    if not isinstance(meta, dict):
+        raise ImgrankError(f"{path} has damaged metadata: not a JSON object")
     if not {"sha256", "vector"} <= set(reader.schema_arrow.names):
         raise ImgrankError(f"{path} has no sha256 and vector columns")
     if meta.get("format") != FORMAT:
         found = meta.get("format")
-        raise ImgrankError(f"{path} is a vectors file of format {found}; this imgrank reads format {FORMAT}")
+        raise ImgrankError(
+            f"{path} is a vectors file of format {found!r:.40}; this imgrank reads format {FORMAT}"
+        )
+    if (
+        not isinstance(meta.get("model"), str)
+        or type(meta.get("dim")) is not int
+        or not 1 <= meta["dim"] <= 1 << 16
+    ):
+        raise ImgrankError(f"{path} has damaged metadata: model must be a string and dim a whole number")
+    vector = reader.schema_arrow.field("vector").type
+    if not (pa.types.is_list(vector) or pa.types.is_fixed_size_list(vector)) or not pa.types.is_floating(
+        vector.value_type
+    ):
+        raise ImgrankError(f"{path} has a vector column of {vector}, not lists of numbers")
     return reader, meta
 
 
