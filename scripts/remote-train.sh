@@ -125,8 +125,8 @@ step "build imgrank" build_wheel
 WHEEL=$(cd "$WORK/dist" && ls imgrank-*.whl)
 WHEEL_SUM=$(sha256sum "$WORK/dist/$WHEEL" | cut -c1-64)
 
-HOST_JOB=1
 step "connect to $HOST" on_host "mkdir -p $JOB && rm -f $JOB/*"
+HOST_JOB=1  # (not before: a host that cannot be reached holds nothing, and is not tried again)
 step "copy labels to $HOST" scp -q "${SSH_OPTS[@]}" "$WORK/labels.parquet" "$WORK/dist/$WHEEL" "$HOST:$REMOTE_DIR/job/"
 step "create venv on $HOST" on_host "test -x $VENV/bin/python || $(q "$REMOTE_PY") -m venv $VENV"
 step "install torch on $HOST" on_host \
