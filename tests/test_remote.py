@@ -192,9 +192,10 @@ def test_the_job_folder_on_the_host_is_removed_however_the_run_ends_and_tilde_me
         assert result.returncode == 1
         assert "step 'create venv on gpu-box' failed" in result.stderr, result.stderr
         assert on_host.is_dir() and not (on_host / "job").exists()  # made by `connect`, emptied on exit
-        assert not (Path.home() / "~").exists() and not Path("~").exists()
+        assert not (Path.home() / "~" / name).exists() and not (Path("~") / name).exists()
     finally:
-        shutil.rmtree(on_host, ignore_errors=True)
+        for path in (on_host, Path.home() / "~" / name, Path("~") / name):  # a literal `~` too
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def test_the_job_folder_is_removed_when_the_run_is_interrupted(sshd, labelled_store, home, tmp_path):
