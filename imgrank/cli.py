@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -12,6 +13,7 @@ import click
 
 from imgrank import __version__
 from imgrank.errors import ImgrankError, NothingYet
+from imgrank.words import printable
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
@@ -44,7 +46,14 @@ def say(ctx: click.Context | None, message: str) -> None:
     """A message to stderr, unless -q."""
     ctx = ctx or click.get_current_context(silent=True)
     if ctx is None or not ctx.find_root().obj.get("quiet"):
-        click.echo(message, err=True)
+        click.echo("\n".join(map(printable, message.split("\n"))), err=True)  # no terminal escapes
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (a photo's name is in many of the daemon's)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(map(printable, super().format(record).split("\n")))
 
 
 def handles_errors(fn):
@@ -58,7 +67,7 @@ def handles_errors(fn):
             say(None, str(e))
             return None
         except ImgrankError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(printable(str(e))) from None
         except sqlite3.DatabaseError as e:  # damaged under us, or locked past the busy timeout
             from imgrank.config import db_path
             from imgrank.db import damaged
@@ -254,16 +263,16 @@ def status(list_unreadable, as_json):
     db = open_db()
     if list_unreadable:
         from imgrank.cli_text import unreadable_text
-        from imgrank.files import display_name
+        from imgrank.files import shown_path
 
         rows = index.unreadable(db)
-        emit(rows, as_json, unreadable_text(rows, display_name))
+        emit(rows, as_json, unreadable_text(rows, shown_path))
         return
-    from imgrank.files import display_name
+    from imgrank.files import shown_path
 
     info = index.status(db)
     lines = [
-        "roots: " + (", ".join(map(display_name, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
+        "roots: " + (", ".join(map(shown_path, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
         "images: " + _image_counts(info["images"]),
         _embedded_line(info),
         _unreadable_line(info),
@@ -351,10 +360,10 @@ def roots_list(as_json):
         imgrank roots list
     """
     from imgrank import index
-    from imgrank.files import display_name
+    from imgrank.files import shown_path
 
     paths = [str(p) for p in index.list_roots(open_db())]
-    emit(paths, as_json, "\n".join(map(display_name, paths)))
+    emit(paths, as_json, "\n".join(map(shown_path, paths)))
 
 
 @roots.command("remove")
@@ -370,10 +379,10 @@ def roots_remove(ctx, path):
         imgrank roots remove /mnt/old-disk/photos
     """
     from imgrank import index
-    from imgrank.files import display_name
+    from imgrank.files import shown_path
 
     removed = index.remove_root(open_db(), path)
-    say(ctx, f"removed root {display_name(removed)}")
+    say(ctx, f"removed root {shown_path(removed)}")
 
 
 # --- commands: relabel, labels, train, model, score, top, suspects (labels.py, train.py, model.py) ---
@@ -396,7 +405,7 @@ def relabel(ctx, label, paths, as_json):
         imgrank relabel delete ~/Pictures/blurry ~/Pictures/IMG_0042.jpg
         find ~/Pictures -name '*screenshot*' | imgrank relabel delete -
     """
-    from imgrank.files import display_name
+    from imgrank.files import shown_path
     from imgrank.labels import relabel as do_relabel
 
     expanded = []
@@ -413,7 +422,7 @@ def relabel(ctx, label, paths, as_json):
         on_wait=lambda: say(ctx, "waiting for the other scan to finish..."),
     )
     for path, reason in result.failed:
-        say(ctx, f"error: {display_name(path)}: {reason}")
+        say(ctx, f"error: {shown_path(path)}: {reason}")
     from imgrank.cli_text import relabel_summary
 
     summary = relabel_summary(len(result.applied), result.changed, result.indexed, len(result.failed))
@@ -446,7 +455,7 @@ def labels(limit, only, paths_only, nul, as_json):
     """
     import datetime
 
-    from imgrank.files import display_name
+    from imgrank.files import shown_path
     from imgrank.labels import history, label_counts
 
     db = open_db()
@@ -466,7 +475,7 @@ def labels(limit, only, paths_only, nul, as_json):
         lines.append("recent:")
     for h in recent:
         when = datetime.datetime.fromtimestamp(h["at"]).strftime("%Y-%m-%d %H:%M")
-        where = display_name(h["path"]) if h["path"] else h["sha256"]
+        where = shown_path(h["path"]) if h["path"] else h["sha256"]
         lines.append(f"  {when}  {h['label'] or 'cleared':<7} {h['source']:<8} {where}")
     emit({"counts": counts, "recent": recent}, as_json, "\n".join(lines))
 
@@ -675,6 +684,7 @@ def top(limit, unlabelled, paths_only, nul, as_json):
         imgrank top -n 50 --unlabelled
         imgrank top -n 50 --paths -0 | xargs -0 ls -l
     """
+    from imgrank.files import shown_path
     from imgrank.ranking import ranked
 
     db = open_db()
@@ -691,7 +701,7 @@ def top(limit, unlabelled, paths_only, nul, as_json):
     marks = ["[" + r["label"] + "]" if r["label"] else "" for r in rows]
     lines = [f"{'rank':>5}  {'score':>5}  {'label':<8}  path"]
     for r, mark in zip(rows, marks, strict=True):
-        lines.append(f"{r['rank']:>5}  {r['score']:.3f}  {mark:<8}  {r['path']}")
+        lines.append(f"{r['rank']:>5}  {r['score']:.3f}  {mark:<8}  {shown_path(r['path'])}")
     empty = "every scored photo has a label" if found else "no scores yet: run `imgrank train`"
     emit(rows, as_json, "\n".join(lines) if rows else empty)
 
@@ -717,6 +727,7 @@ def dupes(threshold, as_json):
         imgrank dupes --threshold 0.97 --json
     """
     from imgrank import dupes as grouping
+    from imgrank.files import shown_path
     from imgrank.words import plural
 
     db = open_db()
@@ -726,7 +737,7 @@ def dupes(threshold, as_json):
     for i, g in enumerate(groups, 1):
         lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
         lines += [
-            f"  {'keep ' if p['keeper'] else 'copy ' if p['copy'] else '     '} {p['score']:.3f}  {p['path']}"
+            f"  {'keep ' if p['keeper'] else 'copy ' if p['copy'] else '     '} {p['score']:.3f}  {shown_path(p['path'])}"
             for p in g["photos"]
         ]
     lines.append(
@@ -751,10 +762,11 @@ def suspects(limit, as_json):
     Example:
         imgrank train && imgrank suspects -n 30
     """
+    from imgrank.files import shown_path
     from imgrank.runs import suspects as find
 
     rows = find(open_db(), limit)
-    lines = [f"{r['p_label']:<8.3f}  {r['label']:<6}  {r['path'] or r['sha256']}" for r in rows]
+    lines = [f"{r['p_label']:<8.3f}  {r['label']:<6}  {shown_path(r['path'] or r['sha256'])}" for r in rows]
     header = f"{'P(label)':<8}  {'label':<6}  path"
     empty = "no labelled photos with held-out predictions"
     emit(rows, as_json, "\n".join([header, *lines]) if rows else empty)
@@ -924,8 +936,10 @@ def _when(ns: int) -> str:
 
 
 def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
+    from imgrank.files import shown_path
+
     for path, reason in failed:
-        click.echo(f"{path}: {reason}", err=True)
+        click.echo(f"{shown_path(path)}: {reason}", err=True)
     if failed:
         ctx.exit(1)
 
@@ -966,6 +980,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         imgrank order --dry-run | head
     """
     from imgrank.cli_text import order_summary
+    from imgrank.files import shown_path
     from imgrank.order import order as run_order
 
     result = run_order(
@@ -975,7 +990,8 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         emit(result.as_dict(), True)
     elif dry_run:
         for p in result.plan:
-            click.echo(f"{p['score']:.3f}  {_when(p['mtime_ns'])} -> {_when(p['new_mtime_ns'])}  {p['path']}")
+            when = f"{_when(p['mtime_ns'])} -> {_when(p['new_mtime_ns'])}"
+            click.echo(f"{p['score']:.3f}  {when}  {shown_path(p['path'])}")
         click.echo(f"dry run: {order_summary(result, dry_run=True)}")
     elif result.ordered == 0:
         click.echo(
@@ -1062,8 +1078,6 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
         imgrank watch ~/Pictures
         imgrank service install --enable   # run it as a systemd user service
     """
-    import logging
-
     from imgrank.daemon.entry import run_watch
     from imgrank.daemon.loop import WatchConfig
 
@@ -1071,6 +1085,8 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     level = logging.WARNING if quiet else logging.INFO
     fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # file names in the log: no terminal escapes either
+        handler.setFormatter(PrintableFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
     run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
 
 

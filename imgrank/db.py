@@ -227,12 +227,12 @@ def _open(path: Path) -> Store:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Two processes opening a new database at once (the daemon and a command) would race in the
     # switch to WAL and the migrations: one at a time, under a lock file beside the database.
-    lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         _refuse_empty(path)
         if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         db = Store(path)
         db.conn.isolation_level = None  # autocommit; transactions only through atomic()
         db.execute("PRAGMA busy_timeout = 30000")

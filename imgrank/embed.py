@@ -137,6 +137,37 @@ def resolve_model(name: str | None = None) -> ModelFiles:
     return _hub_files(name)
 
 
+# The numbers of a model's config.json that imgrank and uform's text processor use, with their
+# bounds: a crafted config fails here in one line, not in a KeyError or a 10^12-entry array.
+CONFIG_INTS = {
+    "image_encoder": {"embedding_dim": (1, 1 << 16)},
+    "text_encoder": {
+        "embedding_dim": (1, 1 << 16),
+        "max_position_embeddings": (1, 1 << 16),
+        "padding_idx": (0, 1 << 31),
+    },
+}
+
+
+def read_model_config(path: Path) -> dict:
+    """A model's config.json, checked for what imgrank reads from it. Raises ModelError."""
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path} is not a readable model config: {str(e).splitlines()[0]}") from None
+    for part, keys in CONFIG_INTS.items():
+        section = cfg.get(part) if isinstance(cfg, dict) else None
+        if not isinstance(section, dict):
+            raise ModelError(f"{path} is not a uform model config: no {part!r} section")
+        for key, (low, high) in keys.items():
+            value = section.get(key)
+            if type(value) is not int or not low <= value <= high:
+                raise ModelError(
+                    f"{path}: {part}.{key} must be a whole number from {low} to {high}, not {value!r:.40}"
+                )
+    return cfg
+
+
 def _session_options(threads: int | None):
     import onnxruntime as ort
 
@@ -163,9 +194,9 @@ class Embedder:
 
         self.model_id = files.model_id
         self.source = files.source
-        cfg = json.loads(files.config.read_text())
-        self.dim = int(cfg["image_encoder"]["embedding_dim"])
-        self.text_dim = int(cfg["text_encoder"]["embedding_dim"])
+        cfg = read_model_config(files.config)
+        self.dim = cfg["image_encoder"]["embedding_dim"]
+        self.text_dim = cfg["text_encoder"]["embedding_dim"]
         providers = available_providers("cpu")
         options = _session_options(threads)
         try:

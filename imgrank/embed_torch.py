@@ -11,12 +11,11 @@ the default path needs no torch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from imgrank.embed import CLIP_MEAN, CLIP_STD, ModelFiles
+from imgrank.embed import CLIP_MEAN, CLIP_STD, ModelFiles, read_model_config
 from imgrank.errors import ModelError
 
 # Images per call on a GPU: enough to keep it busy (an H200 embeds 128 in about 10 ms, far faster
@@ -60,7 +59,7 @@ def _load_encoder(files: ModelFiles, source: str, device: str, text: bool):
 
     where = torch.device(device)
     dtype = torch.float16 if where.type == "cuda" else torch.float32
-    cfg = json.loads(files.config.read_text())
+    cfg = read_model_config(files.config)
     try:
         state = torch.load(torch_weights(files, source, text), map_location="cpu", weights_only=True)
         model = (TextEncoder if text else ImageEncoder).from_pretrained(cfg, state)

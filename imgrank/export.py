@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.errors import ImgrankError
+from imgrank.private import private_output
 
 SCHEMA_KEY = b"imgrank"
 
@@ -49,7 +50,11 @@ def export_parquet(db, path: str | Path) -> dict:
         }
     )
     table = table.replace_schema_metadata({SCHEMA_KEY: json.dumps(spec).encode()})
-    pq.write_table(table, str(path))
+    try:
+        with private_output(path) as f:  # 0600: the labels are private
+            pq.write_table(table, f)
+    except OSError as e:
+        raise ImgrankError(f"cannot write {path}: {e.strerror or e}") from None
     return {"path": str(path), "rows": len(parts["sha256"]), "library_rows": n_library, "feature_spec": spec}
 
 
@@ -58,10 +63,14 @@ def prior_features(spec: dict) -> list[str]:
     return list(spec["prior"]["features"]) if spec.get("prior") else []
 
 
+MAX_DIM = 1 << 16  # no embedding is wider; a bigger number in a spec is a crafted one
+
+
 def read_parquet(path: str | Path) -> dict:
     """Read an export: {"spec", "sha256", "y", "image", "name", "meta", "prior"} of the labelled rows as
     numpy arrays ("prior": None when the export has no prior features), and "library": the library
     sample's {"sha256", "image", "name", "meta"} (None in an export made before it had one)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -71,13 +80,64 @@ def read_parquet(path: str | Path) -> dict:
     meta = table.schema.metadata or {}
     if SCHEMA_KEY not in meta:
         raise ImgrankError(f"{path} is not an imgrank export (no feature spec in its metadata)")
-    spec = json.loads(meta[SCHEMA_KEY])
+    try:
+        spec = json.loads(meta[SCHEMA_KEY])
+    except ValueError:
+        raise ImgrankError(f"{path} has a damaged feature spec: not JSON") from None
+    problem = spec_problem(spec, table.column_names)
+    if problem:
+        raise ImgrankError(f"{path} has a damaged feature spec: {problem}")
     if spec.get("prior") is not None:
         from imgrank.prior import record_problem
 
         problem = record_problem(spec["prior"])
         if problem or not set(prior_features(spec)) <= set(table.column_names):
             raise ImgrankError(f"{path} has a damaged prior feature spec: {problem or 'columns missing'}")
+    try:
+        data = _arrays(table, spec)
+    except (ValueError, TypeError, AttributeError, pa.ArrowException) as e:  # wrong column types or lengths
+        raise ImgrankError(f"{path} has damaged columns: {str(e).splitlines()[0] if str(e) else e}") from None
+    problem = _values_problem(data)
+    if problem:
+        raise ImgrankError(f"{path}: {problem}")
+    return data
+
+
+def spec_problem(spec, columns: list[str]) -> str | None:
+    """What is wrong with an export's feature spec (types, bounds, its columns), in a few words."""
+    from imgrank.model import META_FEATURES
+
+    if not isinstance(spec, dict):
+        return "not a JSON object"
+    if not isinstance(spec.get("embed_model"), str):
+        return "embed_model is not a string"
+    for key, low in (("image_dim", 1), ("name_dim", 0)):
+        if type(spec.get(key)) is not int or not low <= spec[key] <= MAX_DIM:
+            return f"{key} must be a whole number from {low} to {MAX_DIM}"
+    meta = spec.get("meta")
+    if not isinstance(meta, list) or not all(m in META_FEATURES for m in meta) or len(set(meta)) != len(meta):
+        return f"meta must list some of {META_FEATURES}"
+    needed = ["sha256", "label", "image", *(["name"] if spec["name_dim"] else []), *meta]
+    missing = [c for c in needed if c not in columns]
+    return f"columns missing: {', '.join(missing)}" if missing else None
+
+
+def _values_problem(data: dict) -> str | None:
+    """Vectors must be finite numbers (a NaN one trained a NaN head); metadata may be NaN (unknown)."""
+    blocks = [data] if data["library"] is None else [data, data["library"]]
+    for rows in blocks:
+        for key in ("image", "name"):
+            if not np.isfinite(rows[key]).all():
+                return f"{key} vectors hold non-finite numbers (NaN or infinity): export them again"
+        if np.isinf(rows["meta"]).any():
+            return "metadata columns hold infinities: export them again"
+    if data["prior"] is not None and np.isinf(data["prior"]).any():
+        return "prior feature columns hold infinities: export them again"
+    return None
+
+
+def _arrays(table, spec: dict) -> dict:
+    """The labelled rows and the library sample of a checked export, as numpy arrays."""
     n = table.num_rows
 
     def matrix(column: str, dim: int) -> np.ndarray:
@@ -87,6 +147,8 @@ def read_parquet(path: str | Path) -> dict:
         return np.asarray(flat, np.float32).reshape(n, dim)
 
     labels = table.column("label").to_pylist()
+    if not set(labels) <= {None, "keep", "delete"}:
+        raise ValueError("labels other than keep and delete")
     labelled = np.array([v is not None for v in labels], bool)
     sha256 = table.column("sha256").to_pylist()
     image, name = matrix("image", spec["image_dim"]), matrix("name", spec["name_dim"])

@@ -13,12 +13,19 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from imgrank.errors import UnreadableImage
+from imgrank.words import printable
 
 IMAGE_EXTENSIONS = {
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
     ".heic", ".heif", ".avif",
 }  # fmt: skip
 HEIF_EXTENSIONS = {".heic", ".heif"}
+# The only decoders imgrank lets Pillow use, by Pillow's format names (`formats=` of Image.open). A
+# file in any other format, whatever its name, is "not an image": never EPS/PS/PDF, which Pillow
+# hands to Ghostscript (a PostScript `.jpg` ran `gs` during a scan). "JPEG" covers MPO too (a JPEG
+# with a second picture, as many cameras write); AVIF is Pillow's own plugin, HEIF pillow-heif's.
+# RAW previews join here. A name this Pillow lacks is left out when it is asked (image_formats).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
 # Most bytes decoding and preprocessing one image may allocate, estimated from its header before a
 # pixel is decoded: the decoded bands, the RGB copy, and the intermediate of the resize to the model's
 # input (shortest side to 224, so a 1×65,535 strip would become 224×14.7 million). A 12-megapixel
@@ -93,6 +100,12 @@ def display_name(p: str | os.PathLike) -> str:
     except UnicodeEncodeError:  # a surrogate no file name holds: replace it too
         raw = os.fsdecode(p).encode("utf-8", "replace")
     return raw.decode("utf-8", "replace")
+
+
+def shown_path(p: str | os.PathLike) -> str:
+    """A path as imgrank prints it (top, dupes, suspects, status, messages): display_name, then
+    printable. Files named to attack a terminal show their escape sequences as text."""
+    return printable(display_name(p))
 
 
 def db_prefix(folder: str | os.PathLike) -> str:
@@ -190,7 +203,7 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
     if os.path.splitext(name)[1].lower() in HEIF_EXTENSIONS and not HEIF_SUPPORTED:
         raise UnreadableImage(HEIF_HINT)
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=image_formats())
         width, height = img.size
         if img.format == "JPEG":
             # Let libjpeg scale by up to 1/8 while decoding, keeping the short side >= target.
@@ -213,6 +226,12 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
         raise UnreadableImage(f"corrupt or truncated image: {message}") from None
     img.info["original_size"] = (width, height)
     return img
+
+
+def image_formats() -> list[str]:
+    """IMAGE_FORMATS that this Pillow has a decoder for (Image.open fails on an unknown name)."""
+    Image.init()
+    return [f for f in IMAGE_FORMATS if f in Image.OPEN]
 
 
 def decode_cost(img: Image.Image, target: int = 224) -> int:

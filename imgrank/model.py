@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.errors import ImgrankError, ModelError, NothingYet
+from imgrank.private import write_private
 
 HEAD_FORMAT = "imgrank-head/1"
 # Cheap per-file numbers beside the embeddings: log pixel count, log aspect ratio, log file size.
@@ -201,14 +202,15 @@ def current_model_id(db) -> str:
 
 def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
     """Write a head: safetensors (metadata in its header) and a JSON copy beside it."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     meta = {**meta, "format": HEAD_FORMAT}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-    save_file(arrays, str(path), metadata={"imgrank": json.dumps(meta)})
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    # 0600, each through a new file renamed into place: a link planted at either name is replaced
+    write_private(path, save(arrays, metadata={"imgrank": json.dumps(meta)}))
+    write_private(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return path
 
 

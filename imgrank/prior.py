@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +21,7 @@ from PIL import Image
 
 from imgrank import config
 from imgrank.errors import ImgrankError, ModelError
+from imgrank.private import private_dir, write_private
 
 CUE_NAMES = ("blur", "exposure", "tiny")
 MEASURES = ("sharpness", "dark", "bright", "mean")  # what measure_cues records per photo
@@ -162,13 +161,10 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
     if embedder.model_id != model_id:
         raise ImgrankError(f"the prior needs the text encoder of {model_id}, but {embedder.model_id} loads")
     vectors = embedder.embed_texts(prompts.texts)
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(cache.parent, config.home_dir())
     # A temporary file of its own: two scans scoring at once once shared one, and one replaced the
     # cache with the file the other was still writing (tests/test_scan.py, two scans together).
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-    with open(fd, "wb") as f:
-        np.ascontiguousarray(vectors, dtype="<f4").tofile(f)
-    os.replace(tmp, cache)
+    write_private(cache, np.ascontiguousarray(vectors, dtype="<f4").tobytes())
     return vectors
 
 

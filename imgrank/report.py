@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from imgrank.errors import ImgrankError, UnreadableImage
+from imgrank.private import write_private
 
 PER_QUEUE = 50
 TITLES = {
@@ -75,7 +76,7 @@ def write_report(db, out: str | Path) -> dict:
         raise ImgrankError(f"{out} is a folder: give a file name, e.g. {out / 'report.html'}")
     text = build(db)
     try:
-        out.write_text(text, encoding="utf-8")
+        write_private(out, text)  # 0600: thumbnails and paths of private photos
     except OSError as e:
         raise ImgrankError(f"cannot write {out}: {e.strerror}") from None
     return {"path": str(out.resolve()), "bytes": len(text.encode())}

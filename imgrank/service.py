@@ -32,14 +32,15 @@ KillMode=mixed
 Nice=10
 CPUSchedulingPolicy=batch
 IOSchedulingClass=idle
-# Sandboxing that works in a user unit: the photo roots and the imgrank home are writable
-# (order rewrites mtimes), everything else read-only.
+# Sandboxing that works in a user unit: everything read-only, every home folder (~/.ssh too)
+# an empty tmpfs; bound back in, writable: the photo roots and the imgrank home (order rewrites
+# mtimes) and ~/.cache; read-only: this imgrank's own files where they live under a home.
 NoNewPrivileges=yes
 PrivateTmp={private_tmp}
 PrivateDevices=yes
 ProtectSystem=strict
-ProtectHome=read-only
-{read_write}# Kernel, clock, hostname, cgroups: nothing the daemon needs to see or change.
+ProtectHome=tmpfs
+{binds}# Kernel, clock, hostname, cgroups: nothing the daemon needs to see or change.
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
@@ -58,8 +59,10 @@ SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged
 SystemCallErrorNumber=EPERM
-# Local sockets, and the network only for downloading the embedding model on first use.
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+# No network: local sockets only (the decoding workers' pipes). The embedding model comes from
+# the cache that the first `imgrank scan` filled (HF_HUB_OFFLINE=1 above: no update check).
+RestrictAddressFamilies=AF_UNIX
+IPAddressDeny=any
 UMask=0077
 # Not MemoryDenyWriteExecute: a retraining child's torch compiles CPU kernels at run time.
 # Memory: the daemon, its decoding workers and a retraining child together; above MemoryHigh
@@ -82,7 +85,7 @@ def _escape(value: str, command: bool = False) -> str:
     value = value.replace("%", "%%")
     if command:
         value = value.replace("$", "$$")
-    if any(c in value for c in ' "\\\t'):
+    if any(c in value for c in " \"'\\\t"):  # an apostrophe would open a quote
         value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
 
@@ -109,24 +112,62 @@ def render_unit(
     exec_args: list[str] | None = None,
     model: str | None = None,
     raw: bool = False,
+    installed: list[Path] | None = None,
 ) -> str:
-    """The unit text. `raw` leaves systemd specifiers (like %h) unescaped, for the example unit."""
+    """The unit text. `raw` leaves systemd specifiers (like %h) unescaped, for the example unit.
+    `installed`: the folders this imgrank runs from (default: where this Python and imgrank are)."""
     esc = (lambda s, command=False: _check_unit_value(s) or s) if raw else _escape
+    bind = (lambda s: _check_unit_value(s) or s) if raw else _bind_word
     home = home or config.home_dir()
     exec_args = exec_args or imgrank_command()
     exec_start = " ".join(esc(str(a), command=True) for a in [*exec_args, "watch", *roots])
-    env = [f"IMGRANK_HOME={home}"]
+    env = [f"IMGRANK_HOME={home}", "HF_HUB_OFFLINE=1"]
     model = model if model is not None else os.environ.get("IMGRANK_MODEL")
     if model:
         env.append(f"IMGRANK_MODEL={model}")
     private_tmp = "no" if any(_under_tmp(p) for p in [*roots, home]) else "yes"  # else they'd be hidden
     environment = "".join(f"Environment={esc(e)}\n" for e in env)
     writable = [*roots, home]
-    read_write = "".join(f"ReadWritePaths={esc(str(p))}\n" for p in writable)
-    # the model cache, where uform downloads the published weights on first use ("-": may not exist)
-    read_write += "ReadWritePaths=-%h/.cache\n"
-    return UNIT.format(
-        exec_start=exec_start, environment=environment, read_write=read_write, private_tmp=private_tmp
+    binds = "".join(f"BindPaths={bind(str(p))}\n" for p in writable)
+    # the model cache, where the first scan downloaded the published weights ("-": may not exist)
+    binds += "BindPaths=-%h/.cache\n"
+    if installed is None:
+        installed = installed_paths(model)
+    hidden = [p for p in installed if _under_home(p) and not any(_inside(p, w) for w in writable)]
+    binds += "".join(f"BindReadOnlyPaths={bind(str(p))}\n" for p in hidden)
+    return UNIT.format(exec_start=exec_start, environment=environment, binds=binds, private_tmp=private_tmp)
+
+
+def _bind_word(value: str) -> str:
+    """A path as one word of BindPaths=: quoted, with `:` (its separator) and `\\` escaped."""
+    _check_unit_value(value)
+    value = value.replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"').replace(":", "\\:")
+    return f'"{value}"'
+
+
+def installed_paths(model: str | None = None) -> list[Path]:
+    """The folders this imgrank runs from: this Python's environment and base install, imgrank's own
+    package (an editable install's checkout), and a local model directory."""
+    import imgrank
+
+    out = [Path(sys.prefix), Path(sys.base_prefix), Path(imgrank.__file__).resolve().parent]
+    if model and Path(model).expanduser().is_dir():
+        out.append(Path(model).expanduser())
+    seen: list[Path] = []
+    for p in (Path(os.path.realpath(p)) for p in out):
+        if p not in seen and not any(_inside(p, s) for s in seen):
+            seen = [s for s in seen if not _inside(s, p)] + [p]
+    return seen
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _under_home(path: Path) -> bool:
+    """Hidden by ProtectHome=tmpfs: under /home, /root or /run/user (or %h, in the example unit)."""
+    return str(path).startswith("%h/") or any(
+        _inside(path, Path(top)) for top in ("/home", "/root", "/run/user")
     )
 
 
@@ -147,7 +188,7 @@ def example_unit() -> str:
     """The unit in the repository (systemd/imgrank-watch.service): a pip-installed `imgrank`, ~/Pictures."""
     return render_unit(
         [Path("%h/Pictures")], home=Path("%h/.config/imgrank"), exec_args=["%h/.local/bin/imgrank"], model="",
-        raw=True,
+        raw=True, installed=[Path("%h/.local")],
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from imgrank import prior, vectors
 from imgrank.errors import ImgrankError
+from imgrank.private import private_output
 
 META_KEY = b"imgrank-vectors"
 FORMAT = 1
@@ -59,22 +60,32 @@ def export_vectors(db, path: str | Path) -> dict:
         + [(m, pa.float64()) for m in prior.MEASURES],
         metadata={META_KEY: json.dumps(meta).encode()},
     )
-    rows = 0
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for shas, matrix in vectors.image_vectors(db, model, CHUNK):
-            flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
-            vec = pa.FixedSizeListArray.from_arrays(flat, dim)
-            cues = prior.load_cues(db, shas)
-            measured = [
-                pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64())
-                for m in prior.MEASURES
-            ]
-            writer.write_table(pa.table([pa.array(shas, pa.string()), vec, *measured], schema=schema))
-            rows += len(shas)
+    try:
+        with private_output(path) as f, pq.ParquetWriter(f, schema) as writer:  # 0600
+            rows = _write_vectors(db, model, dim, schema, writer)
+    except OSError as e:
+        raise ImgrankError(f"cannot write {path}: {e.strerror or e}") from None
     return {"path": str(path), "vectors": rows, **meta}
 
 
+def _write_vectors(db, model: str, dim: int, schema, writer) -> int:
+    import pyarrow as pa
+
+    rows = 0
+    for shas, matrix in vectors.image_vectors(db, model, CHUNK):
+        flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
+        vec = pa.FixedSizeListArray.from_arrays(flat, dim)
+        cues = prior.load_cues(db, shas)
+        measured = [
+            pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64()) for m in prior.MEASURES
+        ]
+        writer.write_table(pa.table([pa.array(shas, pa.string()), vec, *measured], schema=schema))
+        rows += len(shas)
+    return rows
+
+
 def _open(path: str | Path):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -84,12 +95,30 @@ def _open(path: str | Path):
     raw = (reader.schema_arrow.metadata or {}).get(META_KEY)
     if raw is None:
         raise ImgrankError(f"{path} is not an imgrank vectors file (made by `imgrank export-vectors`)")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise ImgrankError(f"{path} has damaged metadata: not JSON") from None
+    if not isinstance(meta, dict):
+        raise ImgrankError(f"{path} has damaged metadata: not a JSON object")
     if not {"sha256", "vector"} <= set(reader.schema_arrow.names):
         raise ImgrankError(f"{path} has no sha256 and vector columns")
     if meta.get("format") != FORMAT:
         found = meta.get("format")
-        raise ImgrankError(f"{path} is a vectors file of format {found}; this imgrank reads format {FORMAT}")
+        raise ImgrankError(
+            f"{path} is a vectors file of format {found!r:.40}; this imgrank reads format {FORMAT}"
+        )
+    if (
+        not isinstance(meta.get("model"), str)
+        or type(meta.get("dim")) is not int
+        or not 1 <= meta["dim"] <= 1 << 16
+    ):
+        raise ImgrankError(f"{path} has damaged metadata: model must be a string and dim a whole number")
+    vector = reader.schema_arrow.field("vector").type
+    if not (pa.types.is_list(vector) or pa.types.is_fixed_size_list(vector)) or not pa.types.is_floating(
+        vector.value_type
+    ):
+        raise ImgrankError(f"{path} has a vector column of {vector}, not lists of numbers")
     return reader, meta
 
 

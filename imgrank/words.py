@@ -4,6 +4,7 @@ photos, 470 unchanged"), as restic and llm print them. Machines read `--json`, w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 
@@ -44,3 +45,18 @@ def scan_summary(d: dict) -> str:
     done = counts([(d.get(k, 0), k) for k in ("embedded", "scored", "ordered")], noun=None)
     text = "; ".join(p for p in (seen, done) if p) or "no photos found"
     return f"{text} ({d.get('seconds', 0):.1f} s)"
+
+
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts an escape sequence,
+# a carriage return hides what came before it) and the bidirectional overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: each control character as `\\xNN` or `\\uNNNN`."""
+
+    def escaped(m: re.Match) -> str:
+        o = ord(m.group())
+        return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+    return _UNPRINTABLE.sub(escaped, text)

@@ -3,7 +3,8 @@
 #   export -> copy -> venv with the `train` extra on HOST (made once) -> train --device auto
 #   -> copy the head back -> `imgrank model import` (checked against this store, then activated).
 # A failed step stops the run with one line naming it; the local store changes only in the last
-# step, and only if the head passes the import's checks.
+# step, and only if the head passes the import's checks. However it ends (a failed step, Ctrl-C),
+# the job folder on HOST (the exported labels, the head) is removed.
 set -euo pipefail
 
 usage() {
@@ -16,7 +17,8 @@ and imgrank into a venv under --remote-dir, later runs reuse it).
 
 Options:
   --remote-python PY   Python on HOST that creates the venv (default: python3)
-  --remote-dir DIR     working folder on HOST, relative to its home (default: .imgrank-remote)
+  --remote-dir DIR     working folder on HOST, relative to its home (~/DIR means the same);
+                       letters, digits and . _ - + / only (default: .imgrank-remote)
   --device DEV         torch device on HOST: auto (cuda if there is one), cuda, cpu (default: auto)
   --torch SPEC         what pip installs first on HOST (default: torch==2.13.0)
   --python PY          local Python that has imgrank (default: python3)
@@ -64,11 +66,26 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ -n "$HOST" ]] || die_usage "no HOST given"
+# The folder goes into remote shell commands and scp paths: plain characters only, so no quoting
+# can go wrong on HOST (a space and `$(...)` once ran code through pip's launcher there). `~/` is
+# taken off: ssh and scp both start in HOST's home, so a relative path means one folder to both.
+plain='^(~/)?[A-Za-z0-9._/+][A-Za-z0-9._/+-]*$'
+[[ "$REMOTE_DIR" =~ $plain ]] ||
+    die_usage "--remote-dir '$REMOTE_DIR': use letters, digits and . _ - + / only (and ~/ at the start)"
+[[ "$REMOTE_DIR" == "~/"* ]] && REMOTE_DIR=${REMOTE_DIR:2}
+[[ -n "${REMOTE_DIR//[\/.]/}" ]] || die_usage "--remote-dir '$REMOTE_DIR' names no folder of its own"
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgrank-remote.XXXXXX")
 LOG="$WORK/step.log"
-trap 'rm -rf "$WORK"' EXIT
+HOST_JOB=0  # 1 once the job folder on HOST may exist: from then on every exit removes it there
+cleanup() {
+    rm -rf "$WORK"
+    if [[ $HOST_JOB == 1 ]]; then on_host "rm -rf $JOB" >/dev/null 2>&1 </dev/null || true; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT  # Ctrl-C and kill still run the EXIT trap: the labels do not stay on HOST
+trap 'exit 143' TERM HUP
 
 q() { printf '%q' "$1"; }  # one word for the remote shell
 RDIR=$(q "$REMOTE_DIR")
@@ -109,6 +126,7 @@ WHEEL=$(cd "$WORK/dist" && ls imgrank-*.whl)
 WHEEL_SUM=$(sha256sum "$WORK/dist/$WHEEL" | cut -c1-64)
 
 step "connect to $HOST" on_host "mkdir -p $JOB && rm -f $JOB/*"
+HOST_JOB=1  # (not before: a host that cannot be reached holds nothing, and is not tried again)
 step "copy labels to $HOST" scp -q "${SSH_OPTS[@]}" "$WORK/labels.parquet" "$WORK/dist/$WHEEL" "$HOST:$REMOTE_DIR/job/"
 step "create venv on $HOST" on_host "test -x $VENV/bin/python || $(q "$REMOTE_PY") -m venv $VENV"
 step "install torch on $HOST" on_host \
@@ -122,5 +140,4 @@ train_cmd="$VENV/bin/imgrank train --data $JOB/labels.parquet --device $(q "$DEV
 for a in "${TRAIN_ARGS[@]}"; do train_cmd+=" $(q "$a")"; done
 SHOW=1 step "train on $HOST" on_host "$train_cmd"
 step "copy head from $HOST" scp -q "${SSH_OPTS[@]}" "$HOST:$REMOTE_DIR/job/head.safetensors" "$WORK/"
-on_host "rm -rf $JOB" >/dev/null 2>&1 || true  # the labels do not stay on HOST
 SHOW=1 step "import head" "$LOCAL_PY" -m imgrank model import "$WORK/head.safetensors"

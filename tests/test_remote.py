@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -173,6 +174,67 @@ def test_a_failed_step_names_itself_in_one_line_and_changes_nothing(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"remote-train: step '{step}' failed"), lines[0]
     assert local_state(home) == before
+    assert not (tmp_path / "fresh-host" / "job").exists()  # the labels copied there are gone again
+
+
+def test_the_job_folder_on_the_host_is_removed_however_the_run_ends_and_tilde_means_home(
+    sshd, labelled_store, home
+):
+    """The labels reach the host, then a step fails: the trap removes them there. `~/DIR` is the
+    same folder for ssh's commands and scp (a literal `~` folder once took scp's copy)."""
+    name = f"imgrank-remote-test-{os.getpid()}"
+    on_host = Path.home() / name  # sshd logs in as this user, so the host's home is ours
+    try:
+        result = run_script(
+            "-F", str(sshd["config"]), "--remote-dir", f"~/{name}", "--remote-python", "/nonexistent/python3",
+            "gpu-box",
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert "step 'create venv on gpu-box' failed" in result.stderr, result.stderr
+        assert on_host.is_dir() and not (on_host / "job").exists()  # made by `connect`, emptied on exit
+        assert not (Path.home() / "~" / name).exists() and not (Path("~") / name).exists()
+    finally:
+        for path in (on_host, Path.home() / "~" / name, Path("~") / name):  # a literal `~` too
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_job_folder_is_removed_when_the_run_is_interrupted(sshd, labelled_store, home, tmp_path):
+    """Ctrl-C (SIGINT to the whole foreground group, ssh included) while the host works (a `python`
+    there that sleeps): the EXIT trap still runs and removes the labels from the host."""
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    host_dir = tmp_path / "host"
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "--python", sys.executable, "-F", str(sshd["config"]),
+         "--remote-python", str(slow), "--remote-dir", str(host_dir), "gpu-box"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (host_dir / "job" / "labels.parquet").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1)  # into the `create venv` step, waiting on the host
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=25)  # well before the host's python would have finished
+    assert proc.returncode != 0
+    assert not (host_dir / "job").exists()
+
+
+@pytest.mark.parametrize(
+    "remote_dir",
+    ["x $(touch PWNED)", "x`touch PWNED`", "$(touch PWNED)", "a b", "~other/x", "-rf", "~", "", "..", "."],
+)
+def test_a_remote_dir_that_is_not_a_plain_path_is_refused_before_anything_runs(tmp_path, remote_dir):
+    """Nothing is exported or contacted: refused while reading the options (no ssh needed)."""
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--python", "/nonexistent/python3", "--remote-dir", remote_dir, "gpu-box"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("remote-train: --remote-dir"), result.stderr
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_train_device_cuda_without_a_gpu_is_one_clear_line(tmp_path):

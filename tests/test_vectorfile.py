@@ -83,6 +83,10 @@ def write(path, rows, meta, vector_type=None):
         ([("a" * 64, [0.1] * 64), ("IMG_0001.jpg", [0.1] * 64)], {"dim": 64}, "not 64 lower-case hex"),
         ([("a" * 64, [0.1] * 64), ("b" * 64, [float("nan")] * 64)], {"dim": 64}, "NaN"),
         ([("a" * 64, [0.1] * 64)], {"dim": 64, "format": 9}, "format 9"),
+        ([("a" * 64, [0.1] * 64)], {"dim": "64"}, "damaged metadata"),
+        ([("a" * 64, [0.1] * 64)], {"dim": 10**12}, "damaged metadata"),
+        ([("a" * 64, [0.1] * 64)], {"model": ["tiny"]}, "damaged metadata"),
+        ([("a" * 64, ["x"] * 64)], {"dim": 64}, "not lists of numbers"),
     ],
 )
 def test_a_bad_file_is_one_clear_line_and_imports_nothing(gpu_export, tmp_path, rows, meta, message):

@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrank.private import open_private_log
+
 
 @dataclass
 class Finished:
@@ -96,7 +98,7 @@ class Retrainer:
 def start_low_priority(argv: list[str], log_path: Path) -> subprocess.Popen:
     """Start a child at the lowest CPU and IO priority, its output to `log_path`."""
     prefix = ["ionice", "-c", "3"] if shutil.which("ionice") else []
-    with open(log_path, "wb") as out:
+    with open(open_private_log(log_path), "wb") as out:
         return subprocess.Popen(
             prefix + argv,
             stdout=out,

@@ -161,8 +161,7 @@ def scan_lock(
     and then finds done what the first one did. While it waits, `while_waiting` is called every
     0.1 s: it may raise to give up (the daemon stops at once even while a long scan runs)."""
     home = config.home_dir()
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / "scan.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fd = os.open(home / "scan.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -7,12 +7,13 @@ decoding worker); a photo embedded before that gets its thumbnail when first ask
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from imgrank import config
+from imgrank.errors import StoreError
+from imgrank.private import private_dir, private_output
 
 THUMB_SIDE = 320
 LARGE_SIDE = 1600
@@ -25,10 +26,9 @@ def thumb_path(sha256: str) -> Path:
 def _write(img: Image.Image, path: Path, side: int) -> None:
     small = img.copy()
     small.thumbnail((side, side), Image.BICUBIC)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    small.convert("RGB").save(tmp, "JPEG", quality=82)
-    tmp.replace(path)  # readers never see half a file
+    private_dir(path.parent, config.home_dir())
+    with private_output(path) as f:  # 0600, renamed into place: readers never see half a file
+        small.convert("RGB").save(f, "JPEG", quality=82)
 
 
 def save_from_decode(img: Image.Image, sha256: str) -> None:
@@ -37,8 +37,8 @@ def save_from_decode(img: Image.Image, sha256: str) -> None:
     if not path.exists():
         try:
             _write(img, path, THUMB_SIDE)
-        except OSError:
-            pass  # a full or read-only home costs the review page a lazy thumbnail, not the scan
+        except (OSError, StoreError):
+            pass  # a full or read-only home (or a link for thumbs/) costs a lazy thumbnail, not the scan
 
 
 def thumbnail(sha256: str, photo_path: str) -> Path:
