@@ -706,6 +706,10 @@ def top(limit, unlabelled, paths_only, nul, as_json):
     emit(rows, as_json, "\n".join(lines) if rows else empty)
 
 
+def _dupe_mark(photo: dict) -> str:
+    return "keep " if photo["keeper"] else "copy " if photo["copy"] else "     "
+
+
 @cli.command()
 @click.option(
     "--threshold",
@@ -737,8 +741,7 @@ def dupes(threshold, as_json):
     for i, g in enumerate(groups, 1):
         lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
         lines += [
-            f"  {'keep ' if p['keeper'] else 'copy ' if p['copy'] else '     '} {p['score']:.3f}  {shown_path(p['path'])}"
-            for p in g["photos"]
+            f"  {_dupe_mark(p)} {p['score']:.3f}  {shown_path(p['path'])}" for p in g["photos"]
         ]
     lines.append(
         f"{plural(len(groups), 'group')} among {plural(summary['photos'], 'photo')} "
