@@ -143,12 +143,15 @@ def parse(raw: str | bytes) -> tuple[object, str | None]:
     too deeply nested, or against SCHEMA."""
     if len(raw) > MAX_META_BYTES:
         return None, f"its metadata is {len(raw):,} bytes, more than the {MAX_META_BYTES:,} a head may carry"
+    deep = f"its metadata is nested more than {MAX_DEPTH} deep"
     try:
         meta = json.loads(raw, parse_constant=_not_finite)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return None, deep
+    except ValueError:
         return None, "its metadata is not JSON with finite numbers"
     if _depth(meta) > MAX_DEPTH:
-        return None, f"its metadata is nested more than {MAX_DEPTH} deep"
+        return None, deep
     return meta, problem(meta)
 
 

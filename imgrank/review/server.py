@@ -16,7 +16,9 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
+import sys
 import threading
 from importlib import resources
 from pathlib import Path
@@ -375,6 +377,9 @@ def serve(port: int = 0, on_ready=None, db_path: str | Path | None = None) -> No
     redirect = open_file(f"{base}/login?key={session.key}", port)
     app = build_app(Review(str(db_path) if db_path else None), session)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # uvicorn re-raises the signal that stopped it once it is done: end with SystemExit, not killed by
+    # SIGTERM, so the redirect file is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if on_ready:
             on_ready(f"{base}/login?code={session.one_time_code()}", redirect)
