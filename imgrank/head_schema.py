@@ -170,12 +170,21 @@ def problem(meta) -> str | None:
     """Where the metadata breaks SCHEMA and how, in one line of plain words; None when it fits."""
     import jsonschema
 
+    if not isinstance(meta, dict):
+        return "its metadata is not a JSON object"
     error = jsonschema.exceptions.best_match(_validator().iter_errors(meta))
     if error is None:
         return None
-    where = ".".join(str(p) for p in error.absolute_path) or "the metadata"
-    where = re.sub(r"[^A-Za-z0-9_.\-]", "?", where)[:120]  # key names come from the head: shown tamed
-    return f"{where} {_rule(error.validator, error.validator_value)}"
+    where = ".".join(_tame(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return f"{where + '.' if where else ''}{missing[0]} is missing"
+    return f"{where or 'the metadata'} {_rule(error.validator, error.validator_value)}"
+
+
+def _tame(key) -> str:
+    """A key name from the head, shown without markup or control characters, and short."""
+    return re.sub(r"[^A-Za-z0-9_\-]", "?", str(key))[:60]
 
 
 def _rule(validator: str, value) -> str:
@@ -190,7 +199,6 @@ def _rule(validator: str, value) -> str:
         "minimum": lambda v: f"must be at least {v}",
         "maximum": lambda v: f"must be at most {v}",
         "exclusiveMinimum": lambda v: f"must be more than {v}",
-        "required": lambda v: "must have " + ", ".join(v),
         "propertyNames": lambda v: "has a key name that is too long",
         "anyOf": lambda v: "must be plain JSON of bounded size",
     }

@@ -227,8 +227,11 @@ def load_head(path: Path | str) -> Head:
             header = int.from_bytes(f.read(8), "little")
     except OSError as e:
         raise ModelError(f"cannot read {path}: {e.strerror}") from None
-    if header > head_schema.MAX_META_BYTES + MAX_TENSOR_LIST:
-        raise ModelError(f"{path} is not a usable imgrank head: its header is {header:,} bytes, too big")
+    limit = head_schema.MAX_META_BYTES + MAX_TENSOR_LIST
+    if header > limit:
+        raise ModelError(
+            f"{path} is not a safetensors head: its header says {header:,} bytes, more than a head has"
+        )
     weights, problem = {}, None
     try:
         with safe_open(str(path), framework="np") as f:

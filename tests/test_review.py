@@ -25,7 +25,8 @@ from imgrank.order import ranked
 
 CHROMIUM = "/usr/bin/chromium"
 # Every thumbnail in view has loaded (the grid loads the rest lazily, as they scroll in).
-THUMBS_SHOWN = """[...document.querySelectorAll('.tile img')]
+# (Written as functions: under the page's CSP, Playwright cannot eval a bare expression.)
+THUMBS_SHOWN = """() => [...document.querySelectorAll('.tile img')]
     .filter(i => i.getBoundingClientRect().top < innerHeight)
     .every(i => i.complete && i.naturalWidth > 0)"""
 CHROMIUM_ARGS = [
@@ -275,6 +276,7 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
             problems = []
             page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
             page.goto(url)
             tiles = page.locator(".tile")
             expect(tiles.first).to_be_visible()
@@ -293,7 +295,7 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
             expect(page.locator(".tile").nth(2).locator(".badge.keep")).to_be_visible()
             page.keyboard.press(" ")
             expect(page.locator("#large")).to_be_visible()
-            page.wait_for_function("document.querySelector('#large img').naturalWidth > 0")
+            page.wait_for_function("() => document.querySelector('#large img').naturalWidth > 0")
             page.screenshot(path=str(shots / "review-large.png"))
             page.keyboard.press("Escape")
 

@@ -55,7 +55,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 # navigation, so the Strict cookie goes with it even when the login came from a file or a link).
 LOGGED_IN = (
     '<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/">'
-    '<title>imgrank review</title><p><a href="/">Open imgrank review</a></p>'
+    '<link rel="icon" href="/static/icon.svg"><title>imgrank review</title>'
+    '<p><a href="/">Open imgrank review</a></p>'
 )
 
 
