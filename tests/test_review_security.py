@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from imgrank import model, runs
@@ -403,3 +405,80 @@ def test_markup_in_a_heads_metrics_runs_no_script_in_chromium(library_like, tmp_
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# --- any value anywhere in a head: refused in one line, or harmless where it is read ---
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+PLACES = [
+    ("n_layers",),
+    ("calibration",),
+    ("calibration", "a"),
+    ("feature_spec", "image_dim"),
+    ("feature_spec", "meta"),
+    ("feature_spec", "prior"),
+    ("metrics",),
+    ("metrics", "active"),
+    ("metrics", "active", "ap"),
+    ("metrics", "active", "roc_auc"),
+    ("metrics", "active", "confusion"),
+    ("metrics", "active", "confusion", "keep"),
+    ("metrics", "baseline", "ap"),
+    ("metrics", "mlp"),
+    ("metrics", "prior_features"),
+    ("counts",),
+    ("config",),
+    ("config", "worse_margin"),
+    ("warnings",),
+    ("recipe",),
+]
+
+
+@given(place=st.sampled_from(PLACES), value=JSON)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_value_anywhere_in_a_head_is_refused_in_one_line_or_read_safely(place, value):
+    import tempfile
+
+    from safetensors.numpy import save_file
+
+    from imgrank.errors import ModelError
+    from imgrank.review import metrics as tab
+
+    meta = {
+        "format": model.HEAD_FORMAT,
+        "feature_spec": {"embed_model": "m", "image_dim": 4, "name_dim": 0, "meta": []},
+        "n_layers": 1,
+        "metrics": {"active": {"ap": 0.8, "roc_auc": 0.8}, "baseline": {"ap": 0.7}},
+    }
+    node = meta
+    for key in place[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            return
+    node[place[-1]] = value
+    weights = {"mean": np.zeros(4), "std": np.ones(4), "w0": np.ones((1, 4)), "b0": np.zeros(1)}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "head.st"
+        arrays = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+        save_file(arrays, str(path), metadata={"imgrank": json.dumps(meta)})
+        try:
+            head = model.load_head(path)
+        except ModelError as e:
+            assert "\n" not in str(e)
+            return
+    # Accepted: what activation, `model list`, the metrics tab and the report read from it is sound.
+    previous = {"id": 1, "metrics": json.dumps(head.meta.get("metrics") or {})}
+    runs.verdict(head.meta, previous)
+    best = runs.headline(head.meta.get("metrics") or {})
+    assert all(tab.number(best.get(k)) == best.get(k) for k in ("ap", "roc_auc") if best.get(k) is not None)
+    table = tab.confusion_table(best.get("confusion"))
+    assert "<" not in re.sub(r"</?(table|caption|tr|th|td|p)( class=\"confusion\")?>", "", table)
+    head.predict(np.ones((2, 4), np.float32))
