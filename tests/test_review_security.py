@@ -482,3 +482,36 @@ def test_any_value_anywhere_in_a_head_is_refused_in_one_line_or_read_safely(plac
     table = tab.confusion_table(best.get("confusion"))
     assert "<" not in re.sub(r"</?(table|caption|tr|th|td|p)( class=\"confusion\")?>", "", table)
     head.predict(np.ones((2, 4), np.float32))
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_chromium_logs_in_from_the_redirect_file_and_the_printed_address_once(library_like, tmp_path, home):
+    """What `imgrank review` opens the browser with: the owner-only file leads to the page (the Strict
+    cookie survives the file -> /login -> / hops); the printed address works once."""
+    from playwright.sync_api import expect, sync_playwright
+
+    server, url = start_review(tmp_path)
+    port = url.split(":")[2].split("/")[0]
+    redirect = home / f"review-{port}-open.html"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            first = browser.new_context().new_page()
+            first.goto(redirect.as_uri())
+            expect(first.locator(".tile").first).to_be_visible()
+            assert first.url == f"http://127.0.0.1:{port}/"
+            first.reload()  # the cookie, not the address, lets it in
+            expect(first.locator(".tile").first).to_be_visible()
+            again = browser.new_context().new_page()
+            again.goto(url)
+            expect(again.locator(".tile").first).to_be_visible()
+            late = browser.new_context().new_page()  # another browser, the same printed address
+            late.goto(url)
+            expect(late.locator("body")).to_contain_text("forbidden")
+            late.goto(f"http://127.0.0.1:{port}/")
+            expect(late.locator("body")).to_contain_text("forbidden")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
