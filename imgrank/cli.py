@@ -859,10 +859,11 @@ def import_vectors(file, model, as_json):
 def review(port, no_open):
     """Teach imgrank by looking: a local page with queues, thumbnails, keyboard labels and metrics.
 
-    Bound to 127.0.0.1 only, with a random token in the address it prints; nothing is served
-    without it. `k` keep, `d` delete, `u` undo, arrows move, space shows the photo large. Labels go
-    into the same history as `relabel` (source `reviewed`). Photos are never deleted or moved:
-    "delete" is a label, you delete in your own viewer. Ctrl-C stops it.
+    Bound to 127.0.0.1 only. It prints a login address that works once, and opens your browser
+    through a file only you can read (named on stderr; open it again to log in again); nothing is
+    served without the session cookie they set. `k` keep, `d` delete, `u` undo, arrows move, space
+    shows the photo large. Labels go into the same history as `relabel` (source `reviewed`). Photos
+    are never deleted or moved: "delete" is a label, you delete in your own viewer. Ctrl-C stops it.
 
     \b
     Example:
@@ -875,11 +876,12 @@ def review(port, no_open):
 
     open_db()  # migrate before serving
 
-    def ready(url):
+    def ready(url, redirect):
         click.echo(url)
         sys.stdout.flush()
+        click.echo(f"that address works once; {redirect.as_uri()} (yours alone) logs in again", err=True)
         if not no_open:
-            webbrowser.open(url)
+            webbrowser.open(redirect.as_uri())  # a command line anyone can read (ps) holds no secret
 
     serve(port=port, on_ready=ready)
 

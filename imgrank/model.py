@@ -25,6 +25,7 @@ META_FEATURES = ["log_pixels", "log_aspect", "log_bytes"]
 # Photos whose vectors shape a head's L2 prior (`logistic.input_space`): enough for the covariance of
 # two 256-d blocks, few enough to load in a moment and to ship in an export.
 LIBRARY_SAMPLE = 5000
+MAX_TENSOR_LIST = 1 << 16  # a head's safetensors header beside its metadata: a few names and shapes
 
 
 @dataclass
@@ -218,24 +219,37 @@ def load_head(path: Path | str) -> Head:
     """Read a head file and check it whole; refuses anything that is not a sound imgrank head."""
     from safetensors import safe_open
 
+    from imgrank import head_schema
+
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"head file {path} does not exist")
+    try:  # the header (metadata and tensor list) is read whole by safe_open: bound it first
+        with open(path, "rb") as f:
+            header = int.from_bytes(f.read(8), "little")
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror}") from None
+    limit = head_schema.MAX_META_BYTES + MAX_TENSOR_LIST
+    if header > limit:
+        raise ModelError(
+            f"{path} is not a safetensors head: its header says {header:,} bytes, more than a head has"
+        )
+    weights, problem = {}, None
     try:
         with safe_open(str(path), framework="np") as f:
             raw = (f.metadata() or {}).get("imgrank")
-            weights = {k: f.get_tensor(k) for k in f.keys()}
+            if raw is None:
+                raise ModelError(f"{path} is not an imgrank head (no {HEAD_FORMAT} metadata)")
+            meta, problem = head_schema.parse(raw)  # before any weights are read
+            if problem is None:
+                weights = {k: f.get_tensor(k) for k in f.keys()}
+    except ModelError:
+        raise
     except Exception as e:
         raise ModelError(
             f"{path} is not a safetensors head: {str(e).splitlines()[0] if str(e) else e}"
         ) from None
-    if raw is None:
-        raise ModelError(f"{path} is not an imgrank head (no {HEAD_FORMAT} metadata)")
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        raise ModelError(f"{path} is not an imgrank head: its metadata is not JSON") from None
-    problem = head_problem(weights, meta)
+    problem = problem or head_problem(weights, meta)
     if problem:
         raise ModelError(f"{path} is not a usable imgrank head: {problem}")
     return Head(weights, meta, path)

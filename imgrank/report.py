@@ -1,9 +1,13 @@
 """`imgrank report`: the review page's metrics and the first 50 of each queue, as one self-contained
-HTML file (thumbnails inlined as data: URIs, plots as inline SVG, no scripts, nothing fetched)."""
+HTML file (thumbnails inlined as data: URIs, plots as inline SVG, no scripts, nothing fetched).
+
+Every value from the store or a head is escaped, and the file carries a Content-Security-Policy that
+allows no script at all, images only from data: URIs and only its own style block."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import time
 from pathlib import Path
@@ -28,7 +32,12 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1em 2em; color: #222; }
 .metrics { display: flex; flex-wrap: wrap; gap: 1.5em; }
 .metrics figure { margin: 0; } .metrics table { border-collapse: collapse; margin-bottom: 1em; }
 .metrics td, .metrics th { border: 1px solid #ccc; padding: .3em .8em; text-align: right; }
+.legend .ap { color: #1864ab; } .legend .auc { color: #e67700; }
 """
+STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+CSP = (
+    f"default-src 'none'; img-src data:; style-src 'sha256-{STYLE_HASH}'; base-uri 'none'; form-action 'none'"
+)
 
 
 def _thumb_uri(sha256: str, path: str) -> str:
@@ -43,12 +52,15 @@ def _thumb_uri(sha256: str, path: str) -> str:
 
 def _tile(item: dict) -> str:
     uri = _thumb_uri(item["sha256"], item["_path"])
-    mark = f' <span class="{item["label"]}">{item["label"]}</span>' if item.get("label") else ""
-    extra = " · keeper" if item.get("keeper") else (f" · group {item['group']}" if item.get("group") else "")
+    label = item.get("label") if item.get("label") in ("keep", "delete") else None
+    mark = f' <span class="{label}">{label}</span>' if label else ""
+    extra = (
+        " · keeper" if item.get("keeper") else (f" · group {int(item['group'])}" if item.get("group") else "")
+    )
     return (
         f'<div class="tile"><img alt="{html.escape(item["name"])}" src="{uri}">'
         f'<div class="name" title="{html.escape(item["path"])}">{html.escape(item["name"])}</div>'
-        f"<div>{item['score']:.3f}{mark}{extra}</div></div>"
+        f"<div>{float(item['score']):.3f}{mark}{extra}</div></div>"
     )
 
 
@@ -63,7 +75,8 @@ def build(db) -> str:
         sections.append(f'<h2>{TITLES[name]}</h2><div class="grid">{body}</div>')
     when = time.strftime("%Y-%m-%d %H:%M")
     return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>imgrank report</title>'
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>imgrank report</title>'
         f"<style>{STYLE}</style></head><body><h1>imgrank report, {when}</h1>"
         f"<h2>Metrics</h2>{metrics.render(metrics.gather(db))}{''.join(sections)}</body></html>"
     )

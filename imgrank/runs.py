@@ -125,11 +125,13 @@ def record_and_activate(
     oof: tuple[list[str], np.ndarray] | None = None,
     imported_from: str | None = None,
     force: bool = False,
+    margin: float = WORSE_MARGIN,
 ) -> dict:
     """Record a run, save its head, activate it unless it is worse, and score with it if activated.
 
-    An imported head already recorded (same weights) adds no second run. Returns {"id", "activated",
-    "note", "scored", "head_path", "duplicate"}."""
+    `margin` is the owner's own setting (`TrainConfig.worse_margin` of a local `train`), never one a
+    head carries: an imported head's config is the host's. An imported head already recorded (same
+    weights) adds no second run. Returns {"id", "activated", "note", "scored", "head_path", "duplicate"}."""
     digest = head_digest(weights)
     existing = _run_with_digest(db, digest) if imported_from else None
     if existing is not None:
@@ -146,7 +148,7 @@ def record_and_activate(
     if imported_from:
         run_config["imported_from"] = imported_from
     previous = active_run(db)
-    reason = verdict(meta, previous, force, (meta.get("config") or {}).get("worse_margin", WORSE_MARGIN))
+    reason = verdict(meta, previous, force, margin)
     with db.atomic():
         cur = db.execute(
             "INSERT INTO runs (started_at, finished_at, config, counts, metrics, embed_model, active) "

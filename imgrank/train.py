@@ -214,7 +214,13 @@ def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) 
     result.counts["no_vector"] = data.no_vector
     meta = head_meta({**data.spec, "prior": data.prior_spec} if used else data.spec, config, result)
     run = runs.record_and_activate(
-        db, result.weights, meta, started=started, oof=(data.sha256, result.check), force=config.force
+        db,
+        result.weights,
+        meta,
+        started=started,
+        oof=(data.sha256, result.check),
+        force=config.force,
+        margin=config.worse_margin,
     )
     return {
         **run,

@@ -155,6 +155,45 @@ def test_round_trip_brings_back_an_active_head(sshd, remote_dir, labelled_store,
     assert (remote_dir / "venv" / "imgrank-wheel.sha256").is_file()
 
 
+def test_a_hostile_host_cannot_bring_back_a_head_with_markup(sshd, labelled_store, home, tmp_path):
+    """A compromised GPU host answers every step, and its `imgrank train` writes a head that fits this
+    store, with a normal-looking AP and markup in its confusion matrix: the import refuses it in one
+    line and nothing changes here (before issue 22 it became the active run)."""
+    import numpy as np
+
+    from imgrank import model
+    from imgrank.db import open_db
+    from imgrank.vectors import store_dims
+
+    db = open_db()
+    model_id = model.current_model_id(db)
+    spec = model.feature_spec(model_id, *store_dims(db, model_id))
+    n = model.n_features(spec)
+    row = {"keep": '<img src=x onerror="alert(1)">', "delete": 3}
+    metrics = {"active": {"ap": 0.905, "roc_auc": 0.93, "confusion": {"keep": row, "delete": row}}}
+    weights = {"mean": np.zeros(n), "std": np.ones(n), "w0": np.ones((1, n)), "b0": np.zeros(1)}
+    hostile = model.save_head(
+        weights, {"feature_spec": spec, "n_layers": 1, "metrics": metrics}, tmp_path / "h.st"
+    )
+    host = tmp_path / "hostile-host"
+    (host / "venv" / "bin").mkdir(parents=True)
+    (host / "venv" / "bin" / "python").write_text("#!/bin/sh\nexit 0\n")  # "torch is there", "installed"
+    (host / "venv" / "bin" / "imgrank").write_text(
+        f'#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --out ] && cp {hostile} "$2"; shift; done\n'
+        "echo 'held-out AP 0.905, ROC AUC 0.930'\n"
+    )
+    for f in ("python", "imgrank"):
+        (host / "venv" / "bin" / f).chmod(0o755)
+    before = local_state(home)
+    result = run_script("-F", str(sshd["config"]), "--remote-dir", str(host), "gpu-box")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("remote-train: step 'import head' failed"), result.stderr
+    assert "not a usable imgrank head: metrics.active.confusion.keep.keep must be integer" in lines[0]
+    assert "<" not in lines[0]
+    assert local_state(home) == before
+
+
 @pytest.mark.parametrize(
     ("options", "step"),
     [

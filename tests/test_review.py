@@ -25,7 +25,8 @@ from imgrank.order import ranked
 
 CHROMIUM = "/usr/bin/chromium"
 # Every thumbnail in view has loaded (the grid loads the rest lazily, as they scroll in).
-THUMBS_SHOWN = """[...document.querySelectorAll('.tile img')]
+# (Written as functions: under the page's CSP, Playwright cannot eval a bare expression.)
+THUMBS_SHOWN = """() => [...document.querySelectorAll('.tile img')]
     .filter(i => i.getBoundingClientRect().top < innerHeight)
     .every(i => i.complete && i.naturalWidth > 0)"""
 CHROMIUM_ARGS = [
@@ -79,17 +80,36 @@ def library(tmp_path, model_env):
     return root
 
 
-@pytest.fixture
-def client(library):
+def logged_in(session):
+    """A client of the page that logged in with a one-time code, as the browser does."""
     from starlette.testclient import TestClient
 
     from imgrank.review.server import Review, build_app
 
-    return TestClient(build_app(Review(), "s3cret"), base_url="http://127.0.0.1")
+    client = TestClient(build_app(Review(), session), base_url="http://127.0.0.1")
+    assert client.get(f"/login?code={session.one_time_code()}").status_code == 200
+    return client
 
 
-def test_nothing_is_served_without_the_token(client):
-    sha = client.get("/api/queue/least-wanted?token=s3cret").json()["items"][0]["sha256"]
+@pytest.fixture
+def session():
+    from imgrank.review.server import Session
+
+    return Session()
+
+
+@pytest.fixture
+def client(library, session):
+    return logged_in(session)
+
+
+def test_nothing_is_served_without_the_session_cookie(library, session):
+    from starlette.testclient import TestClient
+
+    from imgrank.review.server import Review, build_app
+
+    sha = logged_in(session).get("/api/queue/least-wanted").json()["items"][0]["sha256"]
+    client = TestClient(build_app(Review(), session), base_url="http://127.0.0.1")
     for url in (
         "/",
         "/api/queue/least-wanted",
@@ -97,28 +117,42 @@ def test_nothing_is_served_without_the_token(client):
         f"/large/{sha}",
         "/api/metrics",
         "/favicon.ico",
+        "/static/page.js",
     ):
-        for suffix in ("", "?token=wrong", "?token="):
+        for suffix in ("", f"?token={session.cookie}", f"?code={session.key}"):
             response = client.get(url + suffix)
             assert response.status_code == 403, url + suffix
-            assert "token" in response.text and "photos" not in response.text
+            assert "open the address" in response.text and "photos" not in response.text
+        wrong = client.get(url, headers={"cookie": f"{session.cookie_name}=wrong"})
+        assert wrong.status_code == 403
     assert client.post("/api/label", json={"sha256": sha, "label": "delete"}).status_code == 403
     assert not history(open_db())
-    # Another host name (DNS rebinding) is refused even with the token.
-    assert client.get("/?token=s3cret", headers={"host": "evil.example:80"}).status_code == 403
-    assert client.get("/?token=s3cret").status_code == 200
+    # A login code works once; the redirect file's key logs in again.
+    code = session.one_time_code()
+    assert client.get(f"/login?code={code}").status_code == 200 and client.get("/").status_code == 200
+    again = TestClient(build_app(Review(), session), base_url="http://127.0.0.1")
+    assert again.get(f"/login?code={code}").status_code == 403 and again.get("/").status_code == 403
+    assert again.get(f"/login?key={session.key}").status_code == 200 and again.get("/").status_code == 200
+    # Another host name (DNS rebinding) is refused even with the cookie, and so is a request that
+    # another site's page made (CSRF, other ports of 127.0.0.1 included).
+    assert client.get("/", headers={"host": "evil.example:80"}).status_code == 403
+    for headers in (
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "http://127.0.0.1:9999"},
+    ):
+        response = client.post("/api/label", json={"sha256": sha, "label": "delete"}, headers=headers)
+        assert response.status_code == 403
+    assert not history(open_db())
+    assert client.get("/").status_code == 200
 
 
 def test_labels_from_the_page_land_with_source_reviewed_and_undo_goes_back(client):
-    items = client.get("/api/queue/least-wanted?token=s3cret").json()["items"]
+    items = client.get("/api/queue/least-wanted").json()["items"]
     a, b = items[0]["sha256"], items[1]["sha256"]
-    headers = {"X-Imgrank-Token": "s3cret"}
-    assert (
-        client.post("/api/label", json={"sha256": a, "label": "delete"}, headers=headers).json()["previous"]
-        is None
-    )
-    assert client.post("/api/label", json={"sha256": b, "label": "keep"}, headers=headers).status_code == 200
-    undo = client.post("/api/label", json={"sha256": b, "label": None}, headers=headers)
+    assert client.post("/api/label", json={"sha256": a, "label": "delete"}).json()["previous"] is None
+    assert client.post("/api/label", json={"sha256": b, "label": "keep"}).status_code == 200
+    undo = client.post("/api/label", json={"sha256": b, "label": None})
     assert undo.json()["previous"] == "keep"
     db = open_db()
     assert dict(db.execute("SELECT sha256, label || '/' || source FROM labels").fetchall()) == {
@@ -126,57 +160,54 @@ def test_labels_from_the_page_land_with_source_reviewed_and_undo_goes_back(clien
     }
     assert [h["source"] for h in history(db)] == ["reviewed"] * 3
     # Labelled photos leave the least-wanted queue and show up as suspects.
-    assert a not in {i["sha256"] for i in client.get("/api/queue/least-wanted?token=s3cret").json()["items"]}
-    assert a in {i["sha256"] for i in client.get("/api/queue/suspects?token=s3cret").json()["items"]}
-    bad = client.post("/api/label", json={"sha256": a, "label": "maybe"}, headers=headers)
+    assert a not in {i["sha256"] for i in client.get("/api/queue/least-wanted").json()["items"]}
+    assert a in {i["sha256"] for i in client.get("/api/queue/suspects").json()["items"]}
+    bad = client.post("/api/label", json={"sha256": a, "label": "maybe"})
     assert bad.status_code == 400
 
 
 def test_queues_thumbnails_and_why(client, library):
     before = sorted(p.name for p in library.iterdir())
-    least = client.get("/api/queue/least-wanted?token=s3cret").json()
+    least = client.get("/api/queue/least-wanted").json()
     assert least["source"] == "prior"
     names = [i["name"] for i in least["items"]]
     assert set(names[:2]) == {"dark.jpg", "tiny.png"} and names.index("blurred.jpg") < len(names) / 2
-    informative = client.get("/api/queue/informative?n=5&token=s3cret").json()["items"]
+    informative = client.get("/api/queue/informative?n=5").json()["items"]
     assert len(informative) == 5 and len({i["sha256"] for i in informative}) == 5
-    bursts = client.get("/api/queue/bursts?token=s3cret").json()["items"]
+    bursts = client.get("/api/queue/bursts").json()["items"]
     copies = [i for i in bursts if i["kind"] == "exact copies"]
     assert {i["name"] for i in copies} == {"IMG_1000.jpg", "copy_of_IMG_1000.jpg"}
     assert sum(i["keeper"] for i in copies) == 1
     sha = least["items"][0]["sha256"]
-    thumb = client.get(f"/thumb/{sha}?token=s3cret")
+    thumb = client.get(f"/thumb/{sha}")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
-    large = client.get(f"/large/{sha}?token=s3cret")
+    large = client.get(f"/large/{sha}")
     assert large.status_code == 200 and len(large.content) > 1000
-    why = client.get(f"/api/why/{sha}?token=s3cret").json()
+    why = client.get(f"/api/why/{sha}").json()
     assert why["source"] == "prior" and len(why["prior"]["prompts"]) == 3
     assert (config.home_dir() / "thumbs").is_dir()
     assert sorted(p.name for p in library.iterdir()) == before  # nothing written beside the photos
-    assert client.get("/thumb/" + "0" * 64 + "?token=s3cret").status_code == 404
+    assert client.get("/thumb/" + "0" * 64).status_code == 404
 
 
 def test_retrain_from_the_page_then_metrics_show_the_run(client):
     import time
 
-    items = client.get("/api/queue/least-wanted?n=20&token=s3cret").json()["items"]
-    headers = {"X-Imgrank-Token": "s3cret"}
+    items = client.get("/api/queue/least-wanted?n=20").json()["items"]
     for i, item in enumerate(items[:20]):
         label = "delete" if i < 10 else "keep"
-        assert client.post(
-            "/api/label", json={"sha256": item["sha256"], "label": label}, headers=headers
-        ).is_success
-    before = client.get("/api/metrics?token=s3cret").json()["html"]
+        assert client.post("/api/label", json={"sha256": item["sha256"], "label": label}).is_success
+    before = client.get("/api/metrics").json()["html"]
     assert "No training runs yet" in before and before.count("<svg") == 2  # PR curve, histograms
-    assert client.post("/api/retrain", headers=headers).json()["running"]
+    assert client.post("/api/retrain").json()["running"]
     deadline = time.monotonic() + 120
-    while (state := client.get("/api/retrain?token=s3cret").json())["running"]:
+    while (state := client.get("/api/retrain").json())["running"]:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert "error" not in state and "run 1" in state["note"]
-    after = client.get("/api/metrics?token=s3cret").json()["html"]
+    after = client.get("/api/metrics").json()["html"]
     assert after.count("<svg") == 3 and "Confusion on validation" in after and "the head of run 1" in after
-    assert client.get("/api/queue/least-wanted?token=s3cret").json()["source"] == "head"
+    assert client.get("/api/queue/least-wanted").json()["source"] == "head"
 
 
 def test_report_is_one_self_contained_file(library, tmp_path):
@@ -233,8 +264,8 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
     )
     try:
         url = server.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and "token=" in url
-        base = url.split("/?", 1)[0]
+        assert url.startswith("http://127.0.0.1:") and "/login?code=" in url
+        base = url.split("/login", 1)[0]
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(base + "/api/queue/least-wanted", timeout=10)
         assert refused.value.code == 403
@@ -245,6 +276,7 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
             problems = []
             page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
             page.goto(url)
             tiles = page.locator(".tile")
             expect(tiles.first).to_be_visible()
@@ -263,7 +295,7 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
             expect(page.locator(".tile").nth(2).locator(".badge.keep")).to_be_visible()
             page.keyboard.press(" ")
             expect(page.locator("#large")).to_be_visible()
-            page.wait_for_function("document.querySelector('#large img').naturalWidth > 0")
+            page.wait_for_function("() => document.querySelector('#large img').naturalWidth > 0")
             page.screenshot(path=str(shots / "review-large.png"))
             page.keyboard.press("Escape")
 

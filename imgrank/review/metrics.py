@@ -6,11 +6,23 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import math
 
 import numpy as np
 
 W, H, PAD = 420, 240, 36
 COLOURS = {"keep": "#2b8a3e", "delete": "#c92a2a", "ap": "#1864ab", "auc": "#e67700"}
+
+
+def number(v) -> float | None:
+    """v if it is a finite number, else None: what a run recorded before heads were checked may hold."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else None
+
+
+def _count(v) -> str:
+    """A count as text: digits only, whatever the stored value was."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else "?"
 
 
 def gather(db) -> dict:
@@ -31,14 +43,14 @@ def gather(db) -> dict:
             {
                 "id": r["id"],
                 "at": r["started_at"],
-                "ap": r["val_ap"],
-                "auc": r["val_auc"],
+                "ap": number(r["val_ap"]),
+                "auc": number(r["val_auc"]),
                 "active": r["active"],
             }
             for r in runs
         ],
         "active_run": active["id"] if active else None,
-        "confusion": headline(metrics).get("confusion"),
+        "confusion": (headline(metrics) if isinstance(metrics, dict) else {}).get("confusion"),
         "labels": label_counts(db),
         "y": y.tolist(),
         "p": p.tolist(),
@@ -88,10 +100,10 @@ def runs_chart(runs: list[dict]) -> str:
             cx, cy = _xy(x, y)
             body += f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{COLOURS[key]}"/>'
     first = datetime.datetime.fromtimestamp(runs[0]["at"]).strftime("%Y-%m-%d %H:%M")
-    legend = '<p class="legend"><b style="color:#1864ab">AP</b> and <b style="color:#e67700">ROC AUC</b>'
-    return _frame("Validation AP and ROC AUC by run", body, f"runs 1-{runs[-1]['id']} (from {first})", "") + (
-        legend + " on each run's validation split.</p>"
-    )
+    legend = '<p class="legend"><b class="ap">AP</b> and <b class="auc">ROC AUC</b>'
+    return _frame(
+        "Validation AP and ROC AUC by run", body, f"runs 1-{int(runs[-1]['id'])} (from {first})", ""
+    ) + (legend + " on each run's validation split.</p>")
 
 
 def pr_curve(y: np.ndarray, p: np.ndarray) -> list[tuple[float, float]]:
@@ -139,10 +151,11 @@ def histogram_chart(y: list[int], p: list[float], bins: int = 20) -> str:
 
 
 def confusion_table(confusion: dict | None) -> str:
-    if not confusion:
+    if not isinstance(confusion, dict) or not confusion:
         return "<p>No confusion matrix yet (it comes with a trained head's validation).</p>"
+    cells = {t: confusion.get(t) if isinstance(confusion.get(t), dict) else {} for t in ("keep", "delete")}
     rows = "".join(
-        f"<tr><th>{t}</th><td>{confusion[t]['keep']}</td><td>{confusion[t]['delete']}</td></tr>"
+        f"<tr><th>{t}</th><td>{_count(cells[t].get('keep'))}</td><td>{_count(cells[t].get('delete'))}</td></tr>"
         for t in ("keep", "delete")
     )
     return (
@@ -154,20 +167,25 @@ def confusion_table(confusion: dict | None) -> str:
 
 def counts_table(counts: dict) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(source)}</th><td>{by.get('keep', 0)}</td><td>{by.get('delete', 0)}</td></tr>"
+        f"<tr><th>{html.escape(source)}</th><td>{_count(by.get('keep', 0))}</td>"
+        f"<td>{_count(by.get('delete', 0))}</td></tr>"
         for source, by in sorted(counts["by_source"].items())
     )
     total = counts["by_label"]
     return (
         '<table class="counts"><caption>Labels by source</caption>'
         "<tr><th></th><th>keep</th><th>delete</th></tr>"
-        f"{rows}<tr><th>all</th><td>{total.get('keep', 0)}</td><td>{total.get('delete', 0)}</td></tr></table>"
+        f"{rows}<tr><th>all</th><td>{_count(total.get('keep', 0))}</td>"
+        f"<td>{_count(total.get('delete', 0))}</td></tr></table>"
     )
 
 
 def render(data: dict) -> str:
     """The metrics as one HTML fragment."""
-    source = {"prior": "the cold-start prior (no head yet)", "head": f"the head of run {data['active_run']}"}
+    source = {
+        "prior": "the cold-start prior (no head yet)",
+        "head": f"the head of run {_count(data['active_run'])}",
+    }
     note = (
         "Scores of labelled photos come from "
         + source.get(data["source"] or "", "nothing yet")

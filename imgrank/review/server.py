@@ -1,14 +1,24 @@
-"""The review page's server: Starlette on uvicorn, bound to 127.0.0.1, nothing served without the token.
+"""The review page's server: Starlette on uvicorn, on 127.0.0.1, nothing served without the session cookie.
 
 Every decision goes through labels.set_label with source `reviewed`, the same history `relabel`
 writes. The page never deletes, moves or rewrites a photo: "delete" is a label.
+
+Who may use it (see docs/security.md): the session is an HttpOnly, SameSite=Strict cookie that no page
+script can read. It is set by `/login` for a one-time code (the address `imgrank review` prints, good
+once) or for the key in a redirect file only the owner can read (what the browser is opened with, so
+no command line carries a secret). Every response carries a strict Content-Security-Policy.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import os
+import re
 import secrets
+import signal
 import socket
+import sys
 import threading
 from importlib import resources
 from pathlib import Path
@@ -22,29 +32,130 @@ from starlette.routing import Route
 
 from imgrank.errors import ImgrankError
 
-FORBIDDEN = "forbidden: open the address with the token that `imgrank review` printed"
+FORBIDDEN = (
+    "forbidden: open the address `imgrank review` printed (it works once) or the file it names "
+    "(it logs you in again)"
+)
+# No inline script or style, nothing from elsewhere: one missed escape cannot run.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+MAX_BODY = 4096  # a label is under 100 bytes
+MAX_N = 500  # most photos one queue request returns
+STATIC = {"page.js": "text/javascript", "page.css": "text/css", "icon.svg": "image/svg+xml"}
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# The page /login answers: it sets the cookie, then the page itself moves on to "/" (a same-site
+# navigation, so the Strict cookie goes with it even when the login came from a file or a link).
+LOGGED_IN = (
+    '<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/">'
+    '<link rel="icon" href="/static/icon.svg"><title>imgrank review</title>'
+    '<p><a href="/">Open imgrank review</a></p>'
+)
 
 
-class TokenGate:
-    """ASGI wrapper: a request without the right token (query `token` or header X-Imgrank-Token), or
-    for another host than the loopback one we are bound to, gets 403 and nothing else."""
+class Session:
+    """The secrets of one running page: the cookie's value, the redirect file's reusable key and the
+    one-time login codes."""
 
-    def __init__(self, app, token: str):
-        self.app, self.token = app, token
+    def __init__(self, cookie_name: str = "imgrank"):
+        self.cookie_name = cookie_name
+        self.cookie = secrets.token_urlsafe(32)
+        self.key = secrets.token_urlsafe(32)
+        self._codes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def one_time_code(self) -> str:
+        code = secrets.token_urlsafe(32)
+        with self._lock:
+            self._codes.add(code)
+        return code
+
+    def redeem(self, query: dict) -> bool:
+        """True for the redirect file's key, or for a one-time code not used before (it is used now)."""
+        key, code = query.get("key", [""])[0], query.get("code", [""])[0]
+        if key and hmac.compare_digest(key.encode(), self.key.encode()):
+            return True
+        with self._lock:
+            if code and code in self._codes:
+                self._codes.discard(code)
+                return True
+        return False
+
+    def holds_cookie(self, headers: dict) -> bool:
+        jar = headers.get(b"cookie", b"").decode("latin-1")
+        values = [
+            v for k, _, v in (c.strip().partition("=") for c in jar.split(";")) if k == self.cookie_name
+        ]
+        return any(hmac.compare_digest(v.encode(), self.cookie.encode()) for v in values)
+
+    def set_cookie(self) -> bytes:
+        return f"{self.cookie_name}={self.cookie}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+
+class SessionGate:
+    """ASGI wrapper in front of every route. Refused with 403 and nothing else: another host than the
+    loopback one we are bound to (DNS rebinding), a request another site's page started (CSRF from
+    any origin, other ports of 127.0.0.1 included), and anything but /login without the cookie.
+    Adds the security headers to every response."""
+
+    def __init__(self, app, session: Session):
+        self.app, self.session = app, session
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            headers = dict(scope.get("headers") or [])
-            given = query.get("token", [""])[0] or headers.get(b"x-imgrank-token", b"").decode("latin-1")
-            host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0]
-            if not hmac.compare_digest(given.encode(), self.token.encode()) or host not in (
-                "127.0.0.1",
-                "localhost",
-            ):
-                await PlainTextResponse(FORBIDDEN, status_code=403)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost"):
+            await _forbidden(scope, receive, send_secured)
+        elif scope["path"] == "/login":
+            await self._login(scope, receive, send_secured)
+        elif not self._same_origin(headers, host) or not self.session.holds_cookie(headers):
+            await _forbidden(scope, receive, send_secured)
+        else:
+            await self.app(scope, receive, send_secured)
+
+    async def _login(self, scope, receive, send):
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if not self.session.redeem(query):
+            await _forbidden(scope, receive, send)
+            return
+        response = HTMLResponse(LOGGED_IN, headers={"Cache-Control": "no-store"})
+        response.raw_headers.append((b"set-cookie", self.session.set_cookie()))
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _same_origin(headers: dict, host: str) -> bool:
+        """False for a request a page of another origin made (the browser says so)."""
+        site = headers.get(b"sec-fetch-site", b"none").decode("latin-1")
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        return site in ("same-origin", "none") and origin in ("", f"http://{host}")
+
+
+async def _forbidden(scope, receive, send) -> None:
+    await PlainTextResponse(FORBIDDEN, status_code=403)(scope, receive, send)
+
+
+class BadRequest(ImgrankError):
+    """A request the page would never send: answered 400 (413 for a body over MAX_BODY)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 class Review:
@@ -133,30 +244,70 @@ def _path_of(review: Review, sha256: str) -> str:
     return path
 
 
-def build_app(review: Review, token: str) -> TokenGate:
-    """The Starlette app behind the token gate."""
+async def _json_body(request: Request, limit: int = MAX_BODY):
+    """The request's JSON body, read no further than `limit` bytes; BadRequest for anything else."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > limit:
+        raise BadRequest(f"the request body must be JSON of at most {limit} bytes", 413)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(f"the request body must be JSON of at most {limit} bytes", 413)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("the request body is not JSON") from None
+
+
+def _label_request(body) -> tuple[str, str | None]:
+    """(sha256, label) from /api/label's body, checked."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    sha, label = body.get("sha256"), body.get("label")
+    if not isinstance(sha, str) or not SHA256.fullmatch(sha):
+        raise BadRequest("sha256 must be 64 lower-case hex digits")
+    if label not in ("keep", "delete", None):
+        raise BadRequest("label must be keep, delete or null")
+    return sha, label
+
+
+def _count(request: Request, default: int = 60) -> int:
+    """The query's `n`: a whole number from 1 to MAX_N."""
+    raw = request.query_params.get("n", str(default))
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_N):
+        raise BadRequest(f"n must be a whole number from 1 to {MAX_N}")
+    return int(raw)
+
+
+def build_app(review: Review, session: Session) -> SessionGate:
+    """The Starlette app behind the session gate."""
     from imgrank.review import metrics, queues, thumbs
 
-    page = (resources.files("imgrank.review") / "page.html").read_text(encoding="utf-8")
+    files = resources.files("imgrank.review")
+    page = (files / "page.html").read_text(encoding="utf-8")
 
     async def index(request: Request):
-        return HTMLResponse(page.replace("__TOKEN__", token))
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    async def static(request: Request):
+        name = request.path_params["name"]
+        if name not in STATIC:
+            return PlainTextResponse("not found", status_code=404)
+        return Response((files / name).read_bytes(), media_type=STATIC[name])
 
     async def queue(request: Request):
         name = request.path_params["name"]
         if name not in queues.QUEUES:
-            return JSONResponse({"error": f"no queue {name}"}, status_code=404)
-        n = min(500, int(request.query_params.get("n", "60")))
-        return JSONResponse(await run_in_threadpool(review.queue, name, n))
+            return JSONResponse({"error": "no such queue"}, status_code=404)
+        return JSONResponse(await run_in_threadpool(review.queue, name, _count(request)))
 
     async def why(request: Request):
         return JSONResponse(await run_in_threadpool(review.with_db, queues.why, request.path_params["sha"]))
 
     async def label(request: Request):
-        body = await request.json()
-        if body.get("label") not in ("keep", "delete", None):
-            return JSONResponse({"error": "label must be keep, delete or null"}, status_code=400)
-        return JSONResponse(await run_in_threadpool(review.label, str(body.get("sha256")), body.get("label")))
+        sha, value = _label_request(await _json_body(request))
+        return JSONResponse(await run_in_threadpool(review.label, sha, value))
 
     async def retrain(request: Request):
         if request.method == "POST":
@@ -166,9 +317,10 @@ def build_app(review: Review, token: str) -> TokenGate:
     async def trash(request: Request):
         if request.method == "GET":
             return JSONResponse(await run_in_threadpool(review.trash_count))
-        confirmed = (await request.json()).get("count")
+        body = await _json_body(request)
+        confirmed = body.get("count") if isinstance(body, dict) else None
         if not isinstance(confirmed, int) or isinstance(confirmed, bool):
-            return JSONResponse({"error": "count must be the number of photos confirmed"}, status_code=400)
+            raise BadRequest("count must be the number of photos confirmed")
         return JSONResponse(await run_in_threadpool(review.trash_deletes, confirmed))
 
     async def regroup(request: Request):
@@ -193,6 +345,7 @@ def build_app(review: Review, token: str) -> TokenGate:
     app = Starlette(
         routes=[
             Route("/", index),
+            Route("/static/{name}", static),
             Route("/api/queue/{name}", queue),
             Route("/api/why/{sha}", why),
             Route("/api/label", label, methods=["POST"]),
@@ -205,18 +358,39 @@ def build_app(review: Review, token: str) -> TokenGate:
         ],
         exception_handlers={ImgrankError: _error},
     )
-    return TokenGate(app, token)
+    return SessionGate(app, session)
 
 
 async def _error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, BadRequest):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
     return JSONResponse({"error": str(exc)}, status_code=404 if "unknown photo" in str(exc) else 400)
 
 
+def open_file(login_url: str, port: int) -> Path:
+    """A redirect file to `login_url`, readable by the owner alone (as Jupyter's `-open.html`): the
+    browser is opened with this file's path, so no command line (`ps`) holds a secret."""
+    from imgrank import config
+
+    path = config.home_dir() / f"review-{port}-open.html"
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    text = (
+        '<!doctype html><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={login_url}"><title>imgrank review</title>'
+        f'<p><a href="{login_url}">Open imgrank review</a></p>\n'
+    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)  # a planted file or symlink at `path` is replaced, never written through
+    return path
+
+
 def serve(port: int = 0, on_ready=None, db_path: str | Path | None = None) -> None:
-    """Serve the page on 127.0.0.1 until interrupted; `on_ready(url)` gets the address with its token."""
+    """Serve the page on 127.0.0.1 until interrupted. `on_ready(url, file)` gets a login address that
+    works once and the owner-only redirect file that logs in again (removed when the server stops)."""
     import uvicorn
 
-    token = secrets.token_urlsafe(24)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -224,9 +398,18 @@ def serve(port: int = 0, on_ready=None, db_path: str | Path | None = None) -> No
         sock.listen(128)  # connections wait in the backlog from the moment the address is printed
     except OSError as e:
         raise ImgrankError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}") from None
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/?token={token}"
-    app = build_app(Review(str(db_path) if db_path else None), token)
+    port = sock.getsockname()[1]
+    session = Session(f"imgrank-{port}")  # cookies do not tell ports apart: one name per server
+    base = f"http://127.0.0.1:{port}"
+    redirect = open_file(f"{base}/login?key={session.key}", port)
+    app = build_app(Review(str(db_path) if db_path else None), session)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    if on_ready:
-        on_ready(url)
-    server.run(sockets=[sock])
+    # uvicorn re-raises the signal that stopped it once it is done: end with SystemExit, not killed by
+    # SIGTERM, so the redirect file is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        if on_ready:
+            on_ready(f"{base}/login?code={session.one_time_code()}", redirect)
+        server.run(sockets=[sock])
+    finally:
+        redirect.unlink(missing_ok=True)
