@@ -9,6 +9,7 @@ Readers never see half a file, and the mode is 0600 whatever the umask.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import tempfile
@@ -54,7 +55,8 @@ def check_home(path: Path) -> None:
         os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
 
 
-def _trusted_owners(me: int) -> set[int]:
+@functools.cache  # the process's user namespace does not change
+def _trusted_owners(me: int) -> frozenset[int]:
     """Who may own the folders above the home: us and root. In a user namespace (the systemd unit's
     PrivateUsers=yes) every uid but ours, root's included, shows as the overflow uid (nobody)."""
     try:
@@ -63,8 +65,8 @@ def _trusted_owners(me: int) -> set[int]:
         with open("/proc/sys/kernel/overflowuid") as f:
             overflow = int(f.read())
     except (OSError, ValueError):
-        return {0, me}
-    return {0, me} if identity else {0, me, overflow}
+        return frozenset({0, me})
+    return frozenset({0, me} if identity else {0, me, overflow})
 
 
 def private_dir(path: Path, base: Path) -> Path:
