@@ -147,9 +147,9 @@ def scan(ctx, roots, model, jobs, device, as_json):
             bar.__exit__(None, None, None)
     for warning in result.warnings:
         say(ctx, warning)
-    hint = _heif_hint(db)
-    if hint:
-        say(ctx, hint)
+    for hint in (_heif_hint(db), _raw_hint(db)):
+        if hint:
+            say(ctx, hint)
     d = result.as_dict()
     d.pop("warnings")
     # With a trained head, what is new, changed or moved is scored at once (`order` and `top` see it).
@@ -175,6 +175,14 @@ def _heif_hint(db):
 
     n = count_with_reason(db, HEIF_HINT)
     return f"{n} HEIC/HEIF files: {HEIF_HINT}" if n else None
+
+
+def _raw_hint(db):
+    from imgrank.index import count_with_reason
+    from imgrank.raw import RAW_HINT
+
+    n = count_with_reason(db, RAW_HINT)
+    return f"{n} RAW files: {RAW_HINT}" if n else None
 
 
 @cli.command()

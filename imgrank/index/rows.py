@@ -20,7 +20,7 @@ from imgrank import db as dbm
 from imgrank import owntimes, runs, vectors
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
-from imgrank.files import db_path, db_prefix, display_name, fs_path, under
+from imgrank.files import db_path, db_prefix, display_name, fs_path, readable_now, under
 
 # --- roots ---------------------------------------------------------------------------------
 
@@ -181,7 +181,9 @@ def needs(row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: 
         return True
     if not unchanged(row.size, row.mtime_ns, *(own or (None, None)), st):
         return True
-    if row.state == "unreadable" or embedded is None:
+    if row.state == "unreadable":
+        return readable_now(row.reason)  # skipped for want of an extra that is installed now
+    if embedded is None:
         return False
     return row.sha256 not in embedded
 
