@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import sys
+from dataclasses import asdict
 
 import click
 
@@ -16,6 +17,23 @@ from imgrank.errors import ImgrankError
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
 )
+
+
+def xmp_options(fn):
+    """--xmp and --xmp-style, for `order` and `watch` (see imgrank/sidecars.py)."""
+    fn = click.option(
+        "--xmp-style",
+        type=click.Choice(["darktable", "digikam", "lightroom"]),
+        default="darktable",
+        show_default=True,
+        help="Whose sidecars: darktable and digiKam read IMG_1.CR2.xmp, Lightroom IMG_1.xmp.",
+    )(fn)
+    return click.option(
+        "--xmp",
+        is_flag=True,
+        help="Also write the order as XMP ratings (1-5, 5 = most wanted; --top N rejected) in sidecars; "
+        "`imgrank restore` puts them back.",
+    )(fn)
 
 
 def emit(data, as_json: bool, text: str | None = None) -> None:
@@ -838,10 +856,11 @@ def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
     help="Photos still in order keep their times; only the others move (fewer changes for backups).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@xmp_options
 @json_option
 @click.pass_context
 @handles_errors
-def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
+def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, as_json):
     """Set photo mtimes in score order: a viewer sorted by date shows the least-wanted first.
 
     The newest time goes to the highest deletion score, ending at now, one --step apart. Each
@@ -854,15 +873,18 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         imgrank order --top 200        # touch only the 200 least-wanted
         imgrank order --step 10 --keep-places   # later runs move only what must move
         imgrank order --dry-run | head
+        imgrank order --top 200 --xmp --xmp-style digikam   # and ratings in sidecars
     """
     from imgrank.cli_text import order_summary
     from imgrank.order import order as run_order
 
+    db = open_db()
     result = run_order(
-        open_db(), step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
+        db, step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
     )
+    rated = _write_xmp(ctx, db, xmp_style, top_n) if xmp and not dry_run else None
     if as_json:
-        emit(result.as_dict(), True)
+        emit({**result.as_dict(), **({"xmp": asdict(rated)} if rated else {})}, True)
     elif dry_run:
         for p in result.plan:
             click.echo(f"{p['score']:.3f}  {_when(p['mtime_ns'])} -> {_when(p['new_mtime_ns'])}  {p['path']}")
@@ -873,7 +895,19 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         )
     else:
         click.echo(order_summary(result))
-    _report_failures(ctx, result.failed)
+    if rated and not as_json:
+        from imgrank.cli_text import xmp_summary
+
+        click.echo(xmp_summary(rated, xmp_style))
+    _report_failures(ctx, result.failed + (rated.failed if rated else []))
+
+
+def _write_xmp(ctx, db, style: str, top: int | None):
+    """The order as XMP ratings in sidecars (sidecars.py), for every scored photo."""
+    from imgrank import sidecars
+    from imgrank.ranking import ranked
+
+    return sidecars.write_ratings(db, [r.path for r in ranked(db)], style, top)
 
 
 @cli.command()
@@ -900,11 +934,14 @@ def restore(ctx, paths, force, forget_missing, as_json):
         imgrank restore
         imgrank restore ~/Pictures/2024
     """
+    from imgrank import sidecars
     from imgrank.cli_text import restore_summary
     from imgrank.order import restore as run_restore
 
-    result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
-    emit(result.as_dict(), as_json, restore_summary(result))
+    db = open_db()
+    result = run_restore(db, paths or None, force=force, forget_missing=forget_missing)
+    xmp = sidecars.restore(db, paths or None, force=force)  # and every XMP sidecar `order --xmp` wrote
+    emit({**result.as_dict(), "sidecars": asdict(xmp)}, as_json, restore_summary(result, xmp))
     if result.missing:
         shown = result.missing[:10]
         more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""
@@ -913,7 +950,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
             f"{len(result.missing)} not found under the roots: their original times are kept for when "
             f"they come back (`imgrank restore --forget-missing` drops them): {', '.join(shown)}{more}",
         )
-    _report_failures(ctx, result.failed)
+    _report_failures(ctx, result.failed + xmp.failed)
 
 
 # --- commands: watch, service (daemon/, service.py) ---

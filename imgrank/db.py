@@ -151,6 +151,16 @@ def m005_dupe_groups(db: sqlite_utils.Database) -> None:
     db["dupe_groups"].create({"sha256": str, "group_id": int}, pk="sha256")
 
 
+@migrations()
+def m006_sidecars(db: sqlite_utils.Database) -> None:
+    # XMP sidecars imgrank wrote (sidecars.py): each one's original bytes and mtime, or that there
+    # was none (existed 0), recorded before the first write, and the hash of what imgrank wrote last.
+    db.execute(
+        """CREATE TABLE sidecars (path TEXT PRIMARY KEY, photo TEXT NOT NULL, original BLOB,
+           existed INTEGER NOT NULL, mtime_ns INTEGER, written_sha256 TEXT, at REAL)"""
+    )
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 
