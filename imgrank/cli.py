@@ -976,6 +976,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
     "--oldest-first", is_flag=True, help="Least-wanted get the oldest times (as `order --oldest-first`)."
 )
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
+@xmp_options
 @click.pass_context
 @handles_errors
 def watch(ctx, roots, no_learn_from_deletes, **options):

@@ -213,3 +213,34 @@ def test_a_sidecar_that_is_a_link_is_never_written_through(tmp_path):
     result = run("order", "--xmp")
     assert result.exit_code == 1 and "a link" in result.stderr
     assert target.read_bytes() == DARKTABLE
+
+
+def test_watch_xmp_writes_ratings_as_the_daemon_reorders(tmp_path, model_env):
+    import threading
+
+    from helpers import activate_random_head
+    from images import photo
+
+    from imgrank.daemon import loop
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        photo(root / f"p{i}.jpg", seed=i)
+    assert run("scan", str(root)).exit_code == 0
+    activate_random_head()
+    assert run("score").exit_code == 0
+    cfg = loop.WatchConfig(settle=0.3, reorder_interval=0.2, heartbeat=0.5, xmp=True, xmp_style="digikam")
+    w = loop.Watcher([root], cfg)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        for _ in range(600):
+            if w.counters["reorders"] >= 1 and len(sidecars.originals(open_db())) == 3:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        w.stop()
+        t.join(timeout=60)
+    assert sorted(p.name for p in root.glob("*.xmp")) == ["p0.jpg.xmp", "p1.jpg.xmp", "p2.jpg.xmp"]
+    assert all(b"xmp:Rating=" in p.read_bytes() for p in root.glob("*.xmp"))
+    assert run("restore").exit_code == 0 and not list(root.glob("*.xmp"))
