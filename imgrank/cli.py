@@ -224,17 +224,23 @@ def status(list_unreadable, as_json):
         rows = index.unreadable(db)
         emit(rows, as_json, "\n".join(f"{display_name(r['path'])}\t{r['reason']}" for r in rows))
         return
+    from imgrank import pairs, sidecars
     from imgrank.files import display_name
 
     info = index.status(db)
+    info["pairs"] = pairs.count(p for p, _ in index.present_files(db))
+    info["xmp_sidecars"] = sidecars.count(db)
     lines = [
         "roots: " + (", ".join(map(display_name, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
-        "images: " + _image_counts(info["images"]),
+        "images: "
+        + _image_counts(info["images"])
+        + (f" ({info['pairs']} RAW+JPEG pairs, one photo each)" if info["pairs"] else ""),
         f"embedded: {info['embedded']}",
         f"unreadable: {info['unreadable']}" + (" (see --unreadable)" if info["unreadable"] else ""),
         f"embedding model: {info['embedding_model'] or '-'}",
         f"mtimes set by `order`: {info['ordered']}"
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
+        *([f"XMP sidecars written by `order --xmp`: {info['xmp_sidecars']}"] if info["xmp_sidecars"] else []),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
     from imgrank.daemon.heartbeat import daemon_status
@@ -941,7 +947,8 @@ def restore(ctx, paths, force, forget_missing, as_json):
     db = open_db()
     result = run_restore(db, paths or None, force=force, forget_missing=forget_missing)
     xmp = sidecars.restore(db, paths or None, force=force)  # and every XMP sidecar `order --xmp` wrote
-    emit({**result.as_dict(), "sidecars": asdict(xmp)}, as_json, restore_summary(result, xmp))
+    d = result.as_dict() | ({"sidecars": asdict(xmp)} if xmp != sidecars.SidecarRestore() else {})
+    emit(d, as_json, restore_summary(result, xmp))
     if result.missing:
         shown = result.missing[:10]
         more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""

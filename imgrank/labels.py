@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgrank import pairs
 from imgrank.errors import ImgrankError
-from imgrank.files import IMAGE_EXTENSIONS, db_path, fs_path, walk
+from imgrank.files import db_path, fs_path, is_image_name, walk
 
 LABELS = ("keep", "delete")
 SOURCES = ("user", "import", "deleted", "reviewed")
@@ -109,12 +110,12 @@ def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
     for p in paths:
         path = Path(os.path.abspath(os.path.expanduser(str(p))))
         if path.is_dir():
-            out.extend(Path(f) for f in walk(path) if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            out.extend(Path(f) for f in walk(path))
         elif path.is_file():
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not is_image_name(path.name):
                 failed.append((str(path), "not an image file"))
-            else:
-                out.append(path)
+            else:  # with the other files of its photo (a RAW+JPEG pair is labelled as one)
+                out.extend(Path(p) for p in pairs.members(str(path)))
         elif path.exists():
             failed.append((str(path), "not a regular file"))
         else:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import index, labels, runs
+from imgrank import index, labels, pairs, runs
 
 
 class Ranked(NamedTuple):
@@ -31,13 +31,33 @@ def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
 
 
 def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
-    """Present, scored images under the roots by their own scores: highest first, then by path."""
+    """Present, scored images under the roots by their own scores: highest first, then by path. A
+    RAW+JPEG pair (imgrank.pairs) is one row: its lead's path and score, the label either has."""
     scores = runs.scores(db)
     current = labels.current_labels(db)
+    present = index.present_files(db)
+    partners = _partners(present, scores)
+    hidden = {p for members in partners.values() for p, _ in members}
     rows = [
-        Ranked(path, score, current.get(sha), sha)
-        for path, sha in index.present_files(db)
-        if (score := scores.get(sha)) is not None
+        Ranked(path, score, current.get(sha) or _pair_label(partners.get(path, ()), current), sha)
+        for path, sha in present
+        if path not in hidden and (score := scores.get(sha)) is not None
     ]
     rows.sort(key=lambda r: (-r.score, r.path))
     return rows if limit is None else rows[: max(limit, 0)]
+
+
+def pair_partners(db: sqlite_utils.Database) -> dict[str, list[tuple[str, str]]]:
+    """{lead path: [(path, sha256) of the other files of its photo]} for every RAW+JPEG pair in the
+    ranking: `order` gives them their photo's time."""
+    return _partners(index.present_files(db), runs.scores(db))
+
+
+def _partners(present: list[tuple[str, str]], scores: dict) -> dict[str, list[tuple[str, str]]]:
+    sha_of = dict(present)
+    leads = pairs.leads(sha_of, lambda p: scores.get(sha_of[p]) is not None)
+    return {lead: [(p, sha_of[p]) for p in others] for lead, others in leads.items()}
+
+
+def _pair_label(partners, current: dict) -> str | None:
+    return next((label for _, sha in partners if (label := current.get(sha))), None)

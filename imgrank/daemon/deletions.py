@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imgrank import index, labels
+from imgrank import index, labels, pairs
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
 
@@ -80,6 +80,8 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
                 out.moved += 1
                 continue
             out.deleted.append(path)
+            if learn and len(pairs.members(path)) > 1:  # the other file of its RAW+JPEG pair is kept
+                continue
             if learn:
                 labels.set_label(db, sha, "delete", "deleted", path)
                 out.labelled.append(path)
