@@ -69,7 +69,8 @@ def picture(data: bytes, max_bytes: int) -> Picture:
                 return Picture(jpeg, None, rotate, size)
             if bitmap is not None and min(bitmap.shape[:2]) >= MIN_PREVIEW_SIDE:
                 return Picture(None, bitmap, 0, size)  # LibRaw's bitmaps are already oriented
-            _check_cost(s.raw_width, s.raw_height, len(data), max_bytes)
+            bayer = raw.raw_type == rawpy.RawType.Flat  # a linear DNG is not halved
+            _check_cost(s.raw_width, s.raw_height, len(data), max_bytes, bayer)
             rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
             return Picture(None, rgb, 0, size)
     except UnreadableImage:
@@ -112,20 +113,22 @@ def _jpeg_short_side(data: bytes) -> int:
         return 0
 
 
-def demosaic_cost(raw_width: int, raw_height: int) -> int:
-    """Bytes a half-size demosaic allocates: the 16-bit raw data, LibRaw's 4×16-bit half-size image,
-    the 8-bit RGB output and its copy into Pillow."""
+def demosaic_cost(raw_width: int, raw_height: int, bayer: bool = True) -> int:
+    """Bytes a half-size demosaic allocates: the raw data (16-bit, 3 channels for a linear RAW),
+    LibRaw's 4×16-bit image (half size only for a Bayer sensor), the 8-bit RGB output and its copy
+    into Pillow."""
     pixels = raw_width * raw_height
-    return 2 * pixels + 8 * pixels // 4 + 2 * 3 * pixels // 4
+    out = pixels // 4 if bayer else pixels
+    return (2 if bayer else 6) * pixels + 8 * out + 2 * 3 * out
 
 
-def _check_cost(raw_width: int, raw_height: int, size: int, max_bytes: int) -> None:
+def _check_cost(raw_width: int, raw_height: int, size: int, max_bytes: int, bayer: bool = True) -> None:
     if raw_width * raw_height > MAX_RAW_PIXELS_PER_BYTE * size:
         raise UnreadableImage(
             f"decompression bomb: RAW declares {raw_width}×{raw_height} pixels in {size} bytes "
             "(a forged or truncated file)"
         )
-    cost = demosaic_cost(raw_width, raw_height)
+    cost = demosaic_cost(raw_width, raw_height, bayer)
     if cost > max_bytes:
         raise UnreadableImage(
             f"decompression bomb: RAW declares {raw_width}×{raw_height} pixels, "

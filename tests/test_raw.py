@@ -143,3 +143,30 @@ def test_raw_files_decode_in_the_bounded_workers(tmp_path, tiny_model):
     index.add_roots(db, [root])
     result = index.scan(db, [root], load_embedder(str(tiny_model)), jobs=2)
     assert (result.embedded, result.unreadable) == (3 + 1, len(raws) - 1)
+
+
+def test_a_raw_past_the_workers_memory_limit_gets_a_reason_not_a_crash(tmp_path):
+    # A decoding worker's address-space limit (workers._limit_memory), set low in a real process, with
+    # the header checks lifted: LibRaw's allocation fails, and the file gets the one-line reason.
+    script = tmp_path / "decode.py"
+    script.write_text(
+        "import sys\n"
+        "from imgrank import raw, workers\n"
+        "from imgrank.errors import UnreadableImage\n"
+        "from imgrank.files import decode_image\n"
+        "raw.MAX_RAW_PIXELS_PER_BYTE = 10**9\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "workers._limit_memory(40 << 20)\n"
+        "try:\n"
+        "    print('decoded', decode_image(data, 'IMG_1361.DNG').size)\n"
+        "except UnreadableImage as e:\n"
+        "    print('reason:', e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(RAW_DATA / "IMG_1361.dng")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "reason: out of memory while decoding"
