@@ -911,9 +911,9 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
 def _write_xmp(ctx, db, style: str, top: int | None):
     """The order as XMP ratings in sidecars (sidecars.py), for every scored photo."""
     from imgrank import sidecars
-    from imgrank.ranking import ranked
+    from imgrank.ranking import photo_files
 
-    return sidecars.write_ratings(db, [r.path for r in ranked(db)], style, top)
+    return sidecars.write_ratings(db, photo_files(db), style, top)
 
 
 @cli.command()

@@ -47,6 +47,13 @@ def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[R
     return rows if limit is None else rows[: max(limit, 0)]
 
 
+def photo_files(db: sqlite_utils.Database) -> list[list[str]]:
+    """The files of each photo in the deletion order, least-wanted first: its path, then the other
+    files of its RAW+JPEG pair (for `order --xmp`, which rates every file of a photo alike)."""
+    partners = pair_partners(db)
+    return [[r.path, *(p for p, _ in partners.get(r.path, ()))] for r in ranked(db)]
+
+
 def pair_partners(db: sqlite_utils.Database) -> dict[str, list[tuple[str, str]]]:
     """{lead path: [(path, sha256) of the other files of its photo]} for every RAW+JPEG pair in the
     ranking: `order` gives them their photo's time."""

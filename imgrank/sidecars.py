@@ -243,15 +243,18 @@ def _forget(db: sqlite_utils.Database, paths: list[str]) -> None:
 
 
 def write_ratings(
-    db: sqlite_utils.Database, photos: Sequence[str], style: str, top: int | None = None
+    db: sqlite_utils.Database, photos: Sequence[Sequence[str]], style: str, top: int | None = None
 ) -> XmpResult:
-    """Write the ratings of `photos` (least-wanted first) into their sidecars (see the module text)."""
+    """Write the ratings of `photos` (each a photo's files, least-wanted first: ranking.photo_files)
+    into their sidecars (see the module text); every file of a photo gets the same values."""
     if style not in STYLES:
         raise ValueError(f"unknown XMP style {style!r}")
     result = XmpResult()
-    plan: dict[str, tuple[str, int, bool]] = {}  # sidecar -> (photo, rating, rejected); pairs share one
-    for photo, (rating, rejected) in ratings(photos, top).items():
-        plan.setdefault(sidecar_path(photo, style), (photo, rating, rejected))
+    plan: dict[str, tuple[str, int, bool]] = {}  # sidecar -> (file, rating, rejected); Lightroom's is shared
+    marks = ratings([files[0] for files in photos], top)
+    for files in photos:
+        for f in files:
+            plan.setdefault(sidecar_path(f, style), (f, *marks[files[0]]))
     with owntimes.locked(db):
         known = originals(db)
         for path, (photo, rating, rejected) in sorted(plan.items()):
@@ -261,7 +264,7 @@ def write_ratings(
             except SidecarError as e:
                 result.failed.append((path, str(e)))
                 continue
-            result.rejected += rejected
+            result.rejected += rejected  # sidecars marked rejected
             if after == before:
                 result.unchanged += 1
                 continue

@@ -124,3 +124,16 @@ def test_the_daemon_learns_a_delete_only_when_both_files_are_gone(tmp_path, mode
         w.stop()
         t.join(timeout=60)
     assert labels.current_labels(open_db()) == {shas[str(root / "DSCF0001.JPG")]: "delete"}
+
+
+def test_order_xmp_rates_both_files_of_a_pair_alike(tmp_path, model_env):
+    root = paired_folder(tmp_path / "photos")
+    assert run("order", "--xmp").exit_code == 0
+    jpg, raf = (root / "DSCF0001.JPG.xmp").read_bytes(), (root / "DSCF0001.RAF.xmp").read_bytes()
+    assert jpg == raf and b"xmp:Rating=" in raf  # darktable rates the RAW as its JPEG
+    assert not (root / "DSC_0003.NEF.xmp").exists()  # unreadable: not rated
+
+    assert run("order", "--xmp", "--xmp-style", "lightroom").exit_code == 0
+    assert b"xmp:Rating=" in (root / "DSCF0001.xmp").read_bytes()  # Lightroom's one sidecar for both
+    assert run("restore").exit_code == 0
+    assert not list(root.glob("*.xmp"))

@@ -183,7 +183,7 @@ def test_the_original_is_recorded_before_the_first_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sidecars, "_write", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
-        sidecars.write_ratings(db, [str(p) for p in photos], "darktable")
+        sidecars.write_ratings(db, [[str(p)] for p in photos], "darktable")
     monkeypatch.setattr(sidecars, "_write", real)
     recorded = sidecars.originals(db)
     assert recorded[str(side)].original == DARKTABLE  # recorded though the second write never came

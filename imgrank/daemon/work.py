@@ -155,9 +155,9 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str], xmp_style: 
     log.info("%s: %s", f"order updated after {names(why)}" if why else "order at start", effect)
     if xmp_style:
         from imgrank import sidecars
-        from imgrank.ranking import ranked
+        from imgrank.ranking import photo_files
 
-        rated = sidecars.write_ratings(db, [r.path for r in ranked(db)], xmp_style, top)
+        rated = sidecars.write_ratings(db, photo_files(db), xmp_style, top)
         for path, reason in rated.failed:
             log.warning("xmp: %s: %s", path, reason)
         if rated.written:
