@@ -15,20 +15,26 @@ from imgrank.files import is_image_name
 from imgrank.raw import is_raw_name
 
 
-def _key(path: str) -> tuple[str, str]:
-    folder, name = os.path.split(path)
-    return folder, os.path.splitext(name)[0]
+def _key(path: str) -> str:
+    """The path without its extension: folder and stem, what the files of one photo share."""
+    stem, dot, ext = path.rpartition(".")
+    return stem if dot and os.sep not in ext else path
 
 
 def groups(paths: Iterable[str]) -> list[list[str]]:
     """The pairs among these paths: each a list of two or more paths (RAW and not), sorted."""
-    by_key: dict[tuple[str, str], list[str]] = {}
+    paths = list(paths)
+    raw_keys = {_key(p) for p in paths if is_raw_name(p)}
+    if not raw_keys:  # the common case, and a pass over 100,000 paths must stay cheap
+        return []
+    by_key: dict[str, list[str]] = {}
     for p in paths:
-        by_key.setdefault(_key(p), []).append(p)
+        if (k := _key(p)) in raw_keys:
+            by_key.setdefault(k, []).append(p)
     return [
         sorted(members)
         for members in by_key.values()
-        if len(members) > 1 and any(map(is_raw_name, members)) and not all(map(is_raw_name, members))
+        if len(members) > 1 and not all(map(is_raw_name, members))
     ]
 
 
@@ -48,7 +54,8 @@ def leads(paths: Iterable[str], scored: Callable[[str], bool] = lambda p: True) 
 def members(path: str) -> list[str]:
     """The files on disk that are one photo with `path` (itself first), or [path] if it is not in a
     pair: for commands that act on a photo as its owner sees it (relabel, trash)."""
-    folder, stem = _key(path)
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0]
     try:
         with os.scandir(folder or ".") as it:
             names = [

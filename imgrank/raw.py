@@ -40,7 +40,7 @@ _FLIP_ROTATION = {3: 180, 5: 90, 6: 270}
 
 
 def is_raw_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in RAW_EXTENSIONS
+    return name[name.rfind(".") :].lower() in RAW_EXTENSIONS
 
 
 @dataclass
