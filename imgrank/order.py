@@ -28,7 +28,7 @@ import sqlite_utils
 
 from imgrank import owntimes
 from imgrank.owntimes import Record, lstat
-from imgrank.ranking import Ranked, pair_partners, ranked
+from imgrank.ranking import Ranked, ranked, ranked_with_partners
 
 __all__ = ["OrderResult", "Ranked", "RestoreResult", "order", "ranked", "restore"]
 
@@ -193,10 +193,8 @@ def _order(
     start = time.monotonic()
     result = OrderResult(dry_run=dry_run)
     step_ns = max(1, round(step * 1e9))
-    rows = ranked(db)
+    rows, partners = ranked_with_partners(db)  # the other files of a RAW+JPEG pair share its time
     chosen, rest = (rows, []) if top is None else (rows[:top], rows[top:])
-    # The other files of a RAW+JPEG pair share their photo's place and time.
-    partners = pair_partners(db)
     shared = [Ranked(p, r.score, r.label, sha) for r in chosen for p, sha in partners.get(r.path, ())]
     lead_of = {p: r.path for r in chosen for p, _ in partners.get(r.path, ())}
     records = owntimes.records(db)

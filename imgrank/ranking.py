@@ -23,16 +23,35 @@ class Ranked(NamedTuple):
 def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
     """The deletion order: present, scored images under the roots, highest deletion score first, then
     by path; in each group of near-duplicates or exact copies, the keeper keeps its score and the
-    others move up (dupes.adjust)."""
+    others move up (dupes.adjust). A RAW+JPEG pair is one row (see scored_photos)."""
+    rows = ranked_with_partners(db)[0]
+    return rows if limit is None else rows[: max(limit, 0)]
+
+
+def ranked_with_partners(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[str, list[tuple[str, str]]]]:
+    """The deletion order (ranked), and {lead path: [(path, sha256) of the other files of its photo]}
+    for every RAW+JPEG pair in it: `order` gives them their photo's time."""
     from imgrank import dupes
 
-    rows = dupes.adjust(scored_photos(db), dupes.load_groups(db))
-    return rows if limit is None else rows[: max(limit, 0)]
+    rows, partners = _scored(db)
+    return dupes.adjust(rows, dupes.load_groups(db)), partners
 
 
 def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
     """Present, scored images under the roots by their own scores: highest first, then by path. A
     RAW+JPEG pair (imgrank.pairs) is one row: its lead's path and score, the label either has."""
+    rows = _scored(db)[0]
+    return rows if limit is None else rows[: max(limit, 0)]
+
+
+def photo_files(db: sqlite_utils.Database) -> list[list[str]]:
+    """The files of each photo in the deletion order, least-wanted first: its path, then the other
+    files of its RAW+JPEG pair (for `order --xmp`, which rates every file of a photo alike)."""
+    rows, partners = ranked_with_partners(db)
+    return [[r.path, *(p for p, _ in partners.get(r.path, ()))] for r in rows]
+
+
+def _scored(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[str, list[tuple[str, str]]]]:
     scores = runs.scores(db)
     current = labels.current_labels(db)
     present = index.present_files(db)
@@ -44,20 +63,7 @@ def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[R
         if path not in hidden and (score := scores.get(sha)) is not None
     ]
     rows.sort(key=lambda r: (-r.score, r.path))
-    return rows if limit is None else rows[: max(limit, 0)]
-
-
-def photo_files(db: sqlite_utils.Database) -> list[list[str]]:
-    """The files of each photo in the deletion order, least-wanted first: its path, then the other
-    files of its RAW+JPEG pair (for `order --xmp`, which rates every file of a photo alike)."""
-    partners = pair_partners(db)
-    return [[r.path, *(p for p, _ in partners.get(r.path, ()))] for r in ranked(db)]
-
-
-def pair_partners(db: sqlite_utils.Database) -> dict[str, list[tuple[str, str]]]:
-    """{lead path: [(path, sha256) of the other files of its photo]} for every RAW+JPEG pair in the
-    ranking: `order` gives them their photo's time."""
-    return _partners(index.present_files(db), runs.scores(db))
+    return rows, partners
 
 
 def _partners(present: list[tuple[str, str]], scores: dict) -> dict[str, list[tuple[str, str]]]:
