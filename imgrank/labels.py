@@ -104,8 +104,9 @@ class RelabelResult:
         }
 
 
-def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
-    """Files named, and the images under folders named; missing paths go to `failed`."""
+def _expand(paths: Iterable[str | Path], failed: list, partners: set[Path] | None = None) -> list[Path]:
+    """Files named, and the images under folders named; missing paths go to `failed`. The other files
+    of a named file's RAW+JPEG pair are added too, and into `partners`."""
     out: list[Path] = []
     for p in paths:
         path = Path(os.path.abspath(os.path.expanduser(str(p))))
@@ -115,7 +116,11 @@ def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
             if not is_image_name(path.name):
                 failed.append((str(path), "not an image file"))
             else:  # with the other files of its photo (a RAW+JPEG pair is labelled as one)
-                out.extend(Path(p) for p in pairs.members(str(path)))
+                out.append(path)
+                others = [Path(p) for p in pairs.members(str(path))[1:]]
+                out.extend(others)
+                if partners is not None:
+                    partners.update(others)
         elif path.exists():
             failed.append((str(path), "not a regular file"))
         else:
@@ -148,7 +153,9 @@ def relabel(
     Indexing waits for a scan running in another process (`on_wait` is told).
     """
     result = RelabelResult()
-    files = _expand(paths, result.failed)
+    partners: set[Path] = set()
+    files = _expand(paths, result.failed, partners)
+    partners -= {Path(os.path.abspath(os.path.expanduser(str(p)))) for p in paths}  # named ones count
     from imgrank import index
 
     # A label goes to the content as read: the hash of the row a read just wrote, or of a row
@@ -168,8 +175,10 @@ def relabel(
         row = found.get(str(path))
         reason = _why_not(path, row)
         if reason:
-            result.failed.append((str(path), reason))
+            if path not in partners:  # a pair's RAW that cannot be read: its JPEG carries the label
+                result.failed.append((str(path), reason))
             continue
         result.changed += set_label(db, row.sha256, label, source, str(path))
-        result.applied.append(str(path))
+        if path not in partners:  # a pair is one photo applied
+            result.applied.append(str(path))
     return result

@@ -137,3 +137,14 @@ def test_order_xmp_rates_both_files_of_a_pair_alike(tmp_path, model_env):
     assert b"xmp:Rating=" in (root / "DSCF0001.xmp").read_bytes()  # Lightroom's one sidecar for both
     assert run("restore").exit_code == 0
     assert not list(root.glob("*.xmp"))
+
+
+def test_relabel_of_a_jpeg_whose_raw_cannot_be_read_labels_it_and_reports_no_failure(tmp_path, model_env):
+    root = paired_folder(tmp_path / "photos")
+    result = run("relabel", "keep", str(root / "DSC_0003.jpg"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["applied"] == 1 and json.loads(result.stdout)["failed"] == []
+    result = run("relabel", "keep", str(root / "DSCF0001.JPG"), "--json")
+    assert json.loads(result.stdout)["applied"] == 1  # one photo, though both of its files are labelled
+    result = run("relabel", "keep", str(root / "DSC_0003.NEF"))  # named itself: its own reason
+    assert result.exit_code == 1 and "DSC_0003.NEF" in result.stderr
