@@ -244,3 +244,19 @@ def test_watch_xmp_writes_ratings_as_the_daemon_reorders(tmp_path, model_env):
     assert sorted(p.name for p in root.glob("*.xmp")) == ["p0.jpg.xmp", "p1.jpg.xmp", "p2.jpg.xmp"]
     assert all(b"xmp:Rating=" in p.read_bytes() for p in root.glob("*.xmp"))
     assert run("restore").exit_code == 0 and not list(root.glob("*.xmp"))
+
+
+def test_restore_of_one_folder_puts_back_only_its_sidecars_and_json_tells_them(tmp_path):
+    db = open_db()
+    a = scored_folder(db, tmp_path / "a", [0.9, 0.1])
+    b = scored_folder(db, tmp_path / "b", [0.8, 0.2])
+    result = run("order", "--xmp", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["xmp"] | {"failed": []} == {
+        "written": 4, "created": 4, "unchanged": 0, "rejected": 0, "failed": []
+    }  # fmt: skip
+    result = run("restore", str(tmp_path / "a"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sidecars"]["removed"] == 2
+    assert not list((tmp_path / "a").glob("*.xmp")) and len(list((tmp_path / "b").glob("*.xmp"))) == 2
+    assert all(Path(f"{p}.xmp").exists() for p in b) and not any(Path(f"{p}.xmp").exists() for p in a)
