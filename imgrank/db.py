@@ -154,10 +154,11 @@ def m005_dupe_groups(db: sqlite_utils.Database) -> None:
 @migrations()
 def m006_sidecars(db: sqlite_utils.Database) -> None:
     # XMP sidecars imgrank wrote (sidecars.py): each one's original bytes and mtime, or that there
-    # was none (existed 0), recorded before the first write, and the hash of what imgrank wrote last.
+    # was none (existed 0), recorded before the first write; the hashes of the bytes imgrank wrote last
+    # and of those it replaced (either may be on disk after a crash between record and write).
     db.execute(
         """CREATE TABLE sidecars (path TEXT PRIMARY KEY, photo TEXT NOT NULL, original BLOB,
-           existed INTEGER NOT NULL, mtime_ns INTEGER, written_sha256 TEXT, at REAL)"""
+           existed INTEGER NOT NULL, mtime_ns INTEGER, written_sha256 TEXT, prev_sha256 TEXT, at REAL)"""
     )
 
 

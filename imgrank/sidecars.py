@@ -32,6 +32,7 @@ from imgrank import owntimes
 from imgrank.files import db_path, db_prefix, fs_path
 
 STYLES = ("darktable", "digikam", "lightroom")
+BATCH = 500  # sidecars read, recorded in one transaction, then written
 XMP_NS = b"http://ns.adobe.com/xap/1.0/"
 DIGIKAM_NS = b"http://www.digikam.org/ns/1.0/"
 REJECTED_PICK = b"1"  # digiKam's pick labels: 0 none, 1 rejected, 2 pending, 3 accepted
@@ -172,10 +173,11 @@ def _write(path: str, data: bytes, st: os.stat_result | None, mtime_ns: int | No
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".imgrank-", suffix=".xmp.tmp")
     try:
+        # No fsync: it made writing 2,000 sidecars 13x slower (12.7 s, not 1.0 s). The original is
+        # safe in SQLite before this; after a power cut a sidecar may hold neither the old nor the new
+        # bytes, and `restore --force` still puts the original back.
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, stat.S_IMODE(st.st_mode) if st is not None else 0o644)
         if mtime_ns is not None:  # a sidecar, never a photo: owntimes.Toucher is for photos
             os.utime(tmp, ns=(time.time_ns(), mtime_ns))
@@ -199,11 +201,12 @@ class Original:
     original: bytes | None  # None: imgrank created the sidecar
     mtime_ns: int | None  # the original's mtime (programs compare it with their own records)
     written_sha256: str | None  # what imgrank wrote last
+    prev_sha256: str | None  # what the sidecar held just before (until that write is done)
 
 
 def originals(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> dict[str, Original]:
     """The recorded sidecars (all, or those of photos at or under the given absolute paths)."""
-    sql = "SELECT path, photo, original, existed, mtime_ns, written_sha256 FROM sidecars"
+    sql = "SELECT path, photo, original, existed, mtime_ns, written_sha256, prev_sha256 FROM sidecars"
     if under is None:
         rows = db.execute(sql).fetchall()
     else:
@@ -214,7 +217,7 @@ def originals(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> 
                 sql + " WHERE photo = ? OR substr(photo, 1, ?) = ? OR path = ?",
                 [db_path(p), len(prefix), prefix, db_path(p)],
             ).fetchall()
-    return {fs_path(r[0]): Original(fs_path(r[1]), r[2] if r[3] else None, r[4], r[5]) for r in rows}
+    return {fs_path(r[0]): Original(fs_path(r[1]), r[2] if r[3] else None, *r[4:]) for r in rows}
 
 
 def count(db: sqlite_utils.Database) -> int:
@@ -225,14 +228,22 @@ def _remember(
     db: sqlite_utils.Database, path: str, photo: str, original: bytes | None, mtime_ns: int | None
 ) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO sidecars (path, photo, original, existed, mtime_ns, written_sha256, at) "
-        "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+        "INSERT OR IGNORE INTO sidecars (path, photo, original, existed, mtime_ns, at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         [db_path(path), db_path(photo), original, int(original is not None), mtime_ns, time.time()],
     )
 
 
-def _written(db: sqlite_utils.Database, path: str, data: bytes) -> None:
-    db.execute("UPDATE sidecars SET written_sha256 = ? WHERE path = ?", [_sha(data), db_path(path)])
+def _recorded(db: sqlite_utils.Database) -> set[str]:
+    return {fs_path(p) for (p,) in db.execute("SELECT path FROM sidecars")}
+
+
+def _about_to_write(db: sqlite_utils.Database, path: str, before: bytes | None, after: bytes) -> None:
+    """The sidecar holds `before` and is about to hold `after`: either is imgrank's, for restore."""
+    db.execute(
+        "UPDATE sidecars SET prev_sha256 = ?, written_sha256 = ? WHERE path = ?",
+        [_sha(before), _sha(after), db_path(path)],
+    )
 
 
 def _forget(db: sqlite_utils.Database, paths: list[str]) -> None:
@@ -256,31 +267,45 @@ def write_ratings(
         for f in files:
             plan.setdefault(sidecar_path(f, style), (f, *marks[files[0]]))
     with owntimes.locked(db):
-        known = originals(db)
-        for path, (photo, rating, rejected) in sorted(plan.items()):
-            try:
-                before, st = _read(path)
-                after = edit(before, style, rating, rejected)
-            except SidecarError as e:
-                result.failed.append((path, str(e)))
-                continue
-            result.rejected += rejected  # sidecars marked rejected
-            if after == before:
-                result.unchanged += 1
-                continue
-            if path not in known:  # recorded (committed) before the first write
-                with db.atomic():
-                    _remember(db, path, photo, before, st.st_mtime_ns if st else None)
-            try:
-                _write(path, after, st)
-            except OSError as e:
-                result.failed.append((path, e.strerror or str(e)))
-                continue
-            with db.atomic():
-                _written(db, path, after)
-            result.written += 1
-            result.created += before is None
+        known = _recorded(db)
+        items = sorted(plan.items())
+        for i in range(0, len(items), BATCH):
+            _write_batch(db, items[i : i + BATCH], style, known, result)
     return result
+
+
+def _write_batch(db, batch, style: str, known: set[str], result: XmpResult) -> None:
+    """Read and edit a batch of sidecars; record their originals and the bytes about to be written in
+    one transaction; then write them."""
+    edits = []  # (sidecar, file, bytes before, its stat, bytes after)
+    for path, (photo, rating, rejected) in batch:
+        try:
+            before, st = _read(path)
+            after = edit(before, style, rating, rejected)
+        except SidecarError as e:
+            result.failed.append((path, str(e)))
+            continue
+        result.rejected += rejected  # sidecars marked rejected
+        if after == before:
+            result.unchanged += 1
+        else:
+            edits.append((path, photo, before, st, after))
+    if not edits:
+        return
+    with db.atomic():  # committed before the first write: whatever a crash leaves, restore knows it
+        for path, photo, before, st, after in edits:
+            if path not in known:
+                _remember(db, path, photo, before, st.st_mtime_ns if st else None)
+            _about_to_write(db, path, before, after)
+    known.update(e[0] for e in edits)
+    for path, _, before, st, after in edits:
+        try:
+            _write(path, after, st)
+        except OSError as e:
+            result.failed.append((path, e.strerror or str(e)))
+            continue
+        result.written += 1
+        result.created += before is None
 
 
 def restore(
@@ -303,7 +328,7 @@ def restore(
                 result.already += 1
                 done.append(path)
                 continue
-            if not force and now is not None and _sha(now) != rec.written_sha256:
+            if not force and now is not None and _sha(now) not in (rec.written_sha256, rec.prev_sha256):
                 result.failed.append(
                     (path, "sidecar changed since imgrank wrote it: left alone (--force restores anyway)")
                 )

@@ -260,3 +260,22 @@ def test_restore_of_one_folder_puts_back_only_its_sidecars_and_json_tells_them(t
     assert json.loads(result.stdout)["sidecars"]["removed"] == 2
     assert not list((tmp_path / "a").glob("*.xmp")) and len(list((tmp_path / "b").glob("*.xmp"))) == 2
     assert all(Path(f"{p}.xmp").exists() for p in b) and not any(Path(f"{p}.xmp").exists() for p in a)
+
+
+def test_a_crash_between_recording_and_writing_leaves_nothing_restore_cannot_put_back(tmp_path, monkeypatch):
+    db, photos = folder(tmp_path, 4)
+    side = Path(f"{photos[0]}.xmp")
+    side.write_bytes(DARKTABLE)
+    assert run("order", "--xmp").exit_code == 0  # imgrank's bytes in every sidecar
+    real = sidecars._write
+
+    def crash(path, data, *args):
+        raise KeyboardInterrupt  # dies after the batch was recorded, before the first new write
+
+    monkeypatch.setattr(sidecars, "_write", crash)
+    with pytest.raises(KeyboardInterrupt):  # --top 2: new values for the two least wanted
+        sidecars.write_ratings(db, [[str(p)] for p in photos], "darktable", top=2)
+    monkeypatch.setattr(sidecars, "_write", real)
+    result = run("restore")  # no --force: the bytes on disk are the ones imgrank wrote before
+    assert result.exit_code == 0, result.output
+    assert side.read_bytes() == DARKTABLE and not Path(f"{photos[1]}.xmp").exists()
