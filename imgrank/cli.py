@@ -888,7 +888,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
     result = run_order(
         db, step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
     )
-    rated = _write_xmp(ctx, db, xmp_style, top_n) if xmp and not dry_run else None
+    rated = _write_xmp(db, xmp_style, top_n) if xmp and not dry_run else None
     if as_json:
         emit({**result.as_dict(), **({"xmp": asdict(rated)} if rated else {})}, True)
     elif dry_run:
@@ -908,7 +908,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
     _report_failures(ctx, result.failed + (rated.failed if rated else []))
 
 
-def _write_xmp(ctx, db, style: str, top: int | None):
+def _write_xmp(db, style: str, top: int | None):
     """The order as XMP ratings in sidecars (sidecars.py), for every scored photo."""
     from imgrank import sidecars
     from imgrank.ranking import photo_files
