@@ -170,3 +170,29 @@ def test_a_raw_past_the_workers_memory_limit_gets_a_reason_not_a_crash(tmp_path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reason: out of memory while decoding"
+
+
+def test_a_preview_is_turned_as_the_camera_was_held_unless_it_says_so_itself(monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from imgrank import files
+
+    def jpeg(exif_orientation: int | None) -> bytes:
+        buf, img = io.BytesIO(), Image.new("RGB", (300, 200), "red")
+        exif = Image.Exif()
+        if exif_orientation:
+            exif[0x0112] = exif_orientation
+        img.save(buf, "JPEG", exif=exif)
+        return buf.getvalue()
+
+    # LibRaw's flip 6 (held turned clockwise): the preview, landscape as the sensor saw it, is turned.
+    monkeypatch.setattr(
+        files, "picture", lambda data, budget: raw.Picture(jpeg(None), None, 270, (4000, 6000))
+    )
+    img = decode_image(b"raw bytes", "IMG_1.CR2")
+    assert img.size == (200, 300) and img.info["original_size"] == (4000, 6000)
+    # A preview with its own EXIF orientation is turned by that alone, not twice.
+    monkeypatch.setattr(files, "picture", lambda data, budget: raw.Picture(jpeg(6), None, 270, (4000, 6000)))
+    assert decode_image(b"raw bytes", "IMG_1.CR2").size == (200, 300)
