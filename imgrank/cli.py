@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import sys
+from dataclasses import asdict
 
 import click
 
@@ -32,6 +33,23 @@ def print_paths(paths: list[str], nul: bool) -> None:
     out = sys.stdout.buffer
     out.write(b"".join(os.fsencode(p) + (b"\0" if nul else b"\n") for p in paths))
     out.flush()
+
+
+def xmp_options(fn):
+    """--xmp and --xmp-style, for `order` and `watch` (see imgrank/sidecars.py)."""
+    fn = click.option(
+        "--xmp-style",
+        type=click.Choice(["darktable", "digikam", "lightroom"]),
+        default="darktable",
+        show_default=True,
+        help="Whose sidecars: darktable and digiKam read IMG_1.CR2.xmp, Lightroom IMG_1.xmp.",
+    )(fn)
+    return click.option(
+        "--xmp",
+        is_flag=True,
+        help="Also write the order as XMP ratings (1-5, 5 = most wanted; --top N rejected) in sidecars; "
+        "`imgrank restore` puts them back.",
+    )(fn)
 
 
 def emit(data, as_json: bool, text: str | None = None) -> None:
@@ -212,9 +230,9 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
             bar.__exit__(None, None, None)
     for warning in result.warnings:
         say(ctx, warning)
-    hint = _heif_hint(db)
-    if hint:
-        say(ctx, hint)
+    for hint in (_heif_hint(db), _raw_hint(db)):
+        if hint:
+            say(ctx, hint)
     d = result.as_dict()
     d.pop("warnings")
     # With a trained head, what is new, changed or moved is scored at once (`order` and `top` see it).
@@ -246,6 +264,14 @@ def _heif_hint(db):
     return f"{n} HEIC/HEIF files: {HEIF_HINT}" if n else None
 
 
+def _raw_hint(db):
+    from imgrank.index import count_with_reason
+    from imgrank.raw import RAW_HINT
+
+    n = count_with_reason(db, RAW_HINT)
+    return f"{n} RAW files: {RAW_HINT}" if n else None
+
+
 @cli.command()
 @click.option("--unreadable", "list_unreadable", is_flag=True, help="List unreadable files and why.")
 @json_option
@@ -268,17 +294,23 @@ def status(list_unreadable, as_json):
         rows = index.unreadable(db)
         emit(rows, as_json, unreadable_text(rows, shown_path))
         return
+    from imgrank import pairs, sidecars
     from imgrank.files import shown_path
 
     info = index.status(db)
+    info["pairs"] = pairs.count(p for p, _ in index.present_files(db))
+    info["xmp_sidecars"] = sidecars.count(db)
     lines = [
         "roots: " + (", ".join(map(shown_path, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
-        "images: " + _image_counts(info["images"]),
+        "images: "
+        + _image_counts(info["images"])
+        + (f" ({info['pairs']} RAW+JPEG pairs, one photo each)" if info["pairs"] else ""),
         _embedded_line(info),
         _unreadable_line(info),
         f"embedding model: {info['embedding_model'] or '-'}",
         f"mtimes set by `order`: {info['ordered']}"
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
+        *([f"XMP sidecars written by `order --xmp`: {info['xmp_sidecars']}"] if info["xmp_sidecars"] else []),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
     from imgrank.daemon.heartbeat import daemon_status
@@ -967,10 +999,11 @@ def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
     help="Photos still in order keep their times; only the others move (fewer changes for backups).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@xmp_options
 @json_option
 @click.pass_context
 @handles_errors
-def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
+def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, as_json):
     """Set photo mtimes in score order: a viewer sorted by date shows the least-wanted first.
 
     The newest time goes to the highest deletion score, ending at now, one --step apart. Each
@@ -983,16 +1016,19 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         imgrank order --top 200        # touch only the 200 least-wanted
         imgrank order --step 10 --keep-places   # later runs move only what must move
         imgrank order --dry-run | head
+        imgrank order --top 200 --xmp --xmp-style digikam   # and ratings in sidecars
     """
     from imgrank.cli_text import order_summary
     from imgrank.files import shown_path
     from imgrank.order import order as run_order
 
+    db = open_db()
     result = run_order(
-        open_db(), step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
+        db, step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
     )
+    rated = _write_xmp(db, xmp_style, top_n) if xmp and not dry_run else None
     if as_json:
-        emit(result.as_dict(), True)
+        emit({**result.as_dict(), **({"xmp": asdict(rated)} if rated else {})}, True)
     elif dry_run:
         for p in result.plan:
             when = f"{_when(p['mtime_ns'])} -> {_when(p['new_mtime_ns'])}"
@@ -1004,7 +1040,19 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         )
     else:
         click.echo(order_summary(result))
-    _report_failures(ctx, result.failed)
+    if rated and not as_json:
+        from imgrank.cli_text import xmp_summary
+
+        click.echo(xmp_summary(rated, xmp_style))
+    _report_failures(ctx, result.failed + (rated.failed if rated else []))
+
+
+def _write_xmp(db, style: str, top: int | None):
+    """The order as XMP ratings in sidecars (sidecars.py), for every scored photo."""
+    from imgrank import sidecars
+    from imgrank.ranking import photo_files
+
+    return sidecars.write_ratings(db, photo_files(db), style, top)
 
 
 @cli.command()
@@ -1031,11 +1079,15 @@ def restore(ctx, paths, force, forget_missing, as_json):
         imgrank restore
         imgrank restore ~/Pictures/2024
     """
+    from imgrank import sidecars
     from imgrank.cli_text import restore_summary
     from imgrank.order import restore as run_restore
 
-    result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
-    emit(result.as_dict(), as_json, restore_summary(result))
+    db = open_db()
+    result = run_restore(db, paths or None, force=force, forget_missing=forget_missing)
+    xmp = sidecars.restore(db, paths or None, force=force)  # and every XMP sidecar `order --xmp` wrote
+    d = result.as_dict() | ({"sidecars": asdict(xmp)} if xmp != sidecars.SidecarRestore() else {})
+    emit(d, as_json, restore_summary(result, xmp))
     if result.missing:
         shown = result.missing[:10]
         more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""
@@ -1044,7 +1096,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
             f"{len(result.missing)} not found under the roots: their original times are kept for when "
             f"they come back (`imgrank restore --forget-missing` drops them): {', '.join(shown)}{more}",
         )
-    _report_failures(ctx, result.failed)
+    _report_failures(ctx, result.failed + xmp.failed)
 
 
 # --- commands: watch, service (daemon/, service.py) ---
@@ -1070,6 +1122,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
     "--oldest-first", is_flag=True, help="Least-wanted get the oldest times (as `order --oldest-first`)."
 )
 @click.option("--model", envvar="IMGRANK_MODEL", help="Embedding model: a uform hub id or a local directory.")
+@xmp_options
 @click.pass_context
 @handles_errors
 def watch(ctx, roots, no_learn_from_deletes, **options):

@@ -93,8 +93,34 @@ def order_summary(result, dry_run: bool = False) -> str:
     return f"ordered {plural(r.ordered, 'photo')}: {', '.join(parts)} ({r.seconds:.1f} s)"
 
 
-def restore_summary(result) -> str:
-    """`imgrank restore`'s line (a RestoreResult); files not found are told apart."""
+def restore_summary(result, sidecars=None) -> str:
+    """`imgrank restore`'s line (a RestoreResult, and the sidecars' SidecarRestore); files not found
+    are told apart."""
+    from imgrank.words import counts
+
+    text = _mtimes_restored(result)
+    s = sidecars
+    if s is not None and (s.restored or s.removed or s.failed):
+        done = counts([(s.restored, "put back"), (s.removed, "removed")], noun=None) or "none put back"
+        text += f"; XMP sidecars: {done}" + (f", {len(s.failed)} left alone" if s.failed else "")
+    return text
+
+
+def xmp_summary(result, style: str) -> str:
+    """`imgrank order --xmp`'s line (an XmpResult)."""
+    from imgrank.words import counts, plural
+
+    r = result
+    done = counts(
+        [(r.written - r.created, "edited"), (r.created, "created"), (r.unchanged, "unchanged")], noun=None
+    )
+    text = f"XMP ratings ({style}): {plural(r.written + r.unchanged, 'sidecar')}"
+    text += f" ({done})" if done else ""
+    text += f", {r.rejected} marked rejected" if r.rejected else ""
+    return text + (f", {len(r.failed)} failed" if r.failed else "")
+
+
+def _mtimes_restored(result) -> str:
     from imgrank.words import counts, plural
 
     r = result

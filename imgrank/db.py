@@ -177,6 +177,17 @@ def m007_trash(db: sqlite_utils.Database) -> None:
     db["trash"].create_index(["path"])
 
 
+@migrations()
+def m008_sidecars(db: sqlite_utils.Database) -> None:
+    # XMP sidecars imgrank wrote (sidecars.py): each one's original bytes and mtime, or that there
+    # was none (existed 0), recorded before the first write; the hashes of the bytes imgrank wrote last
+    # and of those it replaced (either may be on disk after a crash between record and write).
+    db.execute(
+        """CREATE TABLE sidecars (path TEXT PRIMARY KEY, photo TEXT NOT NULL, original BLOB,
+           existed INTEGER NOT NULL, mtime_ns INTEGER, written_sha256 TEXT, prev_sha256 TEXT, at REAL)"""
+    )
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from imgrank import raw
 from imgrank.errors import UnreadableImage
+from imgrank.raw import RAW_EXTENSIONS, RAW_HINT, picture
 from imgrank.words import printable
 
 IMAGE_EXTENSIONS = {
@@ -124,7 +126,8 @@ def under(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
 
 
 def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+    ext = os.path.splitext(name)[1].lower()
+    return (ext in IMAGE_EXTENSIONS or ext in RAW_EXTENSIONS) and not name.startswith(".")
 
 
 def walk(root: Path | str, on_error: Callable[[str, str], None] | None = None) -> Iterator[Path]:
@@ -202,6 +205,8 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
         raise UnreadableImage("empty file (0 bytes)")
     if os.path.splitext(name)[1].lower() in HEIF_EXTENSIONS and not HEIF_SUPPORTED:
         raise UnreadableImage(HEIF_HINT)
+    if os.path.splitext(name)[1].lower() in RAW_EXTENSIONS:
+        return _decode_raw(data, target)
     try:
         img = Image.open(io.BytesIO(data), formats=image_formats())
         width, height = img.size
@@ -212,6 +217,7 @@ def decode_image(data: bytes, name: str = "", target: int = 224) -> Image.Image:
         img.load()
         orientation = img.getexif().get(0x0112, 1)
         img = ImageOps.exif_transpose(img)
+        img.info["exif_orientation"] = orientation
         if orientation in (5, 6, 7, 8):
             width, height = height, width
         img = _to_rgb(img)
@@ -232,6 +238,20 @@ def image_formats() -> list[str]:
     """IMAGE_FORMATS that this Pillow has a decoder for (Image.open fails on an unknown name)."""
     Image.init()
     return [f for f in IMAGE_FORMATS if f in Image.OPEN]
+
+
+def _decode_raw(data: bytes, target: int) -> Image.Image:
+    """A camera RAW (imgrank.raw): its preview decoded as the JPEG it is, or its half-size demosaic;
+    turned as the camera was held, with the RAW's own size as the original size."""
+    pic = picture(data, MAX_DECODE_BYTES)
+    if pic.jpeg is not None:
+        img = decode_image(pic.jpeg, "preview.jpg", target)
+        if pic.rotate and img.info.get("exif_orientation", 1) == 1:
+            img = img.rotate(pic.rotate, expand=True)
+    else:
+        img = Image.fromarray(pic.rgb, "RGB")
+    img.info["original_size"] = pic.size
+    return img
 
 
 def decode_cost(img: Image.Image, target: int = 224) -> int:
@@ -272,6 +292,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         img = img.point(lambda v: v / 256).convert("L")  # 16-bit greyscale to 8 bits
     return img.convert("RGB")
+
+
+def readable_now(reason: str | None) -> bool:
+    """Was a file unreadable only for want of an extra that is installed now (read it again)?"""
+    return (reason == HEIF_HINT and HEIF_SUPPORTED) or (reason == RAW_HINT and raw.RAW_SUPPORTED)
 
 
 def open_image(path: Path | str, target: int = 224) -> Image.Image:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgrank import pairs
 from imgrank.errors import ImgrankError
-from imgrank.files import IMAGE_EXTENSIONS, db_path, fs_path, walk
+from imgrank.files import db_path, fs_path, is_image_name, walk
 
 LABELS = ("keep", "delete")
 SOURCES = ("user", "import", "deleted", "reviewed")
@@ -103,18 +104,23 @@ class RelabelResult:
         }
 
 
-def _expand(paths: Iterable[str | Path], failed: list) -> list[Path]:
-    """Files named, and the images under folders named; missing paths go to `failed`."""
+def _expand(paths: Iterable[str | Path], failed: list, partners: set[Path] | None = None) -> list[Path]:
+    """Files named, and the images under folders named; missing paths go to `failed`. The other files
+    of a named file's RAW+JPEG pair are added too, and into `partners`."""
     out: list[Path] = []
     for p in paths:
         path = Path(os.path.abspath(os.path.expanduser(str(p))))
         if path.is_dir():
-            out.extend(Path(f) for f in walk(path) if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            out.extend(Path(f) for f in walk(path))
         elif path.is_file():
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not is_image_name(path.name):
                 failed.append((str(path), "not an image file"))
-            else:
+            else:  # with the other files of its photo (a RAW+JPEG pair is labelled as one)
                 out.append(path)
+                others = [Path(p) for p in pairs.members(str(path))[1:]]
+                out.extend(others)
+                if partners is not None:
+                    partners.update(others)
         elif path.exists():
             failed.append((str(path), "not a regular file"))
         else:
@@ -147,7 +153,9 @@ def relabel(
     Indexing waits for a scan running in another process (`on_wait` is told).
     """
     result = RelabelResult()
-    files = _expand(paths, result.failed)
+    partners: set[Path] = set()
+    files = _expand(paths, result.failed, partners)
+    partners -= {Path(os.path.abspath(os.path.expanduser(str(p)))) for p in paths}  # named ones count
     from imgrank import index
 
     # A label goes to the content as read: the hash of the row a read just wrote, or of a row
@@ -168,8 +176,10 @@ def relabel(
         row = found.get(str(path))
         reason = _why_not(path, row)
         if reason:
-            result.failed.append((str(path), reason))
+            if path not in partners:  # a pair's RAW that cannot be read: its JPEG carries the label
+                result.failed.append((str(path), reason))
             continue
         result.changed += set_label(db, row.sha256, label, source, str(path))
-        result.applied.append(str(path))
+        if path not in partners:  # a pair is one photo applied
+            result.applied.append(str(path))
     return result

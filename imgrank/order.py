@@ -28,7 +28,7 @@ import sqlite_utils
 
 from imgrank import owntimes
 from imgrank.owntimes import Record, lstat
-from imgrank.ranking import Ranked, ranked
+from imgrank.ranking import Ranked, ranked, ranked_with_partners
 
 __all__ = ["OrderResult", "Ranked", "RestoreResult", "order", "ranked", "restore"]
 
@@ -193,8 +193,10 @@ def _order(
     start = time.monotonic()
     result = OrderResult(dry_run=dry_run)
     step_ns = max(1, round(step * 1e9))
-    rows = ranked(db)
+    rows, partners = ranked_with_partners(db)  # the other files of a RAW+JPEG pair share its time
     chosen, rest = (rows, []) if top is None else (rows[:top], rows[top:])
+    shared = [Ranked(p, r.score, r.label, sha) for r in chosen for p, sha in partners.get(r.path, ())]
+    lead_of = {p: r.path for r in chosen for p, _ in partners.get(r.path, ())}
     records = owntimes.records(db)
     now_ns = now_ns or time.time_ns()
     if oldest_first and rest:  # the ordered ones go just before the rest's own times
@@ -206,7 +208,7 @@ def _order(
 
     # Files go in path order from here on: neighbours on disk are neighbours in the kernel's
     # caches (a third faster than score order).
-    in_path_order = sorted(chosen)
+    in_path_order = sorted(chosen + shared)
     stats = {r.path: lstat(r.path) for r in in_path_order}
     places = [r.path for r in (chosen[::-1] if oldest_first else chosen)]  # newest time first
     current = [None] * len(places)
@@ -217,6 +219,7 @@ def _order(
                 current[i] = st.st_mtime_ns
     gap_ns = min(step_ns, MIN_GAP_NS)
     targets = dict(zip(places, _targets(current, step_ns, end_ns, gap_ns), strict=True))
+    targets.update({p: targets[lead] for p, lead in lead_of.items()})
 
     # Plan each file's new record; nothing is written yet.
     plans = []  # (path, stat, new record)
@@ -263,7 +266,7 @@ def _order(
 
     # Files imgrank ordered before that are no longer in the order get their own times back
     # (those not on disk now are left for `restore`, which looks for where they went).
-    chosen_paths = {r.path for r in chosen}
+    chosen_paths = {r.path for r in chosen + shared}
     others = {p: r for p, r in records.items() if p not in chosen_paths and os.path.lexists(p)}
     if others:
         back = _give_back(db, others)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import index, labels, runs
+from imgrank import index, labels, pairs, runs
 
 
 class Ranked(NamedTuple):
@@ -23,21 +23,54 @@ class Ranked(NamedTuple):
 def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
     """The deletion order: present, scored images under the roots, highest deletion score first, then
     by path; in each group of near-duplicates or exact copies, the keeper keeps its score and the
-    others move up (dupes.adjust)."""
+    others move up (dupes.adjust). A RAW+JPEG pair is one row (see scored_photos)."""
+    rows = ranked_with_partners(db)[0]
+    return rows if limit is None else rows[: max(limit, 0)]
+
+
+def ranked_with_partners(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[str, list[tuple[str, str]]]]:
+    """The deletion order (ranked), and {lead path: [(path, sha256) of the other files of its photo]}
+    for every RAW+JPEG pair in it: `order` gives them their photo's time."""
     from imgrank import dupes
 
-    rows = dupes.adjust(scored_photos(db), dupes.load_groups(db))
-    return rows if limit is None else rows[: max(limit, 0)]
+    rows, partners = _scored(db)
+    return dupes.adjust(rows, dupes.load_groups(db)), partners
 
 
 def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
-    """Present, scored images under the roots by their own scores: highest first, then by path."""
+    """Present, scored images under the roots by their own scores: highest first, then by path. A
+    RAW+JPEG pair (imgrank.pairs) is one row: its lead's path and score, the label either has."""
+    rows = _scored(db)[0]
+    return rows if limit is None else rows[: max(limit, 0)]
+
+
+def photo_files(db: sqlite_utils.Database) -> list[list[str]]:
+    """The files of each photo in the deletion order, least-wanted first: its path, then the other
+    files of its RAW+JPEG pair (for `order --xmp`, which rates every file of a photo alike)."""
+    rows, partners = ranked_with_partners(db)
+    return [[r.path, *(p for p, _ in partners.get(r.path, ()))] for r in rows]
+
+
+def _scored(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[str, list[tuple[str, str]]]]:
     scores = runs.scores(db)
     current = labels.current_labels(db)
+    present = index.present_files(db)
+    partners = _partners(present, scores)
+    hidden = {p for members in partners.values() for p, _ in members}
     rows = [
-        Ranked(path, score, current.get(sha), sha)
-        for path, sha in index.present_files(db)
-        if (score := scores.get(sha)) is not None
+        Ranked(path, score, current.get(sha) or _pair_label(partners.get(path, ()), current), sha)
+        for path, sha in present
+        if path not in hidden and (score := scores.get(sha)) is not None
     ]
     rows.sort(key=lambda r: (-r.score, r.path))
-    return rows if limit is None else rows[: max(limit, 0)]
+    return rows, partners
+
+
+def _partners(present: list[tuple[str, str]], scores: dict) -> dict[str, list[tuple[str, str]]]:
+    sha_of = dict(present)
+    leads = pairs.leads(sha_of, lambda p: scores.get(sha_of[p]) is not None)
+    return {lead: [(p, sha_of[p]) for p in others] for lead, others in leads.items()}
+
+
+def _pair_label(partners, current: dict) -> str | None:
+    return next((label for _, sha in partners if (label := current.get(sha))), None)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from imgrank import index, labels
+from imgrank import index, labels, pairs
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, display_name, fs_path
@@ -41,11 +41,19 @@ def chosen(db, top: int | None = None, labelled: str | None = None, paths: tuple
     if top is not None:
         from imgrank.ranking import ranked
 
-        return [r.path for r in ranked(db, top)]
+        return with_pairs(r.path for r in ranked(db, top))
     if labelled is not None:
         current = labels.current_labels(db)
-        return sorted(p for p, sha in index.present_files(db) if current.get(sha) == labelled)
-    return [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        return with_pairs(sorted(p for p, sha in index.present_files(db) if current.get(sha) == labelled))
+    return with_pairs(os.path.abspath(os.path.expanduser(p)) for p in paths)
+
+
+def with_pairs(paths) -> list[str]:
+    """Each path followed by the other files of its photo (a RAW+JPEG pair is one photo), once each."""
+    out: dict[str, None] = {}
+    for path in paths:
+        out.update(dict.fromkeys(pairs.members(path)))
+    return list(out)
 
 
 def move(db, paths: list[str], dry_run: bool = False) -> Batch:

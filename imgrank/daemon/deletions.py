@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imgrank import index, labels
+from imgrank import index, labels, pairs
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
 
@@ -88,6 +88,8 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
             out.deleted.append(path)
             if path in ours:
                 out.trashed.append(path)
+            if learn and len(pairs.members(path)) > 1:  # the other file of its RAW+JPEG pair is kept
+                continue
             if learn and path not in ours:
                 labels.set_label(db, sha, "delete", "deleted", path)
                 out.labelled.append(path)

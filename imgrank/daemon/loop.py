@@ -34,6 +34,8 @@ class WatchConfig:
     reorder_interval: float = 30.0  # at most one reorder per this many seconds
     top: int | None = None  # order only the N least-wanted (as `imgrank order --top N`)
     oldest_first: bool = False  # as `imgrank order --oldest-first`
+    xmp: bool = False  # also write XMP ratings in sidecars (as `imgrank order --xmp`)
+    xmp_style: str = "darktable"
     retrain_after: int = 20  # new labels before retraining in the background
     learn_from_deletes: bool = True
     max_delete_burst: int = 20  # more deletions than this in one burst: a folder wipe, no labels
@@ -276,7 +278,8 @@ class Watcher:
         why, self.why = self.why, []
         self.dirty_since = None
         self.last_order = time.monotonic()
-        if work.reorder(self.db, self.cfg.top, self.cfg.oldest_first, why) is not None:
+        xmp_style = self.cfg.xmp_style if self.cfg.xmp else None
+        if work.reorder(self.db, self.cfg.top, self.cfg.oldest_first, why, xmp_style) is not None:
             self.counters["reorders"] += 1
 
     # --- retraining ----------------------------------------------------------------------------

@@ -134,10 +134,11 @@ def embed_names(db, embedder, paths: list[str]) -> int:
     return len(names)
 
 
-def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
+def reorder(db, top: int | None, oldest_first: bool, why: list[str], xmp_style: str | None = None):
     """Put the mtimes in score order, keeping the places of photos still in order, after bringing the
-    near-duplicate groups up to date (see regroup). `why` names what changed since the last order (or
-    says it is the start). Returns the OrderResult, or None when nothing is scored yet."""
+    near-duplicate groups up to date (see regroup); with `xmp_style`, the XMP ratings too. `why` names
+    what changed since the last order (or says it is the start). Returns the OrderResult, or None when
+    nothing is scored yet."""
     from imgrank.order import order
     from imgrank.runs import has_scores
 
@@ -155,6 +156,15 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str]):
     else:
         effect = f"all {plural(result.ordered, 'photo')} already in place"
     log.info("%s: %s", f"order updated after {names(why)}" if why else "order at start", effect)
+    if xmp_style:
+        from imgrank import sidecars
+        from imgrank.ranking import photo_files
+
+        rated = sidecars.write_ratings(db, photo_files(db), xmp_style, top)
+        for path, reason in rated.failed:
+            log.warning("xmp: %s: %s", path, reason)
+        if rated.written:
+            log.info("XMP ratings (%s): %d sidecars written", xmp_style, rated.written)
     return result
 
 

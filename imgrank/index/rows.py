@@ -20,7 +20,7 @@ from imgrank import db as dbm
 from imgrank import owntimes, runs, vectors
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
-from imgrank.files import db_path, db_prefix, display_name, fs_path, under
+from imgrank.files import db_path, db_prefix, display_name, fs_path, readable_now, under
 
 # --- roots ---------------------------------------------------------------------------------
 
@@ -186,7 +186,8 @@ def needs(
     if not unchanged(row.size, row.mtime_ns, *(own or (None, None)), st):
         return True
     if row.state == "unreadable":
-        return row.ours or retry
+        # imgrank's own failure, asked to retry, or skipped for want of an extra that is installed now
+        return row.ours or retry or readable_now(row.reason)
     if embedded is None:
         return False
     return row.sha256 not in embedded
