@@ -695,3 +695,20 @@ def test_deleting_one_of_two_exact_copies_is_logged_by_name(daemon, roots, caplo
     wait_for(lambda: w.counters["moved"] == 1)
     wait_for(lambda: f"gone: {copy} (the same photo is at another path" in caplog.text)
     assert w.counters["labels"] == 0
+
+
+def test_a_big_catch_up_orders_its_first_photos_before_it_ends(daemon, roots, caplog, monkeypatch):
+    """The daemon's first catch-up of a big folder orders the first photos embedded (here: after 2,
+    in batches of 2) while it goes on, as `scan --order` does; then everything at the start."""
+    import logging
+
+    from imgrank import first_order, index
+
+    monkeypatch.setattr(first_order, "FIRST_ORDER_AFTER", 2)
+    monkeypatch.setattr(index.pipeline, "BATCH", 2)
+    caplog.set_level(logging.INFO, logger="imgrank.daemon")
+    w = daemon()
+    wait_for(lambda: w.counters["reorders"] >= 1)
+    text = caplog.text
+    early = text.index("order updated after the first photos of a catch-up")
+    assert early < text.index("caught up with") < text.index("order at start")
