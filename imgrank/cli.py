@@ -11,7 +11,7 @@ import sys
 import click
 
 from imgrank import __version__
-from imgrank.errors import ImgrankError
+from imgrank.errors import ImgrankError, Unfinished, describe, disk_full
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
@@ -46,7 +46,13 @@ def handles_errors(fn):
             from imgrank.config import db_path
             from imgrank.db import damaged
 
+            if disk_full(e):
+                raise click.ClickException(f"database {db_path()}: {describe(e)}") from None
             raise click.ClickException(damaged(db_path(), e)) from None
+        except Exception as e:  # a full disk under any library (safetensors, Parquet, Pillow)
+            if disk_full(e):
+                raise click.ClickException(describe(e)) from None
+            raise
 
     return wrapper
 
@@ -805,10 +811,10 @@ def _when(ns: int) -> str:
     return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
+def _report_failures(ctx, failed: list[tuple[str, str]], exit: bool = True) -> None:
     for path, reason in failed:
         click.echo(f"{path}: {reason}", err=True)
-    if failed:
+    if failed and exit:
         ctx.exit(1)
 
 
@@ -850,9 +856,20 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
     from imgrank.cli_text import order_summary
     from imgrank.order import order as run_order
 
-    result = run_order(
-        open_db(), step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
-    )
+    try:
+        result = run_order(
+            open_db(),
+            step=step,
+            top=top_n,
+            oldest_first=oldest_first,
+            dry_run=dry_run,
+            keep_places=keep_places,
+        )
+    except Unfinished as e:  # what was done is said first, then the error
+        say(ctx, f"stopped part-way: {order_summary(e.result)}")
+        _report_skipped(ctx, e.result.skipped)
+        _report_failures(ctx, e.result.failed, exit=False)
+        raise
     if as_json:
         emit(result.as_dict(), True)
     elif dry_run:
@@ -865,7 +882,22 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
         )
     else:
         click.echo(order_summary(result))
+    for warning in result.warnings:
+        say(ctx, f"warning: {warning}")
+    _report_skipped(ctx, result.skipped)
     _report_failures(ctx, result.failed)
+
+
+def _report_skipped(ctx, skipped: list[tuple[str, str]]) -> None:
+    """Photos deleted since the last scan, or edited while ordering: one line each kind, no failure."""
+    from imgrank.owntimes import VANISHED
+
+    for kind, text in ((True, "deleted since the last scan (not ordered; `imgrank scan` forgets them)"),
+                       (False, "changed while ordering or left out (not touched)")):  # fmt: skip
+        paths = [p for p, why in skipped if (why == VANISHED) == kind]
+        if paths:
+            shown = ", ".join(paths[:10]) + (f" (and {len(paths) - 10} more)" if len(paths) > 10 else "")
+            say(ctx, f"{len(paths)} {'photo' if len(paths) == 1 else 'photos'} {text}: {shown}")
 
 
 @cli.command()
@@ -895,8 +927,20 @@ def restore(ctx, paths, force, forget_missing, as_json):
     from imgrank.cli_text import restore_summary
     from imgrank.order import restore as run_restore
 
-    result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
+    try:
+        result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
+    except Unfinished as e:  # what was done is said first, then the error
+        say(ctx, f"stopped part-way: {restore_summary(e.result)}")
+        _report_failures(ctx, e.result.failed, exit=False)
+        raise
     emit(result.as_dict(), as_json, restore_summary(result))
+    if result.gone:
+        say(
+            ctx,
+            f"{len(result.gone)} replaced by another file moved onto them: their photos are gone, so "
+            "their original times are kept apart and given to no other photo (`imgrank restore "
+            f"--forget-missing` drops them): {', '.join(result.gone[:10])}",
+        )
     if result.missing:
         shown = result.missing[:10]
         more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""

@@ -151,6 +151,20 @@ def m005_dupe_groups(db: sqlite_utils.Database) -> None:
     db["dupe_groups"].create({"sha256": str, "group_id": int}, pk="sha256")
 
 
+@migrations()
+def m006_mtimes_identity(db: sqlite_utils.Database) -> None:
+    # The device and inode of each file imgrank touched: a move keeps them (a copy does not), and
+    # a photo moved or renamed onto an ordered path (an overwrite) has others.
+    db.execute("ALTER TABLE mtimes ADD COLUMN dev INTEGER")
+    db.execute("ALTER TABLE mtimes ADD COLUMN ino INTEGER")
+    # Records whose photo is gone for good (another file was moved onto its path): kept apart, so
+    # the photo living there now never gets their original, and reported until --forget-missing.
+    db.execute(
+        """CREATE TABLE mtimes_gone (id INTEGER PRIMARY KEY, path TEXT NOT NULL, original_ns INTEGER
+           NOT NULL, set_ns INTEGER, sha256 TEXT, why TEXT, at FLOAT)"""
+    )
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 

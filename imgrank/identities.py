@@ -1,0 +1,94 @@
+"""Which photo a record of imgrank's times belongs to, settled before `order` plans: the original
+follows its photo wherever it went, and never goes to another photo that took its place.
+
+- A record whose file was replaced by another (`mv -f` or a rename onto the ordered path: another
+  inode, other content) is set apart: its photo is gone, and the one living there now is new.
+- A file with no record that has the imgrank time and content of a record whose file is gone is
+  that photo, moved (a rename nobody saw, a move to another file system, `cp -p a b && rm a`):
+  the record follows it. Of several such files the one with the record's inode is the photo;
+  the others are copies, new files with their own times.
+- A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
+  disk mounted under another time zone) is reported and left out: those are not the owner's times.
+
+Records are changed only through owntimes, under its lock (the caller, `order`, holds it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from imgrank import fstimes, owntimes
+from imgrank.files import under
+from imgrank.owntimes import Record
+
+
+def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
+    """Set apart the records of replaced photos and let moved photos take their records; `records`
+    (path -> Record, as `order` read them) is updated in place. `rows` have .path; `stats` maps a
+    path to (stat or None, why)."""
+    for r in rows:
+        st, rec = stats[r.path][0], records.get(r.path)
+        if st is not None and rec is not None and owntimes.owner_gone(rec, r.path, st):
+            owntimes.set_aside(db, r.path, "another file was moved onto it")
+            del records[r.path]
+    orphans = {p: rec for p, rec in records.items() if rec.sha256 and not os.path.lexists(p)}
+    by_time: dict[int, list[str]] = {}
+    for p, rec in orphans.items():
+        if _still_on_its_disk(p, rec):
+            for t in rec.set_times():
+                by_time.setdefault(t, []).append(p)
+    if not by_time:
+        return
+    fits: dict[str, list[str]] = {}
+    for r in rows:
+        st = stats[r.path][0]
+        olds = by_time.get(st.st_mtime_ns) if st is not None and r.path not in records else None
+        if not olds:
+            continue
+        sha = owntimes.sha256_of(r.path)
+        for old in olds:
+            if orphans[old].sha256 == sha:
+                fits.setdefault(old, []).append(r.path)
+    for old in sorted(fits):
+        new = owntimes.pick(orphans[old], [p for p in fits[old] if p not in records])
+        if new is not None:
+            owntimes.follow(db, old, new)
+            records[new] = records.pop(old)
+
+
+def _still_on_its_disk(path: str, rec: Record) -> bool:
+    """Is the disk the file was on mounted (its nearest folder still there is on the record's
+    device)? A file on an unplugged disk is not gone: its copies elsewhere must not take its record."""
+    if rec.dev is None:
+        return True
+    folder = os.path.dirname(path)
+    while True:
+        try:
+            return os.stat(folder).st_dev == rec.dev
+        except OSError:
+            if folder == os.path.dirname(folder):
+                return False
+            folder = os.path.dirname(folder)
+
+
+def shifted_roots(
+    roots: list[str], stats: dict, records: dict[str, Record], warnings: list[str]
+) -> list[str]:
+    """The roots whose ordered files all have their imgrank times moved by the same whole number of
+    hours; each is told in `warnings`."""
+    out = []
+    for root in roots:
+        pairs = [
+            (st.st_mtime_ns, rec.set_times())
+            for p, rec in records.items()
+            if under(p, root) and p in stats and (st := stats[p][0]) is not None
+        ]
+        hours = fstimes.shifted_hours(pairs)
+        if hours:
+            out.append(root)
+            warnings.append(
+                f"the times of every photo ordered under {root} moved by {hours:+d} h since imgrank set "
+                "them (a FAT disk mounted under another time zone?): nothing there is ordered or taken "
+                "as the owner's; mount it as before, then `imgrank restore`"
+            )
+    return out
