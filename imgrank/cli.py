@@ -86,10 +86,10 @@ def cli(ctx: click.Context, home: str | None, quiet: bool) -> None:
     ctx.obj["quiet"] = quiet
 
 
-def open_db():
+def open_db(fresh: bool = False):
     from imgrank.db import open_db as _open
 
-    return _open()
+    return _open(fresh=fresh)
 
 
 # --- commands: scan, status (index.py) ---
@@ -123,7 +123,7 @@ def scan(ctx, roots, model, jobs, device, as_json):
     from imgrank.errors import ModelError
     from imgrank.runs import score_unscored
 
-    db = open_db()
+    db = open_db(fresh=True)  # the one command that may start a new store where one was
     index.add_roots(db, roots)
     all_roots = index.list_roots(db)
     if not all_roots:
@@ -997,7 +997,12 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     level = logging.WARNING if quiet else logging.INFO
     fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
-    run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
+    from imgrank.daemon.loop import StoreGone
+
+    try:
+        run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
+    except StoreGone:  # already logged, in one line
+        ctx.exit(1)
 
 
 @cli.group()

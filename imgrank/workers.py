@@ -27,6 +27,7 @@ from imgrank import config
 from imgrank.embed import preprocess_image
 from imgrank.errors import UnreadableImage
 from imgrank.files import decode_image, read_file, sha256_bytes
+from imgrank.parentdeath import die_with_parent
 from imgrank.prior import measure_cues
 from imgrank.review.thumbs import save_from_decode
 
@@ -49,6 +50,7 @@ def init_worker(known: set[str], limit_memory: bool = False, home: str | None = 
     if home is not None:
         os.environ["IMGRANK_HOME"] = home
     if limit_memory:
+        die_with_parent()  # the fork server, its parent, dies with the command (parentdeath.py)
         # Ctrl-C reaches the whole process group: the parent decides how to stop, not each worker.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _limit_memory(WORKER_MEMORY)
@@ -115,7 +117,9 @@ class _Workers:
     def _start(self, workers: int) -> ProcessPoolExecutor:
         if os.name == "posix":
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__])  # takes effect when the fork server starts
+            # Takes effect when the fork server starts: it has this module imported, and dies with
+            # the process that started it (imgrank.parentdeath).
+            ctx.set_forkserver_preload(["imgrank.forkserver_init", __name__])
         else:
             ctx = multiprocessing.get_context("spawn")
         home = str(config.home_dir())

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imgrank import index, labels
+from imgrank import index, labels, owntimes
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
 
@@ -68,7 +68,8 @@ def judge(
 def apply(db, j: Judgement, learn: bool) -> Outcome:
     """Mark what went missing; label each photo judged deleted `delete` (when `learn`)."""
     out = Outcome()
-    with db.atomic():
+    # Under the mtimes lock: the record of a photo that moved follows it (see index.follow_moved).
+    with owntimes.locked(db), db.atomic():
         for path in j.wiped:
             if index.mark_missing(db, path):
                 out.ignored += 1
@@ -77,6 +78,7 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
             if sha is None:
                 continue
             if index.drop_if_moved(db, path, sha):
+                index.follow_moved(db, path, sha)  # to another root or file system: its original goes too
                 out.moved += 1
                 continue
             out.deleted.append(path)

@@ -10,6 +10,7 @@ daemon costs nothing beyond the observer. torch is never imported here: scoring 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -23,9 +24,14 @@ from imgrank.daemon.debounce import DeleteBurst, Settler
 from imgrank.daemon.retrain import Retrainer, torch_available
 from imgrank.daemon.roots import Left, Renamed, Roots, Written
 from imgrank.daemon.work import Stopped
+from imgrank.errors import ImgrankError
 from imgrank.words import plural
 
 log = logging.getLogger("imgrank.daemon")
+
+
+class StoreGone(ImgrankError):
+    """The daemon's database is not the file it opened any more (deleted, replaced): it stops."""
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Watcher:
         self.last_beat = 0.0
         self.retrainer = Retrainer(config.home_dir() / "train.log", self.cfg.retrain_after)
         self.said: set[str] = set()
+        self.retry: set[str] = set()  # files whose indexing failed (a full disk): tried again later
 
     # --- control -------------------------------------------------------------------------------
 
@@ -81,8 +88,14 @@ class Watcher:
         from imgrank.db import open_db
         from imgrank.embed import load_embedder
 
-        self.db = db = open_db()
-        heartbeat.refuse_second_daemon(db)
+        self.lock_fd = heartbeat.hold_daemon_lock()  # one daemon per home, for its whole life
+        self.db_path = config.db_path()
+        try:
+            self.db = db = open_db(self.db_path)
+        except BaseException:
+            os.close(self.lock_fd)
+            raise
+        self.db_file = heartbeat.file_identity(self.db_path)
         index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes is under a root
         self.embedder = load_embedder(self.cfg.model)
         self._beat()
@@ -127,7 +140,7 @@ class Watcher:
         """A failure (one bad file, a locked database) is logged and counted; the daemon goes on."""
         try:
             fn(*args)
-        except Stopped:
+        except (Stopped, StoreGone):
             raise
         except Exception:
             self.counters["errors"] += 1
@@ -216,6 +229,9 @@ class Watcher:
             if now >= self.last_order + self.cfg.reorder_interval:
                 self._reorder()
         if time.monotonic() >= self.last_beat + self._beat_interval():
+            for path in self.retry:
+                self.settler.touch(path, time.monotonic())
+            self.retry = set()
             self._check_roots()
             self._beat()
 
@@ -225,6 +241,7 @@ class Watcher:
         self.counters["indexed"] += done.indexed
         self.counters["embedded"] += done.embedded
         self.counters["errors"] += done.failed
+        self.retry.update(done.not_indexed)  # not counted; tried again at the next heartbeat
         self.why += [f"{Path(p).name} arrived" for p in done.arrived]
         self.why += [f"{Path(p).name} changed" for p in done.changed]
 
@@ -270,6 +287,13 @@ class Watcher:
             self._dirty()  # a group that lost its keeper has a new one (see work.regroup)
 
     def _reorder(self) -> None:
+        if heartbeat.file_identity(self.db_path) != self.db_file:
+            message = (
+                f"the database {self.db_path} is gone or was replaced since the daemon opened it: "
+                "stopping, no photo touched (its originals are not in the new one)"
+            )
+            log.error(message)
+            raise StoreGone(message)
         why, self.why = self.why, []
         self.dirty_since = None
         self.last_order = time.monotonic()
@@ -332,6 +356,7 @@ class Watcher:
         self.retrainer.stop()
         self._guard(self._beat, True)
         self.db.conn.commit()
+        os.close(self.lock_fd)
 
     def _say_once(self, key: str, message: str) -> None:
         if key not in self.said:
