@@ -277,3 +277,78 @@ def test_order_says_what_it_did_before_a_full_disk_stops_it(tmp_path, monkeypatc
     assert "stopped part-way: ordered 2 photos: 2 mtimes set" in result.output
     assert "no space left on the disk" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+# --- 2. times that round-trip, or no order ---------------------------------------------------------
+
+
+@pytest.fixture
+def fat_disk(tmp_path):
+    """A FAT file system mounted on a folder: `mount(tz)` mounts it (with FUSE's fusefat, under the
+    time zone `tz`, as a card is read on machines set to different zones), `unmount()` unmounts.
+    Skipped with the reason where neither mkfs.vfat nor fusefat is installed (.ci/run installs both)."""
+    if not (shutil.which("mkfs.vfat") and shutil.which("fusefat") and os.path.exists("/dev/fuse")):
+        pytest.skip("no FAT here: needs mkfs.vfat (dosfstools), fusefat and /dev/fuse")
+    image, mnt = tmp_path / "card.img", tmp_path / "card"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.vfat", str(image)], check=True, capture_output=True)
+    mnt.mkdir()
+
+    class Card:
+        path = mnt
+
+        def mount(self, tz: str = "UTC") -> None:
+            env = dict(os.environ, TZ=tz)
+            done = subprocess.run(
+                ["fusefat", "-o", "rw+", str(image), str(mnt)], env=env, capture_output=True
+            )
+            if done.returncode != 0 or not os.path.ismount(mnt):
+                pytest.skip(f"cannot mount FAT with fusefat here: {done.stderr.decode().strip()}")
+
+        def unmount(self) -> None:
+            subprocess.run(["fusermount", "-u", str(mnt)], check=True)
+
+    card = Card()
+    card.mount()
+    try:
+        yield card
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+
+
+def test_on_fat_a_step_it_cannot_keep_is_refused_and_every_time_round_trips(fat_disk):
+    db = open_db()
+    paths = indexed(db, fat_disk.path / "photos", {f"p{i}.jpg": i / 10 for i in range(6)})
+    originals = {n: mtime(p) for n, p in paths.items()}  # as FAT keeps them (2 s)
+    result = run("order", "--step", "1")
+    assert result.exit_code == 1
+    assert "--step 1 cannot be kept on" in result.output and "keeps times to 2 s" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert {n: mtime(p) for n, p in paths.items()} == originals  # refused before any touch
+    assert run("order", "--step", "2").exit_code == 0
+    for p in paths.values():  # what was recorded is what the file system holds
+        assert owntimes.record(db, str(p)).set_ns == mtime(p)
+    assert run("order", "--step", "4").exit_code == 0
+    back = run("restore")
+    assert back.exit_code == 0 and "restored 6 mtimes" in back.output
+    assert {n: mtime(p) for n, p in paths.items()} == originals
+
+
+def test_a_fat_card_mounted_under_another_time_zone_is_reported_never_taken_as_the_owners(fat_disk):
+    db = open_db()
+    paths = indexed(db, fat_disk.path / "photos", {f"p{i}.jpg": i / 10 for i in range(5)})
+    originals = {n: mtime(p) for n, p in paths.items()}
+    assert run("order").exit_code == 0
+    fat_disk.unmount()
+    fat_disk.mount(tz="Etc/GMT-1")  # one hour east: every time reads an hour off
+    shifted = run("order")
+    assert shifted.exit_code == 0, shifted.output
+    assert "moved by -1 h since imgrank set them" in shifted.output
+    assert "restored 5" not in run("restore").output  # refused there: not imgrank's times as they read
+    fat_disk.unmount()
+    fat_disk.mount(tz="UTC")  # back as it was
+    back = run("restore")
+    assert back.exit_code == 0, back.output
+    assert {n: mtime(p) for n, p in paths.items()} == originals
