@@ -21,18 +21,10 @@ CANDIDATES = (1, 1_000, 1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000)
 BASE_NS = 1_600_000_000 * 10**9
 HOUR_NS = 3600 * 10**9
 
-_known: dict[int, int] = {}  # st_dev -> resolution in ns (one probe per file system per process)
-
-
 def resolution(folder: str) -> int | None:
     """The finest step in ns the file system of `folder` keeps, or None when it cannot be asked
-    (a read-only or full folder: then nothing can be set there either)."""
-    try:
-        dev = os.stat(folder).st_dev
-    except OSError:
-        return None
-    if dev in _known:
-        return _known[dev]
+    (a read-only or full folder: then nothing can be set there either). Asked anew each time: a
+    device number is reused by the next disk mounted, so it cannot key what was learnt."""
     try:
         fd, scratch = tempfile.mkstemp(prefix=".imgrank-time-probe-", dir=folder)
     except OSError:
@@ -54,7 +46,6 @@ def resolution(folder: str) -> int | None:
             os.unlink(scratch)
         except OSError:
             pass
-    _known[dev] = found
     return found
 
 

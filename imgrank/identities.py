@@ -15,6 +15,7 @@ Records are changed only through owntimes, under its lock (the caller, `order`, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from imgrank import fstimes, owntimes
@@ -31,6 +32,7 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
         if st is not None and rec is not None and owntimes.owner_gone(rec, r.path, st):
             owntimes.set_aside(db, r.path, "another file was moved onto it")
             del records[r.path]
+    take_over_copies(db, records)
     orphans = {p: rec for p, rec in records.items() if rec.sha256 and not os.path.lexists(p)}
     by_time: dict[int, list[str]] = {}
     for p, rec in orphans.items():
@@ -54,6 +56,26 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
         if new is not None:
             owntimes.follow(db, old, new)
             records[new] = records.pop(old)
+
+
+def take_over_copies(db, records: dict[str, Record]) -> None:
+    """A move by copy and delete (`cp -p a b && rm a`, a file manager moving across disks) that an
+    order saw halfway, while both files were there: b was recorded as a new file whose original is
+    imgrank's time for a. Once a is gone, b takes a's original. `records` is updated in place."""
+    owned: dict[tuple[str, int], str] = {}  # (content, imgrank time) -> the gone file's path
+    for p, rec in records.items():
+        if rec.sha256 and not os.path.lexists(p) and _still_on_its_disk(p, rec):
+            for t in rec.set_times():
+                owned[(rec.sha256, t)] = p
+    if not owned:
+        return
+    for path, rec in list(records.items()):
+        old = owned.get((rec.sha256, rec.original_ns))
+        if old is None or old == path or old not in records or not os.path.lexists(path):
+            continue
+        records[path] = dataclasses.replace(rec, original_ns=records.pop(old).original_ns)
+        owntimes.write(db, [(path, records[path])])
+        owntimes.forget(db, [old])
 
 
 def _still_on_its_disk(path: str, rec: Record) -> bool:

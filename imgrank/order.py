@@ -330,6 +330,8 @@ def restore(
     result = RestoreResult()
     with owntimes.locked(db), _unfinished(result):
         records = owntimes.records(db, wanted)
+        if wanted is None:
+            identities.take_over_copies(db, records)
         _give_back(db, records, force, result)
         if result.missing:  # moved before any scan saw it? Look for it by time and content.
             lost = {p: records[p] for p in result.missing}

@@ -119,6 +119,29 @@ def test_a_photo_moved_to_another_file_system_keeps_its_original(tmp_path, other
     assert mtime(paths["b.jpg"]) == originals["b.jpg"]
 
 
+@pytest.mark.parametrize("then", ["restore", "order"])
+def test_a_move_by_copy_and_delete_that_an_order_saw_halfway_keeps_its_original(tmp_path, other_disk, then):
+    """`cp -p a b`, an order while both are there (b is a new file then, its original imgrank's
+    time for a), then `rm a`: b is photo a, moved, and takes a's original."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db, now_ns=time.time_ns() - 3600 * 10**9)
+    new = other_disk / "a.jpg"
+    subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(new)], check=True)
+    add_row(db, new, 0.7)
+    assert order(db).failed == []
+    assert owntimes.record(db, str(new)) is not None  # recorded as a new file for now
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    if then == "order":
+        assert order(db).failed == []
+    assert restore(db).failed == []
+    assert mtime(new) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+
+
 def test_the_daemon_carries_the_original_of_a_photo_moved_to_another_file_system(
     tmp_path, other_disk, model_env
 ):
