@@ -202,7 +202,13 @@ def follow(db: sqlite_utils.Database, src: str, dst: str) -> None:
     the photo living there now never gets that photo's original. Call under `locked(db)`, inside
     or outside a transaction of the caller's."""
     _require_lock(db)
-    if src != dst and record(db, dst) is not None:
+    there = record(db, dst) if src != dst else None
+    if there is not None:
+        st, _ = lstat(dst)
+        if st is not None and there.same_file(st):
+            return  # already the record of the file living there (an order or restore followed it)
+        if there.ino is None and record(db, src) is None:
+            return  # an old record, nothing to tell it by: kept as before
         set_aside(db, dst, "another file was moved onto it")
     db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [db_path(dst), db_path(src)])
 
