@@ -997,7 +997,7 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     level = logging.WARNING if quiet else logging.INFO
     fmt = "%(asctime)s %(levelname)s %(message)s"  # the time of each arrival, move and deletion
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
-    from imgrank.daemon.loop import StoreGone
+    from imgrank.daemon.heartbeat import StoreGone
 
     try:
         run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))

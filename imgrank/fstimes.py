@@ -21,6 +21,7 @@ CANDIDATES = (1, 1_000, 1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000)
 BASE_NS = 1_600_000_000 * 10**9
 HOUR_NS = 3600 * 10**9
 
+
 def resolution(folder: str) -> int | None:
     """The finest step in ns the file system of `folder` keeps, or None when it cannot be asked
     (a read-only or full folder: then nothing can be set there either). Asked anew each time: a

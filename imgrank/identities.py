@@ -9,6 +9,7 @@ follows its photo wherever it went, and never goes to another photo that took it
   the others are copies, new files with their own times.
 - A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
   disk mounted under another time zone) is reported and left out: those are not the owner's times.
+- `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the roots.
 
 Records are changed only through owntimes, under its lock (the caller, `order`, holds it).
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
+from pathlib import Path
 
 from imgrank import fstimes, owntimes
 from imgrank.files import under
@@ -29,7 +32,7 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
     path to (stat or None, why)."""
     for r in rows:
         st, rec = stats[r.path][0], records.get(r.path)
-        if st is not None and rec is not None and owntimes.owner_gone(rec, r.path, st):
+        if st is not None and rec is not None and owner_gone(rec, r.path, st):
             owntimes.set_aside(db, r.path, "another file was moved onto it")
             del records[r.path]
     take_over_copies(db, records)
@@ -114,3 +117,49 @@ def shifted_roots(
                 "as the owner's; mount it as before, then `imgrank restore`"
             )
     return out
+
+
+def owner_gone(rec: Record, path: str, st: os.stat_result) -> bool:
+    """Was the file a record was made for replaced by another one (`mv -f`, a rename onto it)?
+    Another inode and other content; the same content under a new inode (an editor's save-by-
+    rename of an unchanged file, a copy back) is still the photo."""
+    if rec.same_file(st) is not False:
+        return False
+    return rec.sha256 is not None and owntimes.sha256_of(path) != rec.sha256
+
+
+def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
+    """Where did these vanished files go? Walks the roots for files that still have imgrank's time
+    for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
+    them by content. Returns {old path: new path}. `walk(root)` yields the image files under a root."""
+    by_time: dict[int, list[str]] = {}
+    for path, rec in lost.items():
+        if rec.sha256:
+            for t in rec.set_times():
+                by_time.setdefault(t, []).append(path)
+    if not by_time:
+        return {}
+    fits: dict[str, list[str]] = {}  # old path -> files with its time and content
+    for root in roots:
+        for p in walk(root):
+            p = str(p)
+            st, _ = owntimes.lstat(p)
+            olds = by_time.get(st.st_mtime_ns) if st else None
+            if not olds or p in taken:
+                continue
+            sha = owntimes.sha256_of(p)
+            for old in olds:
+                if lost[old].sha256 == sha:
+                    fits.setdefault(old, []).append(p)
+    found: dict[str, str] = {}
+    for old in sorted(fits, key=lambda o: not any(_same(lost[o], p) for p in fits[o])):
+        new = owntimes.pick(lost[old], [p for p in fits[old] if p not in taken])
+        if new is not None:
+            found[old] = new
+            taken.add(new)
+    return found
+
+
+def _same(rec: Record, path: str) -> bool:
+    st, _ = owntimes.lstat(path)
+    return st is not None and bool(rec.same_file(st))

@@ -336,7 +336,7 @@ def restore(
         if result.missing:  # moved before any scan saw it? Look for it by time and content.
             lost = {p: records[p] for p in result.missing}
             taken = set(owntimes.records(db))  # the files restored or set apart are free now
-            moved = owntimes.find_moved(index.list_roots(db), lost, taken, walk)
+            moved = identities.find_moved(index.list_roots(db), lost, taken, walk)
             for old, new in moved.items():
                 owntimes.follow(db, old, new)
             missing, result.missing = result.missing, []
@@ -375,7 +375,7 @@ def _give_back(
             if st is None:
                 result.failed.append((path, why))
                 continue
-            if owntimes.owner_gone(rec, path, st):
+            if identities.owner_gone(rec, path, st):
                 owntimes.set_aside(db, path, "another file was moved onto it")
                 continue
             if st.st_mtime_ns == rec.original_ns:

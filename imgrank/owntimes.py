@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
@@ -269,15 +268,6 @@ def pick(rec: Record, paths: list[str]) -> str | None:
     return paths[0] if paths else None
 
 
-def owner_gone(rec: Record, path: str, st: os.stat_result) -> bool:
-    """Was the file a record was made for replaced by another one (`mv -f`, a rename onto it)?
-    Another inode and other content; the same content under a new inode (an editor's save-by-
-    rename of an unchanged file, a copy back) is still the photo."""
-    if rec.same_file(st) is not False:
-        return False
-    return rec.sha256 is not None and sha256_of(path) != rec.sha256
-
-
 # --- files -----------------------------------------------------------------------------------
 
 
@@ -421,40 +411,3 @@ def _real_path(fd: int, fallback: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return os.path.realpath(fallback)
-
-
-def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
-    """Where did these vanished files go? Walks the roots for files that still have imgrank's time
-    for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
-    them by content. Returns {old path: new path}. `walk(root)` yields the image files under a root."""
-    by_time: dict[int, list[str]] = {}
-    for path, rec in lost.items():
-        if rec.sha256:
-            for t in rec.set_times():
-                by_time.setdefault(t, []).append(path)
-    if not by_time:
-        return {}
-    fits: dict[str, list[str]] = {}  # old path -> files with its time and content
-    for root in roots:
-        for p in walk(root):
-            p = str(p)
-            st, _ = lstat(p)
-            olds = by_time.get(st.st_mtime_ns) if st else None
-            if not olds or p in taken:
-                continue
-            sha = sha256_of(p)
-            for old in olds:
-                if lost[old].sha256 == sha:
-                    fits.setdefault(old, []).append(p)
-    found: dict[str, str] = {}
-    for old in sorted(fits, key=lambda o: not any(_same(lost[o], p) for p in fits[o])):
-        new = pick(lost[old], [p for p in fits[old] if p not in taken])
-        if new is not None:
-            found[old] = new
-            taken.add(new)
-    return found
-
-
-def _same(rec: Record, path: str) -> bool:
-    st, _ = lstat(path)
-    return st is not None and bool(rec.same_file(st))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 
@@ -56,6 +57,21 @@ def hold_daemon_lock() -> int:
         os.close(fd)
         raise ImgrankError(f"imgrank watch is already running for {config.home_dir()}") from None
     return fd
+
+
+class StoreGone(ImgrankError):
+    """The daemon's database is not the file it opened any more (deleted, replaced): it stops."""
+
+
+def check_store(path, identity: tuple[int, int] | None) -> None:
+    """Raise StoreGone (logged in one line) unless the database at `path` is the file it was."""
+    if file_identity(path) != identity:
+        message = (
+            f"the database {path} is gone or was replaced since the daemon opened it: stopping, "
+            "no photo touched (the originals it kept are not in another one)"
+        )
+        logging.getLogger("imgrank.daemon").error(message)
+        raise StoreGone(message)
 
 
 def file_identity(path) -> tuple[int, int] | None:

@@ -21,17 +21,13 @@ from pathlib import Path
 from imgrank import config
 from imgrank.daemon import deletions, heartbeat, work
 from imgrank.daemon.debounce import DeleteBurst, Settler
+from imgrank.daemon.heartbeat import StoreGone
 from imgrank.daemon.retrain import Retrainer, torch_available
 from imgrank.daemon.roots import Left, Renamed, Roots, Written
 from imgrank.daemon.work import Stopped
-from imgrank.errors import ImgrankError
 from imgrank.words import plural
 
 log = logging.getLogger("imgrank.daemon")
-
-
-class StoreGone(ImgrankError):
-    """The daemon's database is not the file it opened any more (deleted, replaced): it stops."""
 
 
 @dataclass
@@ -88,14 +84,10 @@ class Watcher:
         from imgrank.db import open_db
         from imgrank.embed import load_embedder
 
-        self.lock_fd = heartbeat.hold_daemon_lock()  # one daemon per home, for its whole life
         self.db_path = config.db_path()
-        try:
-            self.db = db = open_db(self.db_path)
-        except BaseException:
-            os.close(self.lock_fd)
-            raise
-        self.db_file = heartbeat.file_identity(self.db_path)
+        self.db = db = open_db(self.db_path)
+        self.lock_fd = heartbeat.hold_daemon_lock()  # one daemon per home, for its whole life
+        self.db_file = heartbeat.file_identity(self.db_path)  # the file it must stay (_reorder)
         index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes is under a root
         self.embedder = load_embedder(self.cfg.model)
         self._beat()
@@ -287,13 +279,7 @@ class Watcher:
             self._dirty()  # a group that lost its keeper has a new one (see work.regroup)
 
     def _reorder(self) -> None:
-        if heartbeat.file_identity(self.db_path) != self.db_file:
-            message = (
-                f"the database {self.db_path} is gone or was replaced since the daemon opened it: "
-                "stopping, no photo touched (its originals are not in the new one)"
-            )
-            log.error(message)
-            raise StoreGone(message)
+        heartbeat.check_store(self.db_path, self.db_file)  # raises StoreGone: no touching
         why, self.why = self.why, []
         self.dirty_since = None
         self.last_order = time.monotonic()
