@@ -217,6 +217,14 @@ def status(list_unreadable, as_json):
         + (" (`imgrank restore` puts them back)" if info["ordered"] else ""),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
+    from imgrank.review.thumbs import THUMBS_CAP, cache_size
+
+    count, size = cache_size()
+    info["thumbnails"] = {"count": count, "bytes": size, "cap_bytes": THUMBS_CAP}
+    lines.append(
+        f"thumbnails: {count} ({size / 1e6:.1f} MB of at most {THUMBS_CAP / 1e6:.0f} MB; none for photos "
+        "under 48 KB)"
+    )
     from imgrank.daemon.heartbeat import daemon_status
 
     info["daemon"] = daemon_status(db)

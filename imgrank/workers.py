@@ -87,7 +87,7 @@ def read_one(path: str) -> dict:
             out["width"], out["height"] = img.info["original_size"]
             out["array"] = preprocess_image(img)
             out["cues"] = measure_cues(img)  # the prior's cues and the review thumbnail, from this decode
-            save_from_decode(img, out["sha256"])
+            save_from_decode(img, out["sha256"], st.st_size)
     except UnreadableImage as e:
         out["reason"] = str(e)
     except MemoryError:  # past the worker's memory limit outside the decoder itself

@@ -199,6 +199,30 @@ def test_train_on_a_full_disk_is_one_line(home, tiny_disk):
     assert "Traceback" not in result.output
 
 
+def test_thumbnails_are_made_only_for_photos_that_are_not_small_and_stop_at_the_cap(
+    tmp_path, model_env, home
+):
+    """20,000 tiny photos took 82 MB of thumbnails, more than the photos themselves."""
+    import json
+
+    small_photo = 48 << 10  # thumbs.SMALL_PHOTO: a photo under it is small enough to be its own
+    root = tmp_path / "photos"
+    tiny = [photo(root / f"tiny{i}.jpg", seed=i, size=(64, 48)) for i in range(3)]
+    big = [photo(root / f"big{i}.png", seed=10 + i, size=(320, 240)) for i in range(2)]
+    assert all(p.stat().st_size < small_photo for p in tiny) and all(
+        p.stat().st_size >= small_photo for p in big
+    )
+    subprocess.run([*IMGRANK, "-q", "scan", str(root)], check=True, env=os.environ)
+    assert len(list((home / "thumbs").rglob("*.jpg"))) == 2
+    status = run("status")
+    assert "thumbnails: 2 (" in status.output and "MB of at most 500 MB" in status.output
+    assert json.loads(run("status", "--json").output)["thumbnails"]["count"] == 2
+    capped = tmp_path / "capped-home"
+    env = dict(os.environ, IMGRANK_HOME=str(capped), IMGRANK_THUMBS_MB="0")
+    subprocess.run([*IMGRANK, "-q", "scan", str(root)], check=True, env=env)
+    assert not list((capped / "thumbs").rglob("*.jpg"))
+
+
 # --- 6. nothing left behind -------------------------------------------------------------------------
 
 

@@ -387,7 +387,8 @@ def test_a_photo_deleted_since_the_last_scan_is_one_message_and_not_a_failure(tm
     gone.unlink()
     result = CliRunner().invoke(cli, ["order"])
     assert result.exit_code == 0, result.output
-    assert f"1 photo deleted since the last scan (not ordered; `imgrank scan` forgets them): {gone}" in result.output
+    said = f"1 photo deleted since the last scan (not ordered; `imgrank scan` forgets them): {gone}"
+    assert said in result.output
     assert "vanished" not in result.output and "No such file" not in result.output
     assert "ordered 4 photos: 3 mtimes set, 1 skipped" in result.output
     assert by_mtime([p for p in paths if p != gone]) == [str(p) for p in paths if p != gone]
