@@ -36,7 +36,14 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
             owntimes.set_aside(db, r.path, "another file was moved onto it")
             del records[r.path]
     take_over_copies(db, records)
-    orphans = {p: rec for p, rec in records.items() if rec.sha256 and not os.path.lexists(p)}
+    # Only a record with an imgrank time some file without a record has can be that file's: the
+    # others are not even looked at on disk (an order of 100,000 photos costs no extra syscall).
+    unrecorded = {st.st_mtime_ns for r in rows if r.path not in records and (st := stats[r.path][0])}
+    orphans = {
+        p: rec
+        for p, rec in records.items()
+        if rec.sha256 and unrecorded.intersection(rec.set_times()) and not os.path.lexists(p)
+    }
     by_time: dict[int, list[str]] = {}
     for p, rec in orphans.items():
         if _still_on_its_disk(p, rec):
@@ -65,16 +72,15 @@ def take_over_copies(db, records: dict[str, Record]) -> None:
     """A move by copy and delete (`cp -p a b && rm a`, a file manager moving across disks) that an
     order saw halfway, while both files were there: b was recorded as a new file whose original is
     imgrank's time for a. Once a is gone, b takes a's original. `records` is updated in place."""
-    owned: dict[tuple[str, int], str] = {}  # (content, imgrank time) -> the gone file's path
+    by_key: dict[tuple[str, int], str] = {}  # (content, imgrank time) -> whose record has it
     for p, rec in records.items():
-        if rec.sha256 and not os.path.lexists(p) and _still_on_its_disk(p, rec):
-            for t in rec.set_times():
-                owned[(rec.sha256, t)] = p
-    if not owned:
-        return
+        for t in rec.set_times() if rec.sha256 else ():
+            by_key[(rec.sha256, t)] = p
     for path, rec in list(records.items()):
-        old = owned.get((rec.sha256, rec.original_ns))
-        if old is None or old == path or old not in records or not os.path.lexists(path):
+        old = by_key.get((rec.sha256, rec.original_ns))
+        if old is None or old == path or old not in records or path not in records:
+            continue
+        if os.path.lexists(old) or not os.path.lexists(path) or not _still_on_its_disk(old, records[old]):
             continue
         records[path] = dataclasses.replace(rec, original_ns=records.pop(old).original_ns)
         owntimes.write(db, [(path, records[path])])
@@ -101,13 +107,16 @@ def shifted_roots(
 ) -> list[str]:
     """The roots whose ordered files all have their imgrank times moved by the same whole number of
     hours; each is told in `warnings`."""
+    present = [(p, st.st_mtime_ns, rec) for p, rec in records.items() if p in stats and (st := stats[p][0])]
+    # Only a root with a file moved by whole hours can be one: most orders find none and stop here.
+    moved = [
+        p for p, t, rec in present if rec.set_ns not in (None, t) and (t - rec.set_ns) % fstimes.HOUR_NS == 0
+    ]
     out = []
     for root in roots:
-        pairs = [
-            (st.st_mtime_ns, rec.set_times())
-            for p, rec in records.items()
-            if under(p, root) and p in stats and (st := stats[p][0]) is not None
-        ]
+        if not any(under(p, root) for p in moved):
+            continue
+        pairs = [(t, rec.set_times()) for p, t, rec in present if under(p, root)]
         hours = fstimes.shifted_hours(pairs)
         if hours:
             out.append(root)
