@@ -88,10 +88,10 @@ class Watcher:
         self.db = db = open_db(self.db_path)
         self.lock_fd = heartbeat.hold_daemon_lock()  # one daemon per home, for its whole life
         self.db_file = heartbeat.file_identity(self.db_path)  # the file it must stay (_reorder)
-        index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes is under a root
-        self.embedder = load_embedder(self.cfg.model)
-        self._beat()
-        try:
+        try:  # from here on the lock is let go however run() ends (_shutdown)
+            index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes: under a root
+            self.embedder = load_embedder(self.cfg.model)
+            self._beat()
             for r in self.roots.roots:
                 if not r.is_dir():
                     self.roots.go_offline(r, "not there")
