@@ -874,7 +874,7 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, as_json):
             keep_places=keep_places,
         )
     except Unfinished as e:  # what was done is said first, then the error
-        say(ctx, f"stopped part-way: {order_summary(e.result)}")
+        emit(e.result.as_dict(), as_json, f"stopped part-way: {order_summary(e.result)}")  # even with -q
         _report_skipped(ctx, e.result.skipped)
         _report_failures(ctx, e.result.failed, exit=False)
         raise
@@ -938,7 +938,7 @@ def restore(ctx, paths, force, forget_missing, as_json):
     try:
         result = run_restore(open_db(), paths or None, force=force, forget_missing=forget_missing)
     except Unfinished as e:  # what was done is said first, then the error
-        say(ctx, f"stopped part-way: {restore_summary(e.result)}")
+        emit(e.result.as_dict(), as_json, f"stopped part-way: {restore_summary(e.result)}")  # even with -q
         _report_failures(ctx, e.result.failed, exit=False)
         raise
     emit(result.as_dict(), as_json, restore_summary(result))
