@@ -13,7 +13,7 @@ from dataclasses import asdict
 import click
 
 from imgrank import __version__
-from imgrank.errors import ImgrankError, NothingYet
+from imgrank.errors import ImgrankError, NothingYet, Unfinished, describe, disk_full
 from imgrank.words import printable
 
 json_option = click.option(
@@ -90,7 +90,13 @@ def handles_errors(fn):
             from imgrank.config import db_path
             from imgrank.db import damaged
 
+            if disk_full(e):
+                raise click.ClickException(f"database {db_path()}: {describe(e)}") from None
             raise click.ClickException(damaged(db_path(), e)) from None
+        except Exception as e:  # a full disk under any library (safetensors, Parquet, Pillow)
+            if disk_full(e):
+                raise click.ClickException(describe(e)) from None
+            raise
 
     return wrapper
 
@@ -138,10 +144,10 @@ def cli(ctx: click.Context, home: str | None, quiet: bool) -> None:
     ctx.obj["quiet"] = quiet
 
 
-def open_db():
+def open_db(fresh: bool = False):
     from imgrank.db import open_db as _open
 
-    return _open()
+    return _open(fresh=fresh)
 
 
 # --- commands: scan, status (index.py) ---
@@ -187,7 +193,7 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
     from imgrank.errors import ModelError
     from imgrank.runs import score_unscored
 
-    db = open_db()
+    db = open_db(fresh=True)  # the one command that may start a new store where one was
     index.add_roots(db, roots)
     all_roots = index.list_roots(db)
     if not all_roots:
@@ -313,6 +319,14 @@ def status(list_unreadable, as_json):
         *([f"XMP sidecars written by `order --xmp`: {info['xmp_sidecars']}"] if info["xmp_sidecars"] else []),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
+    from imgrank.review.thumbs import THUMBS_CAP, cache_size
+
+    count, size = cache_size()
+    info["thumbnails"] = {"count": count, "bytes": size, "cap_bytes": THUMBS_CAP}
+    lines.append(
+        f"thumbnails: {count} ({size / 1e6:.1f} MB of at most {THUMBS_CAP / 1e6:.0f} MB; none for photos "
+        "under 48 KB)"
+    )
     from imgrank.daemon.heartbeat import daemon_status
 
     info["daemon"] = daemon_status(db)
@@ -972,12 +986,12 @@ def _when(ns: int) -> str:
     return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _report_failures(ctx, failed: list[tuple[str, str]]) -> None:
+def _report_failures(ctx, failed: list[tuple[str, str]], exit: bool = True) -> None:
     from imgrank.files import shown_path
 
     for path, reason in failed:
         click.echo(f"{shown_path(path)}: {reason}", err=True)
-    if failed:
+    if failed and exit:
         ctx.exit(1)
 
 
@@ -1023,9 +1037,15 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
     from imgrank.order import order as run_order
 
     db = open_db()
-    result = run_order(
-        db, step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
-    )
+    try:
+        result = run_order(
+            db, step=step, top=top_n, oldest_first=oldest_first, dry_run=dry_run, keep_places=keep_places
+        )
+    except Unfinished as e:  # what was done is said first, then the error
+        emit(e.result.as_dict(), as_json, f"stopped part-way: {order_summary(e.result)}")  # even with -q
+        _report_skipped(ctx, e.result.skipped)
+        _report_failures(ctx, e.result.failed, exit=False)
+        raise
     rated = _write_xmp(db, xmp_style, top_n) if xmp and not dry_run else None
     if as_json:
         emit({**result.as_dict(), **({"xmp": asdict(rated)} if rated else {})}, True)
@@ -1044,6 +1064,9 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
         from imgrank.cli_text import xmp_summary
 
         click.echo(xmp_summary(rated, xmp_style))
+    for warning in result.warnings:
+        say(ctx, f"warning: {warning}")
+    _report_skipped(ctx, result.skipped)
     _report_failures(ctx, result.failed + (rated.failed if rated else []))
 
 
@@ -1053,6 +1076,18 @@ def _write_xmp(db, style: str, top: int | None):
     from imgrank.ranking import photo_files
 
     return sidecars.write_ratings(db, photo_files(db), style, top)
+
+
+def _report_skipped(ctx, skipped: list[tuple[str, str]]) -> None:
+    """Photos deleted since the last scan, or edited while ordering: one line each kind, no failure."""
+    from imgrank.owntimes import VANISHED
+
+    for kind, text in ((True, "deleted since the last scan (not ordered; `imgrank scan` forgets them)"),
+                       (False, "changed while ordering or left out (not touched)")):  # fmt: skip
+        paths = [p for p, why in skipped if (why == VANISHED) == kind]
+        if paths:
+            shown = ", ".join(paths[:10]) + (f" (and {len(paths) - 10} more)" if len(paths) > 10 else "")
+            say(ctx, f"{len(paths)} {'photo' if len(paths) == 1 else 'photos'} {text}: {shown}")
 
 
 @cli.command()
@@ -1084,10 +1119,22 @@ def restore(ctx, paths, force, forget_missing, as_json):
     from imgrank.order import restore as run_restore
 
     db = open_db()
-    result = run_restore(db, paths or None, force=force, forget_missing=forget_missing)
+    try:
+        result = run_restore(db, paths or None, force=force, forget_missing=forget_missing)
+    except Unfinished as e:  # what was done is said first, then the error
+        emit(e.result.as_dict(), as_json, f"stopped part-way: {restore_summary(e.result)}")  # even with -q
+        _report_failures(ctx, e.result.failed, exit=False)
+        raise
     xmp = sidecars.restore(db, paths or None, force=force)  # and every XMP sidecar `order --xmp` wrote
     d = result.as_dict() | ({"sidecars": asdict(xmp)} if xmp != sidecars.SidecarRestore() else {})
     emit(d, as_json, restore_summary(result, xmp))
+    if result.gone:
+        say(
+            ctx,
+            f"{len(result.gone)} replaced by another file moved onto them: their photos are gone, so "
+            "their original times are kept apart and given to no other photo (`imgrank restore "
+            f"--forget-missing` drops them): {', '.join(result.gone[:10])}",
+        )
     if result.missing:
         shown = result.missing[:10]
         more = f" (and {len(result.missing) - 10} more)" if len(result.missing) > 10 else ""
@@ -1145,7 +1192,12 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     for handler in logging.getLogger().handlers:  # file names in the log: no terminal escapes either
         handler.setFormatter(PrintableFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
-    run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
+    from imgrank.daemon.heartbeat import StoreGone
+
+    try:
+        run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
+    except StoreGone:  # already logged, in one line
+        ctx.exit(1)
 
 
 @cli.group()

@@ -89,6 +89,7 @@ def order_summary(result, dry_run: bool = False) -> str:
     parts = [f"{plural(r.touched, 'mtime')} set"] if r.touched else []
     parts += [f"{r.in_place} already in place"] if r.in_place else []
     parts += [f"{r.restored} no longer in the order given their own time back"] if r.restored else []
+    parts += [f"{len(r.skipped)} skipped"] if r.skipped else []
     parts += [f"{len(r.failed)} failed"] if r.failed else []
     return f"ordered {plural(r.ordered, 'photo')}: {', '.join(parts)} ({r.seconds:.1f} s)"
 

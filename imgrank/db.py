@@ -188,6 +188,20 @@ def m008_sidecars(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m009_mtimes_identity(db: sqlite_utils.Database) -> None:
+    # The device and inode of each file imgrank touched: a move keeps them (a copy does not), and
+    # a photo moved or renamed onto an ordered path (an overwrite) has others.
+    db.execute("ALTER TABLE mtimes ADD COLUMN dev INTEGER")
+    db.execute("ALTER TABLE mtimes ADD COLUMN ino INTEGER")
+    # Records whose photo is gone for good (another file was moved onto its path): kept apart, so
+    # the photo living there now never gets their original, and reported until --forget-missing.
+    db.execute(
+        """CREATE TABLE mtimes_gone (id INTEGER PRIMARY KEY, path TEXT NOT NULL, original_ns INTEGER
+           NOT NULL, set_ns INTEGER, sha256 TEXT, why TEXT, at FLOAT)"""
+    )
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 
@@ -210,14 +224,20 @@ class Store(sqlite_utils.Database):
             raise
 
 
-def open_db(path: Path | str | None = None) -> Store:
+# Left in the home beside a database once one is made: a home that has it but no database lost its
+# store (deleted under a running daemon, a wrong --home), and only `scan` starts a new one there.
+MARKER = ".imgrank-store"
+
+
+def open_db(path: Path | str | None = None, fresh: bool = False) -> Store:
     """Open (creating if needed) the imgrank database: WAL, busy timeout, mode 0600, migrated.
 
-    A database that is damaged, empty, or written by a newer imgrank is refused (StoreError).
+    A database that is damaged, empty, or written by a newer imgrank is refused (StoreError); so
+    is making a new one where one was (see MARKER), unless `fresh` (`imgrank scan`).
     """
     path = Path(path) if path else config.db_path()
     try:
-        return _open(path)
+        return _open(path, fresh)
     except sqlite3.DatabaseError as e:
         raise StoreError(damaged(path, e)) from None
     except OSError as e:
@@ -234,8 +254,9 @@ def damaged(path: Path | str, error: Exception) -> str:
     )
 
 
-def _open(path: Path) -> Store:
+def _open(path: Path, fresh: bool = False) -> Store:
     path.parent.mkdir(parents=True, exist_ok=True)
+    marker = path.parent / MARKER
     # Two processes opening a new database at once (the daemon and a command) would race in the
     # switch to WAL and the migrations: one at a time, under a lock file beside the database.
     lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
@@ -243,7 +264,15 @@ def _open(path: Path) -> Store:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         _refuse_empty(path)
         if not path.exists():
+            if marker.exists() and not fresh:
+                raise StoreError(
+                    f"the database {path} is gone, though this home held one: nothing was created. "
+                    "Point --home (or IMGRANK_HOME) at the folder that holds it, or run `imgrank scan "
+                    "FOLDER` to start afresh (the original mtimes the old one kept are then lost)"
+                )
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        if not marker.exists():
+            marker.write_text(f"{path}\n")
         db = Store(path)
         db.conn.isolation_level = None  # autocommit; transactions only through atomic()
         db.execute("PRAGMA busy_timeout = 30000")

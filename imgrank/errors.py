@@ -24,3 +24,33 @@ class NothingYet(ModelError):
 
 class WorkerError(ImgrankError):
     """imgrank's own decoding processes cannot run: the scan stops, and no photo is blamed."""
+
+
+class Unfinished(ImgrankError):
+    """An order or restore stopped by an error part-way: `result` holds what it did until then."""
+
+    def __init__(self, message: str, result):
+        super().__init__(message)
+        self.result = result
+
+
+def disk_full(error: BaseException) -> bool:
+    """Is this error a full disk (an OSError, SQLite's, or a library's that wraps the OS's)?"""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "database or disk is full" in text or "No space left on device" in text or "StorageFull" in text
+
+
+def describe(error: BaseException) -> str:
+    """One line for an unexpected OS or SQLite error; a full disk says so."""
+    if disk_full(error):
+        where = getattr(error, "filename", None)
+        return (
+            "no space left on the disk"
+            + (f" ({where})" if where else "")
+            + ": free some space and run it again"
+        )
+    return getattr(error, "strerror", None) or str(error)

@@ -16,9 +16,12 @@ and sees no change (no re-hash, no re-embed).
 from __future__ import annotations
 
 import bisect
+import contextlib
+import dataclasses
 import functools
 import gc
 import os
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +29,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from imgrank import owntimes
+from imgrank import fstimes, identities, index, owntimes
+from imgrank.errors import Unfinished, describe
+from imgrank.files import under
 from imgrank.owntimes import Record, lstat
 from imgrank.ranking import Ranked, ranked, ranked_with_partners
 
@@ -40,6 +45,8 @@ def _as_dict(result) -> dict:
     """A result as JSON: its fields in order, failures as {path, reason}, seconds rounded."""
     d = asdict(result)
     d["failed"] = [{"path": p, "reason": r} for p, r in result.failed]
+    if "skipped" in d:
+        d["skipped"] = [{"path": p, "reason": r} for p, r in result.skipped]
     if "missing" in d:
         d["missing"] = list(result.missing)
     d["seconds"] = round(result.seconds, 3)
@@ -53,6 +60,8 @@ class OrderResult:
     in_place: int = 0  # files already at their time
     restored: int = 0  # files no longer in the order, given their own time back
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # deleted, or edited meanwhile: no failure
+    warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
     plan: list[dict] = field(default_factory=list)  # filled by a dry run
     seconds: float = 0.0
@@ -66,6 +75,7 @@ class RestoreResult:
     already: int = 0  # records whose file already had its original time
     followed: int = 0  # files found moved (by content and imgrank time): restored where they are now
     missing: list[str] = field(default_factory=list)  # not there: records kept for when they come back
+    gone: list[str] = field(default_factory=list)  # another file was moved onto them: records set apart
     forgotten: int = 0  # missing files whose records were dropped (--forget-missing)
     failed: list[tuple[str, str]] = field(default_factory=list)  # left alone, record kept
     seconds: float = 0.0
@@ -177,26 +187,40 @@ def order(
     is still in order keep it and only the others move (see _targets): for the daemon's frequent
     reorders, so backups see a few changed files instead of all of them.
     """
-    with owntimes.locked(db):
-        return _order(db, step, top, oldest_first, dry_run, now_ns, keep_places)
+    result = OrderResult(dry_run=dry_run)
+    with owntimes.locked(db), _unfinished(result):
+        _order(db, result, step, top, oldest_first, now_ns, keep_places)
+    return result
+
+
+@contextlib.contextmanager
+def _unfinished(result):
+    """An OS or SQLite error part-way (a full disk) raises Unfinished carrying what was done."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as e:
+        raise Unfinished(describe(e), result) from e
 
 
 def _order(
     db: sqlite_utils.Database,
+    result: OrderResult,
     step: float,
     top: int | None,
     oldest_first: bool,
-    dry_run: bool,
     now_ns: int | None,
     keep_places: bool,
-) -> OrderResult:
+) -> None:
     start = time.monotonic()
-    result = OrderResult(dry_run=dry_run)
+    dry_run = result.dry_run
     step_ns = max(1, round(step * 1e9))
     rows, partners = ranked_with_partners(db)  # the other files of a RAW+JPEG pair share its time
     chosen, rest = (rows, []) if top is None else (rows[:top], rows[top:])
     shared = [Ranked(p, r.score, r.label, sha) for r in chosen for p, sha in partners.get(r.path, ())]
     lead_of = {p: r.path for r in chosen for p, _ in partners.get(r.path, ())}
+    roots = [str(r) for r in index.list_roots(db)]
+    if not dry_run:
+        fstimes.check_step(step_ns, [r for r in roots if any(under(p.path, r) for p in chosen)])
     records = owntimes.records(db)
     now_ns = now_ns or time.time_ns()
     if oldest_first and rest:  # the ordered ones go just before the rest's own times
@@ -210,6 +234,9 @@ def _order(
     # caches (a third faster than score order).
     in_path_order = sorted(chosen + shared)
     stats = {r.path: lstat(r.path) for r in in_path_order}
+    if not dry_run:
+        identities.settle(db, in_path_order, stats, records)
+    shifted = identities.shifted_roots(roots, stats, records, result.warnings)
     places = [r.path for r in (chosen[::-1] if oldest_first else chosen)]  # newest time first
     current = [None] * len(places)
     if keep_places:  # the time a file has now, if it is the one imgrank set last
@@ -227,7 +254,10 @@ def _order(
         target = targets[path]
         st, why = stats[path]
         if st is None:
-            result.failed.append((path, why))
+            (result.skipped if why == owntimes.VANISHED else result.failed).append((path, why))
+            continue
+        if any(under(path, r) for r in shifted):
+            result.skipped.append((path, "its root's times moved by whole hours: not ordered there"))
             continue
         if st.st_mtime_ns == target:
             result.in_place += 1
@@ -238,7 +268,7 @@ def _order(
             prev = st.st_mtime_ns if st.st_mtime_ns != rec.original_ns else None
         else:  # never touched, or changed by someone else since: today's time is its own
             original, prev = st.st_mtime_ns, None
-        plans.append((path, st, Record(original, target, prev, sha)))
+        plans.append((path, st, Record(original, target, prev, sha, st.st_dev, st.st_ino)))
         if dry_run:
             result.plan.append(
                 {"path": path, "score": score, "mtime_ns": st.st_mtime_ns, "new_mtime_ns": target}
@@ -247,19 +277,25 @@ def _order(
         result.plan.sort(key=lambda p: -p["new_mtime_ns"] if not oldest_first else p["new_mtime_ns"])
         result.touched = len(plans)
         result.seconds = time.monotonic() - start
-        return result
+        return
 
-    # Record first, then touch. A failed touch puts that file's record back as it was.
+    # Record first, then touch. A failed touch puts that file's record back as it was; a time the
+    # file system did not keep exactly is recorded as what it holds (still imgrank's own).
     owntimes.write(db, [(path, rec) for path, _, rec in plans])
-    undo = []
+    undo, held = [], []
     with owntimes.Toucher() as toucher:
         for path, st, rec in plans:
-            why = toucher.touch(path, st.st_atime_ns, rec.set_ns)
+            why = toucher.touch(path, st.st_atime_ns, rec.set_ns, read=st)
             if why is None:
                 result.touched += 1
-            else:
-                result.failed.append((path, why))
-                undo.append(path)
+                if toucher.held_ns is not None and toucher.held_ns != rec.set_ns:
+                    held.append((path, dataclasses.replace(rec, set_ns=toucher.held_ns)))
+                continue
+            (result.skipped if why in (owntimes.VANISHED, owntimes.CHANGED) else result.failed).append(
+                (path, why)
+            )
+            undo.append(path)
+    owntimes.write(db, held)
     if undo:
         owntimes.write(db, [(p, records[p]) for p in undo if p in records])
         owntimes.forget(db, [p for p in undo if p not in records])
@@ -273,7 +309,6 @@ def _order(
         result.restored = back.restored
         result.failed += back.failed
     result.seconds = time.monotonic() - start
-    return result
 
 
 @_without_cyclic_gc
@@ -291,47 +326,60 @@ def restore(
     is now; one not found is reported and its record kept (it may be on a disk that is not
     mounted), unless `forget_missing`.
     """
-    from imgrank import index
     from imgrank.files import walk
 
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
     start = time.monotonic()
-    with owntimes.locked(db):
+    result = RestoreResult()
+    with owntimes.locked(db), _unfinished(result):
         records = owntimes.records(db, wanted)
-        result = _give_back(db, records, force)
+        if wanted is None:
+            identities.take_over_copies(db, records)
+        _give_back(db, records, force, result)
         if result.missing:  # moved before any scan saw it? Look for it by time and content.
             lost = {p: records[p] for p in result.missing}
-            taken = set(records if wanted is None else owntimes.records(db))
-            moved = owntimes.find_moved(index.list_roots(db), lost, taken, walk)
+            taken = set(owntimes.records(db))  # the files restored or set apart are free now
+            moved = identities.find_moved(index.list_roots(db), lost, taken, walk)
             for old, new in moved.items():
                 owntimes.follow(db, old, new)
-            back = _give_back(db, {new: lost[old] for old, new in moved.items()}, force)
-            result.restored += back.restored
-            result.already += back.already
-            result.failed += back.failed
+            missing, result.missing = result.missing, []
+            _give_back(db, {new: lost[old] for old, new in moved.items()}, force, result)
             result.followed = len(moved)
-            result.missing = [p for p in result.missing if p not in moved] + back.missing
-            if forget_missing:
-                owntimes.forget(db, result.missing)
-                result.forgotten, result.missing = len(result.missing), []
+            result.missing = [p for p in missing if p not in moved] + result.missing
+        result.gone = [
+            p for p, _ in owntimes.set_apart(db) if wanted is None or any(under(p, w) for w in wanted)
+        ]
+        if forget_missing:
+            owntimes.forget(db, result.missing)
+            n = owntimes.forget_set_apart(db) if wanted is None else 0
+            result.forgotten, result.missing, result.gone = len(result.missing) + n, [], []
     result.seconds = time.monotonic() - start
     return result
 
 
-def _give_back(db: sqlite_utils.Database, records: dict[str, Record], force: bool = False) -> RestoreResult:
+def _give_back(
+    db: sqlite_utils.Database,
+    records: dict[str, Record],
+    force: bool = False,
+    result: RestoreResult | None = None,
+) -> RestoreResult:
     """Put these files' original times back (under the lock) and drop their records; files not
-    there are listed in `missing`, their records kept."""
-    result = RestoreResult()
+    there are listed in `missing`, their records kept. A file another one replaced (moved onto
+    its path) never gets its original: that record is set apart (owntimes.set_aside)."""
+    result = result if result is not None else RestoreResult()
     done = []  # paths whose record goes
     with owntimes.Toucher() as toucher:
         for path in sorted(records):
             rec = records[path]
             st, why = lstat(path)
-            if st is None and why == "vanished":
+            if st is None and why == owntimes.VANISHED:
                 result.missing.append(path)
                 continue
             if st is None:
                 result.failed.append((path, why))
+                continue
+            if identities.owner_gone(rec, path, st):
+                owntimes.set_aside(db, path, "another file was moved onto it")
                 continue
             if st.st_mtime_ns == rec.original_ns:
                 result.already += 1
@@ -342,11 +390,17 @@ def _give_back(db: sqlite_utils.Database, records: dict[str, Record], force: boo
                     (path, "changed since imgrank ordered it: left alone (--force restores anyway)")
                 )
                 continue
-            why = toucher.touch(path, st.st_atime_ns, rec.original_ns)
+            why = toucher.touch(path, st.st_atime_ns, rec.original_ns, read=st)
+            if why == owntimes.VANISHED:
+                result.missing.append(path)
+                continue
             if why is not None:
                 result.failed.append((path, why))
                 continue
             result.restored += 1
             done.append(path)
+            if len(done) >= 5000:  # what is put back is forgotten as it goes: an error later keeps it
+                owntimes.forget(db, done)
+                done = []
     owntimes.forget(db, done)
     return result

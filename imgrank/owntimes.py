@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
@@ -40,6 +39,8 @@ class Record:
     set_ns: int | None
     prev_set_ns: int | None
     sha256: str | None = None
+    dev: int | None = None  # the file's device and inode when imgrank last set its time
+    ino: int | None = None
 
     def ours(self, mtime_ns: int) -> bool:
         """Is this on-disk time one imgrank set (or the original, not yet touched)?"""
@@ -48,6 +49,12 @@ class Record:
     def set_times(self) -> tuple[int, ...]:
         """The imgrank times a file may have now (a move keeps them)."""
         return tuple(t for t in (self.set_ns, self.prev_set_ns) if t is not None)
+
+    def same_file(self, st: os.stat_result) -> bool | None:
+        """Is this the file the record was made for (device and inode)? None where not known."""
+        if self.ino is None:
+            return None
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
 
 
 # --- the lock --------------------------------------------------------------------------------
@@ -99,7 +106,7 @@ def _require_lock(db: sqlite_utils.Database) -> None:
 
 # --- records ---------------------------------------------------------------------------------
 
-_COLUMNS = "path, original_ns, set_ns, prev_set_ns, sha256"
+_COLUMNS = "path, original_ns, set_ns, prev_set_ns, sha256, dev, ino"
 
 
 def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> dict[str, Record]:
@@ -168,8 +175,8 @@ def write(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
     now = time.time()
     _write(
         db,
-        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(db_path(p), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, now) for p, r in items],
+        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(db_path(p), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, r.dev, r.ino, now) for p, r in items],
     )
 
 
@@ -190,34 +197,82 @@ def _write(db: sqlite_utils.Database, sql: str, params: list[tuple]) -> None:
 def follow(db: sqlite_utils.Database, src: str, dst: str) -> None:
     """A file moved from src to dst: its record goes with it (`restore` finds it there).
 
-    Call under `locked(db)`, inside or outside a transaction of the caller's."""
+    A record at dst belonged to the photo the move replaced: it is set aside (see set_aside), so
+    the photo living there now never gets that photo's original. Call under `locked(db)`, inside
+    or outside a transaction of the caller's."""
     _require_lock(db)
-    src, dst = db_path(src), db_path(dst)
-    db.execute(
-        "DELETE FROM mtimes WHERE path = ? AND EXISTS (SELECT 1 FROM mtimes WHERE path = ?)", [dst, src]
-    )
-    db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [dst, src])
+    there = record(db, dst) if src != dst else None
+    if there is not None:
+        st, _ = lstat(dst)
+        if st is not None and there.same_file(st):
+            return  # already the record of the file living there (an order or restore followed it)
+        if there.ino is None and record(db, src) is None:
+            return  # an old record, nothing to tell it by: kept as before
+        set_aside(db, dst, "another file was moved onto it")
+    db.execute("UPDATE mtimes SET path = ? WHERE path = ?", [db_path(dst), db_path(src)])
+
+
+def set_aside(db: sqlite_utils.Database, path: str, why: str) -> None:
+    """The photo a record belonged to is gone (another file now lives at its path): keep the record
+    apart, reported by `restore` until --forget-missing, and free the path. Call under the lock."""
+    _require_lock(db)
+    with db.atomic():
+        db.execute(
+            """INSERT INTO mtimes_gone (path, original_ns, set_ns, sha256, why, at)
+               SELECT path, original_ns, set_ns, sha256, ?, ? FROM mtimes WHERE path = ?""",
+            [why, time.time(), db_path(path)],
+        )
+        db.execute("DELETE FROM mtimes WHERE path = ?", [db_path(path)])
+
+
+def set_apart(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+    """(path, why) of the records set aside: photos replaced by another file."""
+    return [(fs_path(p), w) for p, w in db.execute("SELECT path, why FROM mtimes_gone ORDER BY id")]
+
+
+def forget_set_apart(db: sqlite_utils.Database) -> int:
+    """Drop the records set aside (`restore --forget-missing`). Returns how many."""
+    _require_lock(db)
+    return db.execute("DELETE FROM mtimes_gone").rowcount
 
 
 def follow_content(
     db: sqlite_utils.Database, src: str, candidates: Iterable[tuple[str, int]]
 ) -> tuple[str, Record] | None:
     """src vanished; `candidates` are (path, indexed mtime_ns) of present files with its content.
-    The record follows the first one that has none of its own and still has imgrank's time (a
-    move keeps it; a copy does not). Returns (that path, the record), else None.
+    The record follows one that has none of its own and still has imgrank's time (a move keeps
+    it; a copy made with a plain `cp` does not): the one with the record's inode if there is one
+    (a `cp -p` copy beside the moved file is a new file), else the first. Returns (that path, the
+    record), else None.
 
     Call under `locked(db)`."""
     rec = record(db, src)
     if rec is None:
         return None
-    for path, mtime_ns in candidates:
-        if mtime_ns in rec.set_times() and record(db, path) is None:
-            follow(db, src, path)
-            return path, rec
-    return None
+    fits = [p for p, mtime_ns in candidates if mtime_ns in rec.set_times() and record(db, p) is None]
+    path = pick(rec, fits)
+    if path is None:
+        return None
+    follow(db, src, path)
+    return path, rec
+
+
+def pick(rec: Record, paths: list[str]) -> str | None:
+    """Of files with a record's content and imgrank time, the one it belongs to: the one with its
+    device and inode (a move within a file system), else the first (a move across file systems;
+    the others are copies, new files with their own times)."""
+    for p in paths:
+        st, _ = lstat(p)
+        if st is not None and rec.same_file(st):
+            return p
+    return paths[0] if paths else None
 
 
 # --- files -----------------------------------------------------------------------------------
+
+
+VANISHED = "vanished"
+CHANGED = "changed while imgrank was ordering it: not touched (its new time is its own)"
 
 
 def lstat(path: str) -> tuple[os.stat_result | None, str | None]:
@@ -225,7 +280,7 @@ def lstat(path: str) -> tuple[os.stat_result | None, str | None]:
     try:
         st = os.lstat(path)
     except OSError as e:
-        return None, "vanished" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
+        return None, VANISHED if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
     if not stat_mod.S_ISREG(st.st_mode):
         return None, "not a regular file any more"
     return st, None
@@ -265,6 +320,7 @@ class Toucher:
         self._folder: str | None = None
         self._fd: int | None = None
         self._why: str | None = None
+        self.held_ns: int | None = None  # the time the last touch left, as the file system holds it
 
     def __enter__(self) -> Toucher:
         return self
@@ -295,18 +351,58 @@ class Toucher:
             return
         self._fd = fd
 
-    def touch(self, path: str, atime_ns: int, mtime_ns: int) -> str | None:
-        """Set the mtime, keep the atime; the reason on failure."""
+    def touch(
+        self, path: str, atime_ns: int, mtime_ns: int, read: os.stat_result | None = None
+    ) -> str | None:
+        """Set the mtime, keep the atime; the reason on failure (VANISHED, CHANGED, or the OS's).
+
+        With `read` (the stat the caller planned from), the file is checked just before the touch,
+        through the descriptor the touch goes through: one written, replaced or given another
+        time since is left alone (CHANGED), so the owner's edit wins. `held_ns` is then the time
+        the file system holds, read back after the touch (a coarse one keeps less than was set)."""
         folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
         if folder != self._folder:
             self._open_folder(folder)
+        self.held_ns = None
         if self._fd is None:
             return self._why
         try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._fd)
+        except FileNotFoundError:
+            return VANISHED
+        except OSError:  # not readable by us (the owner may still set its time): by name
+            return self._touch_by_name(name, atime_ns, mtime_ns, read)
+        try:
+            if read is not None and _moved(os.fstat(fd), read):
+                return CHANGED
+            os.utime(fd, ns=(atime_ns, mtime_ns))
+            self.held_ns = os.fstat(fd).st_mtime_ns
+        except OSError as e:
+            return e.strerror or str(e)
+        finally:
+            os.close(fd)
+        return None
+
+    def _touch_by_name(
+        self, name: str, atime_ns: int, mtime_ns: int, read: os.stat_result | None
+    ) -> str | None:
+        try:
+            if read is not None and _moved(os.stat(name, dir_fd=self._fd, follow_symlinks=False), read):
+                return CHANGED
             os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=self._fd, follow_symlinks=False)
+            self.held_ns = os.stat(name, dir_fd=self._fd, follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            return VANISHED
         except OSError as e:
             return e.strerror or str(e)
         return None
+
+
+def _moved(now: os.stat_result, read: os.stat_result) -> bool:
+    """Did the file change between the stat `read` and `now` (written, replaced, time set)?"""
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+        read.st_dev, read.st_ino, read.st_size, read.st_mtime_ns, read.st_ctime_ns
+    )  # fmt: skip
 
 
 def _real_path(fd: int, fallback: str) -> str:
@@ -315,31 +411,3 @@ def _real_path(fd: int, fallback: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return os.path.realpath(fallback)
-
-
-def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
-    """Where did these vanished files go? Walks the roots for files that still have imgrank's time
-    for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
-    them by content. Returns {old path: new path}. `walk(root)` yields the image files under a root."""
-    by_time: dict[int, list[str]] = {}
-    for path, rec in lost.items():
-        if rec.sha256:
-            for t in rec.set_times():
-                by_time.setdefault(t, []).append(path)
-    if not by_time:
-        return {}
-    found: dict[str, str] = {}
-    for root in roots:
-        for p in walk(root):
-            p = str(p)
-            st, _ = lstat(p)
-            olds = by_time.get(st.st_mtime_ns) if st else None
-            if not olds or p in taken:
-                continue
-            sha = sha256_of(p)
-            for old in olds:
-                if old not in found and lost[old].sha256 == sha:
-                    found[old] = p
-                    taken.add(p)
-                    break
-    return found

@@ -32,6 +32,7 @@ from imgrank import config
 from imgrank.embed import preprocess_image
 from imgrank.errors import UnreadableImage, WorkerError
 from imgrank.files import decode_image, read_file, sha256_bytes
+from imgrank.parentdeath import die_with_parent
 from imgrank.prior import measure_cues
 from imgrank.review.thumbs import save_from_decode
 
@@ -54,6 +55,7 @@ def init_worker(known: set[str], limit_memory: bool = False, home: str | None = 
     if home is not None:
         os.environ["IMGRANK_HOME"] = home
     if limit_memory:
+        die_with_parent()  # the fork server, its parent, dies with the command (parentdeath.py)
         # Ctrl-C reaches the whole process group: the parent decides how to stop, not each worker.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _limit_memory(WORKER_MEMORY)
@@ -90,7 +92,7 @@ def read_one(path: str) -> dict:
             out["width"], out["height"] = img.info["original_size"]
             out["array"] = preprocess_image(img)
             out["cues"] = measure_cues(img)  # the prior's cues and the review thumbnail, from this decode
-            save_from_decode(img, out["sha256"])
+            save_from_decode(img, out["sha256"], st.st_size)
     except UnreadableImage as e:
         out["reason"] = str(e)
     except MemoryError:  # past the worker's memory limit outside the decoder itself
@@ -160,7 +162,9 @@ class _Workers:
     def _start(self, workers: int) -> ProcessPoolExecutor:
         if os.name == "posix":
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__])  # takes effect when the fork server starts
+            # Takes effect when the fork server starts: it has this module imported, and dies with
+            # the process that started it (imgrank.parentdeath).
+            ctx.set_forkserver_preload(["imgrank.forkserver_init", __name__])
             _start_fork_server()
         else:
             ctx = multiprocessing.get_context("spawn")

@@ -1,7 +1,9 @@
 """Everything at once, in real processes: the daemon, `order`, `order --keep-places`, `restore`,
-`scan` and `relabel` in loops while photos arrive. Afterwards one `restore` must put back every
-original mtime to the nanosecond, and no process may have printed a traceback, an error or
-"database is locked".
+`scan` and `relabel` in loops while photos arrive, are moved onto others (`mv -f`), moved to a
+root on another file system and copied with their times (`cp -p`). Afterwards one `restore` must
+put back every surviving photo's original mtime to the nanosecond (a photo moved onto another
+lives at that path now; a copy's original is the time it was made with), and no process may have
+printed a traceback, an error or "database is locked".
 
 Every wait is for a condition, with a deadline far beyond what it takes: on a loaded machine the
 rounds are slower, so the test runs at least ROUNDS of them however long that takes."""
@@ -9,7 +11,9 @@ rounds are slower, so the test runs at least ROUNDS of them however long that ta
 from __future__ import annotations
 
 import os
+import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,6 +37,54 @@ DAEMON_DEADLINE = 180.0
 PAST = 1_500_000_000 * 10**9
 DAY = 86_400 * 10**9
 IMGRANK = [sys.executable, "-m", "imgrank"]
+
+
+@pytest.fixture
+def other_disk(tmp_path):
+    """A second root on another file system: a tmpfs mounted for the test, else skip with why."""
+    mnt = tmp_path / "other-disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a root on another file system: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+class Shuffler:
+    """What an owner does to photos while imgrank works: one change every SHUFFLE seconds, each on
+    photos no other change touched, with the original each surviving path must end with."""
+
+    def __init__(self, pool: list[str], other_disk: Path, originals: dict[str, int], lock: threading.Lock):
+        self.pool, self.other_disk, self.originals, self.lock = pool, other_disk, originals, lock
+        self.done = {"overwrite": 0, "other disk": 0, "cp -p": 0}
+        self.what: dict[str, str] = {}  # path -> what the owner did there (for a failure's message)
+
+    def step(self, i: int) -> None:
+        kind = ("overwrite", "other disk", "cp -p")[i % 3]
+        with self.lock:
+            if kind == "overwrite":  # mv -f a b: b is photo a now; b's photo is gone
+                a, b = self.pool.pop(), self.pool.pop()
+                os.rename(a, b)
+                self.originals[b] = self.originals.pop(a)
+                self.what[b] = f"{Path(a).name} moved onto it"
+            elif kind == "other disk":  # a move across file systems: a copy with its times, then rm
+                a = self.pool.pop()
+                dest = str(self.other_disk / Path(a).name)
+                shutil.move(a, dest)
+                self.originals[dest] = self.originals.pop(a)
+                self.what[dest] = "moved from another file system"
+            else:  # cp -p: a new file with the time its source has now; the source stays as it is
+                a = self.pool.pop()
+                copy = str(Path(a).with_name("copy-" + Path(a).name))
+                st = os.stat(a)
+                shutil.copyfile(a, copy)
+                os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+                self.originals[copy] = st.st_mtime_ns
+                self.what[copy], self.what[a] = "a copy", "copied"
+        self.done[kind] += 1
 
 
 def arrive(root: Path, staging: Path, i: int, originals: dict[str, int]) -> None:
@@ -104,7 +156,7 @@ def wait_until(condition, seconds: float, failure: str, every: float = 0.005) ->
 
 
 @pytest.mark.slow
-def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home):
+def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home, other_disk):
     root, staging = tmp_path / "photos", tmp_path / "staging"
     staging.mkdir()
     originals: dict[str, int] = {}
@@ -114,7 +166,7 @@ def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home)
         os.utime(p, ns=(t, t))
         originals[str(p)] = t
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    subprocess.run([*IMGRANK, "-q", "scan", str(root)], check=True, env=env)
+    subprocess.run([*IMGRANK, "-q", "scan", str(root), str(other_disk)], check=True, env=env)
     activate_random_head()
     assert subprocess.run([*IMGRANK, "score"], env=env, capture_output=True).returncode == 0
 
@@ -137,11 +189,17 @@ def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home)
     }
     loops = [loop(name, c, sync, logs) for name, c in commands.items()]
     stop = threading.Event()
+    lock = threading.Lock()
+    pool = [p for p in sorted(originals) if p not in some]
+    random.Random(0).shuffle(pool)
+    shuffler = Shuffler(pool, other_disk, originals, lock)
 
     def photos_arrive() -> None:
         i = 0
         while not stop.wait(ARRIVAL):
-            arrive(root, staging, i, originals)
+            with lock:
+                arrive(root, staging, i, originals)
+            shuffler.step(i)
             i += 1
 
     def daemon_says(text: str) -> bool:
@@ -172,6 +230,10 @@ def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home)
     outputs = {log.name: log.read_text() for log in logs.iterdir()}
     problems = [f"{len(lost)} of {len(originals)} original mtimes lost"] if lost else []
     problems += [
+        f"{p} ({shuffler.what.get(p, 'left alone')}): {originals[p]} became {os.lstat(p).st_mtime_ns}"
+        for p in lost[:12]
+    ]
+    problems += [
         f"{name}: {text.count('Traceback')} tracebacks"
         for name, text in outputs.items()
         if "Traceback" in text
@@ -191,7 +253,9 @@ def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home)
         problems.append(f"the final restore: {final.stderr.strip()[-500:]}")
     assert not problems, "; ".join(problems)
 
-    # The loops really ran, and the orders and restores really did their work.
+    # The loops really ran, the owner really moved and copied, and the orders and restores really
+    # did their work.
+    assert min(shuffler.done.values()) >= ROUNDS, shuffler.done
     assert outputs["order"].count("ordered ") >= ROUNDS
     assert len(re.findall(r"restored [1-9]\d* mtime", outputs["restore"])) >= ROUNDS // 2
     assert open_db().execute("SELECT count(*) FROM mtimes").fetchone()[0] == 0

@@ -315,9 +315,9 @@ def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_pa
             "import os, signal; from imgrank import order as o, owntimes as t\n"
             "from imgrank.db import open_db\n"
             "real, n = t.Toucher.touch, [0]\n"
-            "def touch(*a):\n"
+            "def touch(*a, **k):\n"
             f"    n[0] += 1\n    if n[0] > {k}: os.kill(os.getpid(), signal.SIGKILL)\n"
-            "    return real(*a)\n"
+            "    return real(*a, **k)\n"
             "t.Toucher.touch = touch\n"
             "o.order(open_db())\n"
         )
@@ -379,15 +379,18 @@ def test_restore_force_puts_back_a_time_someone_changed(tmp_path):
     assert times(path) == before
 
 
-def test_a_file_that_cannot_be_touched_is_reported_and_the_rest_are_ordered(tmp_path):
+def test_a_photo_deleted_since_the_last_scan_is_one_message_and_not_a_failure(tmp_path):
+    """Issue 21: every `order` exited 1 once a photo was deleted, worded two ways."""
     db = open_db()
     paths = scored_folder(db, tmp_path / "photos", [0.9, 0.8, 0.7, 0.1])
     gone = paths[1]
     gone.unlink()
-    result = run("order")
-    assert result.exit_code == 1
-    assert f"{gone}: vanished" in result.output
-    assert "ordered 4 photos: 3 mtimes set" in result.output
+    result = CliRunner().invoke(cli, ["order"])
+    assert result.exit_code == 0, result.output
+    said = f"1 photo deleted since the last scan (not ordered; `imgrank scan` forgets them): {gone}"
+    assert said in result.output
+    assert "vanished" not in result.output and "No such file" not in result.output
+    assert "ordered 4 photos: 3 mtimes set, 1 skipped" in result.output
     assert by_mtime([p for p in paths if p != gone]) == [str(p) for p in paths if p != gone]
     assert db.execute("SELECT count(*) FROM mtimes").fetchone()[0] == 3
     # A restore gives back the rest (the deleted file was never recorded: nothing to keep).
@@ -398,6 +401,7 @@ def test_a_file_that_cannot_be_touched_is_reported_and_the_rest_are_ordered(tmp_
         "already": 0,
         "followed": 0,
         "missing": [],
+        "gone": [],
         "forgotten": 0,
         "failed": [],
         "seconds": 0,

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imgrank import index, labels, pairs
+from imgrank import index, labels, owntimes, pairs
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
 
@@ -73,7 +73,8 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
 
     out = Outcome()
     ours = trashed(db, list(j.judged))  # `imgrank trash` moved these: labelled there, not again here
-    with db.atomic():
+    # Under the mtimes lock: the record of a photo that moved follows it (see index.follow_moved).
+    with owntimes.locked(db), db.atomic():
         for path in j.wiped:
             if index.mark_missing(db, path):
                 out.ignored += 1
@@ -82,6 +83,7 @@ def apply(db, j: Judgement, learn: bool) -> Outcome:
             if sha is None:
                 continue
             if index.drop_if_moved(db, path, sha):
+                index.follow_moved(db, path, sha)  # to another root or file system: its original goes too
                 out.moved += 1
                 out.elsewhere.append(path)
                 continue

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import time
 
@@ -42,11 +44,43 @@ def daemon_status(db) -> dict:
     }
 
 
-def refuse_second_daemon(db) -> None:
-    """Raise if another live daemon already watches this store."""
-    info = daemon_status(db)
-    if info["running"] and info["pid"] != os.getpid():
-        raise ImgrankError(f"imgrank watch is already running (pid {info['pid']})")
+def hold_daemon_lock() -> int:
+    """Take the home's daemon lock (an flock held until the returned descriptor is closed, or the
+    process ends however it ends); raise if another daemon holds it."""
+    from imgrank import config
+
+    path = config.home_dir() / "watch.lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ImgrankError(f"imgrank watch is already running for {config.home_dir()}") from None
+    return fd
+
+
+class StoreGone(ImgrankError):
+    """The daemon's database is not the file it opened any more (deleted, replaced): it stops."""
+
+
+def check_store(path, identity: tuple[int, int] | None) -> None:
+    """Raise StoreGone (logged in one line) unless the database at `path` is the file it was."""
+    if file_identity(path) != identity:
+        message = (
+            f"the database {path} is gone or was replaced since the daemon opened it: stopping, "
+            "no photo touched (the originals it kept are not in another one)"
+        )
+        logging.getLogger("imgrank.daemon").error(message)
+        raise StoreGone(message)
+
+
+def file_identity(path) -> tuple[int, int] | None:
+    """(device, inode) of a file, None if it is not there: the same file, not just the same name."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -10,6 +10,7 @@ daemon costs nothing beyond the observer. torch is never imported here: scoring 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from imgrank import config
 from imgrank.daemon import deletions, heartbeat, work
 from imgrank.daemon.debounce import DeleteBurst, Settler
+from imgrank.daemon.heartbeat import StoreGone
 from imgrank.daemon.retrain import Retrainer, torch_available
 from imgrank.daemon.roots import Left, Renamed, Roots, Written
 from imgrank.daemon.work import Stopped
@@ -70,6 +72,7 @@ class Watcher:
         self.last_beat = 0.0
         self.retrainer = Retrainer(config.home_dir() / "train.log", self.cfg.retrain_after)
         self.said: set[str] = set()
+        self.retry: set[str] = set()  # files whose indexing failed (a full disk): tried again later
 
     # --- control -------------------------------------------------------------------------------
 
@@ -83,12 +86,14 @@ class Watcher:
         from imgrank.db import model_name, open_db
         from imgrank.embed import load_embedder
 
-        self.db = db = open_db()
-        heartbeat.refuse_second_daemon(db)
-        index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes is under a root
-        self.embedder = load_embedder(model_name(db, self.cfg.model))
-        self._beat()
-        try:
+        self.db_path = config.db_path()
+        self.db = db = open_db(self.db_path)
+        self.lock_fd = heartbeat.hold_daemon_lock()  # one daemon per home, for its whole life
+        self.db_file = heartbeat.file_identity(self.db_path)  # the file it must stay (_reorder)
+        try:  # from here on the lock is let go however run() ends (_shutdown)
+            index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes: under a root
+            self.embedder = load_embedder(model_name(db, self.cfg.model))
+            self._beat()
             for r in self.roots.roots:
                 if not r.is_dir():
                     self.roots.go_offline(r, "not there")
@@ -129,7 +134,7 @@ class Watcher:
         """A failure (one bad file, a locked database) is logged and counted; the daemon goes on."""
         try:
             fn(*args)
-        except Stopped:
+        except (Stopped, StoreGone):
             raise
         except Exception:
             self.counters["errors"] += 1
@@ -218,6 +223,9 @@ class Watcher:
             if now >= self.last_order + self.cfg.reorder_interval:
                 self._reorder()
         if time.monotonic() >= self.last_beat + self._beat_interval():
+            for path in self.retry:
+                self.settler.touch(path, time.monotonic())
+            self.retry = set()
             self._check_roots()
             self._beat()
 
@@ -227,6 +235,7 @@ class Watcher:
         self.counters["indexed"] += done.indexed
         self.counters["embedded"] += done.embedded
         self.counters["errors"] += done.failed
+        self.retry.update(done.not_indexed)  # not counted; tried again at the next heartbeat
         self.why += [f"{Path(p).name} arrived" for p in done.arrived]
         self.why += [f"{Path(p).name} changed" for p in done.changed]
 
@@ -275,6 +284,7 @@ class Watcher:
             self._dirty()  # a group that lost its keeper has a new one (see work.regroup)
 
     def _reorder(self) -> None:
+        heartbeat.check_store(self.db_path, self.db_file)  # raises StoreGone: no touching
         why, self.why = self.why, []
         self.dirty_since = None
         self.last_order = time.monotonic()
@@ -344,6 +354,7 @@ class Watcher:
         self.retrainer.stop()
         self._guard(self._beat, True)
         self.db.conn.commit()
+        os.close(self.lock_fd)
 
     def _say_once(self, key: str, message: str) -> None:
         if key not in self.said:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgrank import index, vectors
+from imgrank.errors import describe
 from imgrank.words import names, plural, scan_summary
 
 log = logging.getLogger("imgrank.daemon")
@@ -48,6 +49,7 @@ class Indexed:
     embedded: int = 0
     batches: int = 0
     failed: int = 0  # chunks that failed and were retried one by one
+    not_indexed: list[str] = field(default_factory=list)  # failed alone too: not counted, tried later
 
 
 def catch_up(
@@ -87,7 +89,9 @@ def index_settled(
         except Exception:
             log.exception("indexing %s failed; trying them one by one", plural(len(chunk), "file"))
             done.failed += 1
-            result = _one_by_one(db, embedder, chunk, stopping)
+            result, failed = _one_by_one(db, embedder, chunk, stopping)
+            done.not_indexed += failed
+            chunk = [p for p in chunk if p not in failed]
         done.batches += 1
         done.indexed += len(chunk) - result.unchanged
         done.embedded += result.embedded
@@ -106,20 +110,25 @@ def index_settled(
     return done
 
 
-def _one_by_one(db, embedder, paths: list[str], stopping: Callable[[], bool]) -> index.ScanResult:
+def _one_by_one(
+    db, embedder, paths: list[str], stopping: Callable[[], bool]
+) -> tuple[index.ScanResult, list[str]]:
+    """Index these files one at a time; returns the totals and the files that failed."""
     total = index.ScanResult()
+    failed = []
     for path in paths:
         try:
             r = index.index_paths(db, [path], embedder, jobs=1, **_waiting(stopping))
         except Stopped:
             raise
-        except Exception:
-            log.exception("indexing %s failed", path)
+        except Exception as e:
+            log.warning("indexing %s failed (%s): tried again later", path, describe(e))
+            failed.append(path)
             continue
         total.embedded += r.embedded
         total.unreadable += r.unreadable
         total.unchanged += r.unchanged
-    return total
+    return total, failed
 
 
 def embed_names(db, embedder, paths: list[str]) -> int:

@@ -367,6 +367,13 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
     return True
 
 
+def follow_moved(db: sqlite_utils.Database, path: Path | str, sha: str) -> None:
+    """A photo the daemon saw go turned up at another path with its content (a move to another root
+    or file system is a deletion and an arrival): the record of its original mtime follows it.
+    Call under owntimes.locked(db)."""
+    _own_times_follow(db, [(db_path(path), sha)])
+
+
 def _own_times_follow(db: sqlite_utils.Database, moved: list[tuple[str, str]]) -> None:
     """A file imgrank had ordered turned up at a new path (found by its content and its imgrank
     time, which a move keeps): its record goes with it, and its row gets its own time back."""

@@ -1,0 +1,174 @@
+"""Which photo a record of imgrank's times belongs to, settled before `order` plans: the original
+follows its photo wherever it went, and never goes to another photo that took its place.
+
+- A record whose file was replaced by another (`mv -f` or a rename onto the ordered path: another
+  inode, other content) is set apart: its photo is gone, and the one living there now is new.
+- A file with no record that has the imgrank time and content of a record whose file is gone is
+  that photo, moved (a rename nobody saw, a move to another file system, `cp -p a b && rm a`):
+  the record follows it. Of several such files the one with the record's inode is the photo;
+  the others are copies, new files with their own times.
+- A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
+  disk mounted under another time zone) is reported and left out: those are not the owner's times.
+- `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the roots.
+
+Records are changed only through owntimes, under its lock (the caller, `order`, holds it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from imgrank import fstimes, owntimes
+from imgrank.files import under
+from imgrank.owntimes import Record
+
+
+def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
+    """Set apart the records of replaced photos and let moved photos take their records; `records`
+    (path -> Record, as `order` read them) is updated in place. `rows` have .path; `stats` maps a
+    path to (stat or None, why)."""
+    for r in rows:
+        st, rec = stats[r.path][0], records.get(r.path)
+        if st is not None and rec is not None and owner_gone(rec, r.path, st):
+            owntimes.set_aside(db, r.path, "another file was moved onto it")
+            del records[r.path]
+    take_over_copies(db, records)
+    # Only a record with an imgrank time some file without a record has can be that file's: the
+    # others are not even looked at on disk (an order of 100,000 photos costs no extra syscall).
+    unrecorded = {st.st_mtime_ns for r in rows if r.path not in records and (st := stats[r.path][0])}
+    orphans = {
+        p: rec
+        for p, rec in records.items()
+        if rec.sha256 and unrecorded.intersection(rec.set_times()) and not os.path.lexists(p)
+    }
+    by_time: dict[int, list[str]] = {}
+    for p, rec in orphans.items():
+        if _still_on_its_disk(p, rec):
+            for t in rec.set_times():
+                by_time.setdefault(t, []).append(p)
+    if not by_time:
+        return
+    fits: dict[str, list[str]] = {}
+    for r in rows:
+        st = stats[r.path][0]
+        olds = by_time.get(st.st_mtime_ns) if st is not None and r.path not in records else None
+        if not olds:
+            continue
+        sha = owntimes.sha256_of(r.path)
+        for old in olds:
+            if orphans[old].sha256 == sha:
+                fits.setdefault(old, []).append(r.path)
+    for old in sorted(fits):
+        new = owntimes.pick(orphans[old], [p for p in fits[old] if p not in records])
+        if new is not None:
+            owntimes.follow(db, old, new)
+            records[new] = records.pop(old)
+
+
+def take_over_copies(db, records: dict[str, Record]) -> None:
+    """A move by copy and delete (`cp -p a b && rm a`, a file manager moving across disks) that an
+    order saw halfway, while both files were there: b was recorded as a new file whose original is
+    imgrank's time for a. Once a is gone, b takes a's original. `records` is updated in place."""
+    by_key: dict[tuple[str, int], str] = {}  # (content, imgrank time) -> whose record has it
+    for p, rec in records.items():
+        for t in rec.set_times() if rec.sha256 else ():
+            by_key[(rec.sha256, t)] = p
+    for path, rec in list(records.items()):
+        old = by_key.get((rec.sha256, rec.original_ns))
+        if old is None or old == path or old not in records or path not in records:
+            continue
+        if os.path.lexists(old) or not os.path.lexists(path) or not _still_on_its_disk(old, records[old]):
+            continue
+        records[path] = dataclasses.replace(rec, original_ns=records.pop(old).original_ns)
+        owntimes.write(db, [(path, records[path])])
+        owntimes.forget(db, [old])
+
+
+def _still_on_its_disk(path: str, rec: Record) -> bool:
+    """Is the disk the file was on mounted (its nearest folder still there is on the record's
+    device)? A file on an unplugged disk is not gone: its copies elsewhere must not take its record."""
+    if rec.dev is None:
+        return True
+    folder = os.path.dirname(path)
+    while True:
+        try:
+            return os.stat(folder).st_dev == rec.dev
+        except OSError:
+            if folder == os.path.dirname(folder):
+                return False
+            folder = os.path.dirname(folder)
+
+
+def shifted_roots(
+    roots: list[str], stats: dict, records: dict[str, Record], warnings: list[str]
+) -> list[str]:
+    """The roots whose ordered files all have their imgrank times moved by the same whole number of
+    hours; each is told in `warnings`."""
+    present = [(p, st.st_mtime_ns, rec) for p, rec in records.items() if p in stats and (st := stats[p][0])]
+    # Only a root with a file moved by whole hours can be one: most orders find none and stop here.
+    moved = [
+        p for p, t, rec in present if rec.set_ns not in (None, t) and (t - rec.set_ns) % fstimes.HOUR_NS == 0
+    ]
+    out = []
+    for root in roots:
+        if not any(under(p, root) for p in moved):
+            continue
+        pairs = [(t, rec.set_times()) for p, t, rec in present if under(p, root)]
+        hours = fstimes.shifted_hours(pairs)
+        if hours:
+            out.append(root)
+            warnings.append(
+                f"the times of every photo ordered under {root} moved by {hours:+d} h since imgrank set "
+                "them (a FAT disk mounted under another time zone?): nothing there is ordered or taken "
+                "as the owner's; mount it as before, then `imgrank restore`"
+            )
+    return out
+
+
+def owner_gone(rec: Record, path: str, st: os.stat_result) -> bool:
+    """Was the file a record was made for replaced by another one (`mv -f`, a rename onto it)?
+    Another inode and other content; the same content under a new inode (an editor's save-by-
+    rename of an unchanged file, a copy back) is still the photo."""
+    if rec.same_file(st) is not False:
+        return False
+    return rec.sha256 is not None and owntimes.sha256_of(path) != rec.sha256
+
+
+def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
+    """Where did these vanished files go? Walks the roots for files that still have imgrank's time
+    for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
+    them by content. Returns {old path: new path}. `walk(root)` yields the image files under a root."""
+    by_time: dict[int, list[str]] = {}
+    for path, rec in lost.items():
+        if rec.sha256:
+            for t in rec.set_times():
+                by_time.setdefault(t, []).append(path)
+    if not by_time:
+        return {}
+    fits: dict[str, list[str]] = {}  # old path -> files with its time and content
+    for root in roots:
+        for p in walk(root):
+            p = str(p)
+            st, _ = owntimes.lstat(p)
+            olds = by_time.get(st.st_mtime_ns) if st else None
+            if not olds or p in taken:
+                continue
+            sha = owntimes.sha256_of(p)
+            for old in olds:
+                if lost[old].sha256 == sha:
+                    fits.setdefault(old, []).append(p)
+    found: dict[str, str] = {}
+    for old in sorted(fits, key=lambda o: not any(_same(lost[o], p) for p in fits[o])):
+        new = owntimes.pick(lost[old], [p for p in fits[old] if p not in taken])
+        if new is not None:
+            found[old] = new
+            taken.add(new)
+    return found
+
+
+def _same(rec: Record, path: str) -> bool:
+    st, _ = owntimes.lstat(path)
+    return st is not None and bool(rec.same_file(st))

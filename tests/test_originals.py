@@ -1,0 +1,377 @@
+"""Issue 21: an original follows its photo wherever it goes (another file system, an overwrite, a
+`cp -p` copy beside it), an edit made during an order wins, and order and restore say what they did.
+
+Real files, real moves (a tmpfs mounted for a second file system where this machine lets a test
+mount one), a real SQLite store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from images import photo
+
+from imgrank import index, owntimes
+from imgrank.cli import cli
+from imgrank.db import open_db
+from imgrank.order import order, restore
+
+DAY = 86_400 * 10**9
+PAST = 1_600_000_000 * 10**9
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def mtime(path) -> int:
+    return os.lstat(path).st_mtime_ns
+
+
+def indexed(db, root: Path, files: dict[str, float]) -> dict[str, Path]:
+    """Real photos under a registered root ({name: score}), indexed with their real content hashes
+    and scored, each with an original time of its own. Returns {name: path}."""
+    root.mkdir(parents=True, exist_ok=True)
+    index.add_roots(db, [root])
+    paths = {}
+    for i, (name, score) in enumerate(sorted(files.items())):
+        p = root.resolve() / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"photo %s %d" % (name.encode(), i) * 50)
+        os.utime(p, ns=(PAST, PAST - (i + 1) * DAY - i * 7919))
+        add_row(db, p, score)
+        paths[name] = p
+    return paths
+
+
+def add_row(db, p: Path, score: float | None = None) -> None:
+    """The row a scan (or the daemon) writes for a file it read, and its score."""
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    st = p.stat()
+    root_id = db.execute(
+        "SELECT id FROM roots WHERE ? LIKE path || '/%' ORDER BY length(path) DESC", [str(p)]
+    ).fetchone()[0]
+    db.execute(
+        "INSERT OR REPLACE INTO files (path, root_id, size, mtime_ns, sha256, state) "
+        "VALUES (?, ?, ?, ?, ?, 'ok')",
+        [str(p), root_id, st.st_size, st.st_mtime_ns, sha],
+    )
+    if score is not None:
+        db.execute("REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, 1, ?, 0)", [sha, score])
+
+
+def drop_row(db, p: Path) -> None:
+    db.execute("DELETE FROM files WHERE path = ?", [str(p)])
+
+
+@pytest.fixture
+def other_disk(tmp_path):
+    """A folder on another file system: a tmpfs mounted for the test (we may be root), else skip."""
+    mnt = tmp_path / "other-disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here to make a second file system")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a second file system here: {done.stderr.decode().strip()}")
+    try:
+        assert os.stat(mnt).st_dev != os.stat(tmp_path).st_dev
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# --- 1. an original follows its photo ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["mv", "cp -p && rm"])
+def test_a_photo_moved_to_another_file_system_keeps_its_original(tmp_path, other_disk, how):
+    """Moved to a root on another disk, seen as the daemon sees it (a deletion, then an arrival
+    indexed under the new path with the imgrank time the move kept): the next `order` took that
+    time for the photo's own and the 1956 original was gone."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db, now_ns=time.time_ns() - 3600 * 10**9)  # an hour ago: the next order moves every photo
+    new = other_disk / "a.jpg"
+    if how == "mv":
+        shutil.move(paths["a.jpg"], new)
+    else:
+        subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(new)], check=True)
+        paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    add_row(db, new, 0.9)
+    result = order(db)
+    assert result.failed == []
+    back = run("restore")
+    assert back.exit_code == 0, back.output
+    assert mtime(new) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+
+
+@pytest.mark.parametrize("then", ["restore", "order"])
+def test_a_move_by_copy_and_delete_that_an_order_saw_halfway_keeps_its_original(tmp_path, other_disk, then):
+    """`cp -p a b`, an order while both are there (b is a new file then, its original imgrank's
+    time for a), then `rm a`: b is photo a, moved, and takes a's original."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db, now_ns=time.time_ns() - 3600 * 10**9)
+    new = other_disk / "a.jpg"
+    subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(new)], check=True)
+    add_row(db, new, 0.7)
+    assert order(db).failed == []
+    assert owntimes.record(db, str(new)) is not None  # recorded as a new file for now
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    if then == "order":
+        assert order(db).failed == []
+    assert restore(db).failed == []
+    assert mtime(new) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+
+
+def test_the_daemon_carries_the_original_of_a_photo_moved_to_another_file_system(
+    tmp_path, other_disk, model_env
+):
+    from imgrank.daemon import loop
+
+    root = tmp_path / "photos"
+    photos = [photo(root / f"p{i}.jpg", seed=i) for i in range(3)]
+    for i, p in enumerate(photos):
+        os.utime(p, ns=(PAST, PAST - i * DAY))
+    originals = {p.name: mtime(p) for p in photos}
+    assert run("scan", str(root), str(other_disk), "--jobs", "1").exit_code == 0
+    assert order(open_db()).touched == 3
+    w = loop.Watcher([root, other_disk], loop.WatchConfig(settle=0.3, reorder_interval=0.2, heartbeat=0.5))
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        assert w.ready.wait(120)
+        shutil.move(photos[0], other_disk / "p0.jpg")
+        end = time.monotonic() + 60
+        while w.counters["moved"] < 1 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert w.counters["moved"] == 1
+    finally:
+        w.stop()
+        t.join(60)
+    db = open_db()
+    assert order(db).failed == []
+    assert restore(db).failed == []
+    assert mtime(other_disk / "p0.jpg") == originals["p0.jpg"]
+    assert [mtime(p) for p in photos[1:]] == [originals["p1.jpg"], originals["p2.jpg"]]
+
+
+def test_a_cp_p_copy_beside_a_moved_photo_is_a_new_file_with_its_own_time(tmp_path):
+    """`mv a c && cp -p c 0copy.jpg`: same content, same time; the name sorted first used to take
+    the original away from the photo actually moved."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.1})
+    root = paths["a.jpg"].parent
+    original = mtime(paths["a.jpg"])
+    order(db)
+    ordered_time = mtime(paths["a.jpg"])
+    moved, copy = root / "c.jpg", root / "0copy.jpg"
+    os.rename(paths["a.jpg"], moved)
+    subprocess.run(["cp", "-p", str(moved), str(copy)], check=True)
+    result = restore(db)
+    assert (result.followed, result.failed, result.missing) == (1, [], [])
+    assert mtime(moved) == original
+    assert mtime(copy) == ordered_time  # the copy keeps the time it was made with
+
+
+@pytest.mark.parametrize("seen_by", ["restore --force", "order"])
+def test_a_photo_moved_onto_an_ordered_one_never_gets_the_destroyed_photos_original(tmp_path, seen_by):
+    """`mv -f a b` after an order: b is now photo a. `restore --force` gave it b's original (the
+    destroyed photo's) and said all was well; a's original was lost."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5, "c.jpg": 0.1})
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db)
+    os.rename(paths["a.jpg"], paths["b.jpg"])  # mv -f a.jpg b.jpg
+    if seen_by == "order":  # a scan saw it: b's row has a's content now
+        drop_row(db, paths["a.jpg"])
+        add_row(db, paths["b.jpg"], 0.9)
+        assert order(db).failed == []
+        result = run("restore")
+    else:
+        result = run("restore", "--force")
+    assert result.exit_code == 0, result.output
+    assert mtime(paths["b.jpg"]) == originals["a.jpg"]  # photo a, wherever it lives now
+    assert mtime(paths["c.jpg"]) == originals["c.jpg"]
+    assert "1 replaced by another file moved onto them" in result.output
+    assert owntimes.set_apart(db) == [(str(paths["b.jpg"]), "another file was moved onto it")]
+    forgot = run("restore", "--forget-missing", "--json")
+    assert json.loads(forgot.output)["forgotten"] == 1
+    assert owntimes.set_apart(db) == []
+
+
+def test_a_rename_onto_an_ordered_photo_seen_by_the_daemon_sets_its_record_apart(tmp_path):
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db)
+    os.rename(paths["a.jpg"], paths["b.jpg"])
+    index.move_path(db, paths["a.jpg"], paths["b.jpg"])  # the daemon's move event
+    assert restore(db).failed == []
+    assert mtime(paths["b.jpg"]) == originals["a.jpg"]
+    assert [p for p, _ in owntimes.set_apart(db)] == [str(paths["b.jpg"])]
+
+
+# --- 4. edits during an order win ------------------------------------------------------------------
+
+
+def test_an_edit_made_while_order_runs_keeps_its_time(tmp_path, monkeypatch):
+    """An append between `order` reading a photo's time and setting it used to be overwritten by
+    imgrank's time, and `restore` then gave back the pre-edit time."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5, "c.jpg": 0.1})
+    edited = paths["b.jpg"]
+    originals = {n: mtime(p) for n, p in paths.items()}
+    real = owntimes.Toucher.touch
+
+    def touch(self, path, *args, **kwargs):
+        if path == str(edited):  # the owner's editor saves, just before imgrank's touch
+            with open(edited, "ab") as f:
+                f.write(b" edited")
+        return real(self, path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(owntimes.Toucher, "touch", touch)
+        result = run("order")
+    assert result.exit_code == 0, result.output
+    edit_time = mtime(edited)
+    assert edit_time != originals["b.jpg"]
+    assert f"changed while ordering or left out (not touched): {edited}" in result.output
+    assert owntimes.record(db, str(edited)) is None
+    assert run("restore").exit_code == 0
+    assert mtime(edited) == edit_time  # the edit's time is its own
+    assert mtime(paths["a.jpg"]) == originals["a.jpg"]
+
+
+# --- 5. messages ----------------------------------------------------------------------------------
+
+
+def test_restore_says_what_it_did_before_a_full_disk_stops_it(tmp_path, monkeypatch):
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {f"p{i}.jpg": i / 10 for i in range(5)})
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db)
+
+    def full(*_args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(owntimes, "forget", full)  # the final commit finds the disk full
+        result = run("restore")
+    assert result.exit_code == 1
+    assert "stopped part-way: restored 5 mtimes" in result.output
+    assert "no space left on the disk" in result.output
+    assert result.output.index("restored 5") < result.output.index("no space left")
+    assert "Traceback" not in result.output and not isinstance(result.exception, sqlite3.Error)
+    assert {n: mtime(p) for n, p in paths.items()} == originals
+    again = run("restore", "--json")  # the records kept are put right: the times are already back
+    assert again.exit_code == 0 and json.loads(again.output)["already"] == 5
+
+
+def test_order_says_what_it_did_before_a_full_disk_stops_it(tmp_path, monkeypatch):
+    db = open_db()
+    indexed(db, tmp_path / "photos", {f"p{i}.jpg": i / 10 for i in range(4)})
+    order(db, now_ns=time.time_ns() - 3600 * 10**9)
+
+    def full(*_args, **_kwargs):  # giving the two left out their own times back finds the disk full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("imgrank.order._give_back", full)
+    result = run("order", "--top", "2")
+    assert result.exit_code == 1
+    assert "stopped part-way: ordered 2 photos: 2 mtimes set" in result.output
+    assert "no space left on the disk" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+# --- 2. times that round-trip, or no order ---------------------------------------------------------
+
+
+@pytest.fixture
+def fat_disk(tmp_path):
+    """A FAT file system mounted on a folder: `mount(tz)` mounts it (with FUSE's fusefat, under the
+    time zone `tz`, as a card is read on machines set to different zones), `unmount()` unmounts.
+    Skipped with the reason where neither mkfs.vfat nor fusefat is installed (.ci/run installs both)."""
+    if not (shutil.which("mkfs.vfat") and shutil.which("fusefat") and os.path.exists("/dev/fuse")):
+        pytest.skip("no FAT here: needs mkfs.vfat (dosfstools), fusefat and /dev/fuse")
+    image, mnt = tmp_path / "card.img", tmp_path / "card"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.vfat", str(image)], check=True, capture_output=True)
+    mnt.mkdir()
+
+    class Card:
+        path = mnt
+
+        def mount(self, tz: str = "UTC") -> None:
+            env = dict(os.environ, TZ=tz)
+            done = subprocess.run(
+                ["fusefat", "-o", "rw+", str(image), str(mnt)], env=env, capture_output=True
+            )
+            if done.returncode != 0 or not os.path.ismount(mnt):
+                pytest.skip(f"cannot mount FAT with fusefat here: {done.stderr.decode().strip()}")
+
+        def unmount(self) -> None:
+            subprocess.run(["fusermount", "-u", str(mnt)], check=True)
+
+    card = Card()
+    card.mount()
+    try:
+        yield card
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+
+
+def test_on_fat_a_step_it_cannot_keep_is_refused_and_every_time_round_trips(fat_disk):
+    db = open_db()
+    paths = indexed(db, fat_disk.path / "photos", {f"p{i}.jpg": i / 10 for i in range(6)})
+    originals = {n: mtime(p) for n, p in paths.items()}  # as FAT keeps them (2 s)
+    result = run("order", "--step", "1")
+    assert result.exit_code == 1
+    assert "--step 1 cannot be kept on" in result.output and "keeps times to 2 s" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert {n: mtime(p) for n, p in paths.items()} == originals  # refused before any touch
+    assert run("order", "--step", "2").exit_code == 0
+    for p in paths.values():  # what was recorded is what the file system holds
+        assert owntimes.record(db, str(p)).set_ns == mtime(p)
+    assert run("order", "--step", "4").exit_code == 0
+    back = run("restore")
+    assert back.exit_code == 0 and "restored 6 mtimes" in back.output
+    assert {n: mtime(p) for n, p in paths.items()} == originals
+
+
+def test_a_fat_card_mounted_under_another_time_zone_is_reported_never_taken_as_the_owners(fat_disk):
+    db = open_db()
+    paths = indexed(db, fat_disk.path / "photos", {f"p{i}.jpg": i / 10 for i in range(5)})
+    originals = {n: mtime(p) for n, p in paths.items()}
+    assert run("order").exit_code == 0
+    fat_disk.unmount()
+    fat_disk.mount(tz="Etc/GMT-1")  # one hour east: every time reads an hour off
+    shifted = run("order")
+    assert shifted.exit_code == 0, shifted.output
+    assert "moved by -1 h since imgrank set them" in shifted.output
+    assert "restored 5" not in run("restore").output  # refused there: not imgrank's times as they read
+    fat_disk.unmount()
+    fat_disk.mount(tz="UTC")  # back as it was
+    back = run("restore")
+    assert back.exit_code == 0, back.output
+    assert {n: mtime(p) for n, p in paths.items()} == originals
