@@ -22,6 +22,7 @@ from sqlite_utils.migrations import Migrations
 
 from imgrank import config
 from imgrank.errors import StoreError
+from imgrank.private import write_private
 
 migrations = Migrations("imgrank")
 IN_JSON = "(SELECT value FROM json_each(?))"  # `x IN` a JSON list bound as one parameter
@@ -272,7 +273,7 @@ def _open(path: Path, fresh: bool = False) -> Store:
                 )
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         if not marker.exists():
-            marker.write_text(f"{path}\n")
+            write_private(marker, f"{path}\n")
         db = Store(path)
         db.conn.isolation_level = None  # autocommit; transactions only through atomic()
         db.execute("PRAGMA busy_timeout = 30000")

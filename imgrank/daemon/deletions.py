@@ -35,6 +35,18 @@ class Outcome:
     trashed: list[str] = field(default_factory=list)  # deleted by `imgrank trash` (labelled there)
     ignored: int = 0  # marked missing without a label (folder wiped, mass deletion)
 
+    def report(self, counters: dict) -> None:
+        """Add to the daemon's counters, and log one line per photo, naming it."""
+        counters["ignored_deletions"] += self.ignored
+        counters["moved"] += self.moved
+        counters["deleted"] += len(self.deleted)
+        counters["labels"] += len(self.labelled)
+        for path in self.deleted:
+            how = " (labelled delete)" if path in self.labelled else ""
+            log.info("deleted: %s%s", path, " (by imgrank trash)" if path in self.trashed else how)
+        for path in self.elsewhere:
+            log.info("gone: %s (the same photo is at another path: moved, or an exact copy; no label)", path)
+
 
 def judge(
     db, files: dict[str, float], dirs: set[str], online: Callable[[str], bool], max_burst: int

@@ -28,6 +28,7 @@ from imgrank.daemon.work import Stopped
 from imgrank.words import plural
 
 log = logging.getLogger("imgrank.daemon")
+NO_TORCH = "retraining needs the train extra (pip install 'imgrank[train]'); scoring with the last head"
 
 
 @dataclass
@@ -94,9 +95,8 @@ class Watcher:
             index.add_roots(db, [r for r in self.roots.roots if r.is_dir()])  # what it indexes: under a root
             self.embedder = load_embedder(model_name(db, self.cfg.model))
             self._beat()
-            for r in self.roots.roots:
-                if not r.is_dir():
-                    self.roots.go_offline(r, "not there")
+            for r in [r for r in self.roots.roots if not r.is_dir()]:
+                self.roots.go_offline(r, "not there")
             # Watch first, then catch up: nothing that happens in between is missed.
             self.roots.start_observer()
             self._catch_up([r for r in self.roots.roots if r not in self.roots.offline])
@@ -270,15 +270,7 @@ class Watcher:
         for path in judgement.replaced:
             self.settler.touch(path, time.monotonic())
         outcome = deletions.apply(self.db, judgement, self.cfg.learn_from_deletes)
-        self.counters["ignored_deletions"] += outcome.ignored
-        self.counters["moved"] += outcome.moved
-        self.counters["deleted"] += len(outcome.deleted)
-        self.counters["labels"] += len(outcome.labelled)
-        for path in outcome.deleted:
-            how = " (labelled delete)" if path in outcome.labelled else ""
-            log.info("deleted: %s%s", path, " (by imgrank trash)" if path in outcome.trashed else how)
-        for path in outcome.elsewhere:
-            log.info("gone: %s (the same photo is at another path: moved, or an exact copy; no label)", path)
+        outcome.report(self.counters)
         self.why += [f"{Path(p).name} deleted" for p in outcome.deleted]
         if outcome.deleted:
             self._dirty()  # a group that lost its keeper has a new one (see work.regroup)
@@ -306,11 +298,7 @@ class Watcher:
         if not new:
             return
         if not torch_available():
-            self._say_once(
-                "torch",
-                "retraining needs the train extra (pip install 'imgrank[train]'); scoring with the last head",
-            )
-            return
+            return self._say_once("torch", NO_TORCH)
         pid = self.retrainer.start()
         log.info("%s: retraining in the background (pid %d)", plural(new, "new label"), pid)
 
