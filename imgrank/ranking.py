@@ -22,11 +22,12 @@ class Ranked(NamedTuple):
 
 def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
     """The deletion order: present, scored images under the roots, highest deletion score first, then
-    by path; in each group of near-duplicates or exact copies, the keeper keeps its score and the
-    others move up (dupes.adjust)."""
+    by path; in each group of near-duplicates or exact copies, the keeper (learned from the owner's
+    choices, else the lowest score) keeps its score and the others move up after it (dupes.adjust)."""
     from imgrank import dupes
 
-    rows = dupes.adjust(scored_photos(db), dupes.load_groups(db))
+    near = dupes.load_groups(db)
+    rows = dupes.adjust(scored_photos(db), near, dupes.keeper_utility(db, near))
     return rows if limit is None else rows[: max(limit, 0)]
 
 

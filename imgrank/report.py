@@ -43,7 +43,8 @@ def _thumb_uri(sha256: str, path: str) -> str:
 def _tile(item: dict) -> str:
     uri = _thumb_uri(item["sha256"], item["_path"])
     mark = f' <span class="{item["label"]}">{item["label"]}</span>' if item.get("label") else ""
-    extra = " · keeper" if item.get("keeper") else (f" · group {item['group']}" if item.get("group") else "")
+    keeper = " · keeper, as you choose" if item.get("keeper_by") == "learned" else " · keeper"
+    extra = keeper if item.get("keeper") else (f" · group {item['group']}" if item.get("group") else "")
     return (
         f'<div class="tile"><img alt="{html.escape(item["name"])}" src="{uri}">'
         f'<div class="name" title="{html.escape(item["path"])}">{html.escape(item["name"])}</div>'

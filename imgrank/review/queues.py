@@ -138,6 +138,7 @@ def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
                     "group": i,
                     "kind": g["kind"],
                     "keeper": p["keeper"],
+                    "keeper_by": g["keeper_by"],
                     "_path": p["path"],
                 }
             )
