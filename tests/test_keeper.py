@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +218,36 @@ def test_a_learned_keeper_round_trips_as_plain_numbers_and_a_damaged_one_is_none
     assert keeper.fit(image, fact, winners[:4], losers[:4], group[winners][:4]) is None  # 2 groups
     assert keeper.Keeper.from_json('{"w_image": [1]}') is None
     assert keeper.Keeper.from_json(learned.to_json().replace("0", "NaN", 1)) is None
+
+
+def test_train_learns_the_keeper_and_the_order_applies_it_without_scikit_learn(tmp_path, home):
+    """`train` (what the daemon's retraining runs) learns the keeper from the same labels; a scan or
+    the daemon regroups (dupes.refresh) and the order follows it in a process that never imports
+    scikit-learn or torch."""
+    pytest.importorskip("torch")
+    shots = library(tmp_path, groups=20)
+    db = open_db()
+    owner_sorts(db, shots, groups=[*range(LABELLED), *range(8, 20)])  # enough for the head too
+    result = CliRunner().invoke(cli, ["train", "--json"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert json.loads(result.output)["keeper"] == {"groups": 18, "pairs": 54, "learned": True, "needed": 5}
+    dupes.refresh(db)
+
+    code = (
+        "import json, sys; from imgrank.db import open_db; from imgrank.ranking import ranked; "
+        "rows = [r.path for r in ranked(open_db())]; "
+        "print(json.dumps([rows, [m for m in ('sklearn', 'torch') if m in sys.modules]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "IMGRANK_HOME": str(home)},
+    )
+    assert out.returncode == 0, out.stderr
+    rows, imported = json.loads(out.stdout)
+    assert imported == []
+    position = {path: i for i, path in enumerate(rows)}
+    for g in NEW:
+        kept, *others = [shots[(g, i)][0] for i in range(SHOTS)]
+        assert all(position[o] < position[kept] for o in others)
