@@ -16,6 +16,7 @@ lowest deletion score (the head's, else the prior's).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -147,10 +148,14 @@ def fit(
             break
         cv = list(GroupKFold(min(5, n_groups)).split(x, y, np.r_[pair_group, pair_group]))
         model = LogisticRegressionCV(Cs=CS, cv=cv, scoring="neg_log_loss", fit_intercept=False, max_iter=2000)
-        model.fit(x, y)
-        loss = -float(np.max(np.mean(model.scores_[1.0], axis=0)))
+        with warnings.catch_warnings():  # scikit-learn 1.9 announces its attributes' new shapes
+            warnings.simplefilter("ignore", FutureWarning)
+            model.fit(x, y)
+        scores = model.scores_  # a dict by class up to scikit-learn 1.9, an array after
+        scores = np.asarray(next(iter(scores.values())) if isinstance(scores, dict) else scores)
+        loss = -float(np.max(scores.reshape(len(cv), -1).mean(axis=0)))
         if best is None or loss < best[0]:
-            best = (loss, float(model.C_[0]), model.coef_[0], weight / s_image)
+            best = (loss, float(np.ravel(model.C_)[0]), model.coef_[0], weight / s_image)
     _, C, coef, image_scale = best
     d = image.shape[1]
     return Keeper(
