@@ -586,11 +586,15 @@ def train(ctx, data, out, as_json, **options):
         return
     from imgrank.train import train as do_train
 
-    run = do_train(open_db(), cfg, log)
-    from imgrank.cli_text import scored_summary
+    db = open_db()
+    run = do_train(db, cfg, log)
+    from imgrank.cli_text import keeper_summary, scored_summary
+    from imgrank.dupes import learn_keeper
 
+    run["keeper"] = learn_keeper(db) if _has_sklearn() else None  # the burst keeper, from the same labels
     scored = f"; {scored_summary(run['scored'])}" if run["activated"] else ""
-    emit(run, as_json, format_report(run) + f"\n\n{run['note']}{scored}")
+    keeper = f"\n{keeper_summary(run['keeper'])}" if run["keeper"] else ""
+    emit(run, as_json, format_report(run) + f"\n\n{run['note']}{scored}{keeper}")
 
 
 @cli.group()
@@ -768,8 +772,10 @@ def _dupe_mark(photo: dict) -> str:
 def dupes(threshold, as_json):
     """Group near-duplicates (bursts) and exact copies; the keeper of each group is marked.
 
-    The keeper is the photo least likely to be deleted (by the head, else the prior); in the order
-    the others move up (their deletion score goes halfway to 1). Nothing is deleted.
+    The keeper is the shot you would keep, learned from the bursts you already sorted (your keep and
+    delete labels inside groups, and the shots you deleted from them), else the photo least likely
+    to be deleted (by the head, else the prior); in the order the others move up, after their keeper
+    (their deletion score goes halfway to 1). Nothing is deleted.
 
     \b
     Example:
@@ -782,6 +788,7 @@ def dupes(threshold, as_json):
 
     db = open_db()
     summary = grouping.regroup(db, threshold=threshold)
+    learned = grouping.learn_keeper(db) if _has_sklearn() else None  # else the one `train` stored
     groups = grouping.listing(db)
     lines = []
     for i, g in enumerate(groups, 1):
@@ -793,7 +800,18 @@ def dupes(threshold, as_json):
         f"{plural(len(groups), 'group')} among {plural(summary['photos'], 'photo')} "
         f"(similarity >= {summary['threshold']}, {summary['seconds']:.1f} s)"
     )
+    if learned is not None:
+        from imgrank.cli_text import keeper_summary
+
+        lines.append(keeper_summary(learned))
     emit(groups, as_json, "\n".join(lines))
+
+
+def _has_sklearn() -> bool:
+    """Whether scikit-learn (the `train` extra) is installed, found without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
 
 
 @cli.command()

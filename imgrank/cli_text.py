@@ -154,6 +154,19 @@ def scored_summary(n: int) -> str:
     return f"{plural(n, 'photo')} scored" if n else "no photos to score"
 
 
+def keeper_summary(learned: dict) -> str:
+    """How the keeper of a burst is chosen, after dupes.learn_keeper."""
+    from imgrank.words import plural
+
+    seen = f"{plural(learned['pairs'], 'choice')} in {plural(learned['groups'], 'burst')}"
+    if learned["learned"]:
+        return f"burst keepers: learned from your {seen}"
+    return (
+        f"burst keepers: the lowest deletion score ({seen} of yours so far; "
+        f"learned from {learned['needed']} bursts with a kept and a deleted shot)"
+    )
+
+
 def reviewed_summary(result: dict) -> str:
     """`imgrank reviewed --top N`'s line."""
     from imgrank.words import counts, plural

@@ -13,9 +13,11 @@ neighbours once; nothing is quadratic in N.
 only the new photos are compared with all, and only the groups they or vanished photos touch are
 formed again. `regroup` (the `dupes` command) groups everything afresh.
 
-Within a group the best photo (lowest deletion score: the head's, else the prior's) keeps its
-rank; the others move up the deletion order (`adjust`, used by the ranking). This module owns the
-`dupe_groups` table: every grouped photo with its group, and every other photo looked at with none.
+Within a group the keeper is the shot the owner would keep: learned from their own choices inside
+groups (imgrank.keeper; `learn_keeper`, run by `train` and `dupes`), else the lowest deletion score
+(the head's, else the prior's). The keeper keeps its rank; the others move up the deletion order,
+never to below their keeper (`adjust`, used by the ranking). This module owns the `dupe_groups`
+table: every grouped photo with its group, and every other photo looked at with none.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from imgrank.neighbours import NEAR_DUP, close_pairs, exact_pairs
 # full regrouping is cheaper.
 REFRESH_PAIRS = 50_000_000
 SETTING = "dupes_basis"  # the model and threshold of the stored grouping
+KEEPER = "keeper"  # the learned keeper (keeper.Keeper as JSON), or "null" when there is none
 
 
 def near_groups(vectors: np.ndarray, threshold: float = NEAR_DUP, exact: bool | None = None) -> np.ndarray:
@@ -179,8 +182,10 @@ def _group_key(row, near: dict[str, int], copies: set[str]):
     return ("copies", row.sha256) if row.sha256 in copies else None
 
 
-def grouped(rows: list, near: dict[str, int]) -> dict[tuple, list]:
-    """Scored photos (ranking rows with path, score, sha256) by group: near-duplicates, exact copies."""
+def grouped(rows: list, near: dict[str, int], utility: dict[str, float] | None = None) -> dict[tuple, list]:
+    """Scored photos (ranking rows with path, score, sha256) by group: near-duplicates, exact copies.
+    Members best first, the keeper first of all: the highest learned utility (sha256 -> utility,
+    see keeper_utility), then the lowest deletion score, then the path."""
     per_sha = defaultdict(int)
     for r in rows:
         per_sha[r.sha256] += 1
@@ -190,7 +195,12 @@ def grouped(rows: list, near: dict[str, int]) -> dict[tuple, list]:
         key = _group_key(r, near, copies)
         if key is not None:
             out[key].append(r)
-    return {k: sorted(v, key=lambda r: (r.score, r.path)) for k, v in out.items() if len(v) > 1}
+    utility = utility or {}
+
+    def best_first(r):
+        return (-utility.get(r.sha256, 0.0), r.score, r.path)
+
+    return {k: sorted(v, key=best_first) for k, v in out.items() if len(v) > 1}
 
 
 def moved_up(score: float) -> float:
@@ -198,22 +208,35 @@ def moved_up(score: float) -> float:
     return score + (1.0 - score) / 2
 
 
-def adjust(rows: list, near: dict[str, int]) -> list:
-    """The ranking with each group's keeper (lowest score) in place and the others moved up, resorted."""
+def adjust(rows: list, near: dict[str, int], utility: dict[str, float] | None = None) -> list:
+    """The ranking with each group's keeper in place and the others moved up (never to below their
+    keeper's score, and on a tie before it: a keeper comes after the rest of its group), resorted."""
     if not rows:
         return rows
-    losers = {id(r) for members in grouped(rows, near).values() for r in members[1:]}
-    if not losers:
+    index = {id(r): i for i, r in enumerate(rows)}
+    floor, keepers = {}, set()
+    for members in grouped(rows, near, utility).values():
+        keepers.add(index[id(members[0])])
+        for r in members[1:]:
+            floor[index[id(r)]] = members[0].score
+    if not floor:
         return rows
-    out = [r._replace(score=moved_up(r.score)) if id(r) in losers else r for r in rows]
-    return sorted(out, key=lambda r: (-r.score, r.path))
+    out = [
+        (r._replace(score=max(moved_up(r.score), floor[i])) if i in floor else r, i in keepers)
+        for i, r in enumerate(rows)
+    ]
+    out.sort(key=lambda pair: (-pair[0].score, pair[1], pair[0].path))
+    return [r for r, _ in out]
 
 
 def listing(db) -> list[dict]:
-    """Every group of the stored grouping plus exact copies: members best first, the keeper marked."""
+    """Every group of the stored grouping plus exact copies: members best first, the keeper marked,
+    and how it was chosen ("keeper_by": "learned" from the owner's choices, or "score")."""
     from imgrank.ranking import scored_photos
 
-    groups = grouped(scored_photos(db), load_groups(db))
+    near = load_groups(db)
+    utility = keeper_utility(db, near)
+    groups = grouped(scored_photos(db), near, utility)
     out = []
     for (kind, _), members in sorted(groups.items(), key=lambda kv: kv[1][0].path):
         firsts = {}  # content -> index of its first member: a later one is an exact copy of it
@@ -222,6 +245,7 @@ def listing(db) -> list[dict]:
         out.append(
             {
                 "kind": "exact copies" if kind == "copies" else "near-duplicates",
+                "keeper_by": "learned" if utility and kind == "near" else "score",
                 "photos": [
                     {
                         "path": r.path,
@@ -236,3 +260,99 @@ def listing(db) -> list[dict]:
             }
         )
     return out
+
+
+# --- the keeper learned from the owner (imgrank.keeper: the arrays; here, the rows) ---------------
+
+
+def _facts(db, shas: list[str]) -> np.ndarray:
+    """keeper.facts for these contents: pixels and bytes from the index, the decode cues."""
+    from imgrank.index import content_facts
+    from imgrank.keeper import facts
+    from imgrank.prior import load_cues
+
+    found, cues = content_facts(db, shas), load_cues(db, shas)
+    fact = [found.get(s) for s in shas]
+    cue = [cues.get(s, {}) for s in shas]
+    return facts(
+        [f.width if f else None for f in fact],
+        [f.height if f else None for f in fact],
+        [f.size if f else None for f in fact],
+        *([c.get(m) for c in cue] for m in ("sharpness", "dark", "bright", "mean")),
+    )
+
+
+def learn_keeper(db) -> dict:
+    """Learn which shot of a burst the owner keeps and store it (the `keeper` setting). In each group
+    of near-duplicates among the labelled photos and the shots close to them, every shot labelled
+    keep is preferred to every shot labelled delete, and so is every unlabelled shot still present
+    in a group the owner deleted from in their viewer (the daemon's `deleted` labels: they left it).
+    Needs the `train` extra (scikit-learn). With preferences from fewer than keeper.MIN_GROUPS
+    groups it stores none and groups keep the lowest deletion score. Returns {"groups", "pairs",
+    "learned", "needed"}."""
+    from imgrank import keeper
+    from imgrank.db import set_setting
+    from imgrank.index import present_files
+    from imgrank.labels import current_sources
+
+    model_id, threshold = _basis(db, None)
+    sources = current_sources(db)
+    present = {sha for _, sha in present_files(db)}
+    shas, v = _present_vectors(db, model_id, set(sources) | present)
+    row = {s: i for i, s in enumerate(shas)}
+    labelled = np.array(sorted(row[s] for s in sources if s in row), dtype=np.int64)
+    a, b, _ = exact_pairs(v, threshold, rows=labelled)  # the labelled with all: never all pairs
+    close = np.unique(np.concatenate([labelled, a, b]))  # the labelled and the shots near them
+    shas, v = [shas[i] for i in close], v[close]
+    group = near_groups(v, threshold) if len(shas) else np.zeros(0, np.int64)
+    label = [sources.get(s, (None, None)) for s in shas]
+    kept = np.array([lab == "keep" for lab, _ in label], dtype=bool)
+    deleted = np.array([lab == "delete" for lab, _ in label], dtype=bool)
+    left_in = {
+        int(g)
+        for g, (lab, src) in zip(group, label, strict=True)
+        if g >= 0 and (lab, src) == ("delete", "deleted")
+    }
+    kept |= np.array(
+        [
+            lab is None and s in present and int(g) in left_in
+            for s, g, (lab, _) in zip(shas, group, label, strict=True)
+        ],
+        dtype=bool,
+    )
+    winners, losers = keeper.preferences(group, kept, deleted)
+    learned = keeper.fit(v, _facts(db, shas), winners, losers, group[winners]) if len(winners) else None
+    if learned is not None:
+        learned.model = model_id
+    set_setting(db, KEEPER, learned.to_json() if learned else "null")
+    return {
+        "groups": len(np.unique(group[winners])),
+        "pairs": len(winners),
+        "learned": learned is not None,
+        "needed": keeper.MIN_GROUPS,
+    }
+
+
+def stored_keeper(db):
+    """The learned keeper (keeper.Keeper) for the store's embedding model, or None."""
+    from imgrank.db import get_setting
+    from imgrank.keeper import Keeper
+    from imgrank.model import current_model_id
+
+    text = get_setting(db, KEEPER)
+    found = Keeper.from_json(text) if text else None
+    return found if found is not None and found.model == current_model_id(db) else None
+
+
+def keeper_utility(db, near: dict[str, int]) -> dict[str, float] | None:
+    """sha256 -> the learned keeper's utility for every grouped photo (see grouped), or None without one."""
+    from imgrank.vectors import image_vectors_of
+
+    learned = stored_keeper(db) if near else None
+    if learned is None:
+        return None
+    shas, v = image_vectors_of(db, learned.model, sorted(near))
+    if not shas or v.shape[1] != len(learned.w_image):
+        return None
+    u = learned.utility(v, _facts(db, shas), np.array([near[s] for s in shas]))
+    return dict(zip(shas, u.tolist(), strict=True))

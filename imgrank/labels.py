@@ -60,6 +60,13 @@ def current_labels(db) -> dict[str, str]:
     return dict(db.execute("SELECT sha256, label FROM labels").fetchall())
 
 
+def current_sources(db) -> dict[str, tuple[str, str]]:
+    """The current (label, source) of each labelled content hash."""
+    return {
+        sha: (label, source) for sha, label, source in db.execute("SELECT sha256, label, source FROM labels")
+    }
+
+
 def label_counts(db) -> dict:
     """Counts by label and by (label, source)."""
     by_label = {label: 0 for label in LABELS}

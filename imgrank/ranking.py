@@ -22,8 +22,9 @@ class Ranked(NamedTuple):
 
 def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
     """The deletion order: present, scored images under the roots, highest deletion score first, then
-    by path; in each group of near-duplicates or exact copies, the keeper keeps its score and the
-    others move up (dupes.adjust). A RAW+JPEG pair is one row (see scored_photos)."""
+    by path; in each group of near-duplicates or exact copies, the keeper (learned from the owner's
+    choices, else the lowest score) keeps its score and the others move up after it (dupes.adjust).
+    A RAW+JPEG pair is one row (see scored_photos)."""
     rows = ranked_with_partners(db)[0]
     return rows if limit is None else rows[: max(limit, 0)]
 
@@ -34,7 +35,8 @@ def ranked_with_partners(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[
     from imgrank import dupes
 
     rows, partners = _scored(db)
-    return dupes.adjust(rows, dupes.load_groups(db)), partners
+    near = dupes.load_groups(db)
+    return dupes.adjust(rows, near, dupes.keeper_utility(db, near)), partners
 
 
 def scored_photos(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:

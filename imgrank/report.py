@@ -54,9 +54,8 @@ def _tile(item: dict) -> str:
     uri = _thumb_uri(item["sha256"], item["_path"])
     label = item.get("label") if item.get("label") in ("keep", "delete") else None
     mark = f' <span class="{label}">{label}</span>' if label else ""
-    extra = (
-        " · keeper" if item.get("keeper") else (f" · group {int(item['group'])}" if item.get("group") else "")
-    )
+    keeper = " · keeper, as you choose" if item.get("keeper_by") == "learned" else " · keeper"
+    extra = keeper if item.get("keeper") else (f" · group {int(item['group'])}" if item.get("group") else "")
     return (
         f'<div class="tile"><img alt="{html.escape(item["name"])}" src="{uri}">'
         f'<div class="name" title="{html.escape(item["path"])}">{html.escape(item["name"])}</div>'

@@ -76,6 +76,19 @@ def image_vectors(
         yield [r[0] for r in rows], np.stack([from_blob(r[1]) for r in rows])
 
 
+def image_vectors_of(db: sqlite_utils.Database, model: str, shas: list[str]) -> tuple[list[str], np.ndarray]:
+    """The image vectors of `model` for these content hashes, in their order (ones without a vector are
+    left out): (hashes, N×dim)."""
+    found = dict(
+        db.execute(
+            f"SELECT sha256, vector FROM vectors WHERE model = ? AND sha256 IN {IN_JSON}",
+            [model, json.dumps(list(shas))],
+        ).fetchall()
+    )
+    have = [s for s in shas if s in found]
+    return have, np.stack([from_blob(found[s]) for s in have]) if have else np.zeros((0, 0), np.float32)
+
+
 def first_embedded(db: sqlite_utils.Database, model: str, n: int) -> list[str]:
     """The first n content hashes with a vector of `model`, by hash: a uniform sample of the folder."""
     return [

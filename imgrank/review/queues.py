@@ -146,6 +146,7 @@ def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
                     "kind": g["kind"],
                     "keeper": p["keeper"],
                     "copy": p["copy"],
+                    "keeper_by": g["keeper_by"],
                     "_path": p["path"],
                 }
             )
