@@ -21,7 +21,7 @@ from imgrank.evaluation import (
     near_duplicate_groups,
     stratified_group_folds,
 )
-from imgrank.logistic import Space, fit_logistic, input_space, predict
+from imgrank.logistic import Design, Space, input_space
 from imgrank.mlp import fit_mlp
 
 if TYPE_CHECKING:
@@ -42,19 +42,37 @@ def check_enough(y: np.ndarray, config: TrainConfig) -> None:
 
 
 def cross_validate_logistic(
-    x: np.ndarray, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig, space: Space
+    design: Design, y: np.ndarray, fold: np.ndarray, k: int, config: TrainConfig
 ) -> dict:
     """Held-out P(delete) of the L2 logistic regression for every row in a fold, at the L2 strength
-    the folds choose: the strongest within one standard error of the best (`within_one_se`)."""
-    base = {l2: np.full(len(y), np.nan) for l2 in config.l2_choices}
+    the folds choose: the strongest within one standard error of the best (`within_one_se`). Each
+    fold fits the whole L2 path, strongest penalty first (`Design.path`)."""
+    l2s = sorted(config.l2_choices, reverse=True)
+    base = {l2: np.full(len(y), np.nan) for l2 in l2s}
     for f in range(k):
         held = fold == f
-        fitted = None
-        for l2 in sorted(config.l2_choices, reverse=True):  # strongest penalty first: the easiest fit
-            fitted = fit_logistic(x[~held], y[~held], l2, start=fitted, device=config.device, space=space)
-            base[l2][held] = predict(fitted, x[held])
-    l2 = max(within_one_se({c: fold_aps(y, fold, k, base[c]) for c in config.l2_choices}))
+        for l2, fit in zip(l2s, design.path(~held, y[~held], l2s), strict=True):
+            base[l2][held] = design.predict(fit, held)
+    l2 = max(within_one_se({c: fold_aps(y, fold, k, base[c]) for c in l2s}))
     return {"baseline": base[l2], "l2": l2}
+
+
+def learning_curve(design: Design, y: np.ndarray, fold: np.ndarray, k: int, l2: float, seed: int = 0) -> dict:
+    """Held-out AP of the chosen regression when each fold learns from half of its training rows (drawn
+    at random within each class), beside the AP from all of them: what the last doubling of labels
+    bought, so what the next one may buy."""
+    rng = np.random.default_rng(seed)
+    half_p = np.full(len(y), np.nan)
+    for f in range(k):
+        train = np.flatnonzero(fold != f)
+        half = np.concatenate(
+            [rng.permutation(train[y[train] == c])[: max(2, (y[train] == c).sum() // 2)] for c in (0, 1)]
+        )
+        if len(np.unique(y[half])) == 2:
+            held = fold == f
+            half_p[held] = design.predict(design.path(half, y[half], (l2,))[0], held)
+    rows = (fold >= 0) & np.isfinite(half_p)
+    return {"labels_half": int(len(y) // 2), "ap_half": average_precision(y[rows], half_p[rows])}
 
 
 def cross_validate_mlp(
@@ -149,6 +167,7 @@ class Validation:
 
     x: np.ndarray
     space: Space
+    design: Design
     cv: dict
     metrics: dict
     recipe: str = "logistic"
@@ -164,17 +183,37 @@ def validate_logistic(
 ) -> Validation:
     """The quick half of the validation: the L2 logistic regression on the split's folds."""
     space = input_space(x, blocks if config.balance_blocks else None, library)
-    cv = cross_validate_logistic(x, y, parts.folds.fold, parts.folds.k, config, space)
+    design = Design(x, space)
+    cv = cross_validate_logistic(design, y, parts.folds.fold, parts.folds.k, config)
     baseline = {**evaluate(y[parts.held], cv["baseline"][parts.held]), "l2": cv["l2"]}
-    return Validation(x, space, cv, {"baseline": baseline})
+    return Validation(x, space, design, cv, {"baseline": baseline})
+
+
+def mlp_offered(y: np.ndarray, config: TrainConfig) -> bool:
+    """Whether the MLP is cross-validated at all: only with many labels and many deletes. On
+    bench_suite's folders (up to 500 labels) the regression ranked new photos at least as well, and
+    an MLP chosen by its folds on a few dozen deletes was chosen by luck (issue 23: 13 deletes, 0.11
+    of held-out AP lost); the MLP's folds also cost seconds where the regression's cost milliseconds."""
+    return len(y) >= config.mlp_from and int(y.sum()) >= config.mlp_min_deletes
 
 
 def validate_mlp(v: Validation, y: np.ndarray, parts: Split, config: TrainConfig, log) -> Validation:
-    """The other half: the MLP on the same folds, and the recipe (`mlp_beats_baseline`)."""
+    """The other half, with many labels (`mlp_offered`): the MLP on the same folds, and the recipe
+    (`mlp_beats_baseline`). With fewer, the regression is the head and the MLP is not tried."""
     folds, held = parts.folds, parts.held
-    v.cv |= cross_validate_mlp(v.x, y, folds.fold, folds.k, config, log, v.space)
-    v.metrics = {"mlp": evaluate(y[held], v.cv["mlp"][held]), **v.metrics}
-    v.recipe = "mlp" if mlp_beats_baseline(y, folds.fold, folds.k, v.cv) else "logistic"
+    if mlp_offered(y, config):
+        v.cv |= cross_validate_mlp(v.x, y, folds.fold, folds.k, config, log, v.space)
+        v.metrics = {"mlp": evaluate(y[held], v.cv["mlp"][held]), **v.metrics}
+        v.recipe = "mlp" if mlp_beats_baseline(y, folds.fold, folds.k, v.cv) else "logistic"
+    else:
+        v.metrics = {
+            "mlp": {
+                "tried": False,
+                "from_labels": config.mlp_from,
+                "from_deletes": config.mlp_min_deletes,
+            },
+            **v.metrics,
+        }
     v.metrics["active"] = {**v.metrics["mlp" if v.recipe == "mlp" else "baseline"], "recipe": v.recipe}
     return v
 

@@ -376,7 +376,8 @@ def test_platt_fit_finds_the_minimum_when_logits_are_large():
     logistic regression on 100 labels gives): a plain Newton step from a = 1 ran off to a = 7e7,
     making every calibrated score 0 or 1. The fit must land on the loss's minimum, checked
     against a brute-force search of (a, b)."""
-    from imgrank.model import calibrated, fit_platt
+    from imgrank.logistic import fit_platt
+    from imgrank.model import calibrated
 
     rng = np.random.default_rng(0)
     y = (rng.random(120) < 0.2).astype(int)
