@@ -48,13 +48,18 @@ def format_report(run: dict) -> str:
     c = run["counts"]
     held = c["held_out"]
     tried = mlp.get("tried", True) and "ap" in mlp
+    on = {
+        "image": " on the image vector alone",
+        "both": ": on every feature and on the image vector, averaged",
+    }
+    regression = "L2 logistic regression" + on.get(b.get("features"), "")
     if run["recipe"] == "mlp":
         chosen = f"MLP, {run['epochs']} epochs"
     elif tried:
-        chosen = "L2 logistic regression (the MLP did not beat it by more than one standard error)"
+        chosen = f"{regression} (the MLP did not beat it by more than one standard error)"
     else:
         chosen = (
-            f"L2 logistic regression (the MLP is tried from {mlp.get('from_labels')} labels "
+            f"{regression} (the MLP is tried from {mlp.get('from_labels')} labels "
             f"with {mlp.get('from_deletes')} deletes)"
         )
     lines = [

@@ -28,6 +28,7 @@ from imgrank.validation import (
     Validation,
     learning_curve,
     offer_prior,
+    refit_logistic,
     split,
     validate_logistic,
     validate_mlp,
@@ -50,7 +51,7 @@ class TrainConfig:
     # From this many labels on, 2 folds: each still learns from thousands of photos, and the whole
     # recipe costs about a quarter (25,000 labels: 9 s instead of 41 s on two cores).
     two_folds_from: int = 5000
-    l2_choices: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)  # the baseline's L2 strengths to try
+    l2_choices: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # the regressions' L2 strengths
     near_dup: float = NEAR_DUP  # cosine similarity from which two photos can be the same shot
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
     # The MLP is cross-validated only from this many labels and deletes (`validation.mlp_offered`).
@@ -112,15 +113,13 @@ def finish(
     if recipe == "mlp":
         weights, _ = fit_mlp(x, y, config, cv["epochs"], space=space)
     else:
-        weights = chosen.design.weights(chosen.design.path(np.arange(len(y)), y, (cv["l2"],))[0])
+        weights = refit_logistic(chosen, y)
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
     calibration = fit_platt(_logit(oof[held]), y[held])
     chosen.metrics["verdict"] = first_k(y[held], oof[held])
-    chosen.metrics["curve"] = {
-        **learning_curve(chosen.design, y, folds.fold, folds.k, cv["l2"], config.seed),
-        "labels_all": len(y),
-        "ap_all": chosen.metrics["baseline"]["ap"],
-    }
+    chosen.metrics["curve"] = learning_curve(
+        chosen.design, y, folds.fold, folds.k, cv["l2"], cv["all"], config.seed
+    )
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
     dominated = dominated_by_one_group(y, groups, held)
@@ -149,7 +148,7 @@ def finish(
         chosen.metrics,
         counts,
         np.where(held, oof, np.nan),
-        label_check(chosen.design, y, groups, (folds, cv["baseline"]), cv["l2"], config),
+        label_check(chosen.design, y, groups, (folds, cv["all"]), cv["l2"], config),
         warnings,
     )
 

@@ -205,7 +205,16 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1500, help="photos labels are drawn from")
     ap.add_argument("--test", type=int, default=1000, help="held-out photos (whole events)")
     ap.add_argument("--out", default="bench-out/bench_suite.json")
+    ap.add_argument("--table", help="only print the table of a (partial) JSON this script wrote")
     args = ap.parse_args()
+    if args.table:
+        done = json.loads(Path(args.table).read_text())
+        gens = list(dict.fromkeys(r["generator"] for r in done["runs"]))
+        sizes = sorted({r["n"] for r in done["runs"]})
+        seeds = sorted({r["seed"] for r in done["runs"]})
+        print(f"{len(done['runs'])} runs, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)})\n")
+        print(table(summarise(done["runs"], gens, sizes)))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     generators = [g for g in args.generators.split(",") if g]
     unknown = set(generators) - set(GENERATORS)
@@ -218,9 +227,13 @@ def main() -> None:
     ]
     started = time.time()
     rows: list[dict] = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with Pool(args.jobs) as pool:
         for done in pool.imap_unordered(one_task, tasks):
             rows += done
+            # every finished folder is on disk at once: a run cut short still leaves its table
+            out.write_text(json.dumps({"args": vars(args), "partial": True, "runs": rows}) + "\n")
             print(
                 f"{done[0]['generator']} seed {done[0]['seed']}: "
                 + ", ".join(
@@ -241,8 +254,7 @@ def main() -> None:
     for s in summary:
         if s["runs"] and not (s.get("meets_best") and s.get("meets_pipeline")):
             print(f"target missed: {s['generator']} at {s['n']} labels", file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
+    out.write_text(
         json.dumps({"machine": machine, "args": vars(args), "summary": summary, "runs": rows}, indent=1)
         + "\n"
     )
