@@ -205,14 +205,15 @@ def test_model_use_with_an_absurd_id_is_one_clear_line():
     assert "no run 7" in one_line_error(invoke("model", "use", "7"))
 
 
-def test_scoring_never_imports_torch(home):
+def test_scoring_never_imports_torch_or_scikit_learn(home):
     db = open_db()
     x, y = separable(120, seed=1)
     store(db, x, y)
     train(db, TrainConfig(max_epochs=5))
     code = (
         "import sys; from imgrank.db import open_db; from imgrank.runs import score_all; "
-        "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; print(n)"
+        "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'sklearn' not in sys.modules, 'scikit-learn imported'; print(n)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
