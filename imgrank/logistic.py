@@ -134,6 +134,9 @@ class Design:
     def __init__(self, x: np.ndarray, space: Space):
         self.space = space
         z = space(x).astype(np.float64)
+        if len(z) >= z.shape[1]:  # no fewer coordinates to be had: the features themselves
+            self.basis, self.coords = np.eye(z.shape[1]), z
+            return
         _, s, vt = np.linalg.svd(z, full_matrices=False)
         keep = s > 1e-8 * max(s.max(initial=0.0), 1e-300)
         self.basis = vt[keep].T  # d x r
