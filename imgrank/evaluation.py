@@ -173,14 +173,15 @@ def stratified_group_folds(
     big = size > max(1, len(y) / k / 2)
     fold = np.full(len(y), -1)
     held = np.flatnonzero(~big[inverse])
-    if len(held) >= k:
-        units = bundle_singles(y, inverse, size, np.random.default_rng(seed))
+    units = bundle_singles(y, inverse, size, np.random.default_rng(seed))
+    k = min(k, len(np.unique(units[held])))  # no more folds than groups to put in them
+    if k >= 2:
         with warnings.catch_warnings():  # fewer deletes than folds: some folds hold none, said below
             warnings.simplefilter("ignore", UserWarning)
             splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
             for f, (_, test) in enumerate(splitter.split(held, y[held], units[held])):
                 fold[held[test]] = f
-    folds = Folds(fold, k, too_big=[int(g) for g in ids[big]])
+    folds = Folds(fold, max(k, 1), too_big=[int(g) for g in ids[big]])
     for g in folds.too_big:
         folds.warnings.append(
             f"a group of {int(size[ids == g][0])} near-duplicate photos is too big to hold out: "
