@@ -113,7 +113,6 @@ def one_task(task: tuple[str, int, list[int], int, int]) -> list[dict]:
             continue
         row["seconds"] = time.perf_counter() - started
         row["recipe"] = result.recipe
-        row["features"] = result.metrics["baseline"].get("features")
         row["l2"] = result.metrics["baseline"].get("l2")
         scores = {"imgrank": predict(result.weights, test.x)}
         scores |= references(x, y, image, test.x, test.image[:, :IMAGE_DIM])
