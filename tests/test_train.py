@@ -407,7 +407,7 @@ def test_the_library_gives_the_prior_its_own_covariance():
 def test_unlabelled_photos_teach_a_few_labels():
     """With 30 labels, a logistic regression whose prior follows the folder's photos ranks new photos
     better than the same regression with the plain prior (the plain L2 logistic regression on the image
-    vectors), at the same L2 strength; and train_arrays takes the library."""
+    vectors), at the same L2 strength; and train_arrays takes the library when asked (balance_blocks)."""
     from imgrank.logistic import input_space
 
     with_library, plain = [], []
@@ -421,7 +421,9 @@ def test_unlabelled_photos_teach_a_few_labels():
         )
         plain.append(average_precision(test_y, predict(fit_logistic(image, y, 1.0), test_image)))
     assert np.mean(with_library) > np.mean(plain) + 0.03, (with_library, plain)
-    config = TrainConfig(min_per_class=2, max_epochs=5)
+    config = TrainConfig(
+        min_per_class=2, max_epochs=5, balance_blocks=True
+    )  # the shaped prior: not the default
     a = train_arrays(image, y, image, config, blocks=(64, 0), library=library)
     b = train_arrays(image, y, image, config, blocks=(64, 0))
     assert not np.allclose(a.weights["w0"], b.weights["w0"])
