@@ -108,6 +108,16 @@ def covariance_root(z: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray
     return (vectors * c) @ vectors.T, (vectors * inv) @ vectors.T
 
 
+def require_sklearn() -> None:
+    """One clear line when scikit-learn (the `train` extra) is missing."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        from imgrank.errors import ImgrankError
+
+        raise ImgrankError("training needs scikit-learn: pip install 'imgrank[train]'") from None
+
+
 def class_weights(y: np.ndarray) -> np.ndarray:
     """Per-row weights that weigh the two classes equally: a delete counts keeps/deletes times (a keep
     once), so l2=1 is scikit-learn's C=1 on the keeps' scale."""
