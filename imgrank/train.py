@@ -110,11 +110,11 @@ def finish(
 ) -> TrainResult:
     """The chosen recipe refit on every row, calibrated on its held-out predictions, and the label
     check (`label_check`)."""
-    x, space, cv, recipe, held = chosen.x, chosen.space, chosen.cv, chosen.recipe, parts.held
+    x, cv, recipe, held = chosen.x, chosen.cv, chosen.recipe, parts.held
     folds, groups = parts.folds, parts.groups
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
-        weights, _ = fit_mlp(x, y, config, cv["epochs"], space=space)
+        weights, _ = fit_mlp(x, y, config, cv["epochs"], space=chosen.mlp_space)
     else:
         weights = refit_logistic(chosen, y)
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
@@ -190,7 +190,7 @@ def _train_arrays(x, y, image, config, log, names, blocks, library, extra, extra
     parts = split(y, image, config)
     fit = partial(validate_logistic, y=y, parts=parts, config=config, blocks=blocks, library=library)
     chosen, compared = offer_prior(fit, x, extra, log, extra_reason)
-    chosen = validate_mlp(chosen, y, parts, config, log)
+    chosen = validate_mlp(chosen, y, parts, config, log, blocks, library)
     chosen.metrics["prior_features"] = compared
     result = finish(y, parts, chosen, config, log, names)
     result.seconds = time.time() - started

@@ -169,6 +169,7 @@ class Validation:
     cv: dict
     metrics: dict
     recipe: str = "logistic"
+    mlp_space: Space | None = None  # the MLP's: block-weighted, prior shaped by the library
 
 
 def validate_logistic(
@@ -202,12 +203,22 @@ def mlp_offered(y: np.ndarray, config: TrainConfig) -> bool:
     return len(y) >= config.mlp_from and int(y.sum()) >= config.mlp_min_deletes
 
 
-def validate_mlp(v: Validation, y: np.ndarray, parts: Split, config: TrainConfig, log) -> Validation:
+def validate_mlp(
+    v: Validation,
+    y: np.ndarray,
+    parts: Split,
+    config: TrainConfig,
+    log,
+    blocks: tuple[int, ...] | None = None,
+    library: np.ndarray | None = None,
+) -> Validation:
     """The other half, with many labels (`mlp_offered`): the MLP on the same folds, and the recipe
     (`mlp_beats_baseline`). With fewer, the regression is the head and the MLP is not tried."""
     folds, held = parts.folds, parts.held
     if mlp_offered(y, config):
-        v.cv |= cross_validate_mlp(v.x, y, folds.fold, folds.k, config, log, v.space)
+        # the space the MLP was measured in before the regression's default became the plain one
+        v.mlp_space = input_space(v.x, blocks, library)
+        v.cv |= cross_validate_mlp(v.x, y, folds.fold, folds.k, config, log, v.mlp_space)
         v.metrics = {"mlp": evaluate(y[held], v.cv["mlp"][held]), **v.metrics}
         v.recipe = "mlp" if mlp_beats_baseline(y, folds.fold, folds.k, v.cv) else "logistic"
     else:
