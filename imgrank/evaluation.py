@@ -69,12 +69,11 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
 
 def first_k(y: np.ndarray, p: np.ndarray) -> dict:
     """The plain-words check: of the held-out deletes, how many a ranking by `p` puts in its first k
-    photos, with k a round number about 1.5 times their count, and how many a random order would put
+    photos, with k their count times 1.5 rounded up to tens, and how many a random order would put
     there on average."""
     y = np.asarray(y, int)
     n_del = int(y.sum())
-    k = next((r for r in (10, 20, 50, 100, 200, 500) if r >= 1.5 * n_del), int(np.ceil(1.5 * n_del)))
-    k = min(k, len(y))
+    k = min(10 * int(np.ceil(1.5 * n_del / 10)) or 10, len(y))  # 12 deletes: the first 20
     top = np.argsort(-np.asarray(p, np.float64), kind="stable")[:k]
     return {
         "deletes": n_del,

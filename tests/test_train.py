@@ -428,3 +428,13 @@ def test_unlabelled_photos_teach_a_few_labels():
     b = train_arrays(image, y, image, config, blocks=(64, 0))
     assert not np.allclose(a.weights["w0"], b.weights["w0"])
     assert np.allclose(a.weights["mean"], library.mean(0), atol=1e-6)
+
+
+def test_the_verdict_counts_the_held_out_deletes_in_the_first_one_and_a_half_times_as_many():
+    from imgrank.evaluation import first_k
+
+    y = np.zeros(60, int)
+    y[[0, 1, 2, 3, 4, 5, 6, 7, 8, 30, 40, 50]] = 1  # 12 deletes
+    p = np.linspace(1, 0, 60)  # ranked in row order: 9 of them in the first 20
+    v = first_k(y, p)
+    assert v == {"deletes": 12, "k": 20, "found": 9, "chance": 4.0, "photos": 60}
