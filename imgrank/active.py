@@ -1,5 +1,9 @@
 """Which unlabelled photos to offer for labelling next: the review page's "most informative" queue.
 
+By default a page drawn at random (`at_random`): on the benchmarks no queue beat labelling at random
+from 30 to 180 labels (docs/learning.md), and a queue that loses to random is not the default. The
+rule "badge", described below, stays for comparison (scripts/bench_queue.py).
+
 Pure numpy, no SQL. `imgrank.review.queues.informative` reads the store and calls `choose`;
 `scripts/bench_learn.py --strategy queue` calls the same `choose` in pages, retraining between
 pages, and measures how many labels it saves against labelling at random.
@@ -30,6 +34,10 @@ import numpy as np
 from imgrank.evaluation import unit_rows
 from imgrank.neighbours import NEAR_DUP
 
+# The default rule: labels drawn at random. Every queue tried on the learning benchmark lost to it
+# between 60 and 180 labels (docs/learning.md); "badge" is the BADGE page described above.
+DEFAULT_RULE = "random"
+RULES = ("random", "badge")
 CANDIDATES = 40  # most uncertain photos considered per photo on the page
 REFERENCE = 2000  # photos sampled to cluster the folder without a head
 CENTRE_CHOICES = 3  # cold start with a prior: the least wanted among this many nearest the centre
@@ -43,9 +51,10 @@ def choose(
     prior: np.ndarray | None = None,
     seed: int = 0,
     view: Callable[[np.ndarray], np.ndarray] | None = None,
+    rule: str = DEFAULT_RULE,
 ) -> list[tuple[int, str]]:
-    """Up to n (row of `vectors`, why) to label next, most useful first; why is "uncertain" (with a
-    head) or "representative" (no head yet).
+    """Up to n (row of `vectors`, why) to label next; why is "random" (the default rule: a uniform
+    draw, `at_random`), or with rule="badge" "uncertain" (with a head) or "representative" (no head).
 
     vectors: image vectors of the unlabelled photos; p: calibrated P(delete) from the active head,
     or None without one; labelled: image vectors of the photos labelled so far; prior: the prior's
@@ -58,10 +67,27 @@ def choose(
         return []
     rng = np.random.default_rng(seed)
     labelled = np.zeros((0, vectors.shape[1]), np.float32) if labelled is None else unit_rows(labelled)
+    if rule == "random":
+        return [(i, "random") for i in at_random(vectors, n, labelled, rng)]
     if p is None:
         everyone = np.arange(len(vectors))
         return [(i, "representative") for i in representatives(vectors, everyone, n, labelled, prior, rng)]
     return [(i, "uncertain") for i in uncertain(vectors, np.asarray(p, np.float64), n, labelled, rng, view)]
+
+
+def at_random(vectors: np.ndarray, n: int, labelled: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """n photos drawn uniformly at random, less near-duplicates of photos already labelled (their label
+    is all but known) while enough others remain."""
+    order = rng.permutation(len(vectors))
+    if len(labelled):
+        fresh = np.zeros(len(vectors), bool)
+        for start in range(0, len(order), 4096):  # a large folder in blocks, as far as the page needs
+            block = order[start : start + 4096]
+            fresh[block] = np.max(vectors[block] @ labelled.T, axis=1) < NEAR_DUP
+            if fresh.sum() >= n:
+                break
+        order = np.r_[order[fresh[order]], order[~fresh[order]]]
+    return [int(i) for i in order[:n]]
 
 
 def uncertain(
@@ -81,7 +107,7 @@ def uncertain(
             pool = pool[fresh]
     x = vectors[pool] if view is None else np.asarray(view(pool), np.float64)
     g = margin[pool, None] * np.concatenate([x, np.ones((len(pool), 1))], axis=1)  # the bias too
-    picked = seeds(g, n, int(np.argmax(np.einsum("ij,ij->i", g, g))), rng)  # the longest first
+    picked = seeds(g, n, rng)
     if len(picked) < n:  # photos the head sees as the same: the next by margin
         taken = set(picked)
         picked += [i for i in range(len(pool)) if i not in taken][: n - len(picked)]
@@ -137,28 +163,22 @@ def _centres(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarra
     return members, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
 
 
-def seeds(x: np.ndarray, n: int, first: int, rng: np.random.Generator) -> list[int]:
-    """Up to n rows of x by k-means++ seeding: `first`, then each next row drawn with probability
-    proportional to its squared distance from the nearest row chosen (fewer when all the rest
-    coincide with rows chosen)."""
+def seeds(x: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
+    """Up to n distinct rows of x by k-means++ seeding (scikit-learn's kmeans_plusplus): each next row
+    drawn with probability growing with its squared distance from the nearest row chosen."""
+    from sklearn.cluster import kmeans_plusplus  # scikit-learn: only for the "badge" rule
+
+    n = min(n, len(np.unique(np.round(x, 9), axis=0)))  # rows that coincide give one seed between them
+    # one trial per pick: plain D² sampling, as BADGE draws (scikit-learn's greedy default of several
+    # trials per pick favours far-out rows over doubted ones)
     x = np.asarray(x, np.float64)
-    sq = np.einsum("ij,ij->i", x, x)
-    picked = [first]
-    dist = np.maximum(sq + sq[first] - 2 * x @ x[first], 0)
-    while len(picked) < n and dist.sum() > 0:
-        i = int(rng.choice(len(x), p=dist / dist.sum()))
-        picked.append(i)
-        dist = np.minimum(dist, np.maximum(sq + sq[i] - 2 * x @ x[i], 0))
-    return picked
+    _, picked = kmeans_plusplus(x, n, random_state=int(rng.integers(2**31)), n_local_trials=1)
+    return [int(i) for i in dict.fromkeys(picked.tolist())]
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, steps: int = 8) -> np.ndarray:
-    """Cluster of each row of x (unit vectors) in spherical k-means, k-means++ seeded."""
-    first = int(rng.choice(len(x), p=np.full(len(x), 1 / len(x))))  # uniform (the draw it always made)
-    c = x[seeds(x, min(k, len(x)), first, rng)]
-    for _ in range(steps):
-        onehot = (np.argmax(x @ c.T, axis=1)[:, None] == np.arange(len(c))).astype(np.float32)
-        sums = onehot.T @ x
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        c = np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), c)  # an emptied centre stays
-    return np.argmax(x @ c.T, axis=1)
+    """Cluster of each row of x (unit vectors): scikit-learn's k-means, k-means++ seeded."""
+    from sklearn.cluster import KMeans
+
+    k = min(k, len(np.unique(np.round(x, 9), axis=0)))
+    return KMeans(k, n_init=1, max_iter=steps, random_state=int(rng.integers(2**31))).fit_predict(x)

@@ -559,9 +559,10 @@ def _train_config(**options):
 def train(ctx, data, out, as_json, **options):
     """Train the deletion head on your labels, record the run, activate it, and score every photo.
 
-    Cross-validation over near-duplicate groups measures the MLP and an L2 logistic regression on
-    photos they did not see and chooses between them; the head is then refit on all labels. The
-    same folds, run again with the prior's features, decide whether the head takes those.
+    Cross-validation over near-duplicate groups measures an L2 logistic regression (and, from 2,000
+    labels, the MLP) on photos they did not see; the head is then refit on all labels. The same
+    folds, run again with the prior's features, decide whether the head takes those. The report
+    opens with a verdict in plain words (see docs/learning.md).
 
     \b
     Example:
@@ -569,9 +570,11 @@ def train(ctx, data, out, as_json, **options):
         imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
     """
     from imgrank.cli_text import format_report
+    from imgrank.logistic import require_sklearn
     from imgrank.mlp import require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
+    require_sklearn()
     if options.get("device"):
         from imgrank.devices import resolve_device
 

@@ -7,22 +7,69 @@ def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def verdict_line(v: dict | None) -> str | None:
+    """The plain-words check: how many of the held-out deletes the head put near the top."""
+    if not v or not v.get("deletes"):
+        return None
+    from imgrank.words import plural
+
+    return (
+        f"of the {plural(v['deletes'], 'photo')} you marked delete that it had not seen, it put "
+        f"{v['found']} in its first {v['k']} (of {v['photos']} held out; a random order would put "
+        f"about {v['chance']:g} there)"
+    )
+
+
+def curve_line(c: dict | None) -> str | None:
+    """What the last doubling of labels bought on the held-out photos, and what more labels may buy."""
+    if not c or c.get("ap_half") is None or c.get("ap_all") is None:
+        return None
+    gain = c["ap_all"] - c["ap_half"]
+    seen = (
+        f"learning curve: held-out AP {_f(c['ap_half'])} from half the labels ({c['labels_half']}), "
+        f"{_f(c['ap_all'])} from all {c['labels_all']}"
+    )
+    if gain >= 0.02:
+        return (
+            seen
+            + f"; about {c['labels_all']} more labels (twice as many) should add roughly {gain:.2f} again"
+        )
+    return seen + (
+        "; more labels at random will change little: correct the ones `imgrank suspects` lists, "
+        "or label photos of kinds it has not seen"
+    )
+
+
 def format_report(run: dict) -> str:
-    """The training report: held-out metrics of both recipes, which one became the head, warnings."""
-    m, b = run["metrics"]["mlp"], run["metrics"]["baseline"]
+    """The training report: the verdict in plain words, then the held-out metrics of the recipes
+    tried, which one became the head, the learning curve, warnings."""
+    metrics = run["metrics"]
+    a, b, mlp = metrics["active"], metrics["baseline"], metrics.get("mlp") or {}
     c = run["counts"]
     held = c["held_out"]
-    chosen = (
-        f"MLP, {run['epochs']} epochs"
-        if run["recipe"] == "mlp"
-        else "L2 logistic regression (the MLP did not beat it by more than one standard error)"
-    )
+    tried = mlp.get("tried", True) and "ap" in mlp
+    regression = "L2 logistic regression"
+    if run["recipe"] == "mlp":
+        chosen = f"MLP, {run['epochs']} epochs"
+    elif tried:
+        chosen = f"{regression} (the MLP did not beat it by more than one standard error)"
+    else:
+        chosen = (
+            f"{regression} (the MLP is tried from {mlp.get('from_labels')} labels "
+            f"with {mlp.get('from_deletes')} deletes)"
+        )
     lines = [
+        line for line in (verdict_line(metrics.get("verdict")), curve_line(metrics.get("curve"))) if line
+    ]
+    lines += [
+        "",
         f"labelled: {c['delete']} delete, {c['keep']} keep ({c['groups']} near-duplicate groups)",
         f"held out: {held['delete']} delete, {held['keep']} keep, each photo once, in {c['folds']} "
-        f"cross-validation folds that keep near-duplicates together (chance AP {_f(m['chance_ap'])})",
+        f"cross-validation folds that keep near-duplicates together (chance AP {_f(a['chance_ap'])})",
         "",
-        f"{'held-out photos':<22}{'MLP head':>10}{'baseline':>10}   (baseline: L2 logistic regression)",
+        f"{'held-out photos':<22}{'baseline':>10}"
+        + (f"{'MLP head':>10}" if tried else "")
+        + "   (baseline: L2 logistic regression)",
     ]
     rows = [
         ("ROC AUC", "roc_auc"),
@@ -31,11 +78,13 @@ def format_report(run: dict) -> str:
         ("precision@50 delete", "precision_at_50"),
     ]
     for title, key in rows:
-        lines.append(f"{title:<22}{_f(m[key]):>10}{_f(b[key]):>10}")
+        lines.append(f"{title:<22}{_f(b[key]):>10}" + (f"{_f(mlp[key]):>10}" if tried else ""))
     for cls in ("delete", "keep"):
         for what in ("precision", "recall"):
-            lines.append(f"{cls + ' ' + what:<22}{_f(m[cls][what]):>10}{_f(b[cls][what]):>10}")
-    a = run["metrics"]["active"]
+            lines.append(
+                f"{cls + ' ' + what:<22}{_f(b[cls][what]):>10}"
+                + (f"{_f(mlp[cls][what]):>10}" if tried else "")
+            )
     lines += [
         "",
         f"confusion ({'MLP' if run['recipe'] == 'mlp' else 'baseline'}, rows = true label):"
@@ -50,7 +99,7 @@ def format_report(run: dict) -> str:
         f"the active head was refit on all {c['trained_on']} labels with that recipe; "
         "its scores are calibrated on the held-out predictions",
     ]
-    lines.append(prior_line(run["metrics"].get("prior_features")))
+    lines.append(prior_line(metrics.get("prior_features")))
     for group in c.get("too_big", []):
         lines.append(
             f"kept in training (too big to hold out): {group['size']} near-duplicates of {group['example']}"

@@ -1,12 +1,13 @@
 """Evaluation without torch: ranking metrics, near-duplicate groups and stratified group folds.
 
-Everything here is plain numpy, so the training recipe (`train.py`), the benchmarks and the
-tests share one definition of "held out" and of "how good".
+The metrics and the folds are scikit-learn's (imported where used: it is the `train` extra);
+the near-duplicate groups are numpy. The training recipe (`train.py`), the benchmarks and the
+tests share this one definition of "held out" and of "how good".
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,31 +21,19 @@ STRATIFY_TOLERANCE = 0.05  # a fold whose delete share is further than this from
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    """Probability a random delete scores above a random keep (ties count half)."""
-    y = np.asarray(y, bool)
-    n_pos, n_neg = y.sum(), (~y).sum()
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p))
-    sorted_p = np.asarray(p)[order]
-    _, start, counts = np.unique(sorted_p, return_index=True, return_counts=True)
-    ranks[order] = np.repeat(start + (counts + 1) / 2.0, counts)  # average rank of tied scores
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    """Probability a random delete scores above a random keep (scikit-learn's; None with one class)."""
+    from sklearn.metrics import roc_auc_score  # scikit-learn: the `train` extra, off the scoring path
+
+    y = np.asarray(y, int)
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
 
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float | None:
-    """Area under the precision-recall curve as a step function over distinct thresholds."""
-    y = np.asarray(y, np.float64)
-    if y.sum() == 0:
-        return None
-    order = np.argsort(-np.asarray(p), kind="mergesort")
-    ys, ps = y[order], np.asarray(p)[order]
-    tp, fp = np.cumsum(ys), np.cumsum(1 - ys)
-    last = np.r_[np.nonzero(np.diff(ps))[0], len(ps) - 1]
-    tp, fp = tp[last], fp[last]
-    precision, recall = tp / (tp + fp), tp / tp[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """Area under the precision-recall curve as a step function (scikit-learn's; None without a delete)."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y, int)
+    return float(average_precision_score(y, p)) if y.sum() else None
 
 
 def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
@@ -75,6 +64,23 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
         "keep": {"precision": ratio(tn, tn + fn), "recall": ratio(tn, tn + fp)},
         # rows: true label, columns: predicted label
         "confusion": {"keep": {"keep": tn, "delete": fp}, "delete": {"keep": fn, "delete": tp}},
+    }
+
+
+def first_k(y: np.ndarray, p: np.ndarray) -> dict:
+    """The plain-words check: of the held-out deletes, how many a ranking by `p` puts in its first k
+    photos, with k their count times 1.5 rounded up to tens, and how many a random order would put
+    there on average."""
+    y = np.asarray(y, int)
+    n_del = int(y.sum())
+    k = min(10 * int(np.ceil(1.5 * n_del / 10)) or 10, len(y))  # 12 deletes: the first 20
+    top = np.argsort(-np.asarray(p, np.float64), kind="stable")[:k]
+    return {
+        "deletes": n_del,
+        "k": k,
+        "found": int(y[top].sum()),
+        "chance": round(n_del * k / max(len(y), 1), 1),
+        "photos": len(y),
     }
 
 
@@ -134,39 +140,22 @@ class Folds:
         return self.fold == f
 
 
-def _assign(y: np.ndarray, inverse: np.ndarray, n_groups: int, k: int, rng) -> np.ndarray:
-    """Groups to folds as scikit-learn's StratifiedGroupKFold does: the groups whose class mix is
-    most lopsided first (ties random), each to the fold where the per-class shares stay most even
-    (the mean over the two classes of the standard deviation of the folds' shares; among equals,
-    the smallest fold, then the first). Plain floats, not numpy, in the loop: it runs once per
-    group, over a handful of folds, and 25,000 labels took 1.2 s with numpy on small arrays."""
-    counts = np.zeros((n_groups, 2))
-    np.add.at(counts, (inverse, y), 1)
-    scale = [1 / max(t, 1.0) for t in counts.sum(axis=0)]
-    shuffled = rng.permutation(n_groups)
-    order = shuffled[np.argsort(-np.abs(counts[shuffled, 0] - counts[shuffled, 1]), kind="stable")]
-    share = [[0.0, 0.0] for _ in range(k)]  # each fold's share of each class so far
-    size = [0.0] * k
-    fold_of_group = np.empty(n_groups, int)
-    for g, (n0, n1) in zip(order.tolist(), counts[order].tolist(), strict=True):
-        v = (n0 * scale[0], n1 * scale[1])
-        s1 = [sum(f[c] for f in share) for c in (0, 1)]
-        s2 = [sum(f[c] * f[c] for f in share) for c in (0, 1)]
-        best: tuple = ()
-        for f in range(k):  # the spread if g went to fold f: var = E[a²] - E[a]², over the folds
-            spread = 0.0
-            for c in (0, 1):
-                mean = (s1[c] + v[c]) / k
-                var = (s2[c] + 2 * v[c] * share[f][c] + v[c] * v[c]) / k - mean * mean
-                spread += math.sqrt(max(var, 0.0)) / 2
-            key = (round(spread, 12), size[f], f)
-            best = min(best, key) if best else key
-        f = best[2]
-        fold_of_group[g] = f
-        share[f][0] += v[0]
-        share[f][1] += v[1]
-        size[f] += n0 + n1
-    return fold_of_group
+def bundle_singles(
+    y: np.ndarray, inverse: np.ndarray, size: np.ndarray, rng: np.random.Generator, units: int = 100
+) -> np.ndarray:
+    """Group id per row for StratifiedGroupKFold, with photos that are a group of their own bundled at
+    random, by class, into about `units` bundles per class: StratifiedGroupKFold places one group at
+    a time in Python (25,000 labels: 20,000 groups, seconds), and a bundle of single photos of one
+    class is as easy to place evenly as each of them. Groups of near-duplicates stay as they are."""
+    out = inverse.copy()
+    single = size[inverse] == 1
+    for c in (0, 1):
+        rows = np.flatnonzero(single & (y == c))
+        per = int(np.ceil(len(rows) / units)) if len(rows) else 1
+        if per > 1:
+            bundle = rng.permutation(len(rows)) // per
+            out[rows] = len(size) + c * len(rows) + bundle
+    return out
 
 
 def stratified_group_folds(
@@ -175,22 +164,29 @@ def stratified_group_folds(
     """K folds in which a group never straddles two folds and each fold gets its share of deletes
     and keeps. A group larger than half a fold is too big to hold out: it stays in training (fold
     -1) and is named in the warnings, as is a fold whose delete share is off by more than `tolerance`."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
     y = np.asarray(y, int)
-    rng = np.random.default_rng(seed)
     ids, inverse = np.unique(groups, return_inverse=True)
     size = np.bincount(inverse)
     big = size > max(1, len(y) / k / 2)
     fold = np.full(len(y), -1)
-    held = ~big[inverse]
-    _, sub_inverse = np.unique(inverse[held], return_inverse=True)
-    fold_of_group = _assign(y[held], sub_inverse, int(sub_inverse.max()) + 1 if held.any() else 0, k, rng)
-    fold[held] = fold_of_group[sub_inverse]
-    folds = Folds(fold, k, too_big=[int(g) for g in ids[big]])
+    held = np.flatnonzero(~big[inverse])
+    units = bundle_singles(y, inverse, size, np.random.default_rng(seed))
+    k = min(k, len(np.unique(units[held])))  # no more folds than groups to put in them
+    if k >= 2:
+        with warnings.catch_warnings():  # fewer deletes than folds: some folds hold none, said below
+            warnings.simplefilter("ignore", UserWarning)
+            splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+            for f, (_, test) in enumerate(splitter.split(held, y[held], units[held])):
+                fold[held[test]] = f
+    folds = Folds(fold, max(k, 1), too_big=[int(g) for g in ids[big]])
     for g in folds.too_big:
         folds.warnings.append(
             f"a group of {int(size[ids == g][0])} near-duplicate photos is too big to hold out: "
             "it is always in training"
         )
+    held = fold >= 0
     share = y[held].mean() if held.any() else 0.0
     off = [f for f in range(k) if (fold == f).any() and abs(y[fold == f].mean() - share) > tolerance]
     if off:

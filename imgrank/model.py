@@ -56,11 +56,13 @@ class Head:
 
 
 def calibrated(logit: np.ndarray, calibration: dict | None) -> np.ndarray:
-    """P(delete) from a logit through a Platt calibration (see fit_platt); the plain sigmoid without one."""
+    """P(delete) from a logit through a Platt calibration (logistic.fit_platt); else the plain sigmoid."""
     z = np.asarray(logit, np.float64)
+    floor, ceiling = 0.0, 1.0
     if calibration:
         z = calibration["a"] * z + calibration["b"]
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        floor, ceiling = calibration.get("floor", 0.0), calibration.get("ceiling", 1.0)
+    return floor + (ceiling - floor) / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
 def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,41 +82,6 @@ def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     z /= std
     np.copyto(z, 0.0, where=np.isnan(z))
     return z
-
-
-def fit_platt(logit: np.ndarray, y: np.ndarray, iterations: int = 100) -> dict:
-    """Platt scaling: a, b so that sigmoid(a * logit + b) matches held-out labels (with Platt's
-    smoothed targets, so a perfectly separated held-out set does not send a to infinity).
-
-    Newton's method with a backtracking line search on the loss: a plain Newton step from a = 1
-    can overshoot when the logits are large (p saturates, the Hessian all but vanishes) and run off
-    to a in the millions, which makes every calibrated score 0 or 1."""
-    z, y = np.asarray(logit, np.float64), np.asarray(y, np.float64)
-    n_pos, n_neg = y.sum(), len(y) - y.sum()
-    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-
-    def loss(a: float, b: float) -> float:
-        s = a * z + b  # cross-entropy against the smoothed targets, written to stay finite
-        return float(np.sum(np.logaddexp(0, s) - t * s))
-
-    a, b = 1.0, 0.0
-    current = loss(a, b)
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(a * z + b, -60, 60)))
-        g = np.array([np.sum((p - t) * z), np.sum(p - t)])
-        w = p * (1 - p) + 1e-9
-        h = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-6 * np.eye(2)
-        step = np.linalg.solve(h, g)
-        scale = 1.0
-        while scale > 1e-8 and loss(a - scale * step[0], b - scale * step[1]) > current:
-            scale /= 2
-        if scale <= 1e-8:
-            break
-        a, b = a - scale * step[0], b - scale * step[1]
-        previous, current = current, loss(a, b)
-        if previous - current < 1e-12 * max(1.0, abs(current)):
-            break
-    return {"method": "platt", "a": float(max(a, 1e-3)), "b": float(b)}
 
 
 def feature_spec(
@@ -295,6 +262,9 @@ def head_problem(weights: dict[str, np.ndarray], meta) -> str | None:
         and cal["a"] > 0
     ):
         return "calibration must hold finite numbers a > 0 and b"
+    bounds = (cal or {}).get("floor", 0.0), (cal or {}).get("ceiling", 1.0)
+    if not (all(isinstance(v, (int, float)) for v in bounds) and 0 <= bounds[0] < bounds[1] <= 1):
+        return "calibration's floor and ceiling must be numbers with 0 <= floor < ceiling <= 1"
     expected = {"mean", "std"} | {f"{w}{i}" for i in range(n_layers) for w in "wb"}
     if set(weights) != expected:
         layers = sum(1 for k in weights if k[:1] == "w" and k[1:].isdigit())

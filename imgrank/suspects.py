@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgrank.evaluation import stratified_group_folds
-from imgrank.logistic import fit_logistic, logit, predict
-from imgrank.model import calibrated, fit_platt
+from imgrank.logistic import Design, fit_platt, logit
+from imgrank.model import calibrated
 
 if TYPE_CHECKING:
     from imgrank.train import TrainConfig
 
 
 def label_check(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, first, l2: float, config: TrainConfig, space=None
+    design: Design, y: np.ndarray, groups: np.ndarray, first, l2: float, config: TrainConfig
 ) -> np.ndarray:
     """Calibrated held-out P(delete) per labelled row, to find labels that are likely wrong.
 
@@ -30,10 +30,10 @@ def label_check(
     over several splits with different seeds (the first is cross-validation's own, `first`: its folds
     and held-out predictions), and the logits are averaged. Platt scaling on those predictions puts the
     base rate back (the fits weigh the classes equally): a delete label is a priori more likely wrong
-    than a keep label when deletes are rare. From 500 labels on, fewer splits (one at 2,500): the single
+    than a keep label when deletes are rare. From 250 labels on, fewer splits (one from 1,000): the single
     split is then steady, and the fits cost more. NaN: a row never held out (a group too big)."""
     folds, p_first = first
-    splits = max(1, min(config.check_splits, 2500 // max(len(y), 1)))
+    splits = max(1, min(config.check_splits, 1000 // max(len(y), 1)))
     total, seen = np.zeros(len(y)), np.zeros(len(y))
     ok = np.isfinite(p_first)
     total[ok], seen[ok] = logit(p_first[ok]), 1
@@ -42,8 +42,7 @@ def label_check(
         for f in range(folds.k):
             held = fold == f
             if held.any() and len(np.unique(y[~held])) == 2:
-                w = fit_logistic(x[~held], y[~held], l2, device=config.device, space=space)
-                total[held] += logit(predict(w, x[held]))
+                total[held] += design.logit(design.path(~held, y[~held], (l2,))[0], held)
                 seen[held] += 1
     mean_logit = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
     rows = seen > 0

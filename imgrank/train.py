@@ -18,13 +18,21 @@ from functools import partial
 import numpy as np
 
 from imgrank.devices import torch_device
-from imgrank.evaluation import MAX_GROUP, NEAR_DUP, dominated_by_one_group
-from imgrank.logistic import fit_logistic, spec_blocks
+from imgrank.evaluation import MAX_GROUP, NEAR_DUP, dominated_by_one_group, first_k
+from imgrank.logistic import fit_platt, spec_blocks
 from imgrank.logistic import logit as _logit
 from imgrank.mlp import fit_mlp
-from imgrank.model import fit_platt
 from imgrank.suspects import label_check
-from imgrank.validation import Split, Validation, offer_prior, split, validate_logistic, validate_mlp
+from imgrank.validation import (
+    Split,
+    Validation,
+    learning_curve,
+    offer_prior,
+    refit_logistic,
+    split,
+    validate_logistic,
+    validate_mlp,
+)
 
 
 @dataclass
@@ -43,15 +51,21 @@ class TrainConfig:
     # From this many labels on, 2 folds: each still learns from thousands of photos, and the whole
     # recipe costs about a quarter (25,000 labels: 9 s instead of 41 s on two cores).
     two_folds_from: int = 5000
-    l2_choices: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)  # the baseline's L2 strengths to try
+    l2_choices: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # the regressions' L2 strengths
     near_dup: float = NEAR_DUP  # cosine similarity from which two photos can be the same shot
     max_group: int = MAX_GROUP  # most photos in one near-duplicate group
+    # The MLP is cross-validated only from this many labels and deletes (`validation.mlp_offered`).
+    mlp_from: int = 2000
+    mlp_min_deletes: int = 200
     use_name: bool = True  # file-name embedding as features
     use_meta: bool = True  # log pixel count, aspect ratio, file size
     use_prior: bool = True  # offer the prior's features; kept only if they raise the held-out AP
-    # Each block of features (image vector, name vector, the cheap facts) gets the same share of the L2
-    # prior, not one share per column: see `block_scale`.
-    balance_blocks: bool = True
+    # True: each block of features (image vector, name vector, the cheap facts) gets the same share of
+    # the L2 prior and the embeddings' prior follows the folder's photos (`input_space`). Off: every
+    # column standardised alike. On bench_suite's seven folders the shaped prior fell 0.1-0.25 of AP
+    # behind the scikit-learn pipeline on some (a quality direction the folder's photos hardly vary
+    # along; rare deletes), where the plain space kept up with it (docs/learning.md).
+    balance_blocks: bool = False
     check_splits: int = 5  # fold splits averaged for `suspects` (fewer from 500 labels on: see label_check)
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated
@@ -96,15 +110,19 @@ def finish(
 ) -> TrainResult:
     """The chosen recipe refit on every row, calibrated on its held-out predictions, and the label
     check (`label_check`)."""
-    x, space, cv, recipe, held = chosen.x, chosen.space, chosen.cv, chosen.recipe, parts.held
+    x, cv, recipe, held = chosen.x, chosen.cv, chosen.recipe, parts.held
     folds, groups = parts.folds, parts.groups
     log(f"refitting the {'MLP' if recipe == 'mlp' else 'logistic regression'} on all {len(y)} labels")
     if recipe == "mlp":
-        weights, _ = fit_mlp(x, y, config, cv["epochs"], space=space)
+        weights, _ = fit_mlp(x, y, config, cv["epochs"], space=chosen.mlp_space)
     else:
-        weights = fit_logistic(x, y, cv["l2"], device=config.device, space=space)
+        weights = refit_logistic(chosen, y)
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
     calibration = fit_platt(_logit(oof[held]), y[held])
+    chosen.metrics["verdict"] = first_k(y[held], oof[held])
+    chosen.metrics["curve"] = learning_curve(
+        chosen.design, y, folds.fold, folds.k, cv["l2"], cv["baseline"], config.seed
+    )
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]
     dominated = dominated_by_one_group(y, groups, held)
@@ -133,7 +151,7 @@ def finish(
         chosen.metrics,
         counts,
         np.where(held, oof, np.nan),
-        label_check(x, y, groups, (folds, cv["baseline"]), cv["l2"], config, space),
+        label_check(chosen.design, y, groups, (folds, cv["baseline"]), cv["l2"], config),
         warnings,
     )
 
@@ -158,12 +176,21 @@ def train_arrays(
     which shape the L2 prior (`input_space`). `extra`: the prior's features, offered as more
     columns and kept only if validation shows they help (`offer_prior`; the head has them when
     metrics["prior_features"]["used"]); `extra_reason`: why there are none, when None."""
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
     started = time.time()
     y = np.asarray(y, int)
+    # Matrices of a few hundred rows: one BLAS thread. Two threads on two busy cores made each solve
+    # 16 times slower (0.12 s instead of 0.008 s for 500 x 500 while other work ran).
+    with threadpool_limits(limits=config.threads or (1 if len(y) < 4096 else None)):
+        return _train_arrays(x, y, image, config, log, names, blocks, library, extra, extra_reason, started)
+
+
+def _train_arrays(x, y, image, config, log, names, blocks, library, extra, extra_reason, started):
     parts = split(y, image, config)
     fit = partial(validate_logistic, y=y, parts=parts, config=config, blocks=blocks, library=library)
     chosen, compared = offer_prior(fit, x, extra, log, extra_reason)
-    chosen = validate_mlp(chosen, y, parts, config, log)
+    chosen = validate_mlp(chosen, y, parts, config, log, blocks, library)
     chosen.metrics["prior_features"] = compared
     result = finish(y, parts, chosen, config, log, names)
     result.seconds = time.time() - started

@@ -172,7 +172,9 @@ def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
 
         except ImgrankError:  # too few deletes for a head yet: the page stays a cold-start page
             p = None
-    picks = choose(world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page, view=view)
+    picks = choose(
+        world.image[rest], p, PAGE, labelled=world.image[labelled], seed=page, view=view, rule="badge"
+    )
     return [int(rest[i]) for i, _ in picks]
 
 

@@ -8,7 +8,12 @@ plain BCE, SGD lr 3e-4, batch size 1, 15 epochs. On all 25,000 vectors it would 
 it is timed over part of one epoch and extrapolated (the output says so). Validation AP is
 compared on a 2,000-vector subset, where the original runs all of its 15 epochs.
 
-    python scripts/bench_train.py [--steps 400] [--subset 2000]
+    python scripts/bench_train.py [--steps 400] [--subset 2000] [--labels 30,100,500] [--skip-original]
+
+It also shows where the time of a small `train` goes: the imports (timed in a fresh process: numpy,
+scikit-learn, imgrank's training modules) and `train_arrays` itself on 30 to 500 labels of
+bench_suite's folders (the whole recipe: folds, L2 path, label check, learning curve, refit), on
+one BLAS thread as `train` runs them.
 
 Prints a table and writes bench-out/bench_train.json.
 """
@@ -100,15 +105,111 @@ def fit(x_train, y_train, x_val, y_val, cfg):
     return weights, {"epochs": len(curve), "best_epoch": best}
 
 
+IMPORTS = "import imgrank.train, imgrank.validation, imgrank.suspects, sklearn.linear_model"
+
+
+def import_seconds() -> float:
+    """CPU seconds a fresh process takes to import what `train` needs (median of 3)."""
+    import subprocess
+    import sys
+
+    code = f"import time; t = time.process_time(); {IMPORTS}; print(time.process_time() - t)"
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(3)
+    ]
+    return sorted(runs)[1]
+
+
+def small_trains(sizes: list[int], seeds: int = 3) -> list[dict]:
+    """`train_arrays` seconds on `sizes` labels of bench_suite's "mixed" folder (after imports)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from suite_folders import BLOCKS, make
+
+    rows = []
+    for n in sizes:
+        times, cpu = [], []
+        for seed in range(seeds):
+            pool, test, _ = make("mixed", seed, 1500, 1000)
+            library = np.concatenate([pool.x, test.x])[:, : sum(BLOCKS)]
+            idx = np.random.default_rng(seed).choice(len(pool.x), n, replace=False)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            train_arrays(
+                pool.x[idx],
+                pool.y_given[idx],
+                pool.image[idx],
+                TrainConfig(min_per_class=2, seed=seed),
+                blocks=BLOCKS,
+                library=library,
+            )
+            times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
+        # CPU seconds (the recipe runs on one thread below 4,096 labels): what an idle core takes,
+        # where the wall time on a shared machine also counts the others' work
+        rows.append(
+            {
+                "labels": n,
+                "seconds": float(np.median(times)),
+                "cpu_seconds": float(np.median(cpu)),
+                "all": times,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--labels", default="30,100,500", help="small trains timed after imports")
+    ap.add_argument("--skip-original", action="store_true", help="only the split and imgrank's 25k train")
+    ap.add_argument("--split-only", action="store_true", help="only the imports and the small trains")
     ap.add_argument("--n", type=int, default=25_000)
     ap.add_argument("--subset", type=int, default=2_000)
     ap.add_argument("--steps", type=int, default=400, help="original recipe steps timed on the full set")
     args = ap.parse_args()
     torch.manual_seed(0)
+    imports = import_seconds()
+    train_arrays(*make_data(200, seed=5), TrainConfig())  # first use: lazy imports inside the recipe
+    small = small_trains([int(v) for v in args.labels.split(",")])
+    print(f"imports (fresh process, {IMPORTS.count(',') + 1} modules): {imports:.2f} s CPU")
+    for r in small:
+        print(
+            f"train_arrays on {r['labels']:>4} labels (after imports): {r['seconds']:.2f} s wall, "
+            f"{r['cpu_seconds']:.2f} s CPU "
+            f"(median of {', '.join(f'{t:.2f}' for t in r['all'])})"
+        )
+    if args.split_only:
+        Path("bench-out").mkdir(exist_ok=True)
+        Path("bench-out/bench_train-split.json").write_text(
+            json.dumps({"imports_cpu_seconds": imports, "small": small}, indent=2) + "\n"
+        )
+        return
     x, y, image = make_data(args.n)
     cfg = TrainConfig()
+    if args.skip_original:
+        started = time.perf_counter()
+        result = train_arrays(x, y, image, cfg)
+        full = time.perf_counter() - started
+        print(
+            f"train_arrays on {args.n} labels: {full:.1f} s, recipe {result.recipe}, "
+            f"held-out AP {result.metrics['active']['ap']:.3f}"
+        )
+        Path("bench-out").mkdir(exist_ok=True)
+        Path("bench-out/bench_train-split.json").write_text(
+            json.dumps(
+                {
+                    "imports_seconds": imports,
+                    "small": small,
+                    "full_seconds": full,
+                    "full_recipe": result.recipe,
+                    "full_ap": result.metrics["active"]["ap"],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return
 
     # --- full set: time both ---
     val = split(x, y, image)
@@ -137,6 +238,8 @@ def main() -> None:
     imgrank_ap = average_precision(ys[vs], predict(w_sub, xs[vs]))
 
     out = {
+        "imports_seconds": imports,
+        "small": small,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, no GPU",
         "data": {

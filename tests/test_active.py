@@ -24,7 +24,7 @@ def folder(rng, kinds: int = 6, per_kind: int = 50, odd: int = 6, dim: int = 32)
 
 def test_without_a_head_the_page_is_one_photo_per_kind_and_no_odd_ones():
     vectors, kind = folder(np.random.default_rng(1))
-    page = choose(vectors, None, 6)
+    page = choose(vectors, None, 6, rule="badge")
     assert [why for _, why in page] == ["representative"] * 6
     assert sorted(kind[[i for i, _ in page]]) == list(range(6))
 
@@ -32,8 +32,8 @@ def test_without_a_head_the_page_is_one_photo_per_kind_and_no_odd_ones():
 def test_without_a_head_the_prior_picks_the_less_wanted_near_each_centre():
     vectors, kind = folder(np.random.default_rng(2))
     prior = np.random.default_rng(3).random(len(vectors))
-    plain = [i for i, _ in choose(vectors, None, 6)]
-    tilted = [i for i, _ in choose(vectors, None, 6, prior=prior)]
+    plain = [i for i, _ in choose(vectors, None, 6, rule="badge")]
+    tilted = [i for i, _ in choose(vectors, None, 6, prior=prior, rule="badge")]
     assert sorted(kind[tilted]) == list(range(6))
     assert prior[tilted].sum() > prior[plain].sum()
 
@@ -46,7 +46,7 @@ def test_a_near_duplicate_of_a_labelled_photo_is_not_offered():
     vectors[:10] = vectors[0] + 0.01 * rng.normal(size=(10, vectors.shape[1]))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     labelled = vectors[:1] + 0.01 * rng.normal(size=(1, vectors.shape[1]))  # ...one of which is labelled
-    page = [i for i, _ in choose(vectors, p, 5, labelled=labelled)]
+    page = [i for i, _ in choose(vectors, p, 5, labelled=labelled, rule="badge")]
     assert len(page) == 5 and not set(page) & set(range(10))
 
 
@@ -66,8 +66,26 @@ def test_with_a_head_the_page_spreads_over_what_the_head_sees():
 
     covered = {"view": 0, "image": 0}
     for seed in range(5):
-        with_view = [i for i, _ in choose(vectors, p, 6, view=view, seed=seed)]
-        image_only = [i for i, _ in choose(vectors, p, 6, seed=seed)]
+        with_view = [i for i, _ in choose(vectors, p, 6, view=view, seed=seed, rule="badge")]
+        image_only = [i for i, _ in choose(vectors, p, 6, seed=seed, rule="badge")]
         covered["view"] += set(sort[with_view]) == {0, 1, 2}
         covered["image"] += set(sort[image_only]) == {0, 1, 2}
     assert covered == {"view": 5, "image": covered["image"]} and covered["image"] <= 1, covered
+
+
+def test_by_default_the_page_is_a_random_draw_without_near_duplicates_of_labelled_photos():
+    """No queue beat labelling at random on the benchmarks, so the default page is a uniform draw:
+    not the head's doubted photos, not one per kind; only shots of a labelled scene are left out."""
+    rng = np.random.default_rng(7)
+    vectors, kind = folder(rng, kinds=6, per_kind=50, odd=0)
+    p = np.full(len(vectors), 0.02)
+    p[:50] = 0.5  # the head doubts one kind only
+    labelled = vectors[50:51] + 0.001 * rng.normal(size=(1, vectors.shape[1]))
+    near = np.flatnonzero(vectors @ (labelled[0] / np.linalg.norm(labelled[0])) >= 0.95)
+    pages = [choose(vectors, p, 60, labelled=labelled, seed=s) for s in range(5)]
+    for page in pages:
+        assert {why for _, why in page} == {"random"} and len(page) == 60
+        picked = [i for i, _ in page]
+        assert not set(picked) & set(near)
+        assert len(set(kind[picked])) == 6 and np.mean(p[picked] == 0.5) < 0.4  # not the doubted kind
+    assert len({tuple(i for i, _ in page) for page in pages}) == 5  # a draw, not a fixed list

@@ -205,14 +205,15 @@ def test_model_use_with_an_absurd_id_is_one_clear_line():
     assert "no run 7" in one_line_error(invoke("model", "use", "7"))
 
 
-def test_scoring_never_imports_torch(home):
+def test_scoring_never_imports_torch_or_scikit_learn(home):
     db = open_db()
     x, y = separable(120, seed=1)
     store(db, x, y)
     train(db, TrainConfig(max_epochs=5))
     code = (
         "import sys; from imgrank.db import open_db; from imgrank.runs import score_all; "
-        "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; print(n)"
+        "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'sklearn' not in sys.modules, 'scikit-learn imported'; print(n)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -376,7 +377,8 @@ def test_platt_fit_finds_the_minimum_when_logits_are_large():
     logistic regression on 100 labels gives): a plain Newton step from a = 1 ran off to a = 7e7,
     making every calibrated score 0 or 1. The fit must land on the loss's minimum, checked
     against a brute-force search of (a, b)."""
-    from imgrank.model import calibrated, fit_platt
+    from imgrank.logistic import fit_platt
+    from imgrank.model import calibrated
 
     rng = np.random.default_rng(0)
     y = (rng.random(120) < 0.2).astype(int)

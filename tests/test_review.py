@@ -307,8 +307,8 @@ def test_real_browser_labels_with_the_keyboard(library, tmp_path):
                 page.get_by_role("button", name=label).click()
                 expect(page.locator("#status")).to_contain_text("photos")
                 page.wait_for_function(THUMBS_SHOWN)
-                if queue == "informative":  # no head here: the page says why each photo is offered
-                    expect(page.locator("#detail .chosen")).to_contain_text("stands for one kind of photo")
+                if queue == "informative":  # the page says why each photo is offered
+                    expect(page.locator("#detail .chosen")).to_contain_text("drawn at random")
                 page.screenshot(path=str(shots / f"review-{queue}.png"))
             expect(page.locator(".group-start").first).to_contain_text("Group 1")
             page.get_by_role("button", name="Metrics").click()
@@ -373,7 +373,7 @@ def test_the_informative_queue_picks_near_the_boundary_across_kinds(tmp_path):
     p = 1 / (1 + np.exp(-8 * (vectors @ q)))
     row = {s: i for i, s in enumerate(shas)}
 
-    page = informative(db, n=10)
+    page = informative(db, n=10, rule="badge")
     assert len(page) == 10 and len({i["sha256"] for i in page}) == 10
     assert not {i["sha256"] for i in page} & {shas[i] for i in labelled}
     uncertain = [row[i["sha256"]] for i in page if i["why_chosen"] == "uncertain"]

@@ -84,13 +84,19 @@ def test_a_wrong_label_among_few_is_a_top_suspect(seed):
     assert float(lines[1].split()[0]) <= float(lines[2].split()[0]) <= float(lines[3].split()[0])
 
 
-def test_the_logistic_fit_converges_from_a_far_start():
-    # Fits are warm-started from the neighbouring L2 strength's weights. Where a few photos sit far
-    # out (a thumbnail's pixel count, stretched by the facts' block weight) a full Newton step from
-    # such a start overshot, and the fit diverged to a singular matrix in one benchmark run; with the
-    # line search it reaches the fit from scratch from any start.
-    x, y = separable(300, dim=20, seed=1, margin=0.0)
-    y[:15] ^= 1
-    cold = fit_logistic(x, y, 1.0)
-    warm = fit_logistic(x, y, 1.0, start={"w0": 30 * cold["w0"], "b0": cold["b0"]})
-    assert np.abs(warm["w0"] - cold["w0"]).max() < 1e-3
+def test_the_fit_on_the_rows_span_is_scikit_learns_fit_on_every_feature():
+    """The regression is fit on coordinates of the span of its rows (`Design`), fewer than the
+    features when labels are few: the same head as scikit-learn's LogisticRegression on all the
+    standardised features, with the same class weights and C = 1 / l2."""
+    from sklearn.linear_model import LogisticRegression
+
+    from imgrank.logistic import class_weights, input_space
+
+    x, y = separable(40, dim=120, seed=1, margin=0.0)  # fewer rows than features
+    y[:3] ^= 1
+    space = input_space(x)
+    ours = predict(fit_logistic(x, y, 10.0, space=space), x)
+    full = LogisticRegression(C=0.1, tol=1e-10, max_iter=10000).fit(
+        space(x), y, sample_weight=class_weights(y)
+    )
+    assert np.allclose(ours, full.predict_proba(space(x))[:, 1], atol=1e-4)

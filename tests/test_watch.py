@@ -559,7 +559,8 @@ while time.monotonic() < end and not (w.counters["deleted"] and w.counters["move
 time.sleep(1)
 w.stop()
 t.join(30)
-print(json.dumps({"counters": w.counters, "torch": "torch" in sys.modules}))
+loaded = {name: name in sys.modules for name in ("torch", "sklearn")}
+print(json.dumps({"counters": w.counters, **loaded}))
 """
 
 
@@ -580,6 +581,7 @@ def test_the_daemon_at_work_never_imports_torch_in_a_fresh_process(model_env, ro
     assert c["embedded"] == 1 and c["scored"] >= 1 and c["reorders"] >= 1, c
     assert c["deleted"] == 1 and c["moved"] == 1 and c["errors"] == 0, c
     assert out["torch"] is False and c["torch_loaded"] is False
+    assert out["sklearn"] is False  # scoring is numpy: scikit-learn is for training only
 
 
 def test_status_reads_the_heartbeat_without_watchdog_or_torch(model_env, roots):

@@ -69,6 +69,7 @@ function select(i) {
 }
 
 const CHOSEN = {  // why the informative queue offers a photo (imgrank.active.choose)
+  random: "it was drawn at random: on the benchmarks no queue taught the head more than labels drawn at random",
   uncertain: "the head is unsure about it, and it is unlike the other photos offered in what the head sees",
   representative: "it stands for one kind of photo in the folder (there is no trained head yet)",
 };

@@ -3,8 +3,9 @@
 - least-wanted: the deletion order itself, unlabelled photos only;
 - suspects: labelled photos the scores most disagree with (out-of-fold predictions when
   `train --cv` made them, else the current scores);
-- informative: unlabelled photos that teach the head most (imgrank.active: doubted by the head and
-  unlike each other in its input; without a head, representatives of the kinds);
+- informative: unlabelled photos to label next (imgrank.active: by default drawn at random, which no
+  queue beat on the benchmarks; rule "badge": doubted by the head and unlike each other in its input,
+  without a head representatives of the kinds);
 - bursts: groups of near-duplicates and exact copies, best first.
 """
 
@@ -73,11 +74,11 @@ def suspects(db, n: int = 60) -> list[dict]:
     return [_item(rows[s], source, p_label=round(float(p), 4)) for s, p, source in doubted[:n]]
 
 
-def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
-    """Unlabelled photos that teach the head most: uncertain, and unlike each other in what the head
-    sees (imgrank.active.choose, the code that scripts/bench_learn.py --strategy queue measures).
-    Without a head, photos that stand for the folder's kinds, the prior breaking ties towards the
-    less wanted."""
+def informative(db, n: int = 60, model_id: str | None = None, rule: str | None = None) -> list[dict]:
+    """Unlabelled photos to label next (imgrank.active.choose). By default drawn at random (no queue
+    beat that on the benchmarks); with rule="badge", uncertain photos unlike each other in what the
+    head sees (the code scripts/bench_learn.py --strategy queue measures), and without a head photos
+    that stand for the folder's kinds, the prior breaking ties towards the less wanted."""
     from imgrank.active import choose
     from imgrank.labels import current_labels
     from imgrank.model import current_model_id, head_input, standardise
@@ -114,6 +115,7 @@ def informative(db, n: int = 60, model_id: str | None = None) -> list[dict]:
         labelled=np.concatenate(covered),
         prior=None if head else scores,
         view=view if head else None,
+        **({"rule": rule} if rule else {}),
     )
     return [_item(rows[shas[i]], source, why_chosen=reason) for i, reason in picks]
 
