@@ -82,3 +82,172 @@ def test_the_daemon_imports_no_torch_at_module_level():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n == "torch" or n.startswith("torch.") for n in names), path
+
+
+# --- Issue 25: the imports point one way -------------------------------------------------------
+# The module import graph, read with `ast`: an edge for every `import imgrank...` or
+# `from imgrank... import`, at module level or inside a function (a circle through a
+# function-local import is still a circle: it only moves the failure from import time to run time).
+
+HEAVY = {"torch", "sklearn", "scipy", "starlette", "uvicorn", "watchdog", "sqlite_utils", "pyarrow",
+         "onnxruntime", "uform", "rawpy", "safetensors", "send2trash", "jsonschema", "pillow_heif"}
+LAZY = re.compile(r"#\s*lazy:\s*\S")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in _modules()}
+
+
+def _function_nodes(tree: ast.AST) -> set[int]:
+    inner = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inner.update(id(n) for n in ast.walk(fn) if n is not fn)
+    return inner
+
+
+def _targets(node: ast.AST, name: str, path: Path) -> list[str]:
+    """The dotted names an import statement may load (a `from x import y` may load x.y)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+    return [base] + [f"{base}.{a.name}" for a in node.names]
+
+
+class Imports:
+    """Each module's imports: `edges` (every imgrank module it imports, anywhere), `top` (imgrank
+    modules imported at module level), `heavy_top` (heavy libraries imported at module level) and
+    `local` (function-local imgrank imports: (module, target, line, source line))."""
+
+    def __init__(self):
+        self.modules = _graph_modules()
+        self.edges = {m: set() for m in self.modules}
+        self.top = {m: set() for m in self.modules}
+        self.heavy_top = {m: set() for m in self.modules}
+        self.local = []
+        for name, path in self.modules.items():
+            text = path.read_text()
+            lines = text.splitlines()
+            tree = ast.parse(text)
+            inner = _function_nodes(tree)
+            for node in ast.walk(tree):
+                is_local = id(node) in inner
+                found = set()
+                for target in _targets(node, name, path):
+                    root = target.split(".")[0]
+                    if root in HEAVY and not is_local and not _in_type_checking(tree, node):
+                        self.heavy_top[name].add(root)
+                    module = self._resolve(target)
+                    if module and module != name:
+                        found.add(module)
+                for module in found:
+                    self.edges[name].add(module)
+                    if is_local:
+                        self.local.append((name, module, node.lineno, lines[node.lineno - 1]))
+                    elif not _in_type_checking(tree, node):
+                        self.top[name].add(module)
+
+    def _resolve(self, target: str) -> str | None:
+        while target and target not in self.modules:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    def heavy(self, module: str) -> set[str]:
+        """The heavy libraries importing `module` loads (module-level imports, transitively)."""
+        seen, todo, libs = set(), [module], set()
+        while todo:
+            m = todo.pop()
+            if m in seen:
+                continue
+            seen.add(m)
+            libs |= self.heavy_top[m]
+            todo.extend(self.top[m])
+        return libs
+
+
+def _in_type_checking(tree: ast.AST, node: ast.AST) -> bool:
+    for block in ast.walk(tree):
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING":
+            if any(n is node for stmt in block.body for n in ast.walk(stmt)):
+                return True
+    return False
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = counter[0]
+        counter[0] += 1
+        stack.append(start)
+        on.add(start)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(edges[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+    return out
+
+
+def test_the_circle_finder_finds_circles():
+    # Not vacuous: a made-up graph with one circle of three and a self-standing module.
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = Imports()
+    assert "imgrank.db" in graph.edges["imgrank.vectors"] or any(
+        "imgrank.db" in graph.edges[m] for m in graph.modules if m.startswith("imgrank.store")
+    )
+    assert "sqlite_utils" in graph.heavy("imgrank.db")
+
+
+def test_no_module_imports_another_in_a_circle():
+    found = circles(Imports().edges)
+    assert not found, f"import circles (function-local imports included): {found}"
+
+
+def test_function_local_imports_only_keep_heavy_libraries_off_a_light_path():
+    graph, bad = Imports(), []
+    for module, target, line, source in graph.local:
+        if not LAZY.search(source):
+            bad.append(f"{module}:{line} imports {target} inside a function without a '# lazy: why' comment")
+        elif not graph.heavy(target):
+            bad.append(f"{module}:{line} imports {target} lazily, but it loads no heavy library")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_module_over_400_lines():
+    big = {str(p.relative_to(PACKAGE.parent)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert not big, f"modules over 400 lines: {big}"
