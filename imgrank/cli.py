@@ -13,8 +13,30 @@ from dataclasses import asdict
 import click
 
 from imgrank import __version__
-from imgrank.errors import ImgrankError, NothingYet, Unfinished, describe, disk_full
-from imgrank.words import printable
+from imgrank import dupes as grouping
+from imgrank import service as svc
+from imgrank.cli_text import (
+    format_report,
+    keeper_summary,
+    order_summary,
+    relabel_summary,
+    restore_summary,
+    reviewed_summary,
+    scored_summary,
+)
+from imgrank.daemon.heartbeat import StoreGone, daemon_status
+from imgrank.dupes import learn_keeper, refresh
+from imgrank.embed import load_embedder
+from imgrank.errors import ImgrankError, ModelError, NothingYet, Unfinished, describe, disk_full
+from imgrank.export import export_parquet
+from imgrank.logistic import require_sklearn
+from imgrank.mlp import require_torch
+from imgrank.report import write_report
+from imgrank.review.queues import keep_survivors
+from imgrank.review.thumbs import THUMBS_CAP, cache_size
+from imgrank.train import TrainConfig
+from imgrank.train import train as do_train
+from imgrank.words import counts, plural, printable, scan_summary
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON (every field), for scripts."
@@ -88,7 +110,7 @@ def handles_errors(fn):
             raise click.ClickException(printable(str(e))) from None
         except sqlite3.DatabaseError as e:  # damaged under us, or locked past the busy timeout
             from imgrank.config import db_path
-            from imgrank.db import damaged
+            from imgrank.db import damaged  # lazy: sqlite_utils
 
             if disk_full(e):
                 raise click.ClickException(f"database {db_path()}: {describe(e)}") from None
@@ -145,7 +167,7 @@ def cli(ctx: click.Context, home: str | None, quiet: bool) -> None:
 
 
 def open_db(fresh: bool = False):
-    from imgrank.db import open_db as _open
+    from imgrank.db import open_db as _open  # lazy: sqlite_utils
 
     return _open(fresh=fresh)
 
@@ -188,17 +210,15 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
         imgrank scan --device cuda /data/photos   # a backlog, on a GPU machine
         imgrank scan --order ~/Pictures           # a big first scan: a first order after 2,000 photos
     """
-    from imgrank import index
-    from imgrank.embed import load_embedder
-    from imgrank.errors import ModelError
-    from imgrank.runs import score_unscored
+    from imgrank import index  # lazy: sqlite_utils
+    from imgrank.runs import score_unscored  # lazy: sqlite_utils
 
     db = open_db(fresh=True)  # the one command that may start a new store where one was
     index.add_roots(db, roots)
     all_roots = index.list_roots(db)
     if not all_roots:
         raise click.UsageError("no photo folders yet: give one, e.g. `imgrank scan ~/Pictures`")
-    from imgrank.db import model_name
+    from imgrank.db import model_name  # lazy: sqlite_utils
 
     embedder = load_embedder(model_name(db, model), device=device)
     quiet = ctx.find_root().obj.get("quiet")
@@ -206,7 +226,7 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
     first = None
     if order_too:
         from imgrank.first_order import FirstOrder
-        from imgrank.order import order as run_order
+        from imgrank.order import order as run_order  # lazy: sqlite_utils
 
         def lay_out(db):  # 10 s apart, keeping places: the order at the end moves only what must
             return run_order(db, step=10.0, keep_places=True)
@@ -247,7 +267,6 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
     except ModelError as e:
         say(ctx, f"photos not scored: {e}")
         d["scored"] = 0
-    from imgrank.dupes import refresh
 
     try:  # groups kept current, as the daemon does
         d["near_duplicate_groups"] = refresh(db)["groups"]
@@ -257,22 +276,21 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
         if first.seconds is not None:
             d["first_order_seconds"] = round(first.seconds, 1)
         d["ordered"] = lay_out(db).ordered
-    from imgrank.words import scan_summary
 
     emit(d, as_json, scan_summary(d))
 
 
 def _heif_hint(db):
-    from imgrank.files import HEIF_HINT
-    from imgrank.index import count_with_reason
+    from imgrank.files import HEIF_HINT  # lazy: rawpy
+    from imgrank.index import count_with_reason  # lazy: sqlite_utils
 
     n = count_with_reason(db, HEIF_HINT)
     return f"{n} HEIC/HEIF files: {HEIF_HINT}" if n else None
 
 
 def _raw_hint(db):
-    from imgrank.index import count_with_reason
-    from imgrank.raw import RAW_HINT
+    from imgrank.index import count_with_reason  # lazy: sqlite_utils
+    from imgrank.raw import RAW_HINT  # lazy: rawpy
 
     n = count_with_reason(db, RAW_HINT)
     return f"{n} RAW files: {RAW_HINT}" if n else None
@@ -290,18 +308,18 @@ def status(list_unreadable, as_json):
         imgrank status
         imgrank status --unreadable
     """
-    from imgrank import index
+    from imgrank import index  # lazy: sqlite_utils
 
     db = open_db()
     if list_unreadable:
         from imgrank.cli_text import unreadable_text
-        from imgrank.files import shown_path
+        from imgrank.files import shown_path  # lazy: rawpy
 
         rows = index.unreadable(db)
         emit(rows, as_json, unreadable_text(rows, shown_path))
         return
-    from imgrank import pairs, sidecars
-    from imgrank.files import shown_path
+    from imgrank import pairs, sidecars  # lazy: sqlite_utils
+    from imgrank.files import shown_path  # lazy: rawpy
 
     info = index.status(db)
     info["pairs"] = pairs.count(p for p, _ in index.present_files(db))
@@ -319,7 +337,6 @@ def status(list_unreadable, as_json):
         *([f"XMP sidecars written by `order --xmp`: {info['xmp_sidecars']}"] if info["xmp_sidecars"] else []),
         f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)",
     ]
-    from imgrank.review.thumbs import THUMBS_CAP, cache_size
 
     count, size = cache_size()
     info["thumbnails"] = {"count": count, "bytes": size, "cap_bytes": THUMBS_CAP}
@@ -327,11 +344,10 @@ def status(list_unreadable, as_json):
         f"thumbnails: {count} ({size / 1e6:.1f} MB of at most {THUMBS_CAP / 1e6:.0f} MB; none for photos "
         "under 48 KB)"
     )
-    from imgrank.daemon.heartbeat import daemon_status
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
-    from imgrank.runs import score_source
+    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     info["order_source"] = score_source(db)
     lines.append(_source_line(info["order_source"]))
@@ -356,7 +372,6 @@ def _unreadable_line(info: dict) -> str:
 
 
 def _image_counts(images: dict) -> str:
-    from imgrank.words import counts
 
     shown = counts([(images.get("ok", 0), "present"), (images.get("missing", 0), "missing")], noun=None)
     return shown or "none yet"
@@ -366,7 +381,6 @@ def format_daemon_status(info: dict) -> str:
     """One line for `imgrank status`: running or not, since when, what it did (non-zero counts)."""
     import datetime
 
-    from imgrank.words import counts, plural
 
     def when(t):
         return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
@@ -405,8 +419,8 @@ def roots_list(as_json):
     Example:
         imgrank roots list
     """
-    from imgrank import index
-    from imgrank.files import shown_path
+    from imgrank import index  # lazy: sqlite_utils
+    from imgrank.files import shown_path  # lazy: rawpy
 
     paths = [str(p) for p in index.list_roots(open_db())]
     emit(paths, as_json, "\n".join(map(shown_path, paths)))
@@ -424,8 +438,8 @@ def roots_remove(ctx, path):
     Example:
         imgrank roots remove /mnt/old-disk/photos
     """
-    from imgrank import index
-    from imgrank.files import shown_path
+    from imgrank import index  # lazy: sqlite_utils
+    from imgrank.files import shown_path  # lazy: rawpy
 
     removed = index.remove_root(open_db(), path)
     say(ctx, f"removed root {shown_path(removed)}")
@@ -451,8 +465,8 @@ def relabel(ctx, label, paths, as_json):
         imgrank relabel delete ~/Pictures/blurry ~/Pictures/IMG_0042.jpg
         find ~/Pictures -name '*screenshot*' | imgrank relabel delete -
     """
-    from imgrank.files import shown_path
-    from imgrank.labels import relabel as do_relabel
+    from imgrank.files import shown_path  # lazy: rawpy
+    from imgrank.relabel import relabel as do_relabel  # lazy: sqlite_utils
 
     expanded = []
     for p in paths:
@@ -469,7 +483,6 @@ def relabel(ctx, label, paths, as_json):
     )
     for path, reason in result.failed:
         say(ctx, f"error: {shown_path(path)}: {reason}")
-    from imgrank.cli_text import relabel_summary
 
     summary = relabel_summary(len(result.applied), result.changed, result.indexed, len(result.failed))
     emit(result.as_dict(), as_json, f"{label}: {summary}")
@@ -501,13 +514,13 @@ def labels(limit, only, paths_only, nul, as_json):
     """
     import datetime
 
-    from imgrank.files import shown_path
-    from imgrank.labels import history, label_counts
+    from imgrank.files import shown_path  # lazy: rawpy
+    from imgrank.labels import history, label_counts  # lazy: rawpy
 
     db = open_db()
     if paths_only or nul:
-        from imgrank.index import present_files
-        from imgrank.labels import current_labels
+        from imgrank.index import present_files  # lazy: sqlite_utils
+        from imgrank.labels import current_labels  # lazy: rawpy
 
         current = current_labels(db)
         wanted = {only} if only else {"delete", "keep"}
@@ -527,7 +540,6 @@ def labels(limit, only, paths_only, nul, as_json):
 
 
 def _train_config(**options):
-    from imgrank.train import TrainConfig
 
     hidden = options.pop("hidden")
     if hidden is not None:
@@ -569,9 +581,6 @@ def train(ctx, data, out, as_json, **options):
         imgrank train
         imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
     """
-    from imgrank.cli_text import format_report
-    from imgrank.logistic import require_sklearn
-    from imgrank.mlp import require_torch
 
     require_torch()  # one clear line before any work when the `train` extra is missing
     require_sklearn()
@@ -587,12 +596,9 @@ def train(ctx, data, out, as_json, **options):
         run = train_file(data, out or "head.safetensors", cfg, log)
         emit(run, as_json, format_report(run) + f"\n\nhead written to {run['head_path']}")
         return
-    from imgrank.train import train as do_train
 
     db = open_db()
     run = do_train(db, cfg, log)
-    from imgrank.cli_text import keeper_summary, scored_summary
-    from imgrank.dupes import learn_keeper
 
     run["keeper"] = learn_keeper(db) if _has_sklearn() else None  # the burst keeper, from the same labels
     scored = f"; {scored_summary(run['scored'])}" if run["activated"] else ""
@@ -623,7 +629,7 @@ def model_list(as_json):
     """
     import datetime
 
-    from imgrank.runs import list_runs
+    from imgrank.runs import list_runs  # lazy: sqlite_utils
 
     runs = list_runs(open_db())
 
@@ -653,8 +659,7 @@ def model_use(run_id):
     Example:
         imgrank model use 3
     """
-    from imgrank.cli_text import scored_summary
-    from imgrank.runs import score_all, use_run
+    from imgrank.runs import score_all, use_run  # lazy: sqlite_utils
 
     db = open_db()
     use_run(db, run_id)
@@ -672,8 +677,7 @@ def model_import(head, force):
     Example:
         imgrank model import head.safetensors
     """
-    from imgrank.cli_text import scored_summary
-    from imgrank.runs import import_head
+    from imgrank.runs import import_head  # lazy: sqlite_utils
 
     run = import_head(open_db(), head, force=force)
     if run["duplicate"]:
@@ -709,8 +713,7 @@ def score(model, as_json):
     Example:
         imgrank score
     """
-    from imgrank.cli_text import scored_summary
-    from imgrank.runs import score_all
+    from imgrank.runs import score_all  # lazy: sqlite_utils
 
     db = open_db()
     embedder = None
@@ -737,8 +740,8 @@ def top(limit, unlabelled, paths_only, nul, as_json):
         imgrank top -n 50 --unlabelled
         imgrank top -n 50 --paths -0 | xargs -0 ls -l
     """
-    from imgrank.files import shown_path
-    from imgrank.ranking import ranked
+    from imgrank.files import shown_path  # lazy: rawpy
+    from imgrank.ranking import ranked  # lazy: sqlite_utils
 
     db = open_db()
     found = ranked(db, None if unlabelled else limit)
@@ -746,7 +749,7 @@ def top(limit, unlabelled, paths_only, nul, as_json):
     if paths_only or nul:
         print_paths([r["path"] for r in rows], nul)
         return
-    from imgrank.runs import score_source
+    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     if rows and score_source(db) == "prior":
         say(None, _source_line("prior"))
@@ -785,14 +788,13 @@ def dupes(threshold, as_json):
         imgrank dupes
         imgrank dupes --threshold 0.97 --json
     """
-    from imgrank import dupes as grouping
-    from imgrank.files import shown_path
-    from imgrank.words import plural
+    from imgrank.files import shown_path  # lazy: rawpy
+    from imgrank.ranking import dupe_listing  # lazy: sqlite_utils
 
     db = open_db()
     summary = grouping.regroup(db, threshold=threshold)
     learned = grouping.learn_keeper(db) if _has_sklearn() else None  # else the one `train` stored
-    groups = grouping.listing(db)
+    groups = dupe_listing(db)
     lines = []
     for i, g in enumerate(groups, 1):
         lines.append(f"group {i} ({g['kind']}, {len(g['photos'])} photos)")
@@ -832,8 +834,8 @@ def suspects(limit, as_json):
     Example:
         imgrank train && imgrank suspects -n 30
     """
-    from imgrank.files import shown_path
-    from imgrank.runs import suspects as find
+    from imgrank.files import shown_path  # lazy: rawpy
+    from imgrank.runs import suspects as find  # lazy: sqlite_utils
 
     rows = find(open_db(), limit)
     lines = [f"{r['p_label']:<8.3f}  {r['label']:<6}  {shown_path(r['path'] or r['sha256'])}" for r in rows]
@@ -857,10 +859,8 @@ def export(file, as_json):
         # on a GPU machine: imgrank train --data labels.parquet --device cuda --out head.safetensors
         # back here:       imgrank model import head.safetensors
     """
-    from imgrank.export import export_parquet
 
     result = export_parquet(open_db(), file)
-    from imgrank.words import plural
 
     emit(result, as_json, f"{plural(result['rows'], 'labelled photo')} written to {result['path']}")
 
@@ -878,10 +878,9 @@ def export_vectors(file, as_json):
     Example:
         imgrank scan --device cuda /data/photos && imgrank export-vectors vectors.parquet
     """
-    from imgrank.vectorfile import export_vectors as do_export
+    from imgrank.vectorfile import export_vectors as do_export  # lazy: sqlite_utils
 
     r = do_export(open_db(), file)
-    from imgrank.words import plural
 
     vectors = plural(r["vectors"], "vector")
     emit(r, as_json, f"{vectors} of {r['model']} ({r['dim']}-d) written to {r['path']}")
@@ -901,10 +900,9 @@ def import_vectors(file, model, as_json):
     Example:
         imgrank import-vectors vectors.parquet && imgrank scan ~/Pictures
     """
-    from imgrank.vectorfile import import_vectors as do_import
+    from imgrank.vectorfile import import_vectors as do_import  # lazy: sqlite_utils
 
     r = do_import(open_db(), file, model)
-    from imgrank.words import plural
 
     already = f" ({r['already']} already here)" if r["already"] else ""
     emit(r, as_json, f"{plural(r['imported'], 'vector')} of {r['model']} imported{already}")
@@ -939,7 +937,7 @@ def review(port, no_open):
     """
     import webbrowser
 
-    from imgrank.review.server import serve
+    from imgrank.review.server import serve  # lazy: starlette
 
     open_db()  # migrate before serving
 
@@ -963,7 +961,6 @@ def report(out):
     Example:
         imgrank report --out report.html
     """
-    from imgrank.report import write_report
 
     result = write_report(open_db(), out)
     click.echo(f"report written to {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
@@ -987,8 +984,6 @@ def reviewed(top_n, as_json):
         imgrank order && feh ...      # look at the top 100, delete some
         imgrank reviewed --top 100
     """
-    from imgrank.cli_text import reviewed_summary
-    from imgrank.review.queues import keep_survivors
 
     result = keep_survivors(open_db(), top_n)
     emit(
@@ -1008,7 +1003,7 @@ def _when(ns: int) -> str:
 
 
 def _report_failures(ctx, failed: list[tuple[str, str]], exit: bool = True) -> None:
-    from imgrank.files import shown_path
+    from imgrank.files import shown_path  # lazy: rawpy
 
     for path, reason in failed:
         click.echo(f"{shown_path(path)}: {reason}", err=True)
@@ -1053,9 +1048,8 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
         imgrank order --dry-run | head
         imgrank order --top 200 --xmp --xmp-style digikam   # and ratings in sidecars
     """
-    from imgrank.cli_text import order_summary
-    from imgrank.files import shown_path
-    from imgrank.order import order as run_order
+    from imgrank.files import shown_path  # lazy: rawpy
+    from imgrank.order import order as run_order  # lazy: sqlite_utils
 
     db = open_db()
     try:
@@ -1093,15 +1087,15 @@ def order(ctx, step, top_n, oldest_first, keep_places, dry_run, xmp, xmp_style, 
 
 def _write_xmp(db, style: str, top: int | None):
     """The order as XMP ratings in sidecars (sidecars.py), for every scored photo."""
-    from imgrank import sidecars
-    from imgrank.ranking import photo_files
+    from imgrank import sidecars  # lazy: sqlite_utils
+    from imgrank.ranking import photo_files  # lazy: sqlite_utils
 
     return sidecars.write_ratings(db, photo_files(db), style, top)
 
 
 def _report_skipped(ctx, skipped: list[tuple[str, str]]) -> None:
     """Photos deleted since the last scan, or edited while ordering: one line each kind, no failure."""
-    from imgrank.owntimes import VANISHED
+    from imgrank.owntimes import VANISHED  # lazy: sqlite_utils
 
     for kind, text in ((True, "deleted since the last scan (not ordered; `imgrank scan` forgets them)"),
                        (False, "changed while ordering or left out (not touched)")):  # fmt: skip
@@ -1135,9 +1129,8 @@ def restore(ctx, paths, force, forget_missing, as_json):
         imgrank restore
         imgrank restore ~/Pictures/2024
     """
-    from imgrank import sidecars
-    from imgrank.cli_text import restore_summary
-    from imgrank.order import restore as run_restore
+    from imgrank import sidecars  # lazy: sqlite_utils
+    from imgrank.order import restore as run_restore  # lazy: sqlite_utils
 
     db = open_db()
     try:
@@ -1204,8 +1197,8 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
         imgrank watch ~/Pictures
         imgrank service install --enable   # run it as a systemd user service
     """
-    from imgrank.daemon.entry import run_watch
-    from imgrank.daemon.loop import WatchConfig
+    from imgrank.daemon.entry import run_watch  # lazy: watchdog
+    from imgrank.daemon.loop import WatchConfig  # lazy: watchdog
 
     quiet = ctx.find_root().obj.get("quiet")
     level = logging.WARNING if quiet else logging.INFO
@@ -1213,7 +1206,6 @@ def watch(ctx, roots, no_learn_from_deletes, **options):
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     for handler in logging.getLogger().handlers:  # file names in the log: no terminal escapes either
         handler.setFormatter(PrintableFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
-    from imgrank.daemon.heartbeat import StoreGone
 
     try:
         run_watch(list(roots), WatchConfig(learn_from_deletes=not no_learn_from_deletes, **options))
@@ -1247,7 +1239,6 @@ def service_install(ctx, roots, enable, print_only):
         imgrank service install ~/Pictures
         imgrank service install --enable
     """
-    from imgrank import service as svc
 
     unit_roots = svc.resolve_roots(roots)
     if print_only:

@@ -32,7 +32,7 @@ def trash(ctx, paths, top_n, labelled, dry_run, undo, as_json):
         imgrank top -n 50 --paths -0 | xargs -0 imgrank trash    # the same, through a pipe
         imgrank trash --undo
     """
-    from imgrank import trash as core
+    from imgrank import trash as core  # lazy: sqlite_utils
 
     db = open_db()
     if undo:

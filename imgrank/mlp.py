@@ -18,7 +18,7 @@ from imgrank.logistic import Space, input_space
 from imgrank.optim import AdamW
 
 if TYPE_CHECKING:
-    from imgrank.train import TrainConfig
+    from imgrank.recipe import TrainConfig
 
 
 def require_torch():

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank.errors import ImgrankError, ModelError, NothingYet
+from imgrank import head_schema, prior
+from imgrank.errors import ModelError, NothingYet
 from imgrank.private import write_private
 
 HEAD_FORMAT = "imgrank-head/1"
@@ -144,23 +145,13 @@ def assemble(
 
 def spec_prompts(spec: dict):
     """The prompt set a head's prior features are computed with (None: it takes none)."""
-    from imgrank import prior
 
     return prior.record_prompts(spec["prior"]) if spec.get("prior") else None
 
 
-def head_input(db, spec: dict, shas: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """(content hashes, raw feature matrix) for scoring embedded photos with a head of this spec: every
-    scorer builds the head's input here, the prior's features included when the head takes them."""
-    from imgrank.vectors import load_parts
-
-    parts = load_parts(db, spec["embed_model"], shas, prompts=spec_prompts(spec))
-    return parts["sha256"], assemble(spec, parts["image"], parts["name"], parts["meta"], parts.get("prior"))
-
-
 def current_model_id(db) -> str:
     """The id of the embedding model the store was built with (the one `scan` records)."""
-    from imgrank.db import get_setting
+    from imgrank.db import get_setting  # lazy: sqlite_utils
 
     model_id = get_setting(db, "embed_model")
     if not model_id:
@@ -185,8 +176,6 @@ def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
 def load_head(path: Path | str) -> Head:
     """Read a head file and check it whole; refuses anything that is not a sound imgrank head."""
     from safetensors import safe_open
-
-    from imgrank import head_schema
 
     path = Path(path)
     if not path.is_file():
@@ -306,68 +295,6 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
         from imgrank.prior import check_prompts
 
         check_prompts(spec_prompts(spec), model_id, image_dim)
-
-
-@dataclass
-class LabelledSet:
-    """Every labelled photo with a vector of the store's model: features, labels and their parts."""
-
-    x: np.ndarray
-    y: np.ndarray  # 1 = delete
-    image: np.ndarray
-    sha256: list[str]
-    paths: list[str | None]
-    spec: dict
-    parts: dict
-    labels: dict[str, str]
-    no_vector: int  # labelled photos without a vector (not scanned yet)
-    prior: np.ndarray | None = None  # the prior's features (prior.HEAD_FEATURES), None if not offered
-    prior_spec: dict | None = None  # feature_spec["prior"] for a head that takes them
-    prior_reason: str | None = None  # why they are not offered
-    library: dict | None = None  # load_parts of the folder's sample (`library_sample`), labelled or not
-
-
-def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bool = True) -> LabelledSet:
-    """Load the labelled photos once, for training and for export alike, with the prior's features
-    (from the prompts file in use) where they can be computed."""
-    from imgrank import prior
-    from imgrank.labels import current_labels
-    from imgrank.vectors import load_parts
-
-    model_id = current_model_id(db)
-    labels = current_labels(db)
-    parts = load_parts(db, model_id, sorted(labels))
-    if not parts["sha256"]:
-        raise ImgrankError(
-            f"none of the {len(labels)} labelled photos has a vector from {model_id}: "
-            "label some photos and run `imgrank scan`"
-        )
-    spec = feature_spec(model_id, parts["image_dim"], parts["name_dim"] if use_name else 0, meta=use_meta)
-    y = np.array([1 if labels[s] == "delete" else 0 for s in parts["sha256"]], int)
-    extra, record, reason = prior.offerable(db, model_id, parts) if use_prior else (None, None, "turned off")
-    return LabelledSet(
-        x=assemble(spec, parts["image"], parts["name"], parts["meta"]),
-        y=y,
-        image=parts["image"],
-        sha256=parts["sha256"],
-        paths=parts["path"],
-        spec=spec,
-        parts=parts,
-        labels=labels,
-        no_vector=len(labels) - len(parts["sha256"]),
-        prior=extra,
-        prior_spec=record,
-        prior_reason=reason,
-        library=library_sample(db, model_id),
-    )
-
-
-def library_sample(db, model_id: str) -> dict:
-    """The parts (load_parts) of up to LIBRARY_SAMPLE of the folder's photos, labelled or not: the first
-    by content hash, a uniform sample that mostly stays put as the folder grows."""
-    from imgrank.vectors import first_embedded, load_parts
-
-    return load_parts(db, model_id, first_embedded(db, model_id, LIBRARY_SAMPLE))
 
 
 def library_blocks(spec: dict, parts: dict) -> np.ndarray:

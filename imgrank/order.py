@@ -326,7 +326,7 @@ def restore(
     is now; one not found is reported and its record kept (it may be on a disk that is not
     mounted), unless `forget_missing`.
     """
-    from imgrank.files import walk
+    from imgrank.files import walk  # lazy: rawpy
 
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
     start = time.monotonic()

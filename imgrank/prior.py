@@ -114,6 +114,7 @@ def store_cues(db, rows: list[tuple[str, dict]]) -> None:
 
 
 def load_cues(db, shas: list[str]) -> dict[str, dict[str, float]]:
+    # lazy: sqlite_utils
     from imgrank.db import IN_JSON  # here: `train --data` imports this module and opens no database
 
     rows = db.execute(
@@ -154,7 +155,7 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
     if cache.is_file():
         return np.fromfile(cache, dtype="<f4").reshape(len(prompts.texts), -1)
     if embedder is None or embedder.model_id != model_id:
-        from imgrank.db import model_name, open_db
+        from imgrank.db import model_name, open_db  # lazy: sqlite_utils
         from imgrank.embed import load_embedder
 
         embedder = load_embedder(model_name(open_db()))  # the model the store's scan loaded
@@ -200,19 +201,10 @@ class PriorResult:
         }
 
 
-def compute(
-    db, model_id: str, shas: list[str] | None = None, embedder=None, prompts: Prompts | None = None
-) -> PriorResult:
-    """The prior for the given content hashes (default: every embedded photo of the model)."""
-    from imgrank.vectors import load_parts
-
-    return compute_parts(db, model_id, load_parts(db, model_id, shas), embedder, prompts)
-
-
 def compute_parts(
     db, model_id: str, parts: dict, embedder=None, prompts: Prompts | None = None
 ) -> PriorResult:
-    """The prior for photos already loaded by `vectors.load_parts`."""
+    """The prior for photos already loaded by `head_inputs.load_parts`."""
     prompts = prompts or load_prompts()
     texts = _prompt_vectors(prompts, model_id, embedder)
     if texts.shape[1] != parts["image"].shape[1]:
@@ -241,23 +233,6 @@ def compute_parts(
         [[measured[s][k] if s in measured else np.nan for k in MEASURES] for s in parts["sha256"]], np.float64
     ).reshape(len(parts["sha256"]), len(MEASURES))
     return PriorResult(parts["sha256"], p, p_prompts, cues, shares, prompts, raw)
-
-
-def score(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
-    """Write the prior as the photos' scores (used while no head is active); returns the count."""
-    from imgrank.runs import write_scores
-
-    result = compute(db, model_id, shas, embedder)
-    write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)
-    return len(result.sha256)
-
-
-def explain(db, model_id: str, shas: list[str]) -> dict[str, dict]:
-    """sha256 -> why the prior scores it as it does (top prompts, cues); for the review page."""
-    if not shas:
-        return {}
-    result = compute(db, model_id, shas)
-    return {s: result.why(i) for i, s in enumerate(result.sha256)}
 
 
 # --- the prior as features of a head -----------------------------------------------------------

@@ -16,7 +16,7 @@ from imgrank.logistic import Design, fit_platt, logit
 from imgrank.model import calibrated
 
 if TYPE_CHECKING:
-    from imgrank.train import TrainConfig
+    from imgrank.recipe import TrainConfig
 
 
 def label_check(

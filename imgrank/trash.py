@@ -39,7 +39,7 @@ def chosen(db, top: int | None = None, labelled: str | None = None, paths: tuple
     if sum(x is not None and x != () for x in (top, labelled, paths)) != 1:
         raise ImgrankError("say which photos: --top N, --labelled delete, or PATH...")
     if top is not None:
-        from imgrank.ranking import ranked
+        from imgrank.ranking import ranked  # lazy: sqlite_utils
 
         return with_pairs(r.path for r in ranked(db, top))
     if labelled is not None:

@@ -23,9 +23,10 @@ from imgrank.evaluation import (
 )
 from imgrank.logistic import Design, Space, input_space
 from imgrank.mlp import fit_mlp
+from imgrank.prior import HEAD_FEATURES, HELPS_BY
 
 if TYPE_CHECKING:
-    from imgrank.train import TrainConfig
+    from imgrank.recipe import TrainConfig
 
 
 def check_enough(y: np.ndarray, config: TrainConfig) -> None:
@@ -245,7 +246,6 @@ def offer_prior(
     the same folds; the prior's are kept only if they raise its held-out AP by prior.HELPS_BY or more.
     Returns (the chosen feature set's validation, what was compared: metrics["prior_features"]).
     The quick recipe decides, so the costly one (the MLP's folds) runs once, on the set kept."""
-    from imgrank.prior import HEAD_FEATURES, HELPS_BY
 
     without = fit(x)
     if extra is None:

@@ -118,7 +118,7 @@ def make_world(n: int, seed: int, n_kinds: int = 40, n_families: int = 3, flip: 
 
 
 def library(world: World) -> np.ndarray:
-    """The leading feature blocks of the folder's library sample (`model.library_sample`): up to
+    """The leading feature blocks of the folder's library sample (`head_inputs.library_sample`): up to
     LIBRARY_SAMPLE of its photos, labelled or not, which shape the head's L2 prior."""
     rows = np.random.default_rng(0).permutation(len(world.x))[:LIBRARY_SAMPLE]
     return world.x[rows, : sum(BLOCKS)]

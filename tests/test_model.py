@@ -355,8 +355,8 @@ def test_a_head_from_before_the_prior_features_scores_a_store_that_has_them(mode
     from helpers import activate_random_head
     from images import photo
 
+    from imgrank.head_inputs import load_parts
     from imgrank.model import assemble, current_model_id
-    from imgrank.vectors import load_parts
 
     for i in range(6):
         photo(tmp_path / "photos" / f"p{i}.jpg", seed=i)

@@ -14,6 +14,7 @@ from imgrank import config, prior
 from imgrank.cli import cli
 from imgrank.db import open_db
 from imgrank.errors import ImgrankError
+from imgrank.head_inputs import compute_prior, explain_prior
 from imgrank.model import current_model_id
 from imgrank.runs import score_source
 
@@ -116,11 +117,11 @@ def test_prompt_weights_in_the_home_file_move_the_prior(model_env, tmp_path):
     model_id = current_model_id(db)
     text = prior.prompts_path().read_text()
     (config.home_dir() / "prompts.txt").write_text(text.replace("delete 1.0", "delete 1000"))
-    heavy = prior.compute(db, model_id).p_prompts
+    heavy = compute_prior(db, model_id).p_prompts
     (config.home_dir() / "prompts.txt").write_text(text.replace("keep 1.0", "keep 1000"))
-    light = prior.compute(db, model_id).p_prompts
+    light = compute_prior(db, model_id).p_prompts
     assert heavy.min() > 0.99 and light.max() < 0.01
-    why = prior.explain(db, model_id, [prior.compute(db, model_id).sha256[0]])
+    why = explain_prior(db, model_id, [compute_prior(db, model_id).sha256[0]])
     (entry,) = why.values()
     assert len(entry["prompts"]) == 3 and entry["prompts"][0]["kind"] == "keep"
     assert set(entry["cues"]) == {"blur", "exposure", "tiny"}
@@ -180,8 +181,8 @@ def _label_all(root, deletes) -> None:
 def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_env, tmp_path):
     import torch
 
+    from imgrank.head_inputs import head_input
     from imgrank.mlp import build_net
-    from imgrank.model import head_input
     from imgrank.runs import active_head, scores
     from imgrank.train import TrainConfig
 
@@ -269,7 +270,7 @@ def test_the_prior_features_go_through_export_train_elsewhere_and_import(
 ):
     import pyarrow.parquet as pq
 
-    from imgrank.model import labelled_set
+    from imgrank.head_inputs import labelled_set
     from imgrank.runs import active_head
 
     root = tmp_path / "photos"
@@ -309,14 +310,14 @@ def test_vectors_embedded_elsewhere_bring_their_cues(model_env, tmp_path, monkey
     monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
     invoke("scan", str(root))
     db = open_db()
-    there = prior.compute(db, current_model_id(db))
+    there = compute_prior(db, current_model_id(db))
     invoke("export-vectors", str(tmp_path / "vectors.parquet"))
     monkeypatch.setenv("IMGRANK_HOME", str(home))
     out = json.loads(invoke("import-vectors", str(tmp_path / "vectors.parquet"), "--json").output)
     assert out["imported"] == 2 and out["cues"] == 2
     assert json.loads(invoke("scan", str(root), "--json").output)["embedded"] == 0  # nothing decoded here
     db = open_db()
-    here = prior.compute(db, current_model_id(db))
+    here = compute_prior(db, current_model_id(db))
     assert sorted(here.sha256) == sorted(there.sha256)
     measured_there = dict(zip(there.sha256, there.measured.tolist(), strict=True))
     assert dict(zip(here.sha256, here.measured.tolist(), strict=True)) == measured_there

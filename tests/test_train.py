@@ -20,8 +20,9 @@ from imgrank.evaluation import (
     roc_auc,
     stratified_group_folds,
 )
+from imgrank.head_inputs import labelled_set
 from imgrank.logistic import fit_logistic, predict
-from imgrank.model import labelled_set, load_head
+from imgrank.model import load_head
 from imgrank.train import TrainConfig, train, train_arrays
 
 

@@ -81,7 +81,7 @@ def judge(
 
 def apply(db, j: Judgement, learn: bool) -> Outcome:
     """Mark what went missing; label each photo judged deleted `delete` (when `learn`)."""
-    from imgrank.trash import trashed
+    from imgrank.trash import trashed  # lazy: sqlite_utils
 
     out = Outcome()
     ours = trashed(db, list(j.judged))  # `imgrank trash` moved these: labelled there, not again here

@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, owntimes, vectors
+from imgrank import config, owntimes, runs, vectors
 from imgrank import db as dbm
 from imgrank.embed import Embedder
 from imgrank.files import display_name, under, walk
@@ -270,7 +271,7 @@ def _scan(
     if on_total:
         on_total(len(todo))
     _index(db, todo, embedder, _jobs(jobs), result, progress, on_embedded)
-    moved = store.settle_moves(db)
+    moved = store.settle_moves(db, partial(runs.forget_scores, db))
     result.missing -= len(set(vanished) & moved)
     result.seconds = time.monotonic() - start
     return result

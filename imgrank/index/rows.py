@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import sqlite_utils
 
 from imgrank import db as dbm
-from imgrank import owntimes, runs, vectors
+from imgrank import owntimes, vectors
 from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, db_prefix, display_name, fs_path, readable_now, under
@@ -285,10 +285,12 @@ def mark_all_missing(db: sqlite_utils.Database, paths: list[str]) -> None:
         )
 
 
-def settle_moves(db: sqlite_utils.Database) -> set[str]:
+def settle_moves(db: sqlite_utils.Database, forget: Callable[[list[str]], None]) -> set[str]:
     """A vanished path whose content is present at another path was moved, not lost: its row goes
     (the vectors and labels stay with the content), the record of its original mtime follows it,
-    and it is scored again under its new name (a feature). Returns the paths moved from."""
+    and it is scored again under its new name (a feature): `forget(hashes)`, in the same transaction,
+    drops their scores (runs.forget_scores; the store does not call up into scores). Returns the
+    paths moved from."""
     # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
     with owntimes.locked(db), db.atomic():
         moved = db.execute(
@@ -296,7 +298,7 @@ def settle_moves(db: sqlite_utils.Database) -> set[str]:
                (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
         ).fetchall()
         _own_times_follow(db, moved)
-        runs.forget_scores(db, [sha for _, sha in moved])
+        forget([sha for _, sha in moved])
     return {fs_path(p) for p, _ in moved}
 
 
@@ -340,8 +342,11 @@ def drop_if_moved(db: sqlite_utils.Database, path: Path | str, sha: str) -> bool
     return True
 
 
-def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bool:
-    """A rename seen as it happened: the row (and so its vectors and labels) follows the file."""
+def move_path(
+    db: sqlite_utils.Database, src: Path | str, dst: Path | str, forget: Callable[[list[str]], None]
+) -> bool:
+    """A rename seen as it happened: the row (and so its vectors and labels) follows the file;
+    `forget(hashes)` (runs.forget_scores), in the same transaction, drops the photo's score."""
     try:
         st = os.stat(dst)
         size, mtime_ns = st.st_size, st.st_mtime_ns
@@ -363,7 +368,7 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
         owntimes.follow(db, os.fspath(src), os.fspath(dst))
         # The file name is one of the head's features: the photo is scored again under its new one.
         row = db.execute("SELECT sha256 FROM files WHERE path = ?", [db_path(dst)]).fetchone()
-        runs.forget_scores(db, [row[0]] if row and row[0] else [])
+        forget([row[0]] if row and row[0] else [])
     return True
 
 

@@ -27,9 +27,9 @@ def _count(v) -> str:
 
 def gather(db) -> dict:
     """Everything the metrics tab shows, as plain data."""
-    from imgrank.labels import label_counts
-    from imgrank.ranking import scored_photos
-    from imgrank.runs import active_run, headline, list_runs, score_source
+    from imgrank.labels import label_counts  # lazy: rawpy
+    from imgrank.ranking import scored_photos  # lazy: sqlite_utils
+    from imgrank.runs import active_run, headline, list_runs, score_source  # lazy: sqlite_utils
 
     runs = sorted(list_runs(db), key=lambda r: r["id"])
     active = active_run(db)

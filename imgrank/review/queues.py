@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgrank.active import choose
+from imgrank.errors import ImgrankError
+from imgrank.head_inputs import explain_prior, head_input
+from imgrank.model import current_model_id, standardise
+
 QUEUES = ("least-wanted", "suspects", "informative", "bursts")
 
 
 def _item(row, source: str | None, **extra) -> dict:
-    from imgrank.files import display_name
+    from imgrank.files import display_name  # lazy: rawpy
 
     return {
         "sha256": row.sha256,
@@ -47,8 +52,8 @@ def _unique(rows):
 
 
 def least_wanted(db, n: int = 60) -> list[dict]:
-    from imgrank.ranking import ranked
-    from imgrank.runs import score_source
+    from imgrank.ranking import ranked  # lazy: sqlite_utils
+    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     source = score_source(db)
     return [_item(r, source) for r in _unique(r for r in ranked(db) if r.label is None)[:n]]
@@ -56,10 +61,9 @@ def least_wanted(db, n: int = 60) -> list[dict]:
 
 def suspects(db, n: int = 60) -> list[dict]:
     """Labelled photos whose label the model doubts most (lowest P(given label) first)."""
-    from imgrank import runs
-    from imgrank.errors import ImgrankError
-    from imgrank.ranking import scored_photos
-    from imgrank.runs import score_source
+    from imgrank import runs  # lazy: sqlite_utils
+    from imgrank.ranking import scored_photos  # lazy: sqlite_utils
+    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     rows = {r.sha256: r for r in scored_photos(db) if r.label is not None}
     try:
@@ -79,12 +83,10 @@ def informative(db, n: int = 60, model_id: str | None = None, rule: str | None =
     beat that on the benchmarks); with rule="badge", uncertain photos unlike each other in what the
     head sees (the code scripts/bench_learn.py --strategy queue measures), and without a head photos
     that stand for the folder's kinds, the prior breaking ties towards the less wanted."""
-    from imgrank.active import choose
-    from imgrank.labels import current_labels
-    from imgrank.model import current_model_id, head_input, standardise
-    from imgrank.ranking import scored_photos
-    from imgrank.runs import active_head, score_source
-    from imgrank.vectors import image_vectors
+    from imgrank.labels import current_labels  # lazy: rawpy
+    from imgrank.ranking import scored_photos  # lazy: sqlite_utils
+    from imgrank.runs import active_head, score_source  # lazy: sqlite_utils
+    from imgrank.vectors import image_vectors  # lazy: sqlite_utils
 
     source = score_source(db)
     rows = {r.sha256: r for r in _unique(r for r in scored_photos(db) if r.label is None)}
@@ -122,14 +124,14 @@ def informative(db, n: int = 60, model_id: str | None = None, rule: str | None =
 
 def bursts(db, n_groups: int = 20) -> list[dict]:
     """Groups from the last `imgrank dupes` (or the review page's regroup), and exact copies."""
-    from imgrank import dupes
-    from imgrank.runs import score_source
+    from imgrank.ranking import dupe_listing  # lazy: sqlite_utils
+    from imgrank.runs import score_source  # lazy: sqlite_utils
 
-    return _number_groups(dupes.listing(db)[:n_groups], score_source(db))
+    return _number_groups(dupe_listing(db)[:n_groups], score_source(db))
 
 
 def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
-    from imgrank.files import display_name
+    from imgrank.files import display_name  # lazy: rawpy
 
     out = []
     for i, g in enumerate(groups, 1):
@@ -170,17 +172,14 @@ def queue(db, name: str, n: int = 60) -> list[dict]:
 
 def why(db, sha256: str) -> dict:
     """Why a photo scores as it does: the source, and the prior's top prompts and cues."""
-    from imgrank import prior
-    from imgrank.errors import ImgrankError
-    from imgrank.model import current_model_id
-    from imgrank.runs import active_run, score_source
+    from imgrank.runs import active_run, score_source  # lazy: sqlite_utils
 
     out: dict = {"source": score_source(db)}
     run = active_run(db)
     if run and out["source"] == "head":
         out["head"] = f"head of run {run['id']}"
     try:
-        out["prior"] = prior.explain(db, current_model_id(db), [sha256]).get(sha256)
+        out["prior"] = explain_prior(db, current_model_id(db), [sha256]).get(sha256)
     except ImgrankError as e:  # the prior needs the text encoder once; the page works without it
         out["prior_error"] = str(e)
     return out
@@ -191,7 +190,7 @@ def shown_first(db, n: int, rows: list) -> list[str]:
     at the least-wanted end (deleted files keep their records until `restore`, so a deletion the
     daemon has already noticed does not pull unseen photos into the n). Without any order yet,
     the first n of the ranking."""
-    from imgrank import owntimes
+    from imgrank import owntimes  # lazy: sqlite_utils
 
     times = {p: r.set_ns for p, r in owntimes.records(db).items() if r.set_ns is not None}
     if not times:
@@ -206,8 +205,8 @@ def keep_survivors(db, n: int) -> dict:
     still on disk get a `keep` label (source `reviewed`), unless they already have a label."""
     import os
 
-    from imgrank.labels import set_label
-    from imgrank.ranking import ranked
+    from imgrank.labels import set_label  # lazy: rawpy
+    from imgrank.ranking import ranked  # lazy: sqlite_utils
 
     rows = ranked(db)
     by_path = {r.path: r for r in rows}

@@ -30,7 +30,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from imgrank import config
 from imgrank.errors import ImgrankError
+from imgrank.review import metrics, queues, thumbs
+from imgrank.review.queues import queue
 
 FORBIDDEN = (
     "forbidden: open the address `imgrank review` printed (it works once) or the file it names "
@@ -169,7 +172,7 @@ class Review:
 
     def db(self):
         if getattr(self._local, "db", None) is None:
-            from imgrank.db import open_db
+            from imgrank.db import open_db  # lazy: sqlite_utils
 
             self._local.db = open_db(self.db_path)
         return self._local.db
@@ -179,9 +182,8 @@ class Review:
         return fn(self.db(), *args)
 
     def queue(self, name: str, n: int) -> dict:
-        from imgrank.labels import label_counts
-        from imgrank.review.queues import queue
-        from imgrank.runs import score_source
+        from imgrank.labels import label_counts  # lazy: rawpy
+        from imgrank.runs import score_source  # lazy: sqlite_utils
 
         items = queue(self.db(), name, n)
         for item in items:
@@ -194,7 +196,7 @@ class Review:
         }
 
     def label(self, sha256: str, label: str | None) -> dict:
-        from imgrank.labels import current_label, set_label
+        from imgrank.labels import current_label, set_label  # lazy: rawpy
 
         if sha256 not in self.paths:
             raise ImgrankError("unknown photo: reload the queue")
@@ -204,13 +206,13 @@ class Review:
 
     def trash_count(self) -> dict:
         """How many present photos are labelled delete: what the trash button would move."""
-        from imgrank.trash import chosen
+        from imgrank.trash import chosen  # lazy: sqlite_utils
 
         return {"count": len(chosen(self.db(), labelled="delete"))}
 
     def trash_deletes(self, confirmed: int) -> dict:
         """Move the photos labelled delete to the Trash, if they are as many as the owner confirmed."""
-        from imgrank import trash
+        from imgrank import trash  # lazy: sqlite_utils
 
         paths = trash.chosen(self.db(), labelled="delete")
         if len(paths) != confirmed:
@@ -226,7 +228,7 @@ class Review:
         return self.retrain
 
     def _retrain(self) -> None:
-        from imgrank.db import open_db
+        from imgrank.db import open_db  # lazy: sqlite_utils
 
         try:
             from imgrank.train import TrainConfig, train
@@ -282,7 +284,6 @@ def _count(request: Request, default: int = 60) -> int:
 
 def build_app(review: Review, session: Session) -> SessionGate:
     """The Starlette app behind the session gate."""
-    from imgrank.review import metrics, queues, thumbs
 
     files = resources.files("imgrank.review")
     page = (files / "page.html").read_text(encoding="utf-8")
@@ -370,7 +371,6 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
 def open_file(login_url: str, port: int) -> Path:
     """A redirect file to `login_url`, readable by the owner alone (as Jupyter's `-open.html`): the
     browser is opened with this file's path, so no command line (`ps`) holds a secret."""
-    from imgrank import config
 
     path = config.home_dir() / f"review-{port}-open.html"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
