@@ -110,7 +110,7 @@ def handles_errors(fn):
             raise click.ClickException(printable(str(e))) from None
         except sqlite3.DatabaseError as e:  # damaged under us, or locked past the busy timeout
             from imgrank.config import db_path
-            from imgrank.db import damaged  # lazy: sqlite_utils
+            from imgrank.store.db import damaged  # lazy: sqlite_utils
 
             if disk_full(e):
                 raise click.ClickException(f"database {db_path()}: {describe(e)}") from None
@@ -167,7 +167,7 @@ def cli(ctx: click.Context, home: str | None, quiet: bool) -> None:
 
 
 def open_db(fresh: bool = False):
-    from imgrank.db import open_db as _open  # lazy: sqlite_utils
+    from imgrank.store.db import open_db as _open  # lazy: sqlite_utils
 
     return _open(fresh=fresh)
 
@@ -218,7 +218,7 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
     all_roots = index.list_roots(db)
     if not all_roots:
         raise click.UsageError("no photo folders yet: give one, e.g. `imgrank scan ~/Pictures`")
-    from imgrank.db import model_name  # lazy: sqlite_utils
+    from imgrank.store.db import model_name  # lazy: sqlite_utils
 
     embedder = load_embedder(model_name(db, model), device=device)
     quiet = ctx.find_root().obj.get("quiet")
@@ -515,12 +515,12 @@ def labels(limit, only, paths_only, nul, as_json):
     import datetime
 
     from imgrank.files import shown_path  # lazy: rawpy
-    from imgrank.labels import history, label_counts  # lazy: rawpy
+    from imgrank.store.labels import history, label_counts  # lazy: rawpy
 
     db = open_db()
     if paths_only or nul:
         from imgrank.index import present_files  # lazy: sqlite_utils
-        from imgrank.labels import current_labels  # lazy: rawpy
+        from imgrank.store.labels import current_labels  # lazy: rawpy
 
         current = current_labels(db)
         wanted = {only} if only else {"delete", "keep"}
@@ -1095,7 +1095,7 @@ def _write_xmp(db, style: str, top: int | None):
 
 def _report_skipped(ctx, skipped: list[tuple[str, str]]) -> None:
     """Photos deleted since the last scan, or edited while ordering: one line each kind, no failure."""
-    from imgrank.owntimes import VANISHED  # lazy: sqlite_utils
+    from imgrank.store.owntimes import VANISHED  # lazy: sqlite_utils
 
     for kind, text in ((True, "deleted since the last scan (not ordered; `imgrank scan` forgets them)"),
                        (False, "changed while ordering or left out (not touched)")):  # fmt: skip

@@ -78,7 +78,7 @@ def leaders(n: int, a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> np.ndarray
 
 def _basis(db, threshold: float | None) -> tuple[str, float]:
     """The model and threshold to group with: `threshold`, else the stored grouping's, else the default."""
-    from imgrank.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     if threshold is not None and not 0 < threshold < 1:
         raise ImgrankError(f"--threshold must be between 0 and 1, not {threshold}")
@@ -92,7 +92,7 @@ def _basis(db, threshold: float | None) -> tuple[str, float]:
 def _present_vectors(db, model_id: str, only: set[str] | None = None) -> tuple[list[str], np.ndarray]:
     """Content hashes (sorted) and image vectors of the photos present under the roots (or of `only`)."""
     from imgrank.index import present_files  # lazy: sqlite_utils
-    from imgrank.vectors import image_vectors  # lazy: sqlite_utils
+    from imgrank.store.vectors import image_vectors  # lazy: sqlite_utils
 
     wanted = {sha for _, sha in present_files(db)} if only is None else only
     shas, parts = [], []
@@ -124,7 +124,7 @@ def _summary(rows, start: float, threshold: float, how: str, **more) -> dict:
 
 def regroup(db, threshold: float | None = None) -> dict:
     """Group the present photos afresh and store the groups. Returns counts and seconds."""
-    from imgrank.db import set_setting  # lazy: sqlite_utils
+    from imgrank.store.db import set_setting  # lazy: sqlite_utils
 
     start = time.monotonic()
     model_id, threshold = _basis(db, threshold)
@@ -142,9 +142,9 @@ def refresh(db, threshold: float | None = None) -> dict:
     with all, and only the groups that they or vanished photos touch are formed again. Groups
     everything afresh when nothing is stored yet, the model or threshold changed, or that is cheaper.
     Returns counts ("new", "gone") and seconds; "how" is "unchanged", "some" or "all"."""
-    from imgrank.db import get_setting  # lazy: sqlite_utils
     from imgrank.index import present_files  # lazy: sqlite_utils
-    from imgrank.vectors import embedded  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.vectors import embedded  # lazy: sqlite_utils
 
     start = time.monotonic()
     model_id, threshold = _basis(db, threshold)
@@ -258,9 +258,9 @@ def learn_keeper(db) -> dict:
     Needs the `train` extra (scikit-learn). With preferences from fewer than keeper.MIN_GROUPS
     groups it stores none and groups keep the lowest deletion score. Returns {"groups", "pairs",
     "learned", "needed"}."""
-    from imgrank.db import set_setting  # lazy: sqlite_utils
     from imgrank.index import present_files  # lazy: sqlite_utils
-    from imgrank.labels import current_sources  # lazy: rawpy
+    from imgrank.store.db import set_setting  # lazy: sqlite_utils
+    from imgrank.store.labels import current_sources  # lazy: rawpy
 
     model_id, threshold = _basis(db, None)
     sources = current_sources(db)
@@ -302,7 +302,7 @@ def learn_keeper(db) -> dict:
 
 def stored_keeper(db):
     """The learned keeper (keeper.Keeper) for the store's embedding model, or None."""
-    from imgrank.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     text = get_setting(db, KEEPER)
     found = Keeper.from_json(text) if text else None
@@ -311,7 +311,7 @@ def stored_keeper(db):
 
 def keeper_utility(db, near: dict[str, int]) -> dict[str, float] | None:
     """sha256 -> the learned keeper's utility for every grouped photo (see grouped), or None without one."""
-    from imgrank.vectors import image_vectors_of  # lazy: sqlite_utils
+    from imgrank.store.vectors import image_vectors_of  # lazy: sqlite_utils
 
     learned = stored_keeper(db) if near else None
     if learned is None:

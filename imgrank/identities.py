@@ -21,9 +21,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from imgrank import fstimes, owntimes
+from imgrank import fstimes
 from imgrank.files import under
-from imgrank.owntimes import Record
+from imgrank.store import owntimes
+from imgrank.store.owntimes import Record
 
 
 def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:

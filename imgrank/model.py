@@ -151,7 +151,7 @@ def spec_prompts(spec: dict):
 
 def current_model_id(db) -> str:
     """The id of the embedding model the store was built with (the one `scan` records)."""
-    from imgrank.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     model_id = get_setting(db, "embed_model")
     if not model_id:

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import sqlite_utils
 
-from imgrank import fstimes, identities, index, owntimes
+from imgrank import fstimes, identities, index
 from imgrank.errors import Unfinished, describe
 from imgrank.files import under
-from imgrank.owntimes import Record, lstat
 from imgrank.ranking import Ranked, ranked, ranked_with_partners
+from imgrank.store import owntimes
+from imgrank.store.owntimes import Record, lstat
 
 __all__ = ["OrderResult", "Ranked", "RestoreResult", "order", "ranked", "restore"]
 

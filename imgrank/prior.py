@@ -115,7 +115,7 @@ def store_cues(db, rows: list[tuple[str, dict]]) -> None:
 
 def load_cues(db, shas: list[str]) -> dict[str, dict[str, float]]:
     # lazy: sqlite_utils
-    from imgrank.db import IN_JSON  # here: `train --data` imports this module and opens no database
+    from imgrank.store.db import IN_JSON  # here: `train --data` imports this module and opens no database
 
     rows = db.execute(
         f"SELECT sha256, sharpness, dark, bright, mean FROM cues WHERE sha256 IN {IN_JSON}",
@@ -155,8 +155,8 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
     if cache.is_file():
         return np.fromfile(cache, dtype="<f4").reshape(len(prompts.texts), -1)
     if embedder is None or embedder.model_id != model_id:
-        from imgrank.db import model_name, open_db  # lazy: sqlite_utils
         from imgrank.embed import load_embedder
+        from imgrank.store.db import model_name, open_db  # lazy: sqlite_utils
 
         embedder = load_embedder(model_name(open_db()))  # the model the store's scan loaded
     if embedder.model_id != model_id:

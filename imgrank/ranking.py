@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import dupes, index, labels, pairs, runs
+from imgrank import dupes, index, pairs, runs
+from imgrank.store import labels
 
 
 class Ranked(NamedTuple):

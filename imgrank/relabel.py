@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgrank import pairs
-from imgrank.db import model_name
 from imgrank.embed import load_embedder
 from imgrank.files import is_image_name, walk
 from imgrank.index.pipeline import index_paths
-from imgrank.index.rows import needs_work
-from imgrank.index.rows import rows as file_rows
-from imgrank.labels import set_label
+from imgrank.store.db import model_name
+from imgrank.store.labels import set_label
+from imgrank.store.rows import needs_work
+from imgrank.store.rows import rows as file_rows
 
 
 @dataclass

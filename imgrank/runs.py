@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from imgrank import config
-from imgrank.db import IN_JSON
 from imgrank.errors import ModelError, NothingYet
 from imgrank.head_inputs import compute_prior, head_input
-from imgrank.index.rows import paths_of_contents, present_contents
-from imgrank.labels import current_labels
 from imgrank.model import Head, check_compatible, current_model_id, load_head, save_head
-from imgrank.vectors import store_dims as _store_dims
+from imgrank.store.db import IN_JSON
+from imgrank.store.labels import current_labels
+from imgrank.store.rows import paths_of_contents, present_contents
+from imgrank.store.vectors import store_dims as _store_dims
 
 RUN_COLUMNS = (
     "id",

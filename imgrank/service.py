@@ -207,7 +207,7 @@ def resolve_roots(roots: tuple[str, ...] | list[str]) -> list[Path]:
                 raise ImgrankError(f"{r} is not a folder")
         return out
     from imgrank import index  # lazy: sqlite_utils
-    from imgrank.db import open_db  # lazy: sqlite_utils
+    from imgrank.store.db import open_db  # lazy: sqlite_utils
 
     out = index.list_roots(open_db())
     if not out:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from imgrank import index, labels, pairs
-from imgrank.db import IN_JSON
+from imgrank import index, pairs
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, display_name, fs_path
+from imgrank.store import labels
+from imgrank.store.db import IN_JSON
 
 
 @dataclass

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank import config, prior, vectors
+from imgrank import config, prior
 from imgrank.embed import resolve_model
 from imgrank.errors import ImgrankError
 from imgrank.private import private_output
+from imgrank.store import vectors
 
 META_KEY = b"imgrank-vectors"
 FORMAT = 1
@@ -29,7 +30,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def store_model(db, model: str | None = None) -> str:
     """The model id whose vectors this store keeps: the one `scan` recorded, else the configured one."""
-    from imgrank.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     recorded = get_setting(db, "embed_model")
     if recorded and not model:
@@ -45,7 +46,7 @@ def export_vectors(db, path: str | Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from imgrank.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     model = get_setting(db, "embed_model")
     if not model:

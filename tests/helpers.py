@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from imgrank import config
-from imgrank.db import open_db, set_setting, to_blob
-from imgrank.labels import set_label
+from imgrank.store.db import open_db, set_setting, to_blob
+from imgrank.store.labels import set_label
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -57,7 +57,8 @@ def store(db, vectors: np.ndarray, labels: np.ndarray | None = None, model: str 
 
 def activate_random_head(seed: int = 0) -> None:
     """A linear head over the store's features, imported and activated as a run (no torch needed)."""
-    from imgrank import model, runs, vectors
+    from imgrank import model, runs
+    from imgrank.store import vectors
 
     db = open_db()
     model_id = model.current_model_id(db)

@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw
 from imgrank import config, dupes, runs
 from imgrank.cli import cli
 from imgrank.daemon import loop
-from imgrank.db import open_db, set_setting, to_blob
 from imgrank.dupes import moved_up, near_groups
 from imgrank.neighbours import EXACT_BELOW
 from imgrank.order import ranked
+from imgrank.store.db import open_db, set_setting, to_blob
 
 
 def unit(x: np.ndarray) -> np.ndarray:

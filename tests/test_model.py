@@ -14,11 +14,11 @@ from helpers import separable, store
 
 from imgrank import prior, runs
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ModelError
-from imgrank.labels import set_label
 from imgrank.mlp import build_net, fit_mlp, net_weights
 from imgrank.model import Head, feature_spec, load_head, save_head, standardise
+from imgrank.store.db import open_db
+from imgrank.store.labels import set_label
 from imgrank.train import TrainConfig, train
 
 SPEC = {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}
@@ -211,7 +211,7 @@ def test_scoring_never_imports_torch_or_scikit_learn(home):
     store(db, x, y)
     train(db, TrainConfig(max_epochs=5))
     code = (
-        "import sys; from imgrank.db import open_db; from imgrank.runs import score_all; "
+        "import sys; from imgrank.store.db import open_db; from imgrank.runs import score_all; "
         "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'sklearn' not in sys.modules, 'scikit-learn imported'; print(n)"
     )
@@ -311,7 +311,7 @@ def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
         "import sys; from imgrank.cli import cli; "
         f"cli(['-q', 'train', '--data', {str(data)!r}, '--out', {str(tmp_path / 'h2.safetensors')!r}, "
         "'--epochs', '2'], standalone_mode=False); "
-        "print('sqlite_utils' in sys.modules, 'imgrank.db' in sys.modules)"
+        "print('sqlite_utils' in sys.modules, 'imgrank.store.db' in sys.modules)"
     )
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr

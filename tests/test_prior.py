@@ -12,11 +12,11 @@ from PIL import Image, ImageFilter
 
 from imgrank import config, prior
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ImgrankError
 from imgrank.head_inputs import compute_prior, explain_prior
 from imgrank.model import current_model_id
 from imgrank.runs import score_source
+from imgrank.store.db import open_db
 
 
 def _detailed(path, seed: int, size=(800, 600)):

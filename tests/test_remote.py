@@ -162,8 +162,8 @@ def test_a_hostile_host_cannot_bring_back_a_head_with_markup(sshd, labelled_stor
     import numpy as np
 
     from imgrank import model
-    from imgrank.db import open_db
-    from imgrank.vectors import store_dims
+    from imgrank.store.db import open_db
+    from imgrank.store.vectors import store_dims
 
     db = open_db()
     model_id = model.current_model_id(db)

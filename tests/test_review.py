@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from imgrank import config
 from imgrank.cli import cli
-from imgrank.db import open_db
-from imgrank.labels import history, set_label
 from imgrank.order import ranked
+from imgrank.store.db import open_db
+from imgrank.store.labels import history, set_label
 
 CHROMIUM = "/usr/bin/chromium"
 # Every thumbnail in view has loaded (the grid loads the rest lazily, as they scroll in).

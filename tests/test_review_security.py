@@ -28,7 +28,7 @@ from PIL import Image
 
 from imgrank import model, runs
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -48,7 +48,7 @@ def hostile_metrics(ap=0.905) -> dict:
 def write_head(db, path: Path, seed: int = 0, **meta) -> Path:
     """A linear head that fits the store's model and dims, with the metadata given."""
     model_id = model.current_model_id(db)
-    from imgrank.vectors import store_dims
+    from imgrank.store.vectors import store_dims
 
     spec = model.feature_spec(model_id, *store_dims(db, model_id))
     n = model.n_features(spec)

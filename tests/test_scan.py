@@ -19,9 +19,9 @@ from PIL import Image
 
 from imgrank import index, workers
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.embed import load_embedder
-from imgrank.labels import label_counts
+from imgrank.store.db import open_db
+from imgrank.store.labels import label_counts
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def _modules() -> list[Path]:
 
 def _tables() -> set[str]:
     """Every table the migrations create."""
-    text = (PACKAGE / "db.py").read_text()
+    text = (PACKAGE / "store" / "db.py").read_text()
     return set(re.findall(r'db\["([a-z_]+)"\]\.create', text)) | {
         t.lower() for t in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?([a-z_]+)", text, re.IGNORECASE)
     }
@@ -55,7 +55,7 @@ def table_users() -> dict[str, set[str]]:
 def test_the_checker_sees_sql_and_tables():
     # The check below must not pass because it sees nothing.
     assert {"files", "mtimes", "scores", "labels", "vectors", "runs"} <= _tables()
-    assert "imgrank/owntimes.py" in table_users()["mtimes"]
+    assert "imgrank/store/owntimes.py" in table_users()["mtimes"]
 
 
 def test_each_table_has_one_owner_module():
@@ -233,10 +233,10 @@ def test_the_circle_finder_finds_circles():
     # Not vacuous: a made-up graph with one circle of three and a self-standing module.
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = Imports()
-    assert "imgrank.db" in graph.edges["imgrank.vectors"] or any(
-        "imgrank.db" in graph.edges[m] for m in graph.modules if m.startswith("imgrank.store")
+    assert "imgrank.store.db" in graph.edges["imgrank.store.vectors"] or any(
+        "imgrank.store.db" in graph.edges[m] for m in graph.modules if m.startswith("imgrank.store")
     )
-    assert "sqlite_utils" in graph.heavy("imgrank.db")
+    assert "sqlite_utils" in graph.heavy("imgrank.store.db")
 
 
 def test_no_module_imports_another_in_a_circle():

@@ -10,9 +10,9 @@ from helpers import separable, store, unit
 
 from imgrank import runs
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.evaluation import average_precision
 from imgrank.logistic import block_scale, fit_logistic, predict, spec_blocks
+from imgrank.store.db import open_db
 from imgrank.train import TrainConfig, train, train_arrays
 
 

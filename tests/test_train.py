@@ -11,7 +11,6 @@ from PIL import Image
 
 from imgrank import runs
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ImgrankError
 from imgrank.evaluation import (
     average_precision,
@@ -23,6 +22,7 @@ from imgrank.evaluation import (
 from imgrank.head_inputs import labelled_set
 from imgrank.logistic import fit_logistic, predict
 from imgrank.model import load_head
+from imgrank.store.db import open_db
 from imgrank.train import TrainConfig, train, train_arrays
 
 

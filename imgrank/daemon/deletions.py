@@ -8,9 +8,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imgrank import index, labels, owntimes, pairs
+from imgrank import index, pairs
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
+from imgrank.store import labels, owntimes
 
 log = logging.getLogger("imgrank.daemon")
 

@@ -87,7 +87,7 @@ class Watcher:
 
     def run(self) -> dict:
         from imgrank import index  # lazy: sqlite_utils
-        from imgrank.db import model_name, open_db  # lazy: sqlite_utils
+        from imgrank.store.db import model_name, open_db  # lazy: sqlite_utils
 
         self.db_path = config.db_path()
         self.db = db = open_db(self.db_path)

@@ -41,7 +41,8 @@ class Retrainer:
 
     def count_labels_since_last_run(self, db) -> None:
         """Start counting new labels from the latest training run (the daemon's start)."""
-        from imgrank import labels, runs  # lazy: sqlite_utils
+        from imgrank import runs  # lazy: sqlite_utils
+        from imgrank.store import labels
 
         started = runs.last_started(db)
         self.mark = 0 if started is None else labels.changes_count(db, until=started)
@@ -49,7 +50,7 @@ class Retrainer:
     def new_labels(self, db) -> int:
         """How many label changes call for a retraining now (counted as taken); 0 while one runs,
         when retraining is off, or when fewer than `after` changes came since the last."""
-        from imgrank import labels  # lazy: rawpy
+        from imgrank.store import labels  # lazy: rawpy
 
         if self.child is not None or self.after <= 0:
             return 0

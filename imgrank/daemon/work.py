@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgrank import dupes, index, vectors
+from imgrank import dupes, index
 from imgrank.errors import describe
+from imgrank.store import vectors
 from imgrank.words import names, plural, scan_summary
 
 log = logging.getLogger("imgrank.daemon")

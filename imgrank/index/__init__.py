@@ -8,7 +8,7 @@ from functools import partial
 
 from imgrank import runs
 from imgrank.index.pipeline import BATCH, ScanResult, embed_names, index_paths, scan, scan_lock
-from imgrank.index.rows import (
+from imgrank.store.rows import (
     ContentFacts,
     FileRow,
     add_roots,
@@ -29,7 +29,7 @@ from imgrank.index.rows import (
     unchanged,
     unreadable,
 )
-from imgrank.index.rows import (
+from imgrank.store.rows import (
     move_path as _move_path,
 )
 

@@ -5,7 +5,7 @@ whose path, size and mtime are unchanged is not read at all. Workers read each f
 it, and decode+preprocess it only when its content has no vector yet; the main process embeds
 full batches while the workers go on decoding, and commits each batch, so an interrupted scan
 keeps what it finished. Decoding runs in imgrank.workers (bounded memory, survives dead workers).
-No SQL here: rows go through imgrank.index.rows, vectors through imgrank.vectors.
+No SQL here: rows go through imgrank.store.rows, vectors through imgrank.store.vectors.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, owntimes, runs, vectors
-from imgrank import db as dbm
+from imgrank import config, runs
 from imgrank.embed import Embedder
 from imgrank.files import display_name, under, walk
-from imgrank.index import rows as store
 from imgrank.prior import store_cues
+from imgrank.store import db as dbm
+from imgrank.store import owntimes, vectors
+from imgrank.store import rows as store
 from imgrank.workers import init_worker, read_all, read_one
 
 BATCH = 32

@@ -27,9 +27,9 @@ def _count(v) -> str:
 
 def gather(db) -> dict:
     """Everything the metrics tab shows, as plain data."""
-    from imgrank.labels import label_counts  # lazy: rawpy
     from imgrank.ranking import scored_photos  # lazy: sqlite_utils
     from imgrank.runs import active_run, headline, list_runs, score_source  # lazy: sqlite_utils
+    from imgrank.store.labels import label_counts  # lazy: rawpy
 
     runs = sorted(list_runs(db), key=lambda r: r["id"])
     active = active_run(db)

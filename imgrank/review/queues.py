@@ -83,10 +83,10 @@ def informative(db, n: int = 60, model_id: str | None = None, rule: str | None =
     beat that on the benchmarks); with rule="badge", uncertain photos unlike each other in what the
     head sees (the code scripts/bench_learn.py --strategy queue measures), and without a head photos
     that stand for the folder's kinds, the prior breaking ties towards the less wanted."""
-    from imgrank.labels import current_labels  # lazy: rawpy
     from imgrank.ranking import scored_photos  # lazy: sqlite_utils
     from imgrank.runs import active_head, score_source  # lazy: sqlite_utils
-    from imgrank.vectors import image_vectors  # lazy: sqlite_utils
+    from imgrank.store.labels import current_labels  # lazy: rawpy
+    from imgrank.store.vectors import image_vectors  # lazy: sqlite_utils
 
     source = score_source(db)
     rows = {r.sha256: r for r in _unique(r for r in scored_photos(db) if r.label is None)}
@@ -190,7 +190,7 @@ def shown_first(db, n: int, rows: list) -> list[str]:
     at the least-wanted end (deleted files keep their records until `restore`, so a deletion the
     daemon has already noticed does not pull unseen photos into the n). Without any order yet,
     the first n of the ranking."""
-    from imgrank import owntimes  # lazy: sqlite_utils
+    from imgrank.store import owntimes  # lazy: sqlite_utils
 
     times = {p: r.set_ns for p, r in owntimes.records(db).items() if r.set_ns is not None}
     if not times:
@@ -205,8 +205,8 @@ def keep_survivors(db, n: int) -> dict:
     still on disk get a `keep` label (source `reviewed`), unless they already have a label."""
     import os
 
-    from imgrank.labels import set_label  # lazy: rawpy
     from imgrank.ranking import ranked  # lazy: sqlite_utils
+    from imgrank.store.labels import set_label  # lazy: rawpy
 
     rows = ranked(db)
     by_path = {r.path: r for r in rows}

@@ -172,7 +172,7 @@ class Review:
 
     def db(self):
         if getattr(self._local, "db", None) is None:
-            from imgrank.db import open_db  # lazy: sqlite_utils
+            from imgrank.store.db import open_db  # lazy: sqlite_utils
 
             self._local.db = open_db(self.db_path)
         return self._local.db
@@ -182,8 +182,8 @@ class Review:
         return fn(self.db(), *args)
 
     def queue(self, name: str, n: int) -> dict:
-        from imgrank.labels import label_counts  # lazy: rawpy
         from imgrank.runs import score_source  # lazy: sqlite_utils
+        from imgrank.store.labels import label_counts  # lazy: rawpy
 
         items = queue(self.db(), name, n)
         for item in items:
@@ -196,7 +196,7 @@ class Review:
         }
 
     def label(self, sha256: str, label: str | None) -> dict:
-        from imgrank.labels import current_label, set_label  # lazy: rawpy
+        from imgrank.store.labels import current_label, set_label  # lazy: rawpy
 
         if sha256 not in self.paths:
             raise ImgrankError("unknown photo: reload the queue")
@@ -228,7 +228,7 @@ class Review:
         return self.retrain
 
     def _retrain(self) -> None:
-        from imgrank.db import open_db  # lazy: sqlite_utils
+        from imgrank.store.db import open_db  # lazy: sqlite_utils
 
         try:
             from imgrank.train import TrainConfig, train

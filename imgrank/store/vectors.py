@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import sqlite_utils
 
-from imgrank.db import IN_JSON, from_blob, to_blob
 from imgrank.files import display_name
+from imgrank.store.db import IN_JSON, from_blob, to_blob
 
 
 def name_key(path: str) -> str:

@@ -16,11 +16,11 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import db as dbm
-from imgrank import owntimes, vectors
-from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, db_prefix, display_name, fs_path, readable_now, under
+from imgrank.store import db as dbm
+from imgrank.store import owntimes, vectors
+from imgrank.store.db import IN_JSON
 
 # --- roots ---------------------------------------------------------------------------------
 
