@@ -34,6 +34,7 @@ from imgrank.keeper import Keeper, facts
 from imgrank.model import current_model_id
 from imgrank.neighbours import NEAR_DUP, close_pairs, exact_pairs
 from imgrank.prior import load_cues
+from imgrank.store.labels import current_sources
 
 # `refresh` compares the new photos with all while that is fewer pairs than this (~2 s); beyond, a
 # full regrouping is cheaper.
@@ -260,7 +261,6 @@ def learn_keeper(db) -> dict:
     "learned", "needed"}."""
     from imgrank.index import present_files  # lazy: sqlite_utils
     from imgrank.store.db import set_setting  # lazy: sqlite_utils
-    from imgrank.store.labels import current_sources  # lazy: rawpy
 
     model_id, threshold = _basis(db, None)
     sources = current_sources(db)

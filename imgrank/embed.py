@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from imgrank import config
+from imgrank.devices import resolve_device
 from imgrank.embed_torch import TorchImageEncoder, TorchTextEncoder
 from imgrank.encoder_files import CLIP_MEAN, CLIP_STD, ModelFiles, read_model_config
 from imgrank.errors import ModelError
@@ -205,8 +206,6 @@ def load_embedder(name: str | None = None, threads: int | None = None, device: s
     files = resolve_model(name)
     image_encoder = text_encoder = None
     if device:
-        from imgrank.devices import resolve_device
-
         source, where = name or config.model_name(), resolve_device(device)
         image_encoder = TorchImageEncoder(files, source, where)
         text_encoder = TorchTextEncoder(files, source, where)

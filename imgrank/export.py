@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.errors import ImgrankError
-from imgrank.head_inputs import labelled_set
 from imgrank.model import META_FEATURES
+from imgrank.prior import record_problem
 from imgrank.private import private_output
 
 SCHEMA_KEY = b"imgrank"
@@ -23,6 +23,7 @@ def export_parquet(db, path: str | Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from imgrank.head_inputs import labelled_set  # lazy: sqlite_utils
 
     data = labelled_set(db)
     parts, spec, labels = data.parts, data.spec, data.labels
@@ -89,8 +90,6 @@ def read_parquet(path: str | Path) -> dict:
     if problem:
         raise ImgrankError(f"{path} has a damaged feature spec: {problem}")
     if spec.get("prior") is not None:
-        from imgrank.prior import record_problem
-
         problem = record_problem(spec["prior"])
         if problem or not set(prior_features(spec)) <= set(table.column_names):
             raise ImgrankError(f"{path} has a damaged prior feature spec: {problem or 'columns missing'}")

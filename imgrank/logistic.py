@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgrank.errors import ImgrankError
 from imgrank.model import Head, standardise, standardiser
 
 
@@ -113,8 +114,6 @@ def require_sklearn() -> None:
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        from imgrank.errors import ImgrankError
-
         raise ImgrankError("training needs scikit-learn: pip install 'imgrank[train]'") from None
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from imgrank import head_schema, prior
 from imgrank.errors import ModelError, NothingYet
+from imgrank.prior import check_prompts, record_problem
 from imgrank.private import write_private
 
 HEAD_FORMAT = "imgrank-head/1"
@@ -226,8 +227,6 @@ def _spec_problem(spec) -> str | None:
     if not isinstance(spec.get("meta"), list) or any(m not in META_FEATURES for m in spec["meta"]):
         return f"feature_spec.meta must be a list of {', '.join(META_FEATURES)}"
     if spec.get("prior") is not None:
-        from imgrank.prior import record_problem
-
         return record_problem(spec["prior"])
     return None
 
@@ -292,8 +291,6 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
     if spec.get("meta") and any(m not in META_FEATURES for m in spec["meta"]):
         raise ModelError(f"head uses metadata features this version does not know: {spec['meta']}")
     if spec.get("prior"):
-        from imgrank.prior import check_prompts
-
         check_prompts(spec_prompts(spec), model_id, image_dim)
 
 

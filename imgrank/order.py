@@ -31,7 +31,7 @@ import sqlite_utils
 
 from imgrank import fstimes, identities, index
 from imgrank.errors import Unfinished, describe
-from imgrank.files import under
+from imgrank.files import under, walk
 from imgrank.ranking import Ranked, ranked, ranked_with_partners
 from imgrank.store import owntimes
 from imgrank.store.owntimes import Record, lstat
@@ -327,7 +327,6 @@ def restore(
     is now; one not found is reported and its record kept (it may be on a disk that is not
     mounted), unless `forget_missing`.
     """
-    from imgrank.files import walk  # lazy: rawpy
 
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
     start = time.monotonic()

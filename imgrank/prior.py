@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from imgrank import config
+from imgrank.embed import load_embedder
 from imgrank.errors import ImgrankError, ModelError
 from imgrank.private import private_dir, write_private
 
@@ -155,7 +156,6 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
     if cache.is_file():
         return np.fromfile(cache, dtype="<f4").reshape(len(prompts.texts), -1)
     if embedder is None or embedder.model_id != model_id:
-        from imgrank.embed import load_embedder
         from imgrank.store.db import model_name, open_db  # lazy: sqlite_utils
 
         embedder = load_embedder(model_name(open_db()))  # the model the store's scan loaded

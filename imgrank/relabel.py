@@ -8,14 +8,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgrank import pairs
+from imgrank import index, pairs
 from imgrank.embed import load_embedder
 from imgrank.files import is_image_name, walk
-from imgrank.index.pipeline import index_paths
 from imgrank.store.db import model_name
 from imgrank.store.labels import set_label
-from imgrank.store.rows import needs_work
-from imgrank.store.rows import rows as file_rows
 
 
 @dataclass
@@ -91,12 +88,12 @@ def relabel(
     # after it was read; the row may then look out of date to the next scan, but the hash is the
     # content's all the same (asking for a row that looks current failed such photos when orders
     # and restores ran back to back, as in tests/test_concurrency.py).
-    todo = needs_work(db, map(str, files))
+    todo = index.needs_work(db, map(str, files))
     if todo:
         embedder = get_embedder() if get_embedder else load_embedder(model_name(db))
-        scan = index_paths(db, sorted(todo), embedder, on_wait=on_wait)
+        scan = index.index_paths(db, sorted(todo), embedder, on_wait=on_wait)
         result.indexed += scan.new + scan.changed + scan.moved
-    found = file_rows(db, map(str, files))
+    found = index.rows(db, map(str, files))
     for path in files:
         row = found.get(str(path))
         reason = _why_not(path, row)

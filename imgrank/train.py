@@ -221,7 +221,6 @@ def train_file(
     data_path: str, out_path: str, config: TrainConfig, log: Callable[[str], None] = lambda m: None
 ) -> dict:
     """Train from an exported Parquet file alone (no database, no embedding model); writes a head file."""
-
     torch_device(config.device)
     data = read_parquet(data_path)
     src = data["spec"]

@@ -21,6 +21,7 @@ from imgrank.embed import resolve_model
 from imgrank.errors import ImgrankError
 from imgrank.private import private_output
 from imgrank.store import vectors
+from imgrank.store.db import get_setting
 
 META_KEY = b"imgrank-vectors"
 FORMAT = 1
@@ -30,7 +31,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def store_model(db, model: str | None = None) -> str:
     """The model id whose vectors this store keeps: the one `scan` recorded, else the configured one."""
-    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     recorded = get_setting(db, "embed_model")
     if recorded and not model:
@@ -45,8 +45,6 @@ def export_vectors(db, path: str | Path) -> dict:
     """Write every image vector of the store's model to a Parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from imgrank.store.db import get_setting  # lazy: sqlite_utils
 
     model = get_setting(db, "embed_model")
     if not model:

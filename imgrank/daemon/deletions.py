@@ -12,6 +12,7 @@ from imgrank import index, pairs
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
 from imgrank.store import labels, owntimes
+from imgrank.trash import trashed
 
 log = logging.getLogger("imgrank.daemon")
 
@@ -82,7 +83,6 @@ def judge(
 
 def apply(db, j: Judgement, learn: bool) -> Outcome:
     """Mark what went missing; label each photo judged deleted `delete` (when `learn`)."""
-    from imgrank.trash import trashed  # lazy: sqlite_utils
 
     out = Outcome()
     ours = trashed(db, list(j.judged))  # `imgrank trash` moved these: labelled there, not again here

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrank import config
+from imgrank import config, index, runs
 from imgrank.daemon import deletions, heartbeat, work
 from imgrank.daemon.debounce import DeleteBurst, Settler
 from imgrank.daemon.heartbeat import StoreGone
@@ -28,6 +28,8 @@ from imgrank.daemon.work import Stopped
 from imgrank.embed import load_embedder
 from imgrank.errors import ModelError
 from imgrank.first_order import FirstOrder
+from imgrank.index import list_roots
+from imgrank.store.db import model_name, open_db
 from imgrank.words import plural
 
 log = logging.getLogger("imgrank.daemon")
@@ -86,8 +88,6 @@ class Watcher:
         self.queue.put(None)
 
     def run(self) -> dict:
-        from imgrank import index  # lazy: sqlite_utils
-        from imgrank.store.db import model_name, open_db  # lazy: sqlite_utils
 
         self.db_path = config.db_path()
         self.db = db = open_db(self.db_path)
@@ -180,7 +180,6 @@ class Watcher:
                 self.deletes.add(change.path, now, is_dir=change.is_dir, went_at=reported_at)
 
     def _renamed(self, change: Renamed, now: float) -> None:
-        from imgrank import index  # lazy: sqlite_utils
 
         src, dest = change.src, change.dest
         if self.settler.rename(src, dest, now):  # a download finishing under its real name
@@ -251,7 +250,6 @@ class Watcher:
 
     def _score(self) -> None:
         """Score what the active head has not scored yet (numpy), if there is a head."""
-        from imgrank import runs  # lazy: sqlite_utils
 
         try:
             n = runs.score_unscored(self.db, self.embedder.model_id)
@@ -322,7 +320,6 @@ class Watcher:
         self._score()
 
     def _check_roots(self) -> None:
-        from imgrank.index import list_roots  # lazy: sqlite_utils
 
         todo = self.roots.check(list_roots(self.db))
         if todo:

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from imgrank.store.labels import label_counts
+
 W, H, PAD = 420, 240, 36
 COLOURS = {"keep": "#2b8a3e", "delete": "#c92a2a", "ap": "#1864ab", "auc": "#e67700"}
 
@@ -29,7 +31,6 @@ def gather(db) -> dict:
     """Everything the metrics tab shows, as plain data."""
     from imgrank.ranking import scored_photos  # lazy: sqlite_utils
     from imgrank.runs import active_run, headline, list_runs, score_source  # lazy: sqlite_utils
-    from imgrank.store.labels import label_counts  # lazy: rawpy
 
     runs = sorted(list_runs(db), key=lambda r: r["id"])
     active = active_run(db)

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgrank import runs
 from imgrank.active import choose
 from imgrank.errors import ImgrankError
+from imgrank.files import display_name
 from imgrank.head_inputs import explain_prior, head_input
 from imgrank.model import current_model_id, standardise
+from imgrank.ranking import dupe_listing, ranked, scored_photos
+from imgrank.runs import active_head, active_run, score_source
+from imgrank.store import owntimes
+from imgrank.store.labels import current_labels, set_label
+from imgrank.store.vectors import image_vectors
 
 QUEUES = ("least-wanted", "suspects", "informative", "bursts")
 
 
 def _item(row, source: str | None, **extra) -> dict:
-    from imgrank.files import display_name  # lazy: rawpy
 
     return {
         "sha256": row.sha256,
@@ -52,8 +58,6 @@ def _unique(rows):
 
 
 def least_wanted(db, n: int = 60) -> list[dict]:
-    from imgrank.ranking import ranked  # lazy: sqlite_utils
-    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     source = score_source(db)
     return [_item(r, source) for r in _unique(r for r in ranked(db) if r.label is None)[:n]]
@@ -61,9 +65,6 @@ def least_wanted(db, n: int = 60) -> list[dict]:
 
 def suspects(db, n: int = 60) -> list[dict]:
     """Labelled photos whose label the model doubts most (lowest P(given label) first)."""
-    from imgrank import runs  # lazy: sqlite_utils
-    from imgrank.ranking import scored_photos  # lazy: sqlite_utils
-    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     rows = {r.sha256: r for r in scored_photos(db) if r.label is not None}
     try:
@@ -83,10 +84,6 @@ def informative(db, n: int = 60, model_id: str | None = None, rule: str | None =
     beat that on the benchmarks); with rule="badge", uncertain photos unlike each other in what the
     head sees (the code scripts/bench_learn.py --strategy queue measures), and without a head photos
     that stand for the folder's kinds, the prior breaking ties towards the less wanted."""
-    from imgrank.ranking import scored_photos  # lazy: sqlite_utils
-    from imgrank.runs import active_head, score_source  # lazy: sqlite_utils
-    from imgrank.store.labels import current_labels  # lazy: rawpy
-    from imgrank.store.vectors import image_vectors  # lazy: sqlite_utils
 
     source = score_source(db)
     rows = {r.sha256: r for r in _unique(r for r in scored_photos(db) if r.label is None)}
@@ -124,14 +121,11 @@ def informative(db, n: int = 60, model_id: str | None = None, rule: str | None =
 
 def bursts(db, n_groups: int = 20) -> list[dict]:
     """Groups from the last `imgrank dupes` (or the review page's regroup), and exact copies."""
-    from imgrank.ranking import dupe_listing  # lazy: sqlite_utils
-    from imgrank.runs import score_source  # lazy: sqlite_utils
 
     return _number_groups(dupe_listing(db)[:n_groups], score_source(db))
 
 
 def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
-    from imgrank.files import display_name  # lazy: rawpy
 
     out = []
     for i, g in enumerate(groups, 1):
@@ -172,7 +166,6 @@ def queue(db, name: str, n: int = 60) -> list[dict]:
 
 def why(db, sha256: str) -> dict:
     """Why a photo scores as it does: the source, and the prior's top prompts and cues."""
-    from imgrank.runs import active_run, score_source  # lazy: sqlite_utils
 
     out: dict = {"source": score_source(db)}
     run = active_run(db)
@@ -190,7 +183,6 @@ def shown_first(db, n: int, rows: list) -> list[str]:
     at the least-wanted end (deleted files keep their records until `restore`, so a deletion the
     daemon has already noticed does not pull unseen photos into the n). Without any order yet,
     the first n of the ranking."""
-    from imgrank.store import owntimes  # lazy: sqlite_utils
 
     times = {p: r.set_ns for p, r in owntimes.records(db).items() if r.set_ns is not None}
     if not times:
@@ -204,9 +196,6 @@ def keep_survivors(db, n: int) -> dict:
     """The owner went through the first n photos in their viewer and deleted what they wanted: those
     still on disk get a `keep` label (source `reviewed`), unless they already have a label."""
     import os
-
-    from imgrank.ranking import ranked  # lazy: sqlite_utils
-    from imgrank.store.labels import set_label  # lazy: rawpy
 
     rows = ranked(db)
     by_path = {r.path: r for r in rows}

@@ -30,10 +30,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from imgrank import config
+from imgrank import config, dupes, trash
 from imgrank.errors import ImgrankError
 from imgrank.review import metrics, queues, thumbs
 from imgrank.review.queues import queue
+from imgrank.runs import score_source
+from imgrank.store.db import open_db
+from imgrank.store.labels import current_label, label_counts, set_label
+from imgrank.train import TrainConfig, train
+from imgrank.trash import chosen
 
 FORBIDDEN = (
     "forbidden: open the address `imgrank review` printed (it works once) or the file it names "
@@ -172,8 +177,6 @@ class Review:
 
     def db(self):
         if getattr(self._local, "db", None) is None:
-            from imgrank.store.db import open_db  # lazy: sqlite_utils
-
             self._local.db = open_db(self.db_path)
         return self._local.db
 
@@ -182,8 +185,6 @@ class Review:
         return fn(self.db(), *args)
 
     def queue(self, name: str, n: int) -> dict:
-        from imgrank.runs import score_source  # lazy: sqlite_utils
-        from imgrank.store.labels import label_counts  # lazy: rawpy
 
         items = queue(self.db(), name, n)
         for item in items:
@@ -196,7 +197,6 @@ class Review:
         }
 
     def label(self, sha256: str, label: str | None) -> dict:
-        from imgrank.store.labels import current_label, set_label  # lazy: rawpy
 
         if sha256 not in self.paths:
             raise ImgrankError("unknown photo: reload the queue")
@@ -206,13 +206,11 @@ class Review:
 
     def trash_count(self) -> dict:
         """How many present photos are labelled delete: what the trash button would move."""
-        from imgrank.trash import chosen  # lazy: sqlite_utils
 
         return {"count": len(chosen(self.db(), labelled="delete"))}
 
     def trash_deletes(self, confirmed: int) -> dict:
         """Move the photos labelled delete to the Trash, if they are as many as the owner confirmed."""
-        from imgrank import trash  # lazy: sqlite_utils
 
         paths = trash.chosen(self.db(), labelled="delete")
         if len(paths) != confirmed:
@@ -228,11 +226,8 @@ class Review:
         return self.retrain
 
     def _retrain(self) -> None:
-        from imgrank.store.db import open_db  # lazy: sqlite_utils
 
         try:
-            from imgrank.train import TrainConfig, train
-
             run = train(open_db(self.db_path), TrainConfig())
             self.retrain = {"running": False, "note": run["note"]}
         except (ImgrankError, ImportError) as e:
@@ -325,7 +320,6 @@ def build_app(review: Review, session: Session) -> SessionGate:
         return JSONResponse(await run_in_threadpool(review.trash_deletes, confirmed))
 
     async def regroup(request: Request):
-        from imgrank import dupes
 
         return JSONResponse(await run_in_threadpool(review.with_db, dupes.regroup))
 

@@ -1,11 +1,11 @@
 """`imgrank trash`: move photos to the desktop Trash, or put the last batch back (imgrank/trash.py).
-Registered by cli.py."""
+Registered by cli/__init__.py."""
 
 from __future__ import annotations
 
 import click
 
-from imgrank.cli import emit, handles_errors, json_option, open_db, say
+from imgrank.cli.common import emit, handles_errors, json_option, open_db, say
 
 
 @click.command()
