@@ -7,6 +7,7 @@ Callers use `imgrank.index` alone; what they need is here.
 from functools import partial
 
 from imgrank import runs
+from imgrank.index.needs import needs_work, unchanged
 from imgrank.index.pipeline import BATCH, ScanResult, embed_names, index_paths, scan, scan_lock
 from imgrank.store.rows import (
     ContentFacts,
@@ -18,7 +19,6 @@ from imgrank.store.rows import (
     follow_moved,
     list_roots,
     mark_missing,
-    needs_work,
     paths_of_contents,
     present_contents,
     present_files,
@@ -26,7 +26,6 @@ from imgrank.store.rows import (
     remove_root,
     rows,
     status,
-    unchanged,
     unreadable,
 )
 from imgrank.store.rows import (

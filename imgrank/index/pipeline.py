@@ -25,6 +25,7 @@ import sqlite_utils
 from imgrank import config, runs
 from imgrank.embed import Embedder
 from imgrank.files import display_name, under, walk
+from imgrank.index import needs
 from imgrank.prior import store_cues
 from imgrank.store import db as dbm
 from imgrank.store import owntimes, vectors
@@ -220,7 +221,7 @@ def _scan(
     result = ScanResult()
     _check_model(db, embedder, result)
     known = store.rows(db)
-    own = store.own_times(db, list(known))
+    own = needs.own_times(db, list(known))
     embedded = vectors.embedded(db, embedder.model_id)
     todo: list[str] = []
     stamps: dict[str, int] = {}  # mtimes of the files to read: the newest are read first
@@ -247,7 +248,7 @@ def _scan(
             except OSError:
                 continue  # vanished between listing and stat
             row = known.get(p)
-            if store.needs(row, own.get(p), st, embedded, retry):
+            if needs.needs(row, own.get(p), st, embedded, retry):
                 todo.append(p)
                 stamps[p] = st.st_mtime_ns
             else:
@@ -300,7 +301,7 @@ def _index_paths(
     result = ScanResult()
     _check_model(db, embedder, result)
     paths = list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in paths))
-    work = store.needs_work(db, paths, embedder.model_id)
+    work = needs.needs_work(db, paths, embedder.model_id)
     todo = []
     for p in paths:
         if p in work or not os.path.exists(p):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import re
 import secrets
 import signal
@@ -30,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from imgrank import config, dupes, trash
+from imgrank import dupes, trash
 from imgrank.errors import ImgrankError
 from imgrank.review import metrics, queues, thumbs
+from imgrank.review.login import open_file
 from imgrank.review.queues import queue
 from imgrank.runs import score_source
 from imgrank.store.db import open_db
@@ -360,24 +360,6 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, BadRequest):
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
     return JSONResponse({"error": str(exc)}, status_code=404 if "unknown photo" in str(exc) else 400)
-
-
-def open_file(login_url: str, port: int) -> Path:
-    """A redirect file to `login_url`, readable by the owner alone (as Jupyter's `-open.html`): the
-    browser is opened with this file's path, so no command line (`ps`) holds a secret."""
-
-    path = config.home_dir() / f"review-{port}-open.html"
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    text = (
-        '<!doctype html><meta charset="utf-8">'
-        f'<meta http-equiv="refresh" content="0;url={login_url}"><title>imgrank review</title>'
-        f'<p><a href="{login_url}">Open imgrank review</a></p>\n'
-    )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # a planted file or symlink at `path` is replaced, never written through
-    return path
 
 
 def serve(port: int = 0, on_ready=None, db_path: str | Path | None = None) -> None:
