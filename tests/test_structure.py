@@ -266,7 +266,7 @@ def test_function_local_imports_only_keep_heavy_libraries_off_a_light_path():
         if not LAZY.search(source) and not LAZY.search(graph.line_above(module, line)):
             bad.append(f"{module}:{line} imports {target} inside a function without a '# lazy: why' comment")
         elif not graph.heavy(target) - graph.heavy(module):
-            bad.append(f"{module}:{line} imports {target} lazily, but it loads no heavy library {module} lacks")
+            bad.append(f"{module}:{line} imports {target} lazily: it loads no heavy library {module} lacks")
     assert not bad, "\n".join(bad)
 
 
