@@ -31,7 +31,6 @@ import numpy as np
 from imgrank import keeper
 from imgrank.errors import ImgrankError
 from imgrank.keeper import Keeper, facts
-from imgrank.model import current_model_id
 from imgrank.neighbours import NEAR_DUP, close_pairs, exact_pairs
 from imgrank.prior import load_cues
 from imgrank.store.labels import current_sources
@@ -80,6 +79,7 @@ def leaders(n: int, a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> np.ndarray
 def _basis(db, threshold: float | None) -> tuple[str, float]:
     """The model and threshold to group with: `threshold`, else the stored grouping's, else the default."""
     from imgrank.store.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.vectors import current_model_id  # lazy: sqlite_utils
 
     if threshold is not None and not 0 < threshold < 1:
         raise ImgrankError(f"--threshold must be between 0 and 1, not {threshold}")
@@ -303,6 +303,7 @@ def learn_keeper(db) -> dict:
 def stored_keeper(db):
     """The learned keeper (keeper.Keeper) for the store's embedding model, or None."""
     from imgrank.store.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.vectors import current_model_id  # lazy: sqlite_utils
 
     text = get_setting(db, KEEPER)
     found = Keeper.from_json(text) if text else None

@@ -11,10 +11,17 @@ import numpy as np
 
 from imgrank import prior
 from imgrank.errors import ImgrankError
-from imgrank.model import LIBRARY_SAMPLE, assemble, current_model_id, feature_spec, meta_columns, spec_prompts
+from imgrank.model import LIBRARY_SAMPLE, assemble, feature_spec, meta_columns, spec_prompts
 from imgrank.store.labels import current_labels
 from imgrank.store.rows import content_facts
-from imgrank.store.vectors import first_embedded, name_key, name_vectors_of, store_dims, vector_rows
+from imgrank.store.vectors import (
+    current_model_id,
+    first_embedded,
+    name_key,
+    name_vectors_of,
+    store_dims,
+    vector_rows,
+)
 
 
 def load_parts(db, model_id: str, shas: list[str] | None = None, prompts=None) -> dict:

@@ -1,7 +1,7 @@
 """The MLP head in torch: build it, fit it with early stopping on held-out AP, read its weights.
 
 torch is imported only inside these functions (it is the `train` extra); the daemon scores heads
-with numpy (`model.Head`).
+with numpy (`head_math.Head`).
 """
 
 from __future__ import annotations

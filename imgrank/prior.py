@@ -23,6 +23,7 @@ from imgrank import config
 from imgrank.embed import load_embedder
 from imgrank.errors import ImgrankError, ModelError
 from imgrank.private import private_dir, write_private
+from imgrank.recipe import HEAD_FEATURES
 
 CUE_NAMES = ("blur", "exposure", "tiny")
 MEASURES = ("sharpness", "dark", "bright", "mean")  # what measure_cues records per photo
@@ -242,10 +243,6 @@ def compute_parts(
 # measurements behind the cues (the [0, 1] cues saturate: every sharp photo has blur 0). Per-prompt
 # similarities are left out: each is a linear function of the image vector the head already has.
 # Tiny resolution is in the verdict, and in the metadata's log pixel count.
-HEAD_FEATURES = ("prior_logit", "log_sharpness", "clipped_dark", "clipped_bright", "mean_grey")
-# How much higher the held-out AP must be with them: five columns of pure noise, offered to 2,000 labels,
-# once came out 0.001 ahead, which says nothing.
-HELPS_BY = 0.01
 
 
 def prompts_record(prompts: Prompts) -> dict:

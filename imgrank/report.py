@@ -15,7 +15,7 @@ from pathlib import Path
 from imgrank.errors import ImgrankError, UnreadableImage
 from imgrank.private import write_private
 from imgrank.review import metrics, queues
-from imgrank.review.thumbs import thumbnail
+from imgrank.thumbs import thumbnail
 
 PER_QUEUE = 50
 TITLES = {

@@ -17,10 +17,11 @@ import numpy as np
 from imgrank import config
 from imgrank.errors import ModelError, NothingYet
 from imgrank.head_inputs import compute_prior, head_input
-from imgrank.model import Head, check_compatible, current_model_id, load_head, save_head
+from imgrank.model import Head, check_compatible, load_head, save_head
 from imgrank.store.db import IN_JSON
 from imgrank.store.labels import current_labels
 from imgrank.store.rows import paths_of_contents, present_contents
+from imgrank.store.vectors import current_model_id
 from imgrank.store.vectors import store_dims as _store_dims
 
 RUN_COLUMNS = (

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgrank.evaluation import stratified_group_folds
+from imgrank.head_math import calibrated
 from imgrank.logistic import Design, fit_platt, logit
-from imgrank.model import calibrated
 
 if TYPE_CHECKING:
     from imgrank.recipe import TrainConfig

@@ -23,7 +23,7 @@ from imgrank.evaluation import (
 )
 from imgrank.logistic import Design, Space, input_space
 from imgrank.mlp import fit_mlp
-from imgrank.prior import HEAD_FEATURES, HELPS_BY
+from imgrank.recipe import HEAD_FEATURES, HELPS_BY
 
 if TYPE_CHECKING:
     from imgrank.recipe import TrainConfig
@@ -243,7 +243,7 @@ def offer_prior(
     reason: str | None,
 ) -> tuple[Validation, dict]:
     """The features without and with the prior's (`extra`), validated by the L2 logistic regression on
-    the same folds; the prior's are kept only if they raise its held-out AP by prior.HELPS_BY or more.
+    the same folds; the prior's are kept only if they raise its held-out AP by recipe.HELPS_BY or more.
     Returns (the chosen feature set's validation, what was compared: metrics["prior_features"]).
     The quick recipe decides, so the costly one (the MLP's folds) runs once, on the set kept."""
 

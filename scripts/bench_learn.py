@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.evaluation import average_precision, stratified_group_folds
+from imgrank.head_math import calibrated, standardise
 from imgrank.logistic import fit_logistic, input_space, logit, predict
 from imgrank.mlp import fit_mlp
-from imgrank.model import LIBRARY_SAMPLE, calibrated, standardise
+from imgrank.model import LIBRARY_SAMPLE
 from imgrank.train import TrainConfig, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256

@@ -15,8 +15,9 @@ from helpers import separable, store
 from imgrank import prior, runs
 from imgrank.cli import cli
 from imgrank.errors import ModelError
+from imgrank.head_math import Head, standardise
 from imgrank.mlp import build_net, fit_mlp, net_weights
-from imgrank.model import Head, feature_spec, load_head, save_head, standardise
+from imgrank.model import feature_spec, load_head, save_head
 from imgrank.store.db import open_db
 from imgrank.store.labels import set_label
 from imgrank.train import TrainConfig, train
@@ -356,7 +357,8 @@ def test_a_head_from_before_the_prior_features_scores_a_store_that_has_them(mode
     from images import photo
 
     from imgrank.head_inputs import load_parts
-    from imgrank.model import assemble, current_model_id
+    from imgrank.model import assemble
+    from imgrank.store.vectors import current_model_id
 
     for i in range(6):
         photo(tmp_path / "photos" / f"p{i}.jpg", seed=i)
@@ -377,8 +379,8 @@ def test_platt_fit_finds_the_minimum_when_logits_are_large():
     logistic regression on 100 labels gives): a plain Newton step from a = 1 ran off to a = 7e7,
     making every calibrated score 0 or 1. The fit must land on the loss's minimum, checked
     against a brute-force search of (a, b)."""
+    from imgrank.head_math import calibrated
     from imgrank.logistic import fit_platt
-    from imgrank.model import calibrated
 
     rng = np.random.default_rng(0)
     y = (rng.random(120) < 0.2).astype(int)

@@ -14,9 +14,9 @@ from imgrank import config, prior
 from imgrank.cli import cli
 from imgrank.errors import ImgrankError
 from imgrank.head_inputs import compute_prior, explain_prior
-from imgrank.model import current_model_id
 from imgrank.runs import score_source
 from imgrank.store.db import open_db
+from imgrank.store.vectors import current_model_id
 
 
 def _detailed(path, seed: int, size=(800, 600)):
@@ -99,7 +99,7 @@ def test_scan_with_no_labels_orders_by_the_prior(model_env, tmp_path):
     assert json.loads(status.output)["order_source"] == "prior"
     # Thumbnails came from the same decode, under the imgrank home, never beside the photos.
     assert {p.name for p in root.iterdir()} == before
-    from imgrank.review.thumbs import SMALL_PHOTO  # a photo smaller than that is its own thumbnail
+    from imgrank.thumbs import SMALL_PHOTO  # a photo smaller than that is its own thumbnail
 
     big = sum(p.stat().st_size >= SMALL_PHOTO for p in root.iterdir())
     assert len(list((config.home_dir() / "thumbs").rglob("*.jpg"))) == big
@@ -301,7 +301,7 @@ def test_the_prior_features_go_through_export_train_elsewhere_and_import(
 
 
 def test_vectors_embedded_elsewhere_bring_their_cues(model_env, tmp_path, monkeypatch, home):
-    from imgrank.model import current_model_id
+    from imgrank.store.vectors import current_model_id
 
     root = tmp_path / "backlog"
     root.mkdir()

@@ -676,7 +676,7 @@ def test_a_folder_that_cannot_be_listed_is_reported_not_marked_missing(tmp_path,
 
 def test_copies_keep_the_contents_facts_and_features(tmp_path, model_env):
     from imgrank.head_inputs import load_parts
-    from imgrank.model import current_model_id
+    from imgrank.store.vectors import current_model_id
 
     root = tmp_path / "photos"
     originals = [photo(root / f"IMG_{i}.jpg", seed=i) for i in range(4)]

@@ -92,8 +92,21 @@ def test_the_daemon_imports_no_torch_at_module_level():
 # Libraries slow to import, or kept off a light path on purpose: `imgrank status` loads no watchdog
 # or torch, `train --data` (a GPU box without the store) no sqlite-utils (it imports pandas where
 # that is installed), scoring no scikit-learn.
-HEAVY = {"torch", "sklearn", "scipy", "starlette", "uvicorn", "watchdog", "sqlite_utils", "pyarrow",
-         "onnxruntime", "uform", "safetensors", "send2trash", "jsonschema"}
+HEAVY = {
+    "torch",
+    "sklearn",
+    "scipy",
+    "starlette",
+    "uvicorn",
+    "watchdog",
+    "sqlite_utils",
+    "pyarrow",
+    "onnxruntime",
+    "uform",
+    "safetensors",
+    "send2trash",
+    "jsonschema",
+}
 LAZY = re.compile(r"#\s*lazy:\s*\S")
 
 
@@ -292,3 +305,79 @@ def test_the_light_paths_stay_light():
     graph = Imports()
     loaded = {m: sorted(graph.heavy(m) & libs) for m, libs in LIGHT.items() if graph.heavy(m) & libs}
     assert not loaded, f"modules that load heavy libraries at import: {loaded}"
+
+
+# --- the layers (docs/ARCHITECTURE.md) -----------------------------------------------------------
+# faces > services > learn > store > base: a module imports only its own layer or those below it.
+BASE = {
+    "imgrank", "imgrank.config", "imgrank.errors", "imgrank.devices", "imgrank.files", "imgrank.embed",
+    "imgrank.embed_torch", "imgrank.encoder_files", "imgrank.private", "imgrank.raw", "imgrank.pairs",
+    "imgrank.parentdeath", "imgrank.forkserver_init", "imgrank.words", "imgrank.fstimes",
+    "imgrank.head_schema",
+}  # fmt: skip
+LEARN = {
+    "imgrank.logistic", "imgrank.mlp", "imgrank.optim", "imgrank.validation", "imgrank.evaluation",
+    "imgrank.neighbours", "imgrank.suspects", "imgrank.keeper", "imgrank.active", "imgrank.recipe",
+    "imgrank.head_math",
+}  # fmt: skip
+FACES = (
+    "imgrank.cli",
+    "imgrank.cli_text",
+    "imgrank.daemon",
+    "imgrank.review",
+    "imgrank.report",
+    "imgrank.__main__",
+)
+LAYERS = ("base", "store", "learn", "services", "faces")
+
+
+def layer(module: str) -> str:
+    if module in BASE:
+        return "base"
+    if module == "imgrank.store" or module.startswith("imgrank.store."):
+        return "store"
+    if module in LEARN:
+        return "learn"
+    if module == FACES or module.startswith(FACES):
+        return "faces"
+    return "services"  # everything else: scan, label, train, score, rank, order/restore, export
+
+
+def test_the_layers_are_known():
+    graph = Imports()
+    assert all(m in graph.modules for m in BASE | LEARN), sorted((BASE | LEARN) - set(graph.modules))
+    assert {layer(m) for m in graph.modules} == set(LAYERS)
+
+
+def test_imports_point_down_only():
+    graph, up = Imports(), []
+    for module, targets in graph.edges.items():
+        for target in targets:
+            if LAYERS.index(layer(target)) > LAYERS.index(layer(module)):
+                up.append(f"{module} ({layer(module)}) imports {target} ({layer(target)})")
+    assert not up, "\n".join(sorted(up))
+
+
+def test_the_store_imports_only_the_store_and_base():
+    graph = Imports()
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in graph.edges.items()
+        if layer(m) == "store"
+        for t in targets
+        if layer(t) not in ("store", "base")
+    ]
+    assert not bad, bad
+
+
+def test_learning_imports_no_store_sqlite_or_click():
+    graph, bad = Imports(), []
+    for module, path in graph.modules.items():
+        if layer(module) != "learn":
+            continue
+        bad += [f"{module} imports {t}" for t in graph.edges[module] if layer(t) == "store"]
+        for node in ast.walk(ast.parse(path.read_text())):
+            for target in _targets(node, module, path, graph.modules):
+                if target.split(".")[0] in ("sqlite3", "sqlite_utils", "click"):
+                    bad.append(f"{module} imports {target}")
+    assert not bad, bad

@@ -23,7 +23,7 @@ from imgrank.errors import ModelError
 from imgrank.files import HEIF_HINT, shown_path
 from imgrank.first_order import FirstOrder
 from imgrank.raw import RAW_HINT
-from imgrank.review.thumbs import THUMBS_CAP, cache_size
+from imgrank.thumbs import THUMBS_CAP, cache_size
 from imgrank.words import counts, plural, scan_summary
 
 

@@ -18,12 +18,12 @@ from imgrank.active import choose
 from imgrank.errors import ImgrankError
 from imgrank.files import display_name
 from imgrank.head_inputs import explain_prior, head_input
-from imgrank.model import current_model_id, standardise
+from imgrank.head_math import standardise
 from imgrank.ranking import dupe_listing, ranked, scored_photos
 from imgrank.runs import active_head, active_run, score_source
 from imgrank.store import owntimes
 from imgrank.store.labels import current_labels, set_label
-from imgrank.store.vectors import image_vectors
+from imgrank.store.vectors import current_model_id, image_vectors
 
 QUEUES = ("least-wanted", "suspects", "informative", "bursts")
 

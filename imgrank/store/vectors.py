@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import sqlite_utils
 
+from imgrank.errors import NothingYet
 from imgrank.files import display_name
-from imgrank.store.db import IN_JSON, from_blob, to_blob
+from imgrank.store.db import IN_JSON, from_blob, get_setting, to_blob
 
 
 def name_key(path: str) -> str:
@@ -132,3 +133,11 @@ def name_vectors_of(db: sqlite_utils.Database, model_id: str, wanted: list[str])
             [model_id, json.dumps(wanted)],
         )
     }
+
+
+def current_model_id(db) -> str:
+    """The id of the embedding model the store was built with (the one `scan` records)."""
+    model_id = get_setting(db, "embed_model")
+    if not model_id:
+        raise NothingYet("nothing is embedded yet: run `imgrank scan FOLDER` first")
+    return model_id
