@@ -381,3 +381,19 @@ def test_learning_imports_no_store_sqlite_or_click():
                 if target.split(".")[0] in ("sqlite3", "sqlite_utils", "click"):
                     bad.append(f"{module} imports {target}")
     assert not bad, bad
+
+
+def test_every_module_imports_on_its_own():
+    # A fresh interpreter per module: an import that only works after some other module was loaded
+    # first (a circle at run time, a name moved away) fails here.
+    import subprocess
+    import sys
+
+    names = sorted(m for m in Imports().modules if m != "imgrank.__main__")
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    failed = []
+    for name in names:
+        done = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            failed.append(f"{name}: {done.stderr.strip().splitlines()[-1]}")
+    assert not failed, "\n".join(failed)

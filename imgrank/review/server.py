@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from imgrank import dupes, trash
+from imgrank import dupes, thumbs, trash
 from imgrank.errors import ImgrankError
-from imgrank.review import metrics, queues, thumbs
+from imgrank.review import metrics, queues
 from imgrank.review.login import open_file
 from imgrank.review.queues import queue
 from imgrank.runs import score_source
