@@ -12,6 +12,7 @@ import numpy as np
 from imgrank import config
 from imgrank.store.db import open_db, set_setting, to_blob
 from imgrank.store.labels import set_label
+from imgrank.store.vectors import current_model_id
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -61,7 +62,7 @@ def activate_random_head(seed: int = 0) -> None:
     from imgrank.store import vectors
 
     db = open_db()
-    model_id = model.current_model_id(db)
+    model_id = current_model_id(db)
     spec = model.feature_spec(model_id, *vectors.store_dims(db, model_id))
     n = model.n_features(spec)
     rng = np.random.default_rng(seed)

@@ -20,6 +20,7 @@ from images import photo
 
 from imgrank.cli import cli
 from imgrank.model import load_head
+from imgrank.store.vectors import current_model_id
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "remote-train.sh"
 SSHD = "/usr/sbin/sshd"
@@ -166,7 +167,7 @@ def test_a_hostile_host_cannot_bring_back_a_head_with_markup(sshd, labelled_stor
     from imgrank.store.vectors import store_dims
 
     db = open_db()
-    model_id = model.current_model_id(db)
+    model_id = current_model_id(db)
     spec = model.feature_spec(model_id, *store_dims(db, model_id))
     n = model.n_features(spec)
     row = {"keep": '<img src=x onerror="alert(1)">', "delete": 3}
