@@ -108,6 +108,7 @@ HEAVY = {
     "jsonschema",
 }
 LAZY = re.compile(r"#\s*lazy:\s*\S")
+LAZY_LIB = re.compile(r"#\s*lazy:\s*([A-Za-z_]+)")
 
 
 def module_name(path: Path) -> str:
@@ -280,6 +281,10 @@ def test_function_local_imports_only_keep_heavy_libraries_off_a_light_path():
             bad.append(f"{module}:{line} imports {target} inside a function without a '# lazy: why' comment")
         elif not graph.heavy(target) - graph.heavy(module):
             bad.append(f"{module}:{line} imports {target} lazily: it loads no heavy library {module} lacks")
+        else:
+            reason = LAZY_LIB.search(source) or LAZY_LIB.search(graph.line_above(module, line))
+            if reason.group(1) not in graph.heavy(target) - graph.heavy(module):
+                bad.append(f"{module}:{line}: {target} does not bring {reason.group(1)}")
     assert not bad, "\n".join(bad)
 
 
