@@ -5,7 +5,7 @@ Groups do not chain: the photo with the most close neighbours (then the most cen
 and takes its close neighbours not yet in a group, then the next, so every member is within the
 threshold of its group's leader (a slow pan of fifty shots becomes several groups, not one).
 
-The close pairs come from imgrank.neighbours (exact up to a few thousand photos, an inverted-file
+The close pairs come from imgrank.learn.neighbours (exact up to a few thousand photos, an inverted-file
 index above: never all pairs of a large library); the grouping reads each photo's list of close
 neighbours once; nothing is quadratic in N.
 
@@ -14,7 +14,7 @@ only the new photos are compared with all, and only the groups they or vanished 
 formed again. `regroup` (the `dupes` command) groups everything afresh.
 
 Within a group the keeper is the shot the owner would keep: learned from their own choices inside
-groups (imgrank.keeper; `learn_keeper`, run by `train` and `dupes`), else the lowest deletion score
+groups (imgrank.learn.keeper; `learn_keeper`, run by `train` and `dupes`), else the lowest deletion score
 (the head's, else the prior's). The keeper keeps its rank; the others move up the deletion order,
 never to below their keeper (`adjust`, used by the ranking). This module owns the `dupe_groups`
 table: every grouped photo with its group, and every other photo looked at with none.
@@ -28,10 +28,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from imgrank import keeper
 from imgrank.errors import ImgrankError
-from imgrank.keeper import Keeper, facts
-from imgrank.neighbours import NEAR_DUP, close_pairs, exact_pairs
+from imgrank.learn import keeper
+from imgrank.learn.keeper import Keeper, facts
+from imgrank.learn.neighbours import NEAR_DUP, close_pairs, exact_pairs
 from imgrank.prior import load_cues
 from imgrank.store.labels import current_sources
 
@@ -233,7 +233,7 @@ def adjust(rows: list, near: dict[str, int], utility: dict[str, float] | None = 
     return [r for r, _ in out]
 
 
-# --- the keeper learned from the owner (imgrank.keeper: the arrays; here, the rows) ---------------
+# --- the keeper learned from the owner (imgrank.learn.keeper: the arrays; here, the rows) ---------------
 
 
 def _facts(db, shas: list[str]) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from imgrank import head_schema, prior
 from imgrank.errors import ModelError
-from imgrank.head_math import Head
+from imgrank.learn.head_math import Head
 from imgrank.prior import check_prompts, record_problem
 from imgrank.private import write_private
 

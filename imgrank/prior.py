@@ -22,8 +22,8 @@ from PIL import Image
 from imgrank import config
 from imgrank.embed import load_embedder
 from imgrank.errors import ImgrankError, ModelError
+from imgrank.learn.recipe import HEAD_FEATURES
 from imgrank.private import private_dir, write_private
-from imgrank.recipe import HEAD_FEATURES
 
 CUE_NAMES = ("blur", "exposure", "tiny")
 MEASURES = ("sharpness", "dark", "bright", "mean")  # what measure_cues records per photo

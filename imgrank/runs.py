@@ -312,7 +312,7 @@ def write_oof(db, run_id: int, shas: list[str], p_delete: np.ndarray) -> None:
 def suspects(db, n: int = 20) -> list[dict]:
     """Labelled photos the latest held-out predictions most disagree with (lowest P(given label) first).
 
-    The predictions are `train`'s label check (`imgrank.suspects.label_check`): calibrated P(delete)
+    The predictions are `train`'s label check (`imgrank.learn.suspects.label_check`): calibrated P(delete)
     from models that never saw the photo nor its near-duplicates, averaged over several fold splits."""
 
     row = db.execute("SELECT max(run_id) FROM oof").fetchone()

@@ -19,15 +19,14 @@ import numpy as np
 
 from imgrank import prior
 from imgrank.devices import torch_device
-from imgrank.evaluation import dominated_by_one_group, first_k
 from imgrank.export import read_parquet
-from imgrank.logistic import fit_platt, spec_blocks
-from imgrank.logistic import logit as _logit
-from imgrank.mlp import fit_mlp
-from imgrank.model import assemble, feature_spec, library_blocks, save_head
-from imgrank.recipe import TrainConfig
-from imgrank.suspects import label_check
-from imgrank.validation import (
+from imgrank.learn.evaluation import dominated_by_one_group, first_k
+from imgrank.learn.logistic import fit_platt, spec_blocks
+from imgrank.learn.logistic import logit as _logit
+from imgrank.learn.mlp import fit_mlp
+from imgrank.learn.recipe import TrainConfig
+from imgrank.learn.suspects import label_check
+from imgrank.learn.validation import (
     Split,
     Validation,
     learning_curve,
@@ -37,6 +36,7 @@ from imgrank.validation import (
     validate_logistic,
     validate_mlp,
 )
+from imgrank.model import assemble, feature_spec, library_blocks, save_head
 
 # --- training (torch) ---
 

@@ -17,7 +17,7 @@ from imgrank import config, dupes, runs
 from imgrank.cli import cli
 from imgrank.daemon import loop
 from imgrank.dupes import moved_up, near_groups
-from imgrank.neighbours import EXACT_BELOW
+from imgrank.learn.neighbours import EXACT_BELOW
 from imgrank.order import ranked
 from imgrank.ranking import dupe_listing
 from imgrank.store.db import open_db, set_setting, to_blob

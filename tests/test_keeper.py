@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from imgrank import config, dupes, keeper
+from imgrank import config, dupes
 from imgrank.cli import cli
+from imgrank.learn import keeper
 from imgrank.order import ranked
 from imgrank.prior import store_cues
 from imgrank.review import queues

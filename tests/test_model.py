@@ -15,8 +15,8 @@ from helpers import separable, store
 from imgrank import prior, runs
 from imgrank.cli import cli
 from imgrank.errors import ModelError
-from imgrank.head_math import Head, standardise
-from imgrank.mlp import build_net, fit_mlp, net_weights
+from imgrank.learn.head_math import Head, standardise
+from imgrank.learn.mlp import build_net, fit_mlp, net_weights
 from imgrank.model import feature_spec, load_head, save_head
 from imgrank.store.db import open_db
 from imgrank.store.labels import set_label
@@ -379,8 +379,8 @@ def test_platt_fit_finds_the_minimum_when_logits_are_large():
     logistic regression on 100 labels gives): a plain Newton step from a = 1 ran off to a = 7e7,
     making every calibrated score 0 or 1. The fit must land on the loss's minimum, checked
     against a brute-force search of (a, b)."""
-    from imgrank.head_math import calibrated
-    from imgrank.logistic import fit_platt
+    from imgrank.learn.head_math import calibrated
+    from imgrank.learn.logistic import fit_platt
 
     rng = np.random.default_rng(0)
     y = (rng.random(120) < 0.2).astype(int)

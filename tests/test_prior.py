@@ -14,7 +14,7 @@ from imgrank import config, prior
 from imgrank.cli import cli
 from imgrank.errors import ImgrankError
 from imgrank.head_inputs import compute_prior, explain_prior
-from imgrank.recipe import HELPS_BY
+from imgrank.learn.recipe import HELPS_BY
 from imgrank.runs import score_source
 from imgrank.store.db import open_db
 from imgrank.store.vectors import current_model_id
@@ -183,7 +183,7 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
     import torch
 
     from imgrank.head_inputs import head_input
-    from imgrank.mlp import build_net
+    from imgrank.learn.mlp import build_net
     from imgrank.runs import active_head, scores
     from imgrank.train import TrainConfig
 

@@ -28,8 +28,8 @@ from imgrank.devices import resolve_device
 from imgrank.dupes import learn_keeper
 from imgrank.embed import load_embedder
 from imgrank.files import shown_path
-from imgrank.logistic import require_sklearn
-from imgrank.mlp import require_torch
+from imgrank.learn.logistic import require_sklearn
+from imgrank.learn.mlp import require_torch
 from imgrank.store.labels import current_labels, history, label_counts
 from imgrank.train import TrainConfig, train_file
 from imgrank.train import train as do_train

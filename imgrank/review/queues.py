@@ -3,7 +3,7 @@
 - least-wanted: the deletion order itself, unlabelled photos only;
 - suspects: labelled photos the scores most disagree with (out-of-fold predictions when
   `train --cv` made them, else the current scores);
-- informative: unlabelled photos to label next (imgrank.active: by default drawn at random, which no
+- informative: unlabelled photos to label next (imgrank.learn.active: by default drawn at random, which no
   queue beat on the benchmarks; rule "badge": doubted by the head and unlike each other in its input,
   without a head representatives of the kinds);
 - bursts: groups of near-duplicates and exact copies, best first.
@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from imgrank import runs
-from imgrank.active import choose
 from imgrank.errors import ImgrankError
 from imgrank.files import display_name
 from imgrank.head_inputs import explain_prior, head_input
-from imgrank.head_math import standardise
+from imgrank.learn.active import choose
+from imgrank.learn.head_math import standardise
 from imgrank.ranking import dupe_listing, ranked, scored_photos
 from imgrank.runs import active_head, active_run, score_source
 from imgrank.store import owntimes
@@ -80,7 +80,7 @@ def suspects(db, n: int = 60) -> list[dict]:
 
 
 def informative(db, n: int = 60, model_id: str | None = None, rule: str | None = None) -> list[dict]:
-    """Unlabelled photos to label next (imgrank.active.choose). By default drawn at random (no queue
+    """Unlabelled photos to label next (imgrank.learn.active.choose). By default drawn at random (no queue
     beat that on the benchmarks); with rule="badge", uncertain photos unlike each other in what the
     head sees (the code scripts/bench_learn.py --strategy queue measures), and without a head photos
     that stand for the folder's kinds, the prior breaking ties towards the less wanted."""

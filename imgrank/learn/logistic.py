@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgrank.errors import ImgrankError
-from imgrank.head_math import Head, standardise, standardiser
+from imgrank.learn.head_math import Head, standardise, standardiser
 
 
 def block_scale(widths: tuple[int, ...]) -> np.ndarray:

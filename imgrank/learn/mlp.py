@@ -13,12 +13,12 @@ import numpy as np
 
 from imgrank.devices import torch_device
 from imgrank.errors import ImgrankError
-from imgrank.evaluation import average_precision
-from imgrank.logistic import Space, input_space
-from imgrank.optim import AdamW
+from imgrank.learn.evaluation import average_precision
+from imgrank.learn.logistic import Space, input_space
+from imgrank.learn.optim import AdamW
 
 if TYPE_CHECKING:
-    from imgrank.recipe import TrainConfig
+    from imgrank.learn.recipe import TrainConfig
 
 
 def require_torch():

@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgrank.errors import ImgrankError
-from imgrank.evaluation import (
+from imgrank.learn.evaluation import (
     Folds,
     average_precision,
     evaluate,
     near_duplicate_groups,
     stratified_group_folds,
 )
-from imgrank.logistic import Design, Space, input_space
-from imgrank.mlp import fit_mlp
-from imgrank.recipe import HEAD_FEATURES, HELPS_BY
+from imgrank.learn.logistic import Design, Space, input_space
+from imgrank.learn.mlp import fit_mlp
+from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
 
 if TYPE_CHECKING:
-    from imgrank.recipe import TrainConfig
+    from imgrank.learn.recipe import TrainConfig
 
 
 def check_enough(y: np.ndarray, config: TrainConfig) -> None:

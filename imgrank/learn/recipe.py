@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from imgrank.evaluation import MAX_GROUP, NEAR_DUP
+from imgrank.learn.evaluation import MAX_GROUP, NEAR_DUP
 
 # The prior's features a head is offered (prior.head_features computes them).
 HEAD_FEATURES = ("prior_logit", "log_sharpness", "clipped_dark", "clipped_bright", "mean_grey")
