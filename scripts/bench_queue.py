@@ -94,7 +94,7 @@ def variant_name(variant: dict) -> str:
 
 
 def parse_variant(text: str) -> dict:
-    """ "EXPLORE=0,POOL_PER_PICK=4" -> {"EXPLORE": 0.0, "POOL_PER_PICK": 4}: imgrank.learn.active constants."""
+    """ "EXPLORE=0,POOL_PER_PICK=4" -> {"EXPLORE": 0.0, "POOL_PER_PICK": 4}: learn.active constants."""
     out: dict = {}
     for part in filter(None, text.split(",")):
         name, value = part.split("=")
