@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from imgrank.words import counts, plural
+
 
 def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
@@ -11,7 +13,6 @@ def verdict_line(v: dict | None) -> str | None:
     """The plain-words check: how many of the held-out deletes the head put near the top."""
     if not v or not v.get("deletes"):
         return None
-    from imgrank.words import plural
 
     return (
         f"of the {plural(v['deletes'], 'photo')} you marked delete that it had not seen, it put "
@@ -127,7 +128,6 @@ def prior_line(pf: dict | None) -> str:
 
 def order_summary(result, dry_run: bool = False) -> str:
     """`imgrank order`'s line (an OrderResult)."""
-    from imgrank.words import plural
 
     r = result
     if dry_run:
@@ -146,7 +146,6 @@ def order_summary(result, dry_run: bool = False) -> str:
 def restore_summary(result, sidecars=None) -> str:
     """`imgrank restore`'s line (a RestoreResult, and the sidecars' SidecarRestore); files not found
     are told apart."""
-    from imgrank.words import counts
 
     text = _mtimes_restored(result)
     s = sidecars
@@ -158,7 +157,6 @@ def restore_summary(result, sidecars=None) -> str:
 
 def xmp_summary(result, style: str) -> str:
     """`imgrank order --xmp`'s line (an XmpResult)."""
-    from imgrank.words import counts, plural
 
     r = result
     done = counts(
@@ -171,7 +169,6 @@ def xmp_summary(result, style: str) -> str:
 
 
 def _mtimes_restored(result) -> str:
-    from imgrank.words import counts, plural
 
     r = result
     if r.restored:
@@ -188,7 +185,6 @@ def _mtimes_restored(result) -> str:
 
 def relabel_summary(applied: int, changed: int, indexed: int, failed: int) -> str:
     """`imgrank relabel`'s line, after the label: how many photos, what changed, what failed."""
-    from imgrank.words import counts, plural
 
     text = plural(applied, "photo") if applied else "no photos"
     done = counts([(changed, "changed"), (indexed, "newly indexed")], noun=None)
@@ -198,14 +194,12 @@ def relabel_summary(applied: int, changed: int, indexed: int, failed: int) -> st
 
 def scored_summary(n: int) -> str:
     """How many photos a head (or the prior) scored."""
-    from imgrank.words import plural
 
     return f"{plural(n, 'photo')} scored" if n else "no photos to score"
 
 
 def keeper_summary(learned: dict) -> str:
     """How the keeper of a burst is chosen, after dupes.learn_keeper."""
-    from imgrank.words import plural
 
     seen = f"{plural(learned['pairs'], 'choice')} in {plural(learned['groups'], 'burst')}"
     if learned["learned"]:
@@ -218,7 +212,6 @@ def keeper_summary(learned: dict) -> str:
 
 def reviewed_summary(result: dict) -> str:
     """`imgrank reviewed --top N`'s line."""
-    from imgrank.words import counts, plural
 
     first = f"the first {result['looked_at']}"
     kept = result["kept"]

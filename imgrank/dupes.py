@@ -5,7 +5,7 @@ Groups do not chain: the photo with the most close neighbours (then the most cen
 and takes its close neighbours not yet in a group, then the next, so every member is within the
 threshold of its group's leader (a slow pan of fifty shots becomes several groups, not one).
 
-The close pairs come from imgrank.neighbours (exact up to a few thousand photos, an inverted-file
+The close pairs come from imgrank.learn.neighbours (exact up to a few thousand photos, an inverted-file
 index above: never all pairs of a large library); the grouping reads each photo's list of close
 neighbours once; nothing is quadratic in N.
 
@@ -14,7 +14,7 @@ only the new photos are compared with all, and only the groups they or vanished 
 formed again. `regroup` (the `dupes` command) groups everything afresh.
 
 Within a group the keeper is the shot the owner would keep: learned from their own choices inside
-groups (imgrank.keeper; `learn_keeper`, run by `train` and `dupes`), else the lowest deletion score
+groups (imgrank.learn.keeper; `learn_keeper`, run by `train` and `dupes`), else the lowest deletion score
 (the head's, else the prior's). The keeper keeps its rank; the others move up the deletion order,
 never to below their keeper (`adjust`, used by the ranking). This module owns the `dupe_groups`
 table: every grouped photo with its group, and every other photo looked at with none.
@@ -29,7 +29,11 @@ from collections import defaultdict
 import numpy as np
 
 from imgrank.errors import ImgrankError
-from imgrank.neighbours import NEAR_DUP, close_pairs, exact_pairs
+from imgrank.learn import keeper
+from imgrank.learn.keeper import Keeper, facts
+from imgrank.learn.neighbours import NEAR_DUP, close_pairs, exact_pairs
+from imgrank.prior import load_cues
+from imgrank.store.labels import current_sources
 
 # `refresh` compares the new photos with all while that is fewer pairs than this (~2 s); beyond, a
 # full regrouping is cheaper.
@@ -74,8 +78,8 @@ def leaders(n: int, a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> np.ndarray
 
 def _basis(db, threshold: float | None) -> tuple[str, float]:
     """The model and threshold to group with: `threshold`, else the stored grouping's, else the default."""
-    from imgrank.db import get_setting
-    from imgrank.model import current_model_id
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.vectors import current_model_id  # lazy: sqlite_utils
 
     if threshold is not None and not 0 < threshold < 1:
         raise ImgrankError(f"--threshold must be between 0 and 1, not {threshold}")
@@ -88,8 +92,8 @@ def _basis(db, threshold: float | None) -> tuple[str, float]:
 
 def _present_vectors(db, model_id: str, only: set[str] | None = None) -> tuple[list[str], np.ndarray]:
     """Content hashes (sorted) and image vectors of the photos present under the roots (or of `only`)."""
-    from imgrank.index import present_files
-    from imgrank.vectors import image_vectors
+    from imgrank.index import present_files  # lazy: sqlite_utils
+    from imgrank.store.vectors import image_vectors  # lazy: sqlite_utils
 
     wanted = {sha for _, sha in present_files(db)} if only is None else only
     shas, parts = [], []
@@ -121,7 +125,7 @@ def _summary(rows, start: float, threshold: float, how: str, **more) -> dict:
 
 def regroup(db, threshold: float | None = None) -> dict:
     """Group the present photos afresh and store the groups. Returns counts and seconds."""
-    from imgrank.db import set_setting
+    from imgrank.store.db import set_setting  # lazy: sqlite_utils
 
     start = time.monotonic()
     model_id, threshold = _basis(db, threshold)
@@ -139,9 +143,9 @@ def refresh(db, threshold: float | None = None) -> dict:
     with all, and only the groups that they or vanished photos touch are formed again. Groups
     everything afresh when nothing is stored yet, the model or threshold changed, or that is cheaper.
     Returns counts ("new", "gone") and seconds; "how" is "unchanged", "some" or "all"."""
-    from imgrank.db import get_setting
-    from imgrank.index import present_files
-    from imgrank.vectors import embedded
+    from imgrank.index import present_files  # lazy: sqlite_utils
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.vectors import embedded  # lazy: sqlite_utils
 
     start = time.monotonic()
     model_id, threshold = _basis(db, threshold)
@@ -229,47 +233,12 @@ def adjust(rows: list, near: dict[str, int], utility: dict[str, float] | None = 
     return [r for r, _ in out]
 
 
-def listing(db) -> list[dict]:
-    """Every group of the stored grouping plus exact copies: members best first, the keeper marked,
-    and how it was chosen ("keeper_by": "learned" from the owner's choices, or "score")."""
-    from imgrank.ranking import scored_photos
-
-    near = load_groups(db)
-    utility = keeper_utility(db, near)
-    groups = grouped(scored_photos(db), near, utility)
-    out = []
-    for (kind, _), members in sorted(groups.items(), key=lambda kv: kv[1][0].path):
-        firsts = {}  # content -> index of its first member: a later one is an exact copy of it
-        for i, r in enumerate(members):
-            firsts.setdefault(r.sha256, i)
-        out.append(
-            {
-                "kind": "exact copies" if kind == "copies" else "near-duplicates",
-                "keeper_by": "learned" if utility and kind == "near" else "score",
-                "photos": [
-                    {
-                        "path": r.path,
-                        "sha256": r.sha256,
-                        "score": round(r.score, 4),
-                        "label": r.label,
-                        "keeper": i == 0,
-                        "copy": firsts[r.sha256] != i,  # the same bytes as a photo above it
-                    }
-                    for i, r in enumerate(members)
-                ],
-            }
-        )
-    return out
-
-
-# --- the keeper learned from the owner (imgrank.keeper: the arrays; here, the rows) ---------------
+# --- the keeper learned from the owner (imgrank.learn.keeper: the arrays; here, the rows) ---------------
 
 
 def _facts(db, shas: list[str]) -> np.ndarray:
     """keeper.facts for these contents: pixels and bytes from the index, the decode cues."""
-    from imgrank.index import content_facts
-    from imgrank.keeper import facts
-    from imgrank.prior import load_cues
+    from imgrank.index import content_facts  # lazy: sqlite_utils
 
     found, cues = content_facts(db, shas), load_cues(db, shas)
     fact = [found.get(s) for s in shas]
@@ -290,10 +259,8 @@ def learn_keeper(db) -> dict:
     Needs the `train` extra (scikit-learn). With preferences from fewer than keeper.MIN_GROUPS
     groups it stores none and groups keep the lowest deletion score. Returns {"groups", "pairs",
     "learned", "needed"}."""
-    from imgrank import keeper
-    from imgrank.db import set_setting
-    from imgrank.index import present_files
-    from imgrank.labels import current_sources
+    from imgrank.index import present_files  # lazy: sqlite_utils
+    from imgrank.store.db import set_setting  # lazy: sqlite_utils
 
     model_id, threshold = _basis(db, None)
     sources = current_sources(db)
@@ -335,9 +302,8 @@ def learn_keeper(db) -> dict:
 
 def stored_keeper(db):
     """The learned keeper (keeper.Keeper) for the store's embedding model, or None."""
-    from imgrank.db import get_setting
-    from imgrank.keeper import Keeper
-    from imgrank.model import current_model_id
+    from imgrank.store.db import get_setting  # lazy: sqlite_utils
+    from imgrank.store.vectors import current_model_id  # lazy: sqlite_utils
 
     text = get_setting(db, KEEPER)
     found = Keeper.from_json(text) if text else None
@@ -346,7 +312,7 @@ def stored_keeper(db):
 
 def keeper_utility(db, near: dict[str, int]) -> dict[str, float] | None:
     """sha256 -> the learned keeper's utility for every grouped photo (see grouped), or None without one."""
-    from imgrank.vectors import image_vectors_of
+    from imgrank.store.vectors import image_vectors_of  # lazy: sqlite_utils
 
     learned = stored_keeper(db) if near else None
     if learned is None:

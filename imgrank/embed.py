@@ -9,20 +9,19 @@ file names stay on ONNX.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from imgrank import config
+from imgrank.devices import resolve_device
+from imgrank.embed_torch import TorchImageEncoder, TorchTextEncoder
+from imgrank.encoder_files import CLIP_MEAN, CLIP_STD, ModelFiles, read_model_config
 from imgrank.errors import ModelError
 
 IMAGE_SIZE = 224
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 TEXT_BATCH = 256
 # Images per inference call. On two AVX2 cores a ViT-S/16 runs 10-20% faster in batches of 8
 # than of 32: the activations of a small batch stay in cache.
@@ -55,18 +54,6 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-@dataclass
-class ModelFiles:
-    """Paths of a model in uform's layout, and the id its vectors are stored under."""
-
-    model_id: str
-    config: Path
-    image_encoder: Path
-    text_encoder: Path
-    tokenizer: Path
-    source: str = ""  # how to load it again: the hub id, or the directory's absolute path
 
 
 def _local_files(directory: Path) -> ModelFiles:
@@ -135,37 +122,6 @@ def resolve_model(name: str | None = None) -> ModelFiles:
     if name.startswith((".", "/", "~")):
         raise ModelError(f"model directory {name} does not exist")
     return _hub_files(name)
-
-
-# The numbers of a model's config.json that imgrank and uform's text processor use, with their
-# bounds: a crafted config fails here in one line, not in a KeyError or a 10^12-entry array.
-CONFIG_INTS = {
-    "image_encoder": {"embedding_dim": (1, 1 << 16)},
-    "text_encoder": {
-        "embedding_dim": (1, 1 << 16),
-        "max_position_embeddings": (1, 1 << 16),
-        "padding_idx": (0, 1 << 31),
-    },
-}
-
-
-def read_model_config(path: Path) -> dict:
-    """A model's config.json, checked for what imgrank reads from it. Raises ModelError."""
-    try:
-        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path} is not a readable model config: {str(e).splitlines()[0]}") from None
-    for part, keys in CONFIG_INTS.items():
-        section = cfg.get(part) if isinstance(cfg, dict) else None
-        if not isinstance(section, dict):
-            raise ModelError(f"{path} is not a uform model config: no {part!r} section")
-        for key, (low, high) in keys.items():
-            value = section.get(key)
-            if type(value) is not int or not low <= value <= high:
-                raise ModelError(
-                    f"{path}: {part}.{key} must be a whole number from {low} to {high}, not {value!r:.40}"
-                )
-    return cfg
 
 
 def _session_options(threads: int | None):
@@ -250,9 +206,6 @@ def load_embedder(name: str | None = None, threads: int | None = None, device: s
     files = resolve_model(name)
     image_encoder = text_encoder = None
     if device:
-        from imgrank.devices import resolve_device
-        from imgrank.embed_torch import TorchImageEncoder, TorchTextEncoder
-
         source, where = name or config.model_name(), resolve_device(device)
         image_encoder = TorchImageEncoder(files, source, where)
         text_encoder = TorchTextEncoder(files, source, where)

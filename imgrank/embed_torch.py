@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank.embed import CLIP_MEAN, CLIP_STD, ModelFiles, read_model_config
+from imgrank.encoder_files import CLIP_MEAN, CLIP_STD, ModelFiles, read_model_config
 from imgrank.errors import ModelError
 
 # Images per call on a GPU: enough to keep it busy (an H200 embeds 128 in about 10 ms, far faster

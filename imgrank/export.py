@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from imgrank.errors import ImgrankError
+from imgrank.model import META_FEATURES
+from imgrank.prior import record_problem
 from imgrank.private import private_output
 
 SCHEMA_KEY = b"imgrank"
@@ -16,12 +18,12 @@ SCHEMA_KEY = b"imgrank"
 def export_parquet(db, path: str | Path) -> dict:
     """Write every labelled photo's image vector, name vector, metadata, the prior's features (with the
     prompt set they were computed with, in the spec) and label to Parquet; then the folder's library
-    sample (`model.library_sample`: vectors and metadata, label and prior's features empty), which
+    sample (`head_inputs.library_sample`: vectors and metadata, label and prior's features empty), which
     shapes the head's L2 prior, so a head trained elsewhere is the head `train` would make here."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from imgrank.model import labelled_set
+    from imgrank.head_inputs import labelled_set  # lazy: sqlite_utils
 
     data = labelled_set(db)
     parts, spec, labels = data.parts, data.spec, data.labels
@@ -88,8 +90,6 @@ def read_parquet(path: str | Path) -> dict:
     if problem:
         raise ImgrankError(f"{path} has a damaged feature spec: {problem}")
     if spec.get("prior") is not None:
-        from imgrank.prior import record_problem
-
         problem = record_problem(spec["prior"])
         if problem or not set(prior_features(spec)) <= set(table.column_names):
             raise ImgrankError(f"{path} has a damaged prior feature spec: {problem or 'columns missing'}")
@@ -105,7 +105,6 @@ def read_parquet(path: str | Path) -> dict:
 
 def spec_problem(spec, columns: list[str]) -> str | None:
     """What is wrong with an export's feature spec (types, bounds, its columns), in a few words."""
-    from imgrank.model import META_FEATURES
 
     if not isinstance(spec, dict):
         return "not a JSON object"

@@ -303,3 +303,24 @@ def open_image(path: Path | str, target: int = 224) -> Image.Image:
     """Open an image file safely (see decode_image). Raises UnreadableImage with a one-line reason."""
     data, _ = read_file(path)
     return decode_image(data, str(path), target)
+
+
+def sha256_of(path: str) -> str | None:
+    """The content hash of a file, or None if it cannot be read."""
+    h = hashlib.sha256()
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:  # reading must not change the access time `restore` keeps (only the owner may ask)
+            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return h.hexdigest()

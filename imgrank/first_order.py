@@ -32,7 +32,7 @@ class FirstOrder:
     def __call__(self, embedded: int) -> None:
         if self.seconds is not None or embedded < self.after:
             return
-        from imgrank.runs import score_unscored
+        from imgrank.runs import score_unscored  # lazy: sqlite_utils
 
         score_unscored(self.db, self.model_id)
         self.result = self.order(self.db)

@@ -21,9 +21,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from imgrank import fstimes, owntimes
-from imgrank.files import under
-from imgrank.owntimes import Record
+from imgrank import fstimes
+from imgrank.files import sha256_of, under
+from imgrank.store import owntimes
+from imgrank.store.owntimes import Record
 
 
 def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
@@ -57,7 +58,7 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
         olds = by_time.get(st.st_mtime_ns) if st is not None and r.path not in records else None
         if not olds:
             continue
-        sha = owntimes.sha256_of(r.path)
+        sha = sha256_of(r.path)
         for old in olds:
             if orphans[old].sha256 == sha:
                 fits.setdefault(old, []).append(r.path)
@@ -134,7 +135,7 @@ def owner_gone(rec: Record, path: str, st: os.stat_result) -> bool:
     rename of an unchanged file, a copy back) is still the photo."""
     if rec.same_file(st) is not False:
         return False
-    return rec.sha256 is not None and owntimes.sha256_of(path) != rec.sha256
+    return rec.sha256 is not None and sha256_of(path) != rec.sha256
 
 
 def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
@@ -156,7 +157,7 @@ def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[
             olds = by_time.get(st.st_mtime_ns) if st else None
             if not olds or p in taken:
                 continue
-            sha = owntimes.sha256_of(p)
+            sha = sha256_of(p)
             for old in olds:
                 if lost[old].sha256 == sha:
                     fits.setdefault(old, []).append(p)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from imgrank.errors import ImgrankError, ModelError, NothingYet
+from imgrank import head_schema, prior
+from imgrank.errors import ModelError
+from imgrank.learn.head_math import Head
+from imgrank.prior import check_prompts, record_problem
 from imgrank.private import write_private
 
 HEAD_FORMAT = "imgrank-head/1"
@@ -26,62 +27,6 @@ META_FEATURES = ["log_pixels", "log_aspect", "log_bytes"]
 # two 256-d blocks, few enough to load in a moment and to ship in an export.
 LIBRARY_SAMPLE = 5000
 MAX_TENSOR_LIST = 1 << 16  # a head's safetensors header beside its metadata: a few names and shapes
-
-
-@dataclass
-class Head:
-    """A trained head: weights (mean, std, then layer i's w{i}/b{i}) and its metadata."""
-
-    weights: dict[str, np.ndarray]
-    meta: dict
-    path: Path | None = None
-
-    @property
-    def spec(self) -> dict:
-        return self.meta["feature_spec"]
-
-    def logit(self, x: np.ndarray) -> np.ndarray:
-        """Raw feature matrix (N×n_features, NaN where a metadata value is unknown) -> the network's logit."""
-        h = standardise(x, self.weights["mean"], self.weights["std"])
-        n_layers = self.meta["n_layers"]
-        for i in range(n_layers):
-            h = h @ self.weights[f"w{i}"].T + self.weights[f"b{i}"]
-            if i < n_layers - 1:
-                h = np.maximum(h, 0.0)
-        return h[:, 0].astype(np.float64)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """P(delete), calibrated on held-out predictions when the head carries a calibration."""
-        return calibrated(self.logit(x), self.meta.get("calibration"))
-
-
-def calibrated(logit: np.ndarray, calibration: dict | None) -> np.ndarray:
-    """P(delete) from a logit through a Platt calibration (logistic.fit_platt); else the plain sigmoid."""
-    z = np.asarray(logit, np.float64)
-    floor, ceiling = 0.0, 1.0
-    if calibration:
-        z = calibration["a"] * z + calibration["b"]
-        floor, ceiling = calibration.get("floor", 0.0), calibration.get("ceiling", 1.0)
-    return floor + (ceiling - floor) / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
-
-def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std of the training rows (unknown metadata, NaN, is left out)."""
-    with warnings.catch_warnings():  # an all-unknown metadata column is fine: it becomes 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x_train, axis=0).astype(np.float32)
-        std = np.nanstd(x_train, axis=0).astype(np.float32)
-    mean = np.where(np.isnan(mean), 0.0, mean).astype(np.float32)
-    std = np.where(~np.isfinite(std) | (std < 1e-6), 1.0, std).astype(np.float32)
-    return mean, std
-
-
-def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Standardised features (float32); unknown values (NaN) become the mean, 0."""
-    z = np.asarray(x, dtype=np.float32) - np.asarray(mean, np.float32)  # new: the rest works in place
-    z /= std
-    np.copyto(z, 0.0, where=np.isnan(z))
-    return z
 
 
 def feature_spec(
@@ -144,28 +89,8 @@ def assemble(
 
 def spec_prompts(spec: dict):
     """The prompt set a head's prior features are computed with (None: it takes none)."""
-    from imgrank import prior
 
     return prior.record_prompts(spec["prior"]) if spec.get("prior") else None
-
-
-def head_input(db, spec: dict, shas: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """(content hashes, raw feature matrix) for scoring embedded photos with a head of this spec: every
-    scorer builds the head's input here, the prior's features included when the head takes them."""
-    from imgrank.vectors import load_parts
-
-    parts = load_parts(db, spec["embed_model"], shas, prompts=spec_prompts(spec))
-    return parts["sha256"], assemble(spec, parts["image"], parts["name"], parts["meta"], parts.get("prior"))
-
-
-def current_model_id(db) -> str:
-    """The id of the embedding model the store was built with (the one `scan` records)."""
-    from imgrank.db import get_setting
-
-    model_id = get_setting(db, "embed_model")
-    if not model_id:
-        raise NothingYet("nothing is embedded yet: run `imgrank scan FOLDER` first")
-    return model_id
 
 
 def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
@@ -185,8 +110,6 @@ def save_head(weights: dict[str, np.ndarray], meta: dict, path: Path) -> Path:
 def load_head(path: Path | str) -> Head:
     """Read a head file and check it whole; refuses anything that is not a sound imgrank head."""
     from safetensors import safe_open
-
-    from imgrank import head_schema
 
     path = Path(path)
     if not path.is_file():
@@ -237,8 +160,6 @@ def _spec_problem(spec) -> str | None:
     if not isinstance(spec.get("meta"), list) or any(m not in META_FEATURES for m in spec["meta"]):
         return f"feature_spec.meta must be a list of {', '.join(META_FEATURES)}"
     if spec.get("prior") is not None:
-        from imgrank.prior import record_problem
-
         return record_problem(spec["prior"])
     return None
 
@@ -303,71 +224,7 @@ def check_compatible(head: Head, model_id: str, image_dim: int, name_dim: int) -
     if spec.get("meta") and any(m not in META_FEATURES for m in spec["meta"]):
         raise ModelError(f"head uses metadata features this version does not know: {spec['meta']}")
     if spec.get("prior"):
-        from imgrank.prior import check_prompts
-
         check_prompts(spec_prompts(spec), model_id, image_dim)
-
-
-@dataclass
-class LabelledSet:
-    """Every labelled photo with a vector of the store's model: features, labels and their parts."""
-
-    x: np.ndarray
-    y: np.ndarray  # 1 = delete
-    image: np.ndarray
-    sha256: list[str]
-    paths: list[str | None]
-    spec: dict
-    parts: dict
-    labels: dict[str, str]
-    no_vector: int  # labelled photos without a vector (not scanned yet)
-    prior: np.ndarray | None = None  # the prior's features (prior.HEAD_FEATURES), None if not offered
-    prior_spec: dict | None = None  # feature_spec["prior"] for a head that takes them
-    prior_reason: str | None = None  # why they are not offered
-    library: dict | None = None  # load_parts of the folder's sample (`library_sample`), labelled or not
-
-
-def labelled_set(db, use_name: bool = True, use_meta: bool = True, use_prior: bool = True) -> LabelledSet:
-    """Load the labelled photos once, for training and for export alike, with the prior's features
-    (from the prompts file in use) where they can be computed."""
-    from imgrank import prior
-    from imgrank.labels import current_labels
-    from imgrank.vectors import load_parts
-
-    model_id = current_model_id(db)
-    labels = current_labels(db)
-    parts = load_parts(db, model_id, sorted(labels))
-    if not parts["sha256"]:
-        raise ImgrankError(
-            f"none of the {len(labels)} labelled photos has a vector from {model_id}: "
-            "label some photos and run `imgrank scan`"
-        )
-    spec = feature_spec(model_id, parts["image_dim"], parts["name_dim"] if use_name else 0, meta=use_meta)
-    y = np.array([1 if labels[s] == "delete" else 0 for s in parts["sha256"]], int)
-    extra, record, reason = prior.offerable(db, model_id, parts) if use_prior else (None, None, "turned off")
-    return LabelledSet(
-        x=assemble(spec, parts["image"], parts["name"], parts["meta"]),
-        y=y,
-        image=parts["image"],
-        sha256=parts["sha256"],
-        paths=parts["path"],
-        spec=spec,
-        parts=parts,
-        labels=labels,
-        no_vector=len(labels) - len(parts["sha256"]),
-        prior=extra,
-        prior_spec=record,
-        prior_reason=reason,
-        library=library_sample(db, model_id),
-    )
-
-
-def library_sample(db, model_id: str) -> dict:
-    """The parts (load_parts) of up to LIBRARY_SAMPLE of the folder's photos, labelled or not: the first
-    by content hash, a uniform sample that mostly stays put as the folder grows."""
-    from imgrank.vectors import first_embedded, load_parts
-
-    return load_parts(db, model_id, first_embedded(db, model_id, LIBRARY_SAMPLE))
 
 
 def library_blocks(spec: dict, parts: dict) -> np.ndarray:

@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image
 
 from imgrank import config
+from imgrank.embed import load_embedder
 from imgrank.errors import ImgrankError, ModelError
+from imgrank.learn.recipe import HEAD_FEATURES
 from imgrank.private import private_dir, write_private
 
 CUE_NAMES = ("blur", "exposure", "tiny")
@@ -114,7 +116,8 @@ def store_cues(db, rows: list[tuple[str, dict]]) -> None:
 
 
 def load_cues(db, shas: list[str]) -> dict[str, dict[str, float]]:
-    from imgrank.db import IN_JSON  # here: `train --data` imports this module and opens no database
+    # lazy: sqlite_utils
+    from imgrank.store.db import IN_JSON  # here: `train --data` imports this module and opens no database
 
     rows = db.execute(
         f"SELECT sha256, sharpness, dark, bright, mean FROM cues WHERE sha256 IN {IN_JSON}",
@@ -154,8 +157,7 @@ def _prompt_vectors(prompts: Prompts, model_id: str, embedder=None) -> np.ndarra
     if cache.is_file():
         return np.fromfile(cache, dtype="<f4").reshape(len(prompts.texts), -1)
     if embedder is None or embedder.model_id != model_id:
-        from imgrank.db import model_name, open_db
-        from imgrank.embed import load_embedder
+        from imgrank.store.db import model_name, open_db  # lazy: sqlite_utils
 
         embedder = load_embedder(model_name(open_db()))  # the model the store's scan loaded
     if embedder.model_id != model_id:
@@ -200,19 +202,10 @@ class PriorResult:
         }
 
 
-def compute(
-    db, model_id: str, shas: list[str] | None = None, embedder=None, prompts: Prompts | None = None
-) -> PriorResult:
-    """The prior for the given content hashes (default: every embedded photo of the model)."""
-    from imgrank.vectors import load_parts
-
-    return compute_parts(db, model_id, load_parts(db, model_id, shas), embedder, prompts)
-
-
 def compute_parts(
     db, model_id: str, parts: dict, embedder=None, prompts: Prompts | None = None
 ) -> PriorResult:
-    """The prior for photos already loaded by `vectors.load_parts`."""
+    """The prior for photos already loaded by `head_inputs.load_parts`."""
     prompts = prompts or load_prompts()
     texts = _prompt_vectors(prompts, model_id, embedder)
     if texts.shape[1] != parts["image"].shape[1]:
@@ -243,23 +236,6 @@ def compute_parts(
     return PriorResult(parts["sha256"], p, p_prompts, cues, shares, prompts, raw)
 
 
-def score(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
-    """Write the prior as the photos' scores (used while no head is active); returns the count."""
-    from imgrank.runs import write_scores
-
-    result = compute(db, model_id, shas, embedder)
-    write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)
-    return len(result.sha256)
-
-
-def explain(db, model_id: str, shas: list[str]) -> dict[str, dict]:
-    """sha256 -> why the prior scores it as it does (top prompts, cues); for the review page."""
-    if not shas:
-        return {}
-    result = compute(db, model_id, shas)
-    return {s: result.why(i) for i, s in enumerate(result.sha256)}
-
-
 # --- the prior as features of a head -----------------------------------------------------------
 
 # What a head is offered: the prior's verdict (the prompts' softmax with the cue weights, as a logit:
@@ -267,10 +243,6 @@ def explain(db, model_id: str, shas: list[str]) -> dict[str, dict]:
 # measurements behind the cues (the [0, 1] cues saturate: every sharp photo has blur 0). Per-prompt
 # similarities are left out: each is a linear function of the image vector the head already has.
 # Tiny resolution is in the verdict, and in the metadata's log pixel count.
-HEAD_FEATURES = ("prior_logit", "log_sharpness", "clipped_dark", "clipped_bright", "mean_grey")
-# How much higher the held-out AP must be with them: five columns of pure noise, offered to 2,000 labels,
-# once came out 0.001 ahead, which says nothing.
-HELPS_BY = 0.01
 
 
 def prompts_record(prompts: Prompts) -> dict:

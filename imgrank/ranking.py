@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import index, labels, pairs, runs
+from imgrank import dupes, index, pairs, runs
+from imgrank.store import labels
 
 
 class Ranked(NamedTuple):
@@ -32,7 +33,6 @@ def ranked(db: sqlite_utils.Database, limit: int | None = None) -> list[Ranked]:
 def ranked_with_partners(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[str, list[tuple[str, str]]]]:
     """The deletion order (ranked), and {lead path: [(path, sha256) of the other files of its photo]}
     for every RAW+JPEG pair in it: `order` gives them their photo's time."""
-    from imgrank import dupes
 
     rows, partners = _scored(db)
     near = dupes.load_groups(db)
@@ -76,3 +76,34 @@ def _partners(present: list[tuple[str, str]], scores: dict) -> dict[str, list[tu
 
 def _pair_label(partners, current: dict) -> str | None:
     return next((label for _, sha in partners if (label := current.get(sha))), None)
+
+
+def dupe_listing(db) -> list[dict]:
+    """Every group of the stored grouping plus exact copies: members best first, the keeper marked,
+    and how it was chosen ("keeper_by": "learned" from the owner's choices, or "score")."""
+    near = dupes.load_groups(db)
+    utility = dupes.keeper_utility(db, near)
+    groups = dupes.grouped(scored_photos(db), near, utility)
+    out = []
+    for (kind, _), members in sorted(groups.items(), key=lambda kv: kv[1][0].path):
+        firsts = {}  # content -> index of its first member: a later one is an exact copy of it
+        for i, r in enumerate(members):
+            firsts.setdefault(r.sha256, i)
+        out.append(
+            {
+                "kind": "exact copies" if kind == "copies" else "near-duplicates",
+                "keeper_by": "learned" if utility and kind == "near" else "score",
+                "photos": [
+                    {
+                        "path": r.path,
+                        "sha256": r.sha256,
+                        "score": round(r.score, 4),
+                        "label": r.label,
+                        "keeper": i == 0,
+                        "copy": firsts[r.sha256] != i,  # the same bytes as a photo above it
+                    }
+                    for i, r in enumerate(members)
+                ],
+            }
+        )
+    return out

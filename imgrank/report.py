@@ -14,6 +14,8 @@ from pathlib import Path
 
 from imgrank.errors import ImgrankError, UnreadableImage
 from imgrank.private import write_private
+from imgrank.review import metrics, queues
+from imgrank.thumbs import thumbnail
 
 PER_QUEUE = 50
 TITLES = {
@@ -41,7 +43,6 @@ CSP = (
 
 
 def _thumb_uri(sha256: str, path: str) -> str:
-    from imgrank.review.thumbs import thumbnail
 
     try:
         data = thumbnail(sha256, path).read_bytes()
@@ -65,7 +66,6 @@ def _tile(item: dict) -> str:
 
 def build(db) -> str:
     """The report as an HTML string."""
-    from imgrank.review import metrics, queues
 
     sections = []
     for name in queues.QUEUES:

@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from imgrank import config
-from imgrank.db import IN_JSON
 from imgrank.errors import ModelError, NothingYet
-from imgrank.model import Head, check_compatible, current_model_id, head_input, load_head, save_head
-from imgrank.vectors import store_dims as _store_dims
+from imgrank.head_inputs import compute_prior, head_input
+from imgrank.model import Head, check_compatible, load_head, save_head
+from imgrank.store.db import IN_JSON
+from imgrank.store.labels import current_labels
+from imgrank.store.rows import paths_of_contents, present_contents
+from imgrank.store.vectors import current_model_id
+from imgrank.store.vectors import store_dims as _store_dims
 
 RUN_COLUMNS = (
     "id",
@@ -235,6 +239,13 @@ def write_scores(db, shas: list[str], values: np.ndarray, run_id: int | None, re
     return len(shas)
 
 
+def score_prior(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
+    """Write the prior as the photos' scores (used while no head is active); returns the count."""
+    result = compute_prior(db, model_id, shas, embedder)
+    write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)
+    return len(result.sha256)
+
+
 def forget_scores(db, shas: list[str]) -> None:
     """Drop the scores of these contents (their file name, a feature, changed)."""
     db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps(list(shas))])
@@ -260,9 +271,7 @@ def score_all(db, model_id: str | None = None, embedder=None) -> int:
     model_id = model_id or current_model_id(db)
     head = active_head(db, model_id)
     if head is None:  # cold start: the zero-shot prior orders the photos until a head exists
-        from imgrank import prior
-
-        return prior.score(db, model_id, embedder=embedder)
+        return score_prior(db, model_id, embedder=embedder)
     return _score(db, head, None, replace=True)
 
 
@@ -270,7 +279,6 @@ def score_unscored(db, model_id: str | None = None) -> int:
     """Score the present photos the active head (with no head, the prior) has no score for: new,
     changed or renamed since it last scored (a rename drops a score, as the file name is a feature).
     Returns the count. Raises ModelError if the active head does not fit the store."""
-    from imgrank.index import present_contents
 
     model_id = model_id or current_model_id(db)
     head = active_head(db, model_id)
@@ -280,9 +288,7 @@ def score_unscored(db, model_id: str | None = None) -> int:
     if not todo:
         return 0
     if head is None:
-        from imgrank import prior
-
-        return prior.score(db, model_id, todo)
+        return score_prior(db, model_id, todo)
     return _score(db, head, todo, replace=False)
 
 
@@ -306,10 +312,8 @@ def write_oof(db, run_id: int, shas: list[str], p_delete: np.ndarray) -> None:
 def suspects(db, n: int = 20) -> list[dict]:
     """Labelled photos the latest held-out predictions most disagree with (lowest P(given label) first).
 
-    The predictions are `train`'s label check (`imgrank.suspects.label_check`): calibrated P(delete)
+    The predictions are `train`'s label check (`imgrank.learn.suspects.label_check`): calibrated P(delete)
     from models that never saw the photo nor its near-duplicates, averaged over several fold splits."""
-    from imgrank.index import paths_of_contents
-    from imgrank.labels import current_labels
 
     row = db.execute("SELECT max(run_id) FROM oof").fetchone()
     if row is None or row[0] is None:

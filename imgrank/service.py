@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imgrank
 from imgrank import config
 from imgrank.errors import ImgrankError
 
@@ -148,7 +149,6 @@ def _bind_word(value: str) -> str:
 def installed_paths(model: str | None = None) -> list[Path]:
     """The folders this imgrank runs from: this Python's environment and base install, imgrank's own
     package (an editable install's checkout), and a local model directory."""
-    import imgrank
 
     out = [Path(sys.prefix), Path(sys.base_prefix), Path(imgrank.__file__).resolve().parent]
     if model and Path(model).expanduser().is_dir():
@@ -206,8 +206,8 @@ def resolve_roots(roots: tuple[str, ...] | list[str]) -> list[Path]:
             if not r.is_dir():
                 raise ImgrankError(f"{r} is not a folder")
         return out
-    from imgrank import index
-    from imgrank.db import open_db
+    from imgrank import index  # lazy: sqlite_utils
+    from imgrank.store.db import open_db  # lazy: sqlite_utils
 
     out = index.list_roots(open_db())
     if not out:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from imgrank import owntimes
 from imgrank.files import db_path, db_prefix, fs_path
+from imgrank.store import owntimes
 
 STYLES = ("darktable", "digikam", "lightroom")
 BATCH = 500  # sidecars read, recorded in one transaction, then written

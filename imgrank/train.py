@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
+from imgrank import prior
 from imgrank.devices import torch_device
-from imgrank.evaluation import MAX_GROUP, NEAR_DUP, dominated_by_one_group, first_k
-from imgrank.logistic import fit_platt, spec_blocks
-from imgrank.logistic import logit as _logit
-from imgrank.mlp import fit_mlp
-from imgrank.suspects import label_check
-from imgrank.validation import (
+from imgrank.export import read_parquet
+from imgrank.learn.evaluation import dominated_by_one_group, first_k
+from imgrank.learn.logistic import fit_platt, spec_blocks
+from imgrank.learn.logistic import logit as _logit
+from imgrank.learn.mlp import fit_mlp
+from imgrank.learn.recipe import TrainConfig
+from imgrank.learn.suspects import label_check
+from imgrank.learn.validation import (
     Split,
     Validation,
     learning_curve,
@@ -33,53 +36,7 @@ from imgrank.validation import (
     validate_logistic,
     validate_mlp,
 )
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run, with its default. The head stores it, so a run can be repeated."""
-
-    hidden: tuple[int, ...] = (256,)  # hidden layer widths of the MLP; () is logistic regression
-    dropout: float = 0.2
-    lr: float = 1e-3  # AdamW
-    weight_decay: float = 1e-2
-    batch_size: int = 256
-    max_epochs: int = 100
-    patience: int = 5  # epochs without a better held-out AP before a fold stops...
-    patience_steps: int = 100  # ...and at least this many minibatch steps (small data: more epochs)
-    cv: int = 5  # folds that choose the recipe and give the held-out metrics (fewer with few deletes)
-    # From this many labels on, 2 folds: each still learns from thousands of photos, and the whole
-    # recipe costs about a quarter (25,000 labels: 9 s instead of 41 s on two cores).
-    two_folds_from: int = 5000
-    l2_choices: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # the regressions' L2 strengths
-    near_dup: float = NEAR_DUP  # cosine similarity from which two photos can be the same shot
-    max_group: int = MAX_GROUP  # most photos in one near-duplicate group
-    # The MLP is cross-validated only from this many labels and deletes (`validation.mlp_offered`).
-    mlp_from: int = 2000
-    mlp_min_deletes: int = 200
-    use_name: bool = True  # file-name embedding as features
-    use_meta: bool = True  # log pixel count, aspect ratio, file size
-    use_prior: bool = True  # offer the prior's features; kept only if they raise the held-out AP
-    # True: each block of features (image vector, name vector, the cheap facts) gets the same share of
-    # the L2 prior and the embeddings' prior follows the folder's photos (`input_space`). Off: every
-    # column standardised alike. On bench_suite's seven folders the shaped prior fell 0.1-0.25 of AP
-    # behind the scikit-learn pipeline on some (a quality direction the folder's photos hardly vary
-    # along; rare deletes), where the plain space kept up with it (docs/learning.md).
-    balance_blocks: bool = False
-    check_splits: int = 5  # fold splits averaged for `suspects` (fewer from 500 labels on: see label_check)
-    min_per_class: int = 10
-    worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated
-    force: bool = False  # activate anyway
-    device: str = "cpu"
-    threads: int | None = None
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["l2_choices"] = list(self.l2_choices)
-        return d
-
+from imgrank.model import assemble, feature_spec, library_blocks, save_head
 
 # --- training (torch) ---
 
@@ -172,7 +129,7 @@ def train_arrays(
     choice of recipe and epochs, then the chosen recipe refit on every row and calibrated.
     `blocks`: the column widths of the leading feature blocks (`spec_blocks`: image vector, name
     vector); the columns after them are one more block, the cheap facts. None: no block weights.
-    `library`: those leading blocks for a sample of the folder's photos (`model.library_sample`),
+    `library`: those leading blocks for a sample of the folder's photos (`head_inputs.library_sample`),
     which shape the L2 prior (`input_space`). `extra`: the prior's features, offered as more
     columns and kept only if validation shows they help (`offer_prior`; the head has them when
     metrics["prior_features"]["used"]); `extra_reason`: why there are none, when None."""
@@ -219,8 +176,8 @@ def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
 
 def train(db, config: TrainConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Train on every labelled photo, then record the run, save the head, activate it unless worse, score."""
-    from imgrank import prior, runs
-    from imgrank.model import labelled_set, library_blocks
+    from imgrank import runs  # lazy: sqlite_utils (train --data reads no store)
+    from imgrank.head_inputs import labelled_set  # lazy: sqlite_utils
 
     started = time.time()
     torch_device(config.device)  # one clear line before any work
@@ -264,10 +221,6 @@ def train_file(
     data_path: str, out_path: str, config: TrainConfig, log: Callable[[str], None] = lambda m: None
 ) -> dict:
     """Train from an exported Parquet file alone (no database, no embedding model); writes a head file."""
-    from imgrank import prior
-    from imgrank.export import read_parquet
-    from imgrank.model import assemble, feature_spec, library_blocks, save_head
-
     torch_device(config.device)
     data = read_parquet(data_path)
     src = data["spec"]

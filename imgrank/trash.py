@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from imgrank import index, labels, pairs
-from imgrank.db import IN_JSON
+from imgrank import index, pairs
 from imgrank.errors import ImgrankError
 from imgrank.files import db_path, display_name, fs_path
+from imgrank.ranking import ranked
+from imgrank.store import labels
+from imgrank.store.db import IN_JSON
 
 
 @dataclass
@@ -39,8 +41,6 @@ def chosen(db, top: int | None = None, labelled: str | None = None, paths: tuple
     if sum(x is not None and x != () for x in (top, labelled, paths)) != 1:
         raise ImgrankError("say which photos: --top N, --labelled delete, or PATH...")
     if top is not None:
-        from imgrank.ranking import ranked
-
         return with_pairs(r.path for r in ranked(db, top))
     if labelled is not None:
         current = labels.current_labels(db)

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank import prior, vectors
+from imgrank import config, prior
+from imgrank.embed import resolve_model
 from imgrank.errors import ImgrankError
 from imgrank.private import private_output
+from imgrank.store import vectors
+from imgrank.store.db import get_setting
 
 META_KEY = b"imgrank-vectors"
 FORMAT = 1
@@ -28,13 +31,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def store_model(db, model: str | None = None) -> str:
     """The model id whose vectors this store keeps: the one `scan` recorded, else the configured one."""
-    from imgrank.db import get_setting
-    from imgrank.embed import resolve_model
 
     recorded = get_setting(db, "embed_model")
     if recorded and not model:
         return recorded
-    from imgrank import config
 
     name = model or config.model_name()
     # A local directory's id comes from its weights (no model is loaded); a hub id is its own id.
@@ -45,8 +45,6 @@ def export_vectors(db, path: str | Path) -> dict:
     """Write every image vector of the store's model to a Parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from imgrank.db import get_setting
 
     model = get_setting(db, "embed_model")
     if not model:

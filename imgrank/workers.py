@@ -34,7 +34,7 @@ from imgrank.errors import UnreadableImage, WorkerError
 from imgrank.files import decode_image, read_file, sha256_bytes
 from imgrank.parentdeath import die_with_parent
 from imgrank.prior import measure_cues
-from imgrank.review.thumbs import save_from_decode
+from imgrank.thumbs import save_from_decode
 
 # Address space a decoding worker may add to what it maps at start: a 1 GB decode (the most
 # imgrank.files lets through) and the copies made around it fit, a runaway decoder does not.

@@ -74,7 +74,7 @@ def one(n: int, check: bool) -> dict:
     """Group n photos in this process: seconds per step, CPU seconds, peak memory, bursts found;
     with `check`, also how far the grouping is from the exact one (all pairs)."""
     from imgrank.dupes import leaders, near_groups
-    from imgrank.neighbours import EXACT_BELOW, exact_pairs, index_pairs
+    from imgrank.learn.neighbours import EXACT_BELOW, exact_pairs, index_pairs
 
     assert n > EXACT_BELOW, f"sizes above {EXACT_BELOW} take the index path"
     x, truth = library(n)

@@ -35,9 +35,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imgrank import index, workers  # noqa: E402
-from imgrank.db import open_db  # noqa: E402
 from imgrank.embed import load_embedder  # noqa: E402
 from imgrank.files import walk  # noqa: E402
+from imgrank.store.db import open_db  # noqa: E402
 from imgrank.testing.tinymodel import build_model  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 """Benchmark: which shot of a burst the owner keeps, learned from the bursts they already sorted
-(imgrank.keeper), against the largest file (Immich's rule), the head's score and a random pick.
+(imgrank.learn.keeper), against the largest file (Immich's rule), the head's score and a random pick.
 
 Each world is a library of bursts (3-7 shots of one scene; image vectors ~0.97 apart, as `dupes`
 groups them). Every shot has hidden traits: blur, exposure error, framing (how wide), a pleasing
@@ -15,7 +15,7 @@ shot is best. The owner keeps one shot per burst by their own rule, with noise:
 
 For each world, seed and n (bursts the owner has labelled: the kept shot `keep`, the others
 `delete`), the keeper accuracy on 300 bursts nobody labelled:
-- learned: imgrank.keeper.fit on the labelled bursts' preferences, falling back to the head below
+- learned: imgrank.learn.keeper.fit on the labelled bursts' preferences, falling back to the head below
   keeper.MIN_GROUPS groups (what imgrank ships);
 - head: the lowest P(delete) of a per-photo classifier trained on the same labels (a stand-in for
   the head: scikit-learn's StandardScaler + LogisticRegression on the vector and the facts);
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from imgrank import keeper  # noqa: E402
+from imgrank.learn import keeper  # noqa: E402
 
 DIM = 256  # uform3 small's image vector
 TEST_GROUPS = 300

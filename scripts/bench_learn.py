@@ -43,10 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank.evaluation import average_precision, stratified_group_folds
-from imgrank.logistic import fit_logistic, input_space, logit, predict
-from imgrank.mlp import fit_mlp
-from imgrank.model import LIBRARY_SAMPLE, calibrated, standardise
+from imgrank.learn.evaluation import average_precision, stratified_group_folds
+from imgrank.learn.head_math import calibrated, standardise
+from imgrank.learn.logistic import fit_logistic, input_space, logit, predict
+from imgrank.learn.mlp import fit_mlp
+from imgrank.model import LIBRARY_SAMPLE
 from imgrank.train import TrainConfig, train_arrays
 
 IMAGE_DIM, NAME_DIM = 256, 256
@@ -118,7 +119,7 @@ def make_world(n: int, seed: int, n_kinds: int = 40, n_families: int = 3, flip: 
 
 
 def library(world: World) -> np.ndarray:
-    """The leading feature blocks of the folder's library sample (`model.library_sample`): up to
+    """The leading feature blocks of the folder's library sample (`head_inputs.library_sample`): up to
     LIBRARY_SAMPLE of its photos, labelled or not, which shape the head's L2 prior."""
     rows = np.random.default_rng(0).permutation(len(world.x))[:LIBRARY_SAMPLE]
     return world.x[rows, : sum(BLOCKS)]
@@ -134,7 +135,7 @@ PAGE = 60  # photos on one page of the review queue
 
 def choose_queue(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
     """Label what the review page's "most informative" queue offers, a page at a time: the first
-    page before any head (imgrank.active.choose without scores), then after each page the whole
+    page before any head (imgrank.learn.active.choose without scores), then after each page the whole
     recipe retrained on the labels so far (as the daemon does) and the next page chosen by the
     same `choose` from its calibrated P(delete). One run per folder, extended as sizes grow: the
     first n labels are what an owner who labelled n would have labelled."""
@@ -149,8 +150,8 @@ _QUEUE_RUNS: dict[int, tuple[World, list[int]]] = {}
 
 def queue_page(world: World, labelled: list[int], page: int) -> list[int]:
     """One page of the queue for the labels so far, with the head retrained on them."""
-    from imgrank.active import choose
     from imgrank.errors import ImgrankError
+    from imgrank.learn.active import choose
 
     rest = np.setdiff1d(np.arange(len(world.y_true)), labelled)
     p = view = None
@@ -256,7 +257,7 @@ def flips_found(result, y_given: np.ndarray, y_true: np.ndarray) -> tuple[int, f
 def one_size(
     world: World, test: World, n: int, strategy: str, seed: int, with_seed_recipe: bool, balance: bool = True
 ) -> dict:
-    from imgrank.evaluation import near_duplicate_groups
+    from imgrank.learn.evaluation import near_duplicate_groups
 
     rng = np.random.default_rng(1000 + seed)
     idx = STRATEGIES[strategy](world, n, rng)

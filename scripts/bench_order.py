@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imgrank import index  # noqa: E402
-from imgrank.db import open_db  # noqa: E402
 from imgrank.order import order, restore  # noqa: E402
+from imgrank.store.db import open_db  # noqa: E402
 
 DAY = 86_400 * 10**9
 

@@ -3,7 +3,7 @@ random, on bench_learn's synthetic folder (same worlds, same held-out scenes, sa
 
 For each seed and size n: the held-out AP of the head `train_arrays` makes from n labels chosen
 - at random (bench_learn's `random` strategy: an owner labelling as they browse), or
-- by the queue (bench_learn's `queue` strategy: imgrank.active.choose, a page of 60 at a time, the
+- by the queue (bench_learn's `queue` strategy: imgrank.learn.active.choose, a page of 60 at a time, the
   whole recipe retrained between pages as the daemon does), or
 - with --oracle, by bench_learn's `oracle`: half true deletes, half true keeps, at random within
   each. No queue can know the true labels: it shows what meeting deletes as often as keeps gives
@@ -46,13 +46,13 @@ def worlds(seed: int, pool: int, test: int) -> tuple[bench_learn.World, bench_le
 
 
 def curve(task: tuple[int, str, list[int], int, int, dict]) -> list[dict]:
-    """Held-out AP at each size for one seed and one strategy (with imgrank.active's constants set
+    """Held-out AP at each size for one seed and one strategy (with imgrank.learn.active's constants set
     as `variant` says)."""
     import torch
 
-    from imgrank import active
-    from imgrank.evaluation import average_precision
-    from imgrank.logistic import predict
+    from imgrank.learn import active
+    from imgrank.learn.evaluation import average_precision
+    from imgrank.learn.logistic import predict
     from imgrank.train import TrainConfig, train_arrays
 
     torch.set_num_threads(1)
@@ -94,7 +94,7 @@ def variant_name(variant: dict) -> str:
 
 
 def parse_variant(text: str) -> dict:
-    """ "EXPLORE=0,POOL_PER_PICK=4" -> {"EXPLORE": 0.0, "POOL_PER_PICK": 4}: imgrank.active constants."""
+    """ "EXPLORE=0,POOL_PER_PICK=4" -> {"EXPLORE": 0.0, "POOL_PER_PICK": 4}: learn.active constants."""
     out: dict = {}
     for part in filter(None, text.split(",")):
         name, value = part.split("=")
@@ -119,7 +119,7 @@ def choose_timing(n_photos: int, dim: int = 256) -> dict:
     """Seconds `choose` takes for a page of 60 from n_photos random unit vectors (with a head, with
     2,000 labelled, its 515-number input made up for the candidates; and without a head), on one
     thread of this machine."""
-    from imgrank.active import choose
+    from imgrank.learn.active import choose
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n_photos, dim)).astype(np.float32)
@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         default="",
-        help='imgrank.active constants to try, ";" between variants: "EXPLORE=0;EXPLORE=0.4"',
+        help='imgrank.learn.active constants to try, ";" between variants: "EXPLORE=0;EXPLORE=0.4"',
     )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]

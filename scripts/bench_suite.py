@@ -85,8 +85,8 @@ def flips_found(check: np.ndarray, y_given: np.ndarray, y_true: np.ndarray) -> f
 def one_task(task: tuple[str, int, list[int], int, int]) -> list[dict]:
     """Every size for one generator and seed (one folder, built once)."""
     from imgrank.errors import ImgrankError
-    from imgrank.evaluation import average_precision
-    from imgrank.logistic import predict
+    from imgrank.learn.evaluation import average_precision
+    from imgrank.learn.logistic import predict
     from imgrank.train import TrainConfig, train_arrays
 
     generator, seed, sizes, n_pool, n_test = task

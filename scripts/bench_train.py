@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgrank.evaluation import average_precision, near_duplicate_groups, stratified_group_folds
-from imgrank.logistic import predict
-from imgrank.mlp import fit_mlp
+from imgrank.learn.evaluation import average_precision, near_duplicate_groups, stratified_group_folds
+from imgrank.learn.logistic import predict
+from imgrank.learn.mlp import fit_mlp
 from imgrank.train import TrainConfig, train_arrays
 
 IMAGE_DIM, NAME_DIM, META = 256, 256, 3
@@ -105,7 +105,7 @@ def fit(x_train, y_train, x_val, y_val, cfg):
     return weights, {"epochs": len(curve), "best_epoch": best}
 
 
-IMPORTS = "import imgrank.train, imgrank.validation, imgrank.suspects, sklearn.linear_model"
+IMPORTS = "import imgrank.train, imgrank.learn.validation, imgrank.learn.suspects, sklearn.linear_model"
 
 
 def import_seconds() -> float:

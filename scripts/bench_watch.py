@@ -214,7 +214,7 @@ def train_head(env: dict) -> str:
     """Train a head on the labelled half (torch, here in the bench process, never in the daemon).
     Random weights embed every photo alike, so near-duplicate grouping is switched off."""
     os.environ.update(IMGRANK_HOME=env["IMGRANK_HOME"], IMGRANK_MODEL=env["IMGRANK_MODEL"])
-    from imgrank.db import open_db
+    from imgrank.store.db import open_db
     from imgrank.train import TrainConfig, train
 
     db = open_db()

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_order import index_rows  # noqa: E402
 
 from imgrank import sidecars  # noqa: E402
-from imgrank.db import open_db  # noqa: E402
 from imgrank.ranking import photo_files  # noqa: E402
+from imgrank.store.db import open_db  # noqa: E402
 
 DARKTABLE = (
     b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from imgrank import config
-from imgrank.db import open_db, set_setting, to_blob
-from imgrank.labels import set_label
+from imgrank.store.db import open_db, set_setting, to_blob
+from imgrank.store.labels import set_label
+from imgrank.store.vectors import current_model_id
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -57,10 +58,11 @@ def store(db, vectors: np.ndarray, labels: np.ndarray | None = None, model: str 
 
 def activate_random_head(seed: int = 0) -> None:
     """A linear head over the store's features, imported and activated as a run (no torch needed)."""
-    from imgrank import model, runs, vectors
+    from imgrank import model, runs
+    from imgrank.store import vectors
 
     db = open_db()
-    model_id = model.current_model_id(db)
+    model_id = current_model_id(db)
     spec = model.feature_spec(model_id, *vectors.store_dims(db, model_id))
     n = model.n_features(spec)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""imgrank.active.choose: the cold-start page stands for the folder's kinds (not its odd one-offs),
+"""imgrank.learn.active.choose: the cold-start page stands for the folder's kinds (not its odd one-offs),
 the prior tilts it towards the less wanted, pages never repeat a labelled shot, and with a head the
 page is spread over what the head sees."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgrank.active import choose
+from imgrank.learn.active import choose
 
 
 def folder(rng, kinds: int = 6, per_kind: int = 50, odd: int = 6, dim: int = 32):

@@ -24,7 +24,7 @@ import pytest
 from helpers import activate_random_head
 from images import photo
 
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 DURATION = float(os.environ.get("IMGRANK_CONCURRENCY_SECONDS", 40))
 PHOTOS = int(os.environ.get("IMGRANK_CONCURRENCY_PHOTOS", 800))

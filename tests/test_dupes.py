@@ -16,10 +16,11 @@ from PIL import Image, ImageDraw
 from imgrank import config, dupes, runs
 from imgrank.cli import cli
 from imgrank.daemon import loop
-from imgrank.db import open_db, set_setting, to_blob
 from imgrank.dupes import moved_up, near_groups
-from imgrank.neighbours import EXACT_BELOW
+from imgrank.learn.neighbours import EXACT_BELOW
 from imgrank.order import ranked
+from imgrank.ranking import dupe_listing
+from imgrank.store.db import open_db, set_setting, to_blob
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -219,7 +220,7 @@ def stored_listing() -> list[dict]:
     """The groups as stored (what `top`, `order` and the review page use), without regrouping."""
     db = open_db()
     try:
-        return dupes.listing(db)
+        return dupe_listing(db)
     finally:
         db.close()
 

@@ -79,8 +79,8 @@ def test_exact_copies_are_marked_and_tiles_know_their_folder(tmp_path, model_env
 
     from images import photo
 
-    from imgrank.db import open_db
     from imgrank.review.queues import queue
+    from imgrank.store.db import open_db
 
     root = tmp_path / "photos"
     for folder in ("trip", "phone"):
@@ -127,7 +127,7 @@ def test_the_tables_line_up_under_their_headers(tmp_path):
     import numpy as np
     from helpers import separable, store, unit
 
-    from imgrank.db import open_db
+    from imgrank.store.db import open_db
     from imgrank.train import TrainConfig, train
 
     db = open_db()

@@ -14,8 +14,8 @@ from images import photo
 from PIL import Image
 
 from imgrank.cli import cli
-from imgrank.db import from_blob, open_db
 from imgrank.embed import load_embedder, preprocess_image
+from imgrank.store.db import from_blob, open_db
 
 
 def crops(folder, n=6) -> np.ndarray:

@@ -15,7 +15,7 @@ from images import photo
 
 from imgrank import index
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("imgrank")
 
@@ -192,7 +192,8 @@ def test_a_first_scan_reads_the_newest_first_and_orders_once_enough_are_embedded
 ):
     """`scan --order` on a folder bigger than the first batch: the newest photos are embedded first,
     and they are ordered (scored by the prior) while the scan goes on; at the end, all of them."""
-    from imgrank import first_order, owntimes
+    from imgrank import first_order
+    from imgrank.store import owntimes
 
     monkeypatch.setattr(first_order, "FIRST_ORDER_AFTER", 40)
     root = tmp_path / "photos"

@@ -13,12 +13,11 @@ from click.testing import CliRunner
 from images import every_format, photo
 from PIL import Image
 
-from imgrank import files, index
+from imgrank import files, index, thumbs
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.embed import load_embedder
 from imgrank.errors import UnreadableImage
-from imgrank.review import thumbs
+from imgrank.store.db import open_db
 
 # 107 bytes of PostScript, as the red team planted it: Pillow identifies it as EPS and loads it
 # by running `gs` (a looping one held a scan for 600 s and left `gs` running).

@@ -19,7 +19,7 @@ from helpers import separable, store
 from images import photo
 
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 IMGRANK = [sys.executable, "-m", "imgrank"]
 PATIENCE = 120.0  # only a failing test waits this long

@@ -17,8 +17,8 @@ from helpers import separable, store
 from images import photo
 
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.export import SCHEMA_KEY
+from imgrank.store.db import open_db
 
 
 def one_line_refusal(result) -> str:

@@ -14,13 +14,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from imgrank import config, dupes, keeper
+from imgrank import config, dupes
 from imgrank.cli import cli
-from imgrank.db import get_setting, open_db, set_setting, to_blob
-from imgrank.labels import set_label
+from imgrank.learn import keeper
 from imgrank.order import ranked
 from imgrank.prior import store_cues
 from imgrank.review import queues
+from imgrank.store.db import get_setting, open_db, set_setting, to_blob
+from imgrank.store.labels import set_label
 
 pytest.importorskip("sklearn")  # the `train` extra, which `dev` includes: CI runs these
 
@@ -234,7 +235,7 @@ def test_train_learns_the_keeper_and_the_order_applies_it_without_scikit_learn(t
     dupes.refresh(db)
 
     code = (
-        "import json, sys; from imgrank.db import open_db; from imgrank.ranking import ranked; "
+        "import json, sys; from imgrank.store.db import open_db; from imgrank.ranking import ranked; "
         "rows = [r.path for r in ranked(open_db())]; "
         "print(json.dumps([rows, [m for m in ('sklearn', 'torch') if m in sys.modules]]))"
     )

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ImgrankError
-from imgrank.labels import history, label_counts, set_label
+from imgrank.store.db import open_db
+from imgrank.store.labels import history, label_counts, set_label
 
 
 def invoke(*args, input=None):

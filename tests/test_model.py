@@ -14,11 +14,12 @@ from helpers import separable, store
 
 from imgrank import prior, runs
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ModelError
-from imgrank.labels import set_label
-from imgrank.mlp import build_net, fit_mlp, net_weights
-from imgrank.model import Head, feature_spec, load_head, save_head, standardise
+from imgrank.learn.head_math import Head, standardise
+from imgrank.learn.mlp import build_net, fit_mlp, net_weights
+from imgrank.model import feature_spec, load_head, save_head
+from imgrank.store.db import open_db
+from imgrank.store.labels import set_label
 from imgrank.train import TrainConfig, train
 
 SPEC = {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}
@@ -211,7 +212,7 @@ def test_scoring_never_imports_torch_or_scikit_learn(home):
     store(db, x, y)
     train(db, TrainConfig(max_epochs=5))
     code = (
-        "import sys; from imgrank.db import open_db; from imgrank.runs import score_all; "
+        "import sys; from imgrank.store.db import open_db; from imgrank.runs import score_all; "
         "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'sklearn' not in sys.modules, 'scikit-learn imported'; print(n)"
     )
@@ -311,7 +312,7 @@ def test_export_then_train_elsewhere_then_import(tmp_path, monkeypatch, home):
         "import sys; from imgrank.cli import cli; "
         f"cli(['-q', 'train', '--data', {str(data)!r}, '--out', {str(tmp_path / 'h2.safetensors')!r}, "
         "'--epochs', '2'], standalone_mode=False); "
-        "print('sqlite_utils' in sys.modules, 'imgrank.db' in sys.modules)"
+        "print('sqlite_utils' in sys.modules, 'imgrank.store.db' in sys.modules)"
     )
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr
@@ -355,8 +356,9 @@ def test_a_head_from_before_the_prior_features_scores_a_store_that_has_them(mode
     from helpers import activate_random_head
     from images import photo
 
-    from imgrank.model import assemble, current_model_id
-    from imgrank.vectors import load_parts
+    from imgrank.head_inputs import load_parts
+    from imgrank.model import assemble
+    from imgrank.store.vectors import current_model_id
 
     for i in range(6):
         photo(tmp_path / "photos" / f"p{i}.jpg", seed=i)
@@ -377,8 +379,8 @@ def test_platt_fit_finds_the_minimum_when_logits_are_large():
     logistic regression on 100 labels gives): a plain Newton step from a = 1 ran off to a = 7e7,
     making every calibrated score 0 or 1. The fit must land on the loss's minimum, checked
     against a brute-force search of (a, b)."""
-    from imgrank.logistic import fit_platt
-    from imgrank.model import calibrated
+    from imgrank.learn.head_math import calibrated
+    from imgrank.learn.logistic import fit_platt
 
     rng = np.random.default_rng(0)
     y = (rng.random(120) < 0.2).astype(int)

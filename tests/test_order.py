@@ -22,8 +22,8 @@ from images import photo
 from imgrank import index
 from imgrank import order as order_mod
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.order import order, ranked, restore
+from imgrank.store.db import open_db
 
 DAY = 86_400 * 10**9
 PAST = 1_600_000_000 * 10**9  # 2020-09-13: every original time in these tests is older than now
@@ -312,8 +312,8 @@ def test_a_crash_between_the_database_write_and_the_touches_loses_nothing(tmp_pa
 
     def order_killed_after(k: int) -> None:
         script = (
-            "import os, signal; from imgrank import order as o, owntimes as t\n"
-            "from imgrank.db import open_db\n"
+            "import os, signal; from imgrank import order as o; from imgrank.store import owntimes as t\n"
+            "from imgrank.store.db import open_db\n"
             "real, n = t.Toucher.touch, [0]\n"
             "def touch(*a, **k):\n"
             f"    n[0] += 1\n    if n[0] > {k}: os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -20,10 +20,11 @@ import pytest
 from click.testing import CliRunner
 from images import photo
 
-from imgrank import index, owntimes
+from imgrank import index
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.order import order, restore
+from imgrank.store import owntimes
+from imgrank.store.db import open_db
 
 DAY = 86_400 * 10**9
 PAST = 1_600_000_000 * 10**9

@@ -15,9 +15,10 @@ from helpers import activate_random_head
 from images import photo
 from test_raw import RAW_DATA
 
-from imgrank import labels, pairs, raw
+from imgrank import pairs, raw
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store import labels
+from imgrank.store.db import open_db
 
 pytestmark = pytest.mark.skipif(not raw.RAW_SUPPORTED, reason="rawpy (the raw extra, in dev) is missing")
 

@@ -12,10 +12,12 @@ from PIL import Image, ImageFilter
 
 from imgrank import config, prior
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ImgrankError
-from imgrank.model import current_model_id
+from imgrank.head_inputs import compute_prior, explain_prior
+from imgrank.learn.recipe import HELPS_BY
 from imgrank.runs import score_source
+from imgrank.store.db import open_db
+from imgrank.store.vectors import current_model_id
 
 
 def _detailed(path, seed: int, size=(800, 600)):
@@ -98,7 +100,7 @@ def test_scan_with_no_labels_orders_by_the_prior(model_env, tmp_path):
     assert json.loads(status.output)["order_source"] == "prior"
     # Thumbnails came from the same decode, under the imgrank home, never beside the photos.
     assert {p.name for p in root.iterdir()} == before
-    from imgrank.review.thumbs import SMALL_PHOTO  # a photo smaller than that is its own thumbnail
+    from imgrank.thumbs import SMALL_PHOTO  # a photo smaller than that is its own thumbnail
 
     big = sum(p.stat().st_size >= SMALL_PHOTO for p in root.iterdir())
     assert len(list((config.home_dir() / "thumbs").rglob("*.jpg"))) == big
@@ -116,11 +118,11 @@ def test_prompt_weights_in_the_home_file_move_the_prior(model_env, tmp_path):
     model_id = current_model_id(db)
     text = prior.prompts_path().read_text()
     (config.home_dir() / "prompts.txt").write_text(text.replace("delete 1.0", "delete 1000"))
-    heavy = prior.compute(db, model_id).p_prompts
+    heavy = compute_prior(db, model_id).p_prompts
     (config.home_dir() / "prompts.txt").write_text(text.replace("keep 1.0", "keep 1000"))
-    light = prior.compute(db, model_id).p_prompts
+    light = compute_prior(db, model_id).p_prompts
     assert heavy.min() > 0.99 and light.max() < 0.01
-    why = prior.explain(db, model_id, [prior.compute(db, model_id).sha256[0]])
+    why = explain_prior(db, model_id, [compute_prior(db, model_id).sha256[0]])
     (entry,) = why.values()
     assert len(entry["prompts"]) == 3 and entry["prompts"][0]["kind"] == "keep"
     assert set(entry["cues"]) == {"blur", "exposure", "tiny"}
@@ -180,8 +182,8 @@ def _label_all(root, deletes) -> None:
 def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_env, tmp_path):
     import torch
 
-    from imgrank.mlp import build_net
-    from imgrank.model import head_input
+    from imgrank.head_inputs import head_input
+    from imgrank.learn.mlp import build_net
     from imgrank.runs import active_head, scores
     from imgrank.train import TrainConfig
 
@@ -251,7 +253,7 @@ def test_where_the_prior_carries_no_signal_train_reports_it_honestly(model_env, 
     _label_all(root, deletes)
     out = invoke("train", "--json").output
     pf = json.loads(out)["metrics"]["prior_features"]
-    assert pf["tried"] and pf["used"] == (pf["ap_with"] >= pf["ap_without"] + prior.HELPS_BY)
+    assert pf["tried"] and pf["used"] == (pf["ap_with"] >= pf["ap_without"] + HELPS_BY)
     text = invoke("train", "--force").output  # same data, same seed: the same comparison, in words
     verdict = "helped" if pf["used"] else "did not help"
     assert (
@@ -269,7 +271,7 @@ def test_the_prior_features_go_through_export_train_elsewhere_and_import(
 ):
     import pyarrow.parquet as pq
 
-    from imgrank.model import labelled_set
+    from imgrank.head_inputs import labelled_set
     from imgrank.runs import active_head
 
     root = tmp_path / "photos"
@@ -300,7 +302,7 @@ def test_the_prior_features_go_through_export_train_elsewhere_and_import(
 
 
 def test_vectors_embedded_elsewhere_bring_their_cues(model_env, tmp_path, monkeypatch, home):
-    from imgrank.model import current_model_id
+    from imgrank.store.vectors import current_model_id
 
     root = tmp_path / "backlog"
     root.mkdir()
@@ -309,14 +311,14 @@ def test_vectors_embedded_elsewhere_bring_their_cues(model_env, tmp_path, monkey
     monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))
     invoke("scan", str(root))
     db = open_db()
-    there = prior.compute(db, current_model_id(db))
+    there = compute_prior(db, current_model_id(db))
     invoke("export-vectors", str(tmp_path / "vectors.parquet"))
     monkeypatch.setenv("IMGRANK_HOME", str(home))
     out = json.loads(invoke("import-vectors", str(tmp_path / "vectors.parquet"), "--json").output)
     assert out["imported"] == 2 and out["cues"] == 2
     assert json.loads(invoke("scan", str(root), "--json").output)["embedded"] == 0  # nothing decoded here
     db = open_db()
-    here = prior.compute(db, current_model_id(db))
+    here = compute_prior(db, current_model_id(db))
     assert sorted(here.sha256) == sorted(there.sha256)
     measured_there = dict(zip(there.sha256, there.measured.tolist(), strict=True))
     assert dict(zip(here.sha256, here.measured.tolist(), strict=True)) == measured_there

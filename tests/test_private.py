@@ -13,7 +13,7 @@ from helpers import separable, store
 from images import photo
 
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 FOREIGN_UID = 4242  # a user that is not us
 

@@ -16,10 +16,10 @@ from images import photo, snapshot
 
 from imgrank import index, raw
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.embed import load_embedder
 from imgrank.errors import UnreadableImage
 from imgrank.files import decode_image, walk
+from imgrank.store.db import open_db
 
 RAW_DATA = Path(__file__).parent / "data" / "raw"
 pytestmark = pytest.mark.skipif(not raw.RAW_SUPPORTED, reason="rawpy (the raw extra, in dev) is missing")

@@ -20,6 +20,7 @@ from images import photo
 
 from imgrank.cli import cli
 from imgrank.model import load_head
+from imgrank.store.vectors import current_model_id
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "remote-train.sh"
 SSHD = "/usr/sbin/sshd"
@@ -162,11 +163,11 @@ def test_a_hostile_host_cannot_bring_back_a_head_with_markup(sshd, labelled_stor
     import numpy as np
 
     from imgrank import model
-    from imgrank.db import open_db
-    from imgrank.vectors import store_dims
+    from imgrank.store.db import open_db
+    from imgrank.store.vectors import store_dims
 
     db = open_db()
-    model_id = model.current_model_id(db)
+    model_id = current_model_id(db)
     spec = model.feature_spec(model_id, *store_dims(db, model_id))
     n = model.n_features(spec)
     row = {"keep": '<img src=x onerror="alert(1)">', "delete": 3}

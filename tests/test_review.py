@@ -19,9 +19,10 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from imgrank import config
 from imgrank.cli import cli
-from imgrank.db import open_db
-from imgrank.labels import history, set_label
 from imgrank.order import ranked
+from imgrank.store.db import open_db
+from imgrank.store.labels import history, set_label
+from imgrank.store.vectors import current_model_id
 
 CHROMIUM = "/usr/bin/chromium"
 # Every thumbnail in view has loaded (the grid loads the rest lazily, as they scroll in).
@@ -364,7 +365,7 @@ def test_the_informative_queue_picks_near_the_boundary_across_kinds(tmp_path):
     for i in labelled:
         label = "delete" if vectors[i] @ q > 0 else "keep"
         assert set_label(db, shas[i], label, "user")
-    spec = model.feature_spec(model.current_model_id(db), 16, 0)
+    spec = model.feature_spec(current_model_id(db), 16, 0)
     w = np.zeros((1, model.n_features(spec)))
     w[0, :16] = 8 * q
     weights = {"mean": np.zeros(w.shape[1]), "std": np.ones(w.shape[1]), "w0": w, "b0": np.zeros(1)}

@@ -28,7 +28,8 @@ from PIL import Image
 
 from imgrank import model, runs
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
+from imgrank.store.vectors import current_model_id
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -47,8 +48,8 @@ def hostile_metrics(ap=0.905) -> dict:
 
 def write_head(db, path: Path, seed: int = 0, **meta) -> Path:
     """A linear head that fits the store's model and dims, with the metadata given."""
-    model_id = model.current_model_id(db)
-    from imgrank.vectors import store_dims
+    model_id = current_model_id(db)
+    from imgrank.store.vectors import store_dims
 
     spec = model.feature_spec(model_id, *store_dims(db, model_id))
     n = model.n_features(spec)
@@ -109,7 +110,7 @@ def test_a_head_with_200000_prompts_or_huge_metadata_is_refused_quickly(small_st
 
     def with_prompts(n: int, path: Path) -> Path:
         texts = {"texts": ["a photo"] * n, "delete": [True] * n, "weights": [1.0] * n, "cues": {}, "scale": 1}
-        spec = model.feature_spec(model.current_model_id(small_store), 16, 0)
+        spec = model.feature_spec(current_model_id(small_store), 16, 0)
         spec["prior"] = {"features": list(prior.HEAD_FEATURES), "prompts": texts}  # by hand: unchecked
         width = model.n_features(spec)
         weights = {

@@ -19,9 +19,9 @@ from PIL import Image
 
 from imgrank import index, workers
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.embed import load_embedder
-from imgrank.labels import label_counts
+from imgrank.store.db import open_db
+from imgrank.store.labels import label_counts
 
 
 @pytest.fixture
@@ -675,8 +675,8 @@ def test_a_folder_that_cannot_be_listed_is_reported_not_marked_missing(tmp_path,
 
 
 def test_copies_keep_the_contents_facts_and_features(tmp_path, model_env):
-    from imgrank.model import current_model_id
-    from imgrank.vectors import load_parts
+    from imgrank.head_inputs import load_parts
+    from imgrank.store.vectors import current_model_id
 
     root = tmp_path / "photos"
     originals = [photo(root / f"IMG_{i}.jpg", seed=i) for i in range(4)]

@@ -67,7 +67,7 @@ def test_install_without_roots_uses_the_remembered_ones_and_refuses_when_there_a
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.exception
     assert "no photo folders" in result.output
     from imgrank import index
-    from imgrank.db import open_db
+    from imgrank.store.db import open_db
 
     index.add_roots(open_db(), [pictures])
     result = CliRunner().invoke(cli, ["service", "install", "--print"])

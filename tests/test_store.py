@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from helpers import can_mount_read_only
 
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 COMMANDS = [["status"], ["restore"], ["order"], ["top"]]
 

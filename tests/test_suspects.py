@@ -10,9 +10,9 @@ from helpers import separable, store, unit
 
 from imgrank import runs
 from imgrank.cli import cli
-from imgrank.db import open_db
-from imgrank.evaluation import average_precision
-from imgrank.logistic import block_scale, fit_logistic, predict, spec_blocks
+from imgrank.learn.evaluation import average_precision
+from imgrank.learn.logistic import block_scale, fit_logistic, predict, spec_blocks
+from imgrank.store.db import open_db
 from imgrank.train import TrainConfig, train, train_arrays
 
 
@@ -90,7 +90,7 @@ def test_the_fit_on_the_rows_span_is_scikit_learns_fit_on_every_feature():
     standardised features, with the same class weights and C = 1 / l2."""
     from sklearn.linear_model import LogisticRegression
 
-    from imgrank.logistic import class_weights, input_space
+    from imgrank.learn.logistic import class_weights, input_space
 
     x, y = separable(40, dim=120, seed=1, margin=0.0)  # fewer rows than features
     y[:3] ^= 1

@@ -11,17 +11,18 @@ from PIL import Image
 
 from imgrank import runs
 from imgrank.cli import cli
-from imgrank.db import open_db
 from imgrank.errors import ImgrankError
-from imgrank.evaluation import (
+from imgrank.head_inputs import labelled_set
+from imgrank.learn.evaluation import (
     average_precision,
     evaluate,
     near_duplicate_groups,
     roc_auc,
     stratified_group_folds,
 )
-from imgrank.logistic import fit_logistic, predict
-from imgrank.model import labelled_set, load_head
+from imgrank.learn.logistic import fit_logistic, predict
+from imgrank.model import load_head
+from imgrank.store.db import open_db
 from imgrank.train import TrainConfig, train, train_arrays
 
 
@@ -67,7 +68,7 @@ def test_every_pair_in_a_group_is_close_and_groups_are_capped():
 
 
 def test_bursts_never_straddle_folds_and_folds_are_stratified(monkeypatch):
-    from imgrank import neighbours
+    from imgrank.learn import neighbours
 
     rng = np.random.default_rng(1)
     shots, labels, burst_of = [], [], []
@@ -364,7 +365,7 @@ def test_train_on_cuda_without_cuda_is_one_clear_line():
 
 
 def test_validation_dominated_by_one_group_is_warned_about():
-    from imgrank.evaluation import dominated_by_one_group
+    from imgrank.learn.evaluation import dominated_by_one_group
 
     y = np.r_[np.ones(10, int), np.zeros(40, int)]
     groups = np.r_[np.zeros(7), np.arange(1, 44)]  # 7 of the 10 deletes are one group
@@ -384,7 +385,7 @@ def library_world(n: int, seed: int, dim: int = 64):
 
 
 def test_the_library_gives_the_prior_its_own_covariance():
-    from imgrank.logistic import block_scale, input_space
+    from imgrank.learn.logistic import block_scale, input_space
 
     library, _ = library_world(3000, 1)
     x = np.hstack([library[:40], np.random.default_rng(2).normal(size=(40, 3))]).astype(np.float32)
@@ -408,7 +409,7 @@ def test_unlabelled_photos_teach_a_few_labels():
     """With 30 labels, a logistic regression whose prior follows the folder's photos ranks new photos
     better than the same regression with the plain prior (the plain L2 logistic regression on the image
     vectors), at the same L2 strength; and train_arrays takes the library when asked (balance_blocks)."""
-    from imgrank.logistic import input_space
+    from imgrank.learn.logistic import input_space
 
     with_library, plain = [], []
     for seed in range(6):
@@ -431,7 +432,7 @@ def test_unlabelled_photos_teach_a_few_labels():
 
 
 def test_the_verdict_counts_the_held_out_deletes_in_the_first_one_and_a_half_times_as_many():
-    from imgrank.evaluation import first_k
+    from imgrank.learn.evaluation import first_k
 
     y = np.zeros(60, int)
     y[[0, 1, 2, 3, 4, 5, 6, 7, 8, 30, 40, 50]] = 1  # 12 deletes

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from images import photo
 
 from imgrank.cli import cli
-from imgrank.db import open_db
-from imgrank.labels import current_labels, history
+from imgrank.store.db import open_db
+from imgrank.store.labels import current_labels, history
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="checks the freedesktop Trash")
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from images import photo
 
 from imgrank.cli import cli
-from imgrank.db import from_blob, open_db
+from imgrank.store.db import from_blob, open_db
 from imgrank.testing.tinymodel import build_model
 from imgrank.vectorfile import META_KEY
 

@@ -21,10 +21,10 @@ from images import photo
 from imgrank.config import home_dir
 from imgrank.daemon import debounce, loop
 from imgrank.daemon import roots as daemon_roots
-from imgrank.db import open_db
 from imgrank.order import order, restore
 from imgrank.order import ranked as ranking
 from imgrank.runs import score_all
+from imgrank.store.db import open_db
 
 SETTLE = 0.3
 # How long a wait for something the daemon will do may take before the test fails: far beyond what
@@ -199,7 +199,7 @@ def test_with_no_learn_from_deletes_a_deletion_only_marks_missing(daemon, roots)
 
 
 def test_a_rename_and_a_folder_move_re_embed_nothing_and_keep_labels(daemon, roots):
-    from imgrank.labels import set_label
+    from imgrank.store.labels import set_label
 
     w = daemon()
     sha = file_row(roots / "old0.jpg")[0]
@@ -465,7 +465,7 @@ def test_the_daemon_process_stops_cleanly_on_sigterm_and_never_imports_torch(mod
 
 @pytest.mark.slow
 def test_enough_new_labels_retrain_in_a_separate_process(daemon, roots):
-    from imgrank.labels import set_label
+    from imgrank.store.labels import set_label
 
     for i in range(24):
         photo(roots / f"many{i:02}.jpg", seed=200 + i, size=(64, 48))

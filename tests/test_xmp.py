@@ -15,7 +15,7 @@ from test_order import scored_folder
 
 from imgrank import sidecars
 from imgrank.cli import cli
-from imgrank.db import open_db
+from imgrank.store.db import open_db
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(

@@ -8,9 +8,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imgrank import index, labels, owntimes, pairs
+from imgrank import index, pairs
 from imgrank.daemon.debounce import stat_key
 from imgrank.files import under
+from imgrank.store import labels, owntimes
+from imgrank.trash import trashed
 
 log = logging.getLogger("imgrank.daemon")
 
@@ -81,7 +83,6 @@ def judge(
 
 def apply(db, j: Judgement, learn: bool) -> Outcome:
     """Mark what went missing; label each photo judged deleted `delete` (when `learn`)."""
-    from imgrank.trash import trashed
 
     out = Outcome()
     ours = trashed(db, list(j.judged))  # `imgrank trash` moved these: labelled there, not again here

@@ -7,16 +7,16 @@ import signal
 import threading
 from pathlib import Path
 
+from imgrank import index
 from imgrank.daemon.loop import WatchConfig, Watcher
 from imgrank.errors import ImgrankError
+from imgrank.store.db import open_db
 
 log = logging.getLogger("imgrank.daemon")
 
 
 def run_watch(roots: list[Path | str], cfg: WatchConfig | None = None) -> dict:
     """The `imgrank watch` entry point: register roots, then run until SIGTERM or SIGINT. Returns counters."""
-    from imgrank import index
-    from imgrank.db import open_db
 
     db = open_db()
     index.add_roots(db, roots)

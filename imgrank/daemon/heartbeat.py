@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from imgrank import config
 from imgrank.errors import ImgrankError
 
 INTERVAL = 10.0  # seconds between heartbeats (the default of `WatchConfig.heartbeat`)
@@ -47,7 +48,6 @@ def daemon_status(db) -> dict:
 def hold_daemon_lock() -> int:
     """Take the home's daemon lock (an flock held until the returned descriptor is closed, or the
     process ends however it ends); raise if another daemon holds it."""
-    from imgrank import config
 
     path = config.home_dir() / "watch.lock"
     fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)

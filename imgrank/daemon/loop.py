@@ -18,13 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrank import config
+from imgrank import config, index, runs
 from imgrank.daemon import deletions, heartbeat, work
 from imgrank.daemon.debounce import DeleteBurst, Settler
 from imgrank.daemon.heartbeat import StoreGone
 from imgrank.daemon.retrain import Retrainer, torch_available
 from imgrank.daemon.roots import Left, Renamed, Roots, Written
 from imgrank.daemon.work import Stopped
+from imgrank.embed import load_embedder
+from imgrank.errors import ModelError
+from imgrank.first_order import FirstOrder
+from imgrank.index import list_roots
+from imgrank.store.db import model_name, open_db
 from imgrank.words import plural
 
 log = logging.getLogger("imgrank.daemon")
@@ -83,9 +88,6 @@ class Watcher:
         self.queue.put(None)
 
     def run(self) -> dict:
-        from imgrank import index
-        from imgrank.db import model_name, open_db
-        from imgrank.embed import load_embedder
 
         self.db_path = config.db_path()
         self.db = db = open_db(self.db_path)
@@ -178,7 +180,6 @@ class Watcher:
                 self.deletes.add(change.path, now, is_dir=change.is_dir, went_at=reported_at)
 
     def _renamed(self, change: Renamed, now: float) -> None:
-        from imgrank import index
 
         src, dest = change.src, change.dest
         if self.settler.rename(src, dest, now):  # a download finishing under its real name
@@ -249,8 +250,6 @@ class Watcher:
 
     def _score(self) -> None:
         """Score what the active head has not scored yet (numpy), if there is a head."""
-        from imgrank import runs
-        from imgrank.errors import ModelError
 
         try:
             n = runs.score_unscored(self.db, self.embedder.model_id)
@@ -308,7 +307,6 @@ class Watcher:
         online = [r for r in roots if r.is_dir()]
         if not online:
             return
-        from imgrank.first_order import FirstOrder
 
         def early(db):  # a first scan of a big folder: the first photos ordered while the rest go on
             return work.reorder(db, self.cfg.top, self.cfg.oldest_first, ["the first photos of a catch-up"])
@@ -322,7 +320,6 @@ class Watcher:
         self._score()
 
     def _check_roots(self) -> None:
-        from imgrank.index import list_roots
 
         todo = self.roots.check(list_roots(self.db))
         if todo:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgrank.private import open_private_log
+from imgrank.store import labels
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Retrainer:
 
     def count_labels_since_last_run(self, db) -> None:
         """Start counting new labels from the latest training run (the daemon's start)."""
-        from imgrank import labels, runs
+        from imgrank import runs  # lazy: sqlite_utils
 
         started = runs.last_started(db)
         self.mark = 0 if started is None else labels.changes_count(db, until=started)
@@ -49,7 +50,6 @@ class Retrainer:
     def new_labels(self, db) -> int:
         """How many label changes call for a retraining now (counted as taken); 0 while one runs,
         when retraining is off, or when fewer than `after` changes came since the last."""
-        from imgrank import labels
 
         if self.child is not None or self.after <= 0:
             return 0

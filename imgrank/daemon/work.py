@@ -12,8 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgrank import index, vectors
+from imgrank import dupes, index, sidecars
 from imgrank.errors import describe
+from imgrank.order import order
+from imgrank.ranking import photo_files
+from imgrank.runs import has_scores
+from imgrank.store import vectors
 from imgrank.words import names, plural, scan_summary
 
 log = logging.getLogger("imgrank.daemon")
@@ -148,8 +152,6 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str], xmp_style: 
     near-duplicate groups up to date (see regroup); with `xmp_style`, the XMP ratings too. `why` names
     what changed since the last order (or says it is the start). Returns the OrderResult, or None when
     nothing is scored yet."""
-    from imgrank.order import order
-    from imgrank.runs import has_scores
 
     if not has_scores(db):
         return None
@@ -166,9 +168,6 @@ def reorder(db, top: int | None, oldest_first: bool, why: list[str], xmp_style: 
         effect = f"all {plural(result.ordered, 'photo')} already in place"
     log.info("%s: %s", f"order updated after {names(why)}" if why else "order at start", effect)
     if xmp_style:
-        from imgrank import sidecars
-        from imgrank.ranking import photo_files
-
         rated = sidecars.write_ratings(db, photo_files(db), xmp_style, top)
         for path, reason in rated.failed:
             log.warning("xmp: %s: %s", path, reason)
@@ -181,7 +180,6 @@ def regroup(db) -> dict:
     """Keep the near-duplicate groups current before an order, so a burst shows one keeper without
     `imgrank dupes`: new photos are compared with all, groups that lost a photo are formed again
     (dupes.refresh: cheap, and nothing when nothing arrived or went). Returns its summary."""
-    from imgrank import dupes
 
     done = dupes.refresh(db)
     if done["how"] != "unchanged":

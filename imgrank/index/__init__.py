@@ -4,8 +4,12 @@
 Callers use `imgrank.index` alone; what they need is here.
 """
 
+from functools import partial
+
+from imgrank import runs
+from imgrank.index.needs import needs_work, unchanged
 from imgrank.index.pipeline import BATCH, ScanResult, embed_names, index_paths, scan, scan_lock
-from imgrank.index.rows import (
+from imgrank.store.rows import (
     ContentFacts,
     FileRow,
     add_roots,
@@ -15,8 +19,6 @@ from imgrank.index.rows import (
     follow_moved,
     list_roots,
     mark_missing,
-    move_path,
-    needs_work,
     paths_of_contents,
     present_contents,
     present_files,
@@ -24,8 +26,10 @@ from imgrank.index.rows import (
     remove_root,
     rows,
     status,
-    unchanged,
     unreadable,
+)
+from imgrank.store.rows import (
+    move_path as _move_path,
 )
 
 __all__ = [
@@ -56,3 +60,9 @@ __all__ = [
     "unchanged",
     "unreadable",
 ]
+
+
+def move_path(db, src, dst) -> bool:
+    """A rename seen as it happened (rows.move_path): the row follows the file, and the photo's score
+    is forgotten in the same transaction (the file name is one of a head's features)."""
+    return _move_path(db, src, dst, partial(runs.forget_scores, db))

@@ -5,7 +5,7 @@ whose path, size and mtime are unchanged is not read at all. Workers read each f
 it, and decode+preprocess it only when its content has no vector yet; the main process embeds
 full batches while the workers go on decoding, and commits each batch, so an interrupted scan
 keeps what it finished. Decoding runs in imgrank.workers (bounded memory, survives dead workers).
-No SQL here: rows go through imgrank.index.rows, vectors through imgrank.vectors.
+No SQL here: rows go through imgrank.store.rows, vectors through imgrank.store.vectors.
 """
 
 from __future__ import annotations
@@ -16,17 +16,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, owntimes, vectors
-from imgrank import db as dbm
+from imgrank import config, runs
 from imgrank.embed import Embedder
 from imgrank.files import display_name, under, walk
-from imgrank.index import rows as store
+from imgrank.index import needs
 from imgrank.prior import store_cues
+from imgrank.store import db as dbm
+from imgrank.store import owntimes, vectors
+from imgrank.store import rows as store
 from imgrank.workers import init_worker, read_all, read_one
 
 BATCH = 32
@@ -218,7 +221,7 @@ def _scan(
     result = ScanResult()
     _check_model(db, embedder, result)
     known = store.rows(db)
-    own = store.own_times(db, list(known))
+    own = needs.own_times(db, list(known))
     embedded = vectors.embedded(db, embedder.model_id)
     todo: list[str] = []
     stamps: dict[str, int] = {}  # mtimes of the files to read: the newest are read first
@@ -245,7 +248,7 @@ def _scan(
             except OSError:
                 continue  # vanished between listing and stat
             row = known.get(p)
-            if store.needs(row, own.get(p), st, embedded, retry):
+            if needs.needs(row, own.get(p), st, embedded, retry):
                 todo.append(p)
                 stamps[p] = st.st_mtime_ns
             else:
@@ -270,7 +273,7 @@ def _scan(
     if on_total:
         on_total(len(todo))
     _index(db, todo, embedder, _jobs(jobs), result, progress, on_embedded)
-    moved = store.settle_moves(db)
+    moved = store.settle_moves(db, partial(runs.forget_scores, db))
     result.missing -= len(set(vanished) & moved)
     result.seconds = time.monotonic() - start
     return result
@@ -298,7 +301,7 @@ def _index_paths(
     result = ScanResult()
     _check_model(db, embedder, result)
     paths = list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in paths))
-    work = store.needs_work(db, paths, embedder.model_id)
+    work = needs.needs_work(db, paths, embedder.model_id)
     todo = []
     for p in paths:
         if p in work or not os.path.exists(p):

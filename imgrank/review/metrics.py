@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from imgrank.store.labels import label_counts
+
 W, H, PAD = 420, 240, 36
 COLOURS = {"keep": "#2b8a3e", "delete": "#c92a2a", "ap": "#1864ab", "auc": "#e67700"}
 
@@ -27,9 +29,8 @@ def _count(v) -> str:
 
 def gather(db) -> dict:
     """Everything the metrics tab shows, as plain data."""
-    from imgrank.labels import label_counts
-    from imgrank.ranking import scored_photos
-    from imgrank.runs import active_run, headline, list_runs, score_source
+    from imgrank.ranking import scored_photos  # lazy: sqlite_utils
+    from imgrank.runs import active_run, headline, list_runs, score_source  # lazy: sqlite_utils
 
     runs = sorted(list_runs(db), key=lambda r: r["id"])
     active = active_run(db)

@@ -3,7 +3,7 @@
 - least-wanted: the deletion order itself, unlabelled photos only;
 - suspects: labelled photos the scores most disagree with (out-of-fold predictions when
   `train --cv` made them, else the current scores);
-- informative: unlabelled photos to label next (imgrank.active: by default drawn at random, which no
+- informative: unlabelled photos to label next (imgrank.learn.active: by default drawn at random, which no
   queue beat on the benchmarks; rule "badge": doubted by the head and unlike each other in its input,
   without a head representatives of the kinds);
 - bursts: groups of near-duplicates and exact copies, best first.
@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgrank import runs
+from imgrank.errors import ImgrankError
+from imgrank.files import display_name
+from imgrank.head_inputs import explain_prior, head_input
+from imgrank.learn.active import choose
+from imgrank.learn.head_math import standardise
+from imgrank.ranking import dupe_listing, ranked, scored_photos
+from imgrank.runs import active_head, active_run, score_source
+from imgrank.store import owntimes
+from imgrank.store.labels import current_labels, set_label
+from imgrank.store.vectors import current_model_id, image_vectors
+
 QUEUES = ("least-wanted", "suspects", "informative", "bursts")
 
 
 def _item(row, source: str | None, **extra) -> dict:
-    from imgrank.files import display_name
 
     return {
         "sha256": row.sha256,
@@ -47,8 +58,6 @@ def _unique(rows):
 
 
 def least_wanted(db, n: int = 60) -> list[dict]:
-    from imgrank.ranking import ranked
-    from imgrank.runs import score_source
 
     source = score_source(db)
     return [_item(r, source) for r in _unique(r for r in ranked(db) if r.label is None)[:n]]
@@ -56,10 +65,6 @@ def least_wanted(db, n: int = 60) -> list[dict]:
 
 def suspects(db, n: int = 60) -> list[dict]:
     """Labelled photos whose label the model doubts most (lowest P(given label) first)."""
-    from imgrank import runs
-    from imgrank.errors import ImgrankError
-    from imgrank.ranking import scored_photos
-    from imgrank.runs import score_source
 
     rows = {r.sha256: r for r in scored_photos(db) if r.label is not None}
     try:
@@ -75,16 +80,10 @@ def suspects(db, n: int = 60) -> list[dict]:
 
 
 def informative(db, n: int = 60, model_id: str | None = None, rule: str | None = None) -> list[dict]:
-    """Unlabelled photos to label next (imgrank.active.choose). By default drawn at random (no queue
+    """Unlabelled photos to label next (imgrank.learn.active.choose). By default drawn at random (no queue
     beat that on the benchmarks); with rule="badge", uncertain photos unlike each other in what the
     head sees (the code scripts/bench_learn.py --strategy queue measures), and without a head photos
     that stand for the folder's kinds, the prior breaking ties towards the less wanted."""
-    from imgrank.active import choose
-    from imgrank.labels import current_labels
-    from imgrank.model import current_model_id, head_input, standardise
-    from imgrank.ranking import scored_photos
-    from imgrank.runs import active_head, score_source
-    from imgrank.vectors import image_vectors
 
     source = score_source(db)
     rows = {r.sha256: r for r in _unique(r for r in scored_photos(db) if r.label is None)}
@@ -122,14 +121,11 @@ def informative(db, n: int = 60, model_id: str | None = None, rule: str | None =
 
 def bursts(db, n_groups: int = 20) -> list[dict]:
     """Groups from the last `imgrank dupes` (or the review page's regroup), and exact copies."""
-    from imgrank import dupes
-    from imgrank.runs import score_source
 
-    return _number_groups(dupes.listing(db)[:n_groups], score_source(db))
+    return _number_groups(dupe_listing(db)[:n_groups], score_source(db))
 
 
 def _number_groups(groups: list[dict], source: str | None) -> list[dict]:
-    from imgrank.files import display_name
 
     out = []
     for i, g in enumerate(groups, 1):
@@ -170,17 +166,13 @@ def queue(db, name: str, n: int = 60) -> list[dict]:
 
 def why(db, sha256: str) -> dict:
     """Why a photo scores as it does: the source, and the prior's top prompts and cues."""
-    from imgrank import prior
-    from imgrank.errors import ImgrankError
-    from imgrank.model import current_model_id
-    from imgrank.runs import active_run, score_source
 
     out: dict = {"source": score_source(db)}
     run = active_run(db)
     if run and out["source"] == "head":
         out["head"] = f"head of run {run['id']}"
     try:
-        out["prior"] = prior.explain(db, current_model_id(db), [sha256]).get(sha256)
+        out["prior"] = explain_prior(db, current_model_id(db), [sha256]).get(sha256)
     except ImgrankError as e:  # the prior needs the text encoder once; the page works without it
         out["prior_error"] = str(e)
     return out
@@ -191,7 +183,6 @@ def shown_first(db, n: int, rows: list) -> list[str]:
     at the least-wanted end (deleted files keep their records until `restore`, so a deletion the
     daemon has already noticed does not pull unseen photos into the n). Without any order yet,
     the first n of the ranking."""
-    from imgrank import owntimes
 
     times = {p: r.set_ns for p, r in owntimes.records(db).items() if r.set_ns is not None}
     if not times:
@@ -205,9 +196,6 @@ def keep_survivors(db, n: int) -> dict:
     """The owner went through the first n photos in their viewer and deleted what they wanted: those
     still on disk get a `keep` label (source `reviewed`), unless they already have a label."""
     import os
-
-    from imgrank.labels import set_label
-    from imgrank.ranking import ranked
 
     rows = ranked(db)
     by_path = {r.path: r for r in rows}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import re
 import secrets
 import signal
@@ -30,7 +29,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from imgrank import dupes, thumbs, trash
 from imgrank.errors import ImgrankError
+from imgrank.review import metrics, queues
+from imgrank.review.login import open_file
+from imgrank.review.queues import queue
+from imgrank.runs import score_source
+from imgrank.store.db import open_db
+from imgrank.store.labels import current_label, label_counts, set_label
+from imgrank.train import TrainConfig, train
+from imgrank.trash import chosen
 
 FORBIDDEN = (
     "forbidden: open the address `imgrank review` printed (it works once) or the file it names "
@@ -169,8 +177,6 @@ class Review:
 
     def db(self):
         if getattr(self._local, "db", None) is None:
-            from imgrank.db import open_db
-
             self._local.db = open_db(self.db_path)
         return self._local.db
 
@@ -179,9 +185,6 @@ class Review:
         return fn(self.db(), *args)
 
     def queue(self, name: str, n: int) -> dict:
-        from imgrank.labels import label_counts
-        from imgrank.review.queues import queue
-        from imgrank.runs import score_source
 
         items = queue(self.db(), name, n)
         for item in items:
@@ -194,7 +197,6 @@ class Review:
         }
 
     def label(self, sha256: str, label: str | None) -> dict:
-        from imgrank.labels import current_label, set_label
 
         if sha256 not in self.paths:
             raise ImgrankError("unknown photo: reload the queue")
@@ -204,13 +206,11 @@ class Review:
 
     def trash_count(self) -> dict:
         """How many present photos are labelled delete: what the trash button would move."""
-        from imgrank.trash import chosen
 
         return {"count": len(chosen(self.db(), labelled="delete"))}
 
     def trash_deletes(self, confirmed: int) -> dict:
         """Move the photos labelled delete to the Trash, if they are as many as the owner confirmed."""
-        from imgrank import trash
 
         paths = trash.chosen(self.db(), labelled="delete")
         if len(paths) != confirmed:
@@ -226,11 +226,8 @@ class Review:
         return self.retrain
 
     def _retrain(self) -> None:
-        from imgrank.db import open_db
 
         try:
-            from imgrank.train import TrainConfig, train
-
             run = train(open_db(self.db_path), TrainConfig())
             self.retrain = {"running": False, "note": run["note"]}
         except (ImgrankError, ImportError) as e:
@@ -282,7 +279,6 @@ def _count(request: Request, default: int = 60) -> int:
 
 def build_app(review: Review, session: Session) -> SessionGate:
     """The Starlette app behind the session gate."""
-    from imgrank.review import metrics, queues, thumbs
 
     files = resources.files("imgrank.review")
     page = (files / "page.html").read_text(encoding="utf-8")
@@ -324,7 +320,6 @@ def build_app(review: Review, session: Session) -> SessionGate:
         return JSONResponse(await run_in_threadpool(review.trash_deletes, confirmed))
 
     async def regroup(request: Request):
-        from imgrank import dupes
 
         return JSONResponse(await run_in_threadpool(review.with_db, dupes.regroup))
 
@@ -365,25 +360,6 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, BadRequest):
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
     return JSONResponse({"error": str(exc)}, status_code=404 if "unknown photo" in str(exc) else 400)
-
-
-def open_file(login_url: str, port: int) -> Path:
-    """A redirect file to `login_url`, readable by the owner alone (as Jupyter's `-open.html`): the
-    browser is opened with this file's path, so no command line (`ps`) holds a secret."""
-    from imgrank import config
-
-    path = config.home_dir() / f"review-{port}-open.html"
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    text = (
-        '<!doctype html><meta charset="utf-8">'
-        f'<meta http-equiv="refresh" content="0;url={login_url}"><title>imgrank review</title>'
-        f'<p><a href="{login_url}">Open imgrank review</a></p>\n'
-    )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # a planted file or symlink at `path` is replaced, never written through
-    return path
 
 
 def serve(port: int = 0, on_ready=None, db_path: str | Path | None = None) -> None:

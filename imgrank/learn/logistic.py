@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgrank.model import Head, standardise, standardiser
+from imgrank.errors import ImgrankError
+from imgrank.learn.head_math import Head, standardise, standardiser
 
 
 def block_scale(widths: tuple[int, ...]) -> np.ndarray:
@@ -113,8 +114,6 @@ def require_sklearn() -> None:
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        from imgrank.errors import ImgrankError
-
         raise ImgrankError("training needs scikit-learn: pip install 'imgrank[train]'") from None
 
 

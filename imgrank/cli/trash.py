@@ -1,11 +1,11 @@
 """`imgrank trash`: move photos to the desktop Trash, or put the last batch back (imgrank/trash.py).
-Registered by cli.py."""
+Registered by cli/__init__.py."""
 
 from __future__ import annotations
 
 import click
 
-from imgrank.cli import emit, handles_errors, json_option, open_db, say
+from imgrank.cli.common import emit, handles_errors, json_option, open_db, say
 
 
 @click.command()
@@ -32,7 +32,7 @@ def trash(ctx, paths, top_n, labelled, dry_run, undo, as_json):
         imgrank top -n 50 --paths -0 | xargs -0 imgrank trash    # the same, through a pipe
         imgrank trash --undo
     """
-    from imgrank import trash as core
+    from imgrank import trash as core  # lazy: sqlite_utils
 
     db = open_db()
     if undo:

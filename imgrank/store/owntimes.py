@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import stat as stat_mod
 import threading
@@ -284,27 +283,6 @@ def lstat(path: str) -> tuple[os.stat_result | None, str | None]:
     if not stat_mod.S_ISREG(st.st_mode):
         return None, "not a regular file any more"
     return st, None
-
-
-def sha256_of(path: str) -> str | None:
-    """The content hash of a file, or None if it cannot be read."""
-    h = hashlib.sha256()
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        try:  # reading must not change the access time `restore` keeps (only the owner may ask)
-            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            fd = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        while chunk := os.read(fd, 1 << 20):
-            h.update(chunk)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return h.hexdigest()
 
 
 class Toucher:

@@ -1,7 +1,7 @@
 """The MLP head in torch: build it, fit it with early stopping on held-out AP, read its weights.
 
 torch is imported only inside these functions (it is the `train` extra); the daemon scores heads
-with numpy (`model.Head`).
+with numpy (`head_math.Head`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 
 from imgrank.devices import torch_device
 from imgrank.errors import ImgrankError
-from imgrank.evaluation import average_precision
-from imgrank.logistic import Space, input_space
-from imgrank.optim import AdamW
+from imgrank.learn.evaluation import average_precision
+from imgrank.learn.logistic import Space, input_space
+from imgrank.learn.optim import AdamW
 
 if TYPE_CHECKING:
-    from imgrank.train import TrainConfig
+    from imgrank.learn.recipe import TrainConfig
 
 
 def require_torch():

@@ -14,18 +14,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgrank.errors import ImgrankError
-from imgrank.evaluation import (
+from imgrank.learn.evaluation import (
     Folds,
     average_precision,
     evaluate,
     near_duplicate_groups,
     stratified_group_folds,
 )
-from imgrank.logistic import Design, Space, input_space
-from imgrank.mlp import fit_mlp
+from imgrank.learn.logistic import Design, Space, input_space
+from imgrank.learn.mlp import fit_mlp
+from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
 
 if TYPE_CHECKING:
-    from imgrank.train import TrainConfig
+    from imgrank.learn.recipe import TrainConfig
 
 
 def check_enough(y: np.ndarray, config: TrainConfig) -> None:
@@ -242,10 +243,9 @@ def offer_prior(
     reason: str | None,
 ) -> tuple[Validation, dict]:
     """The features without and with the prior's (`extra`), validated by the L2 logistic regression on
-    the same folds; the prior's are kept only if they raise its held-out AP by prior.HELPS_BY or more.
+    the same folds; the prior's are kept only if they raise its held-out AP by recipe.HELPS_BY or more.
     Returns (the chosen feature set's validation, what was compared: metrics["prior_features"]).
     The quick recipe decides, so the costly one (the MLP's folds) runs once, on the set kept."""
-    from imgrank.prior import HEAD_FEATURES, HELPS_BY
 
     without = fit(x)
     if extra is None:

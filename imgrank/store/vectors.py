@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import sqlite_utils
 
-from imgrank.db import IN_JSON, from_blob, to_blob
+from imgrank.errors import NothingYet
 from imgrank.files import display_name
+from imgrank.store.db import IN_JSON, from_blob, get_setting, to_blob
 
 
 def name_key(path: str) -> str:
@@ -107,19 +108,9 @@ def store_dims(db: sqlite_utils.Database, model_id: str) -> tuple[int, int]:
     return one("vectors"), one("name_vectors")
 
 
-def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None = None, prompts=None) -> dict:
-    """Image vectors, file-name vectors and metadata for embedded images of one model.
-
-    Returns {"sha256": [...], "image": N×d, "name": N×dn, "meta": N×3, "path": [...]}, and with
-    `prompts` (a prior.Prompts) "prior": the prior's features for a head (prior.HEAD_FEATURES); with
-    `shas`, only those (in that order; ones without a vector are left out), read from the
-    database alone: the daemon scores a few new photos without loading the whole store.
-    The metadata and the name come from index.content_facts: the content's own size, and the
-    name of its first-seen present file, so a copy made later changes neither.
-    """
-    from imgrank.index import content_facts
-    from imgrank.model import meta_columns
-
+def vector_rows(db: sqlite_utils.Database, model_id: str, shas: list[str] | None = None) -> list[tuple]:
+    """(sha256, image vector) of every embedded photo of a model, or of `shas` in their order (ones
+    without a vector left out)."""
     if shas is None:
         rows = db.execute("SELECT sha256, vector FROM vectors WHERE model = ?", [model_id]).fetchall()
     else:
@@ -130,40 +121,23 @@ def load_parts(db: sqlite_utils.Database, model_id: str, shas: list[str] | None 
             ).fetchall()
         )
         rows = [(s, found[s]) for s in shas if s in found]
-    facts = content_facts(db, [r[0] for r in rows] if shas is not None else None)
-    image_dim, name_dim = store_dims(db, model_id)
-    paths = [facts[r[0]].path if r[0] in facts else None for r in rows]
-    wanted = sorted({name_key(p) for p in paths if p})
-    names = {
+    return [(s, from_blob(v)) for s, v in rows]
+
+
+def name_vectors_of(db: sqlite_utils.Database, model_id: str, wanted: list[str]) -> dict[str, np.ndarray]:
+    """name key -> the file-name vector of a model, for the names that have one."""
+    return {
         name: from_blob(blob)
         for name, blob in db.execute(
             f"SELECT name, vector FROM name_vectors WHERE model = ? AND name IN {IN_JSON}",
             [model_id, json.dumps(wanted)],
         )
     }
-    image = np.zeros((len(rows), image_dim), np.float32)
-    name = np.zeros((len(rows), name_dim), np.float32)
-    for i, (r, p) in enumerate(zip(rows, paths, strict=True)):
-        image[i] = from_blob(r[1])
-        vec = names.get(name_key(p)) if p else None
-        if vec is not None:
-            name[i] = vec
-    fact = [facts.get(r[0]) for r in rows]
-    parts = {
-        "sha256": [r[0] for r in rows],
-        "path": paths,
-        "image": image,
-        "name": name,
-        "meta": meta_columns(
-            [f.width if f else None for f in fact],
-            [f.height if f else None for f in fact],
-            [f.size if f else None for f in fact],
-        ),
-        "image_dim": image_dim,
-        "name_dim": name_dim,
-    }
-    if prompts is not None:
-        from imgrank.prior import head_features
 
-        parts["prior"] = head_features(db, model_id, parts, prompts)
-    return parts
+
+def current_model_id(db) -> str:
+    """The id of the embedding model the store was built with (the one `scan` records)."""
+    model_id = get_setting(db, "embed_model")
+    if not model_id:
+        raise NothingYet("nothing is embedded yet: run `imgrank scan FOLDER` first")
+    return model_id

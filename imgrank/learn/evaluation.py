@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgrank.neighbours import NEAR_DUP, close_pairs
+from imgrank.learn.neighbours import NEAR_DUP, close_pairs
 
 MAX_GROUP = 12  # a burst longer than this is split: a group is at most this many photos
 STRATIFY_TOLERANCE = 0.05  # a fold whose delete share is further than this from the whole set's warns
@@ -97,7 +97,7 @@ def near_duplicate_groups(
     vectors: np.ndarray, threshold: float = NEAR_DUP, max_size: int = MAX_GROUP
 ) -> np.ndarray:
     """Group id per row: photos that are the same shot. Complete linkage: EVERY pair in a group has
-    cosine similarity at or above the threshold (found by imgrank.neighbours, as `dupes` finds them),
+    cosine similarity at or above the threshold (found by imgrank.learn.neighbours, as `dupes` finds them),
     so groups cannot chain (A~B, B~C does not join A and C unless A~C), and no group grows past
     `max_size`.
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from imgrank import config
 from imgrank.errors import StoreError
+from imgrank.files import open_image
 from imgrank.private import private_dir, private_output
 
 THUMB_SIDE = 320
@@ -72,7 +73,6 @@ def save_from_decode(img: Image.Image, sha256: str, photo_bytes: int) -> None:
 
 def thumbnail(sha256: str, photo_path: str) -> Path:
     """The cached thumbnail, made now from the photo if the scan did not make it."""
-    from imgrank.files import open_image
 
     path = thumb_path(sha256)
     if not path.exists():
@@ -82,7 +82,6 @@ def thumbnail(sha256: str, photo_path: str) -> Path:
 
 def large_jpeg(photo_path: str) -> bytes:
     """The photo at up to LARGE_SIDE pixels as JPEG bytes (any format imgrank reads; made on request)."""
-    from imgrank.files import open_image
 
     img = open_image(photo_path, target=LARGE_SIDE)
     img.thumbnail((LARGE_SIDE, LARGE_SIDE), Image.BICUBIC)

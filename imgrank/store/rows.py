@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import db as dbm
-from imgrank import owntimes, runs, vectors
-from imgrank.db import IN_JSON
 from imgrank.errors import ImgrankError
-from imgrank.files import db_path, db_prefix, display_name, fs_path, readable_now, under
+from imgrank.files import db_path, db_prefix, display_name, fs_path, under
+from imgrank.store import db as dbm
+from imgrank.store import owntimes, vectors
+from imgrank.store.db import IN_JSON
 
 # --- roots ---------------------------------------------------------------------------------
 
@@ -164,61 +164,6 @@ def content_facts(db: sqlite_utils.Database, shas: Iterable[str] | None = None) 
     return {sha: ContentFacts(fs_path(best[sha][1]), *dims[sha]) for sha in best}
 
 
-def unchanged(
-    size: int | None, mtime_ns: int | None, set_ns: int | None, prev_set_ns: int | None, st
-) -> bool:
-    """Same size, and the mtime indexed or one imgrank set itself: the file needs no read."""
-    return st.st_size == size and st.st_mtime_ns in (mtime_ns, set_ns, prev_set_ns)
-
-
-def own_times(db: sqlite_utils.Database, paths: list[str]) -> dict[str, tuple[int | None, int | None]]:
-    """(set_ns, prev_set_ns) of the paths imgrank ordered: times a scan takes as the file's own."""
-    return owntimes.own_times(db, paths)
-
-
-def needs(
-    row: FileRow | None, own: tuple | None, st: os.stat_result, embedded: set[str] | None, retry: bool = False
-) -> bool:
-    """The one rule: does a file whose stat is `st` need reading? See needs_work. An unreadable file
-    is read again when it changed, when imgrank failed on it (`ours`), or with `retry`."""
-    if row is None or row.state == "missing":
-        return True
-    if not unchanged(row.size, row.mtime_ns, *(own or (None, None)), st):
-        return True
-    if row.state == "unreadable":
-        # imgrank's own failure, asked to retry, or skipped for want of an extra that is installed now
-        return row.ours or retry or readable_now(row.reason)
-    if embedded is None:
-        return False
-    return row.sha256 not in embedded
-
-
-def needs_work(db: sqlite_utils.Database, paths: Iterable[str], model: str | None = None) -> set[str]:
-    """Of these paths, those that must be read: not indexed, marked missing, or changed on disk
-    (other size, or an mtime that is neither the indexed one nor one imgrank set); with `model`,
-    also those whose content has no vector of that model. A path that cannot be stat'ed is left
-    out: there is nothing to read."""
-    paths = list(paths)
-    known = {}
-    own = {}
-    for i in range(0, len(paths), 10_000):
-        chunk = paths[i : i + 10_000]
-        known.update(rows(db, chunk))
-        own.update(own_times(db, chunk))
-    embedded = None
-    if model is not None:
-        embedded = vectors.embedded(db, model, {r.sha256 for r in known.values() if r.sha256})
-    out = set()
-    for p in paths:
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        if needs(known.get(p), own.get(p), st, embedded):
-            out.add(p)
-    return out
-
-
 # --- what a scan writes -------------------------------------------------------------------------
 
 
@@ -285,10 +230,12 @@ def mark_all_missing(db: sqlite_utils.Database, paths: list[str]) -> None:
         )
 
 
-def settle_moves(db: sqlite_utils.Database) -> set[str]:
+def settle_moves(db: sqlite_utils.Database, forget: Callable[[list[str]], None]) -> set[str]:
     """A vanished path whose content is present at another path was moved, not lost: its row goes
     (the vectors and labels stay with the content), the record of its original mtime follows it,
-    and it is scored again under its new name (a feature). Returns the paths moved from."""
+    and it is scored again under its new name (a feature): `forget(hashes)`, in the same transaction,
+    drops their scores (runs.forget_scores; the store does not call up into scores). Returns the
+    paths moved from."""
     # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
     with owntimes.locked(db), db.atomic():
         moved = db.execute(
@@ -296,7 +243,7 @@ def settle_moves(db: sqlite_utils.Database) -> set[str]:
                (SELECT sha256 FROM files WHERE state = 'ok') RETURNING path, sha256"""
         ).fetchall()
         _own_times_follow(db, moved)
-        runs.forget_scores(db, [sha for _, sha in moved])
+        forget([sha for _, sha in moved])
     return {fs_path(p) for p, _ in moved}
 
 
@@ -340,8 +287,11 @@ def drop_if_moved(db: sqlite_utils.Database, path: Path | str, sha: str) -> bool
     return True
 
 
-def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bool:
-    """A rename seen as it happened: the row (and so its vectors and labels) follows the file."""
+def move_path(
+    db: sqlite_utils.Database, src: Path | str, dst: Path | str, forget: Callable[[list[str]], None]
+) -> bool:
+    """A rename seen as it happened: the row (and so its vectors and labels) follows the file;
+    `forget(hashes)` (runs.forget_scores), in the same transaction, drops the photo's score."""
     try:
         st = os.stat(dst)
         size, mtime_ns = st.st_size, st.st_mtime_ns
@@ -363,7 +313,7 @@ def move_path(db: sqlite_utils.Database, src: Path | str, dst: Path | str) -> bo
         owntimes.follow(db, os.fspath(src), os.fspath(dst))
         # The file name is one of the head's features: the photo is scored again under its new one.
         row = db.execute("SELECT sha256 FROM files WHERE path = ?", [db_path(dst)]).fetchone()
-        runs.forget_scores(db, [row[0]] if row and row[0] else [])
+        forget([row[0]] if row and row[0] else [])
     return True
 
 

@@ -31,8 +31,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from imgrank.evaluation import unit_rows
-from imgrank.neighbours import NEAR_DUP
+from imgrank.learn.evaluation import unit_rows
+from imgrank.learn.neighbours import NEAR_DUP
 
 # The default rule: labels drawn at random. Every queue tried on the learning benchmark lost to it
 # between 60 and 180 labels (docs/learning.md); "badge" is the BADGE page described above.

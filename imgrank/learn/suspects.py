@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgrank.evaluation import stratified_group_folds
-from imgrank.logistic import Design, fit_platt, logit
-from imgrank.model import calibrated
+from imgrank.learn.evaluation import stratified_group_folds
+from imgrank.learn.head_math import calibrated
+from imgrank.learn.logistic import Design, fit_platt, logit
 
 if TYPE_CHECKING:
-    from imgrank.train import TrainConfig
+    from imgrank.learn.recipe import TrainConfig
 
 
 def label_check(
