@@ -321,6 +321,7 @@ class Toucher:
         self._fd: int | None = None
         self._why: str | None = None
         self.held_ns: int | None = None  # the time the last touch left, as the file system holds it
+        self._looked: tuple[str, int] | None = None  # (path, descriptor) that look() left open
 
     def __enter__(self) -> Toucher:
         return self
@@ -329,6 +330,7 @@ class Toucher:
         self._close()
 
     def _close(self) -> None:
+        self._drop_looked()
         if self._fd is not None:
             os.close(self._fd)
         self._folder = self._fd = self._why = None
@@ -338,6 +340,9 @@ class Toucher:
         self._folder = folder
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._why = VANISHED  # its folder is gone, and it with it
+            return
         except OSError as e:
             if os.path.islink(folder):
                 self._why = f"its folder is a symlink now (to {os.path.realpath(folder)}): not touched"
@@ -358,22 +363,28 @@ class Toucher:
 
         With `read` (the stat the caller planned from), the file is checked just before the touch,
         through the descriptor the touch goes through: one written, replaced or given another
-        time since is left alone (CHANGED), so the owner's edit wins. `held_ns` is then the time
-        the file system holds, read back after the touch (a coarse one keeps less than was set)."""
-        folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
-        if folder != self._folder:
-            self._open_folder(folder)
+        time since is left alone (CHANGED), so the owner's edit wins. Right after `look(path)` that
+        stat, read through the descriptor the touch goes through, is the check. `held_ns` is then
+        the time the file system holds, read back after the touch (a coarse one keeps less)."""
         self.held_ns = None
-        if self._fd is None:
-            return self._why
+        looked, check = self._looked, read is not None
+        if looked is not None and looked[0] == path:  # look() just read it through this descriptor
+            self._looked, fd, check = None, looked[1], False
+        else:
+            self._drop_looked()
+            folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path
+            if folder != self._folder:
+                self._open_folder(folder)
+            if self._fd is None:
+                return self._why
+            try:
+                fd = os.open(name, _OPEN_FLAGS, dir_fd=self._fd)
+            except FileNotFoundError:
+                return VANISHED
+            except OSError:  # not readable by us (the owner may still set its time): by name
+                return self._touch_by_name(name, atime_ns, mtime_ns, read)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._fd)
-        except FileNotFoundError:
-            return VANISHED
-        except OSError:  # not readable by us (the owner may still set its time): by name
-            return self._touch_by_name(name, atime_ns, mtime_ns, read)
-        try:
-            if read is not None and _moved(os.fstat(fd), read):
+            if check and _moved(os.fstat(fd), read):
                 return CHANGED
             os.utime(fd, ns=(atime_ns, mtime_ns))
             self.held_ns = os.fstat(fd).st_mtime_ns
@@ -382,6 +393,43 @@ class Toucher:
         finally:
             os.close(fd)
         return None
+
+    def look(self, path: str) -> tuple[os.stat_result | None, str | None]:
+        """The file's stat read through the descriptor a `touch` of it right after goes through
+        (held open until then), or why it cannot be touched (VANISHED, not a regular file, a
+        folder swapped for a symlink, the OS's reason). A caller that decides from this stat and
+        then touches the file needs no second check: the touch sets the file it read."""
+        self._drop_looked()
+        folder, _, name = path.rpartition(os.sep)
+        if folder != self._folder:
+            self._open_folder(folder)
+        if self._fd is None:
+            return None, self._why
+        try:
+            fd = os.open(name, _OPEN_FLAGS, dir_fd=self._fd)
+        except FileNotFoundError:
+            return None, VANISHED
+        except OSError:  # a symlink, or not readable by us: its own stat, by name (touch checks it)
+            try:
+                st = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+            except OSError as e:
+                return None, VANISHED if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
+            return (st, None) if stat_mod.S_ISREG(st.st_mode) else (None, "not a regular file any more")
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            return None, e.strerror or str(e)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None, "not a regular file any more"
+        self._looked = (path, fd)
+        return st, None
+
+    def _drop_looked(self) -> None:
+        if self._looked is not None:
+            os.close(self._looked[1])
+            self._looked = None
 
     def _touch_by_name(
         self, name: str, atime_ns: int, mtime_ns: int, read: os.stat_result | None
@@ -396,6 +444,9 @@ class Toucher:
         except OSError as e:
             return e.strerror or str(e)
         return None
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 
 
 def _moved(now: os.stat_result, read: os.stat_result) -> bool:
