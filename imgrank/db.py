@@ -20,7 +20,7 @@ import numpy as np
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from imgrank import config
+from imgrank import config, homes
 from imgrank.errors import StoreError
 from imgrank.private import write_private
 
@@ -227,6 +227,7 @@ class Store(sqlite_utils.Database):
 
 # Left in the home beside a database once one is made: a home that has it but no database lost its
 # store (deleted under a running daemon, a wrong --home), and only `scan` starts a new one there.
+# `rm -rf` of the whole home takes the marker too: imgrank.homes lists each database outside it.
 MARKER = ".imgrank-store"
 
 
@@ -265,7 +266,7 @@ def _open(path: Path, fresh: bool = False) -> Store:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         _refuse_empty(path)
         if not path.exists():
-            if marker.exists() and not fresh:
+            if not fresh and (marker.exists() or homes.known(path)):
                 raise StoreError(
                     f"the database {path} is gone, though this home held one: nothing was created. "
                     "Point --home (or IMGRANK_HOME) at the folder that holds it, or run `imgrank scan "
@@ -274,6 +275,7 @@ def _open(path: Path, fresh: bool = False) -> Store:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         if not marker.exists():
             write_private(marker, f"{path}\n")
+        homes.remember(path)  # the marker goes with the home; this list, outside it, stays
         db = Store(path)
         db.conn.isolation_level = None  # autocommit; transactions only through atomic()
         db.execute("PRAGMA busy_timeout = 30000")

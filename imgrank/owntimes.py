@@ -321,7 +321,7 @@ class Toucher:
         self._fd: int | None = None
         self._why: str | None = None
         self.held_ns: int | None = None  # the time the last touch left, as the file system holds it
-        self._looked: tuple[str, int] | None = None  # (path, descriptor) that look() left open
+        self._looked: list = []  # [path, descriptor] that look() left open
 
     def __enter__(self) -> Toucher:
         return self
@@ -368,21 +368,12 @@ class Toucher:
         the time the file system holds, read back after the touch (a coarse one keeps less)."""
         self.held_ns = None
         looked, check = self._looked, read is not None
-        if looked is not None and looked[0] == path:  # look() just read it through this descriptor
-            self._looked, fd, check = None, looked[1], False
+        if looked and looked[0] == path:  # look() just read it through this descriptor
+            fd, check, self._looked = looked[1], False, []
         else:
-            self._drop_looked()
-            folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path
-            if folder != self._folder:
-                self._open_folder(folder)
-            if self._fd is None:
-                return self._why
-            try:
-                fd = os.open(name, _OPEN_FLAGS, dir_fd=self._fd)
-            except FileNotFoundError:
-                return VANISHED
-            except OSError:  # not readable by us (the owner may still set its time): by name
-                return self._touch_by_name(name, atime_ns, mtime_ns, read)
+            fd, name, why = self._open_file(path)
+            if fd is None:
+                return why if why is not None else self._touch_by_name(name, atime_ns, mtime_ns, read)
         try:
             if check and _moved(os.fstat(fd), read):
                 return CHANGED
@@ -396,40 +387,34 @@ class Toucher:
 
     def look(self, path: str) -> tuple[os.stat_result | None, str | None]:
         """The file's stat read through the descriptor a `touch` of it right after goes through
-        (held open until then), or why it cannot be touched (VANISHED, not a regular file, a
-        folder swapped for a symlink, the OS's reason). A caller that decides from this stat and
-        then touches the file needs no second check: the touch sets the file it read."""
+        (held open until then), or why it cannot be touched (as `lstat` says, or its folder's)."""
+        fd, name, why = self._open_file(path)
+        if fd is None:  # a symlink, or not readable by us (touch checks it by name), or why not
+            return lstat(path) if why is None else (None, why)
+        self._looked = [path, fd]
+        st = os.fstat(fd)  # an error here (EIO) is the caller's, as lstat's would have been
+        return (st, None) if stat_mod.S_ISREG(st.st_mode) else (None, "not a regular file any more")
+
+    def _open_file(self, path: str) -> tuple[int | None, str, str | None]:
+        """(descriptor, name, None); (None, name, why) where it cannot be touched; (None, name,
+        None) where it cannot be opened but may be touched by name (not readable by us)."""
         self._drop_looked()
-        folder, _, name = path.rpartition(os.sep)
+        folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
         if folder != self._folder:
             self._open_folder(folder)
         if self._fd is None:
-            return None, self._why
+            return None, name, self._why
         try:
-            fd = os.open(name, _OPEN_FLAGS, dir_fd=self._fd)
+            return os.open(name, _OPEN_FLAGS, dir_fd=self._fd), name, None
         except FileNotFoundError:
-            return None, VANISHED
-        except OSError:  # a symlink, or not readable by us: its own stat, by name (touch checks it)
-            try:
-                st = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
-            except OSError as e:
-                return None, VANISHED if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
-            return (st, None) if stat_mod.S_ISREG(st.st_mode) else (None, "not a regular file any more")
-        try:
-            st = os.fstat(fd)
-        except OSError as e:
-            os.close(fd)
-            return None, e.strerror or str(e)
-        if not stat_mod.S_ISREG(st.st_mode):
-            os.close(fd)
-            return None, "not a regular file any more"
-        self._looked = (path, fd)
-        return st, None
+            return None, name, VANISHED
+        except OSError:
+            return None, name, None
 
     def _drop_looked(self) -> None:
-        if self._looked is not None:
+        if self._looked:
             os.close(self._looked[1])
-            self._looked = None
+            self._looked = []
 
     def _touch_by_name(
         self, name: str, atime_ns: int, mtime_ns: int, read: os.stat_result | None
