@@ -294,14 +294,16 @@ def _open(path: Path, fresh: bool = False) -> Store:
 
 
 def _refuse_empty(path: Path) -> None:
-    """An existing database of 0 bytes lost its contents (a full disk, a bad copy): refuse it
-    rather than start afresh, which would forget every original mtime `restore` needs."""
+    """An existing database of 0 bytes lost its contents (a full disk, a bad copy, a truncation):
+    refuse it rather than start afresh, which would forget every original mtime `restore` needs.
+    A -wal beside it does not save it: imgrank's database holds its first page from the switch to
+    WAL on, so the -wal holds only the changes since the last checkpoint, and SQLite given the
+    empty file would drop them and let the migrations build an empty store over it."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return
-    wal = Path(str(path) + "-wal")
-    if size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+    if size == 0:
         raise StoreError(
             f"database {path} is empty (0 bytes): it lost its contents, so it is left as it is; "
             "move it aside (or restore it from a backup) and run `imgrank scan` to start a new one"
