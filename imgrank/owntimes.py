@@ -398,7 +398,8 @@ class Toucher:
     def _open_file(self, path: str) -> tuple[int | None, str, str | None]:
         """(descriptor, name, None); (None, name, why) where it cannot be touched; (None, name,
         None) where it cannot be opened but may be touched by name (not readable by us)."""
-        self._drop_looked()
+        if self._looked:
+            self._drop_looked()
         folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
         if folder != self._folder:
             self._open_folder(folder)
