@@ -91,6 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp) / "photos"
         os.environ["IMGRANK_HOME"] = str(Path(tmp) / "home")
+        os.environ["XDG_STATE_HOME"] = str(Path(tmp) / "state")  # its store is not listed as the user's
         t0 = time.perf_counter()
         paths = make_files(root, args.n)
         db = open_db()
