@@ -73,6 +73,12 @@ def take_over_copies(db, records: dict[str, Record]) -> None:
     """A move by copy and delete (`cp -p a b && rm a`, a file manager moving across disks) that an
     order saw halfway, while both files were there: b was recorded as a new file whose original is
     imgrank's time for a. Once a is gone, b takes a's original. `records` is updated in place."""
+    recs = records.values()
+    originals = {rec.original_ns for rec in recs}
+    if originals.isdisjoint({rec.set_ns for rec in recs}) and originals.isdisjoint(
+        {rec.prev_set_ns for rec in recs}
+    ):
+        return  # no record's original is another record's imgrank time (nearly always): nothing to take
     by_key: dict[tuple[str, int], str] = {}  # (content, imgrank time) -> whose record has it
     for p, rec in records.items():
         for t in rec.set_times() if rec.sha256 else ():

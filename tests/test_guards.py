@@ -109,6 +109,66 @@ def test_scan_starts_afresh_where_a_store_was(scanned, home):
     assert run("status").exit_code == 0
 
 
+def test_no_command_makes_a_new_store_after_rm_rf_of_the_home_under_a_running_daemon(scanned, tmp_path, home):
+    log = tmp_path / "daemon.log"
+    daemon = watch(scanned, log)
+    try:
+        wait_for(lambda: "order at start" in log.read_text() or daemon.poll() is not None)
+        assert daemon.poll() is None, log.read_text()
+        shutil.rmtree(home)  # rm -rf $IMGRANK_HOME: the marker goes with it
+        photo(scanned / "new.jpg", seed=50)  # something to reorder for
+        assert daemon.wait(timeout=PATIENCE) == 1
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    for command in (["status"], ["order"], ["watch", str(scanned)]):
+        done = subprocess.run([*IMGRANK, *command], capture_output=True, text=True, timeout=PATIENCE)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert "is gone, though this home held one: nothing was created" in done.stderr
+        assert "--home" in done.stderr and "imgrank scan" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
+        assert not (home / "imgrank.db").exists()
+    listed = Path(os.environ["XDG_STATE_HOME"]) / "imgrank" / "homes"
+    assert listed.read_text() == f"{home / 'imgrank.db'}\n"
+    assert (listed.stat().st_mode & 0o777, listed.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    # `imgrank scan` starts afresh there, and the commands work again
+    assert subprocess.run([*IMGRANK, "scan", str(scanned), "--jobs", "1"], timeout=PATIENCE).returncode == 0
+    assert subprocess.run([*IMGRANK, "status"], capture_output=True, timeout=PATIENCE).returncode == 0
+    assert listed.read_text() == f"{home / 'imgrank.db'}\n"
+
+
+@pytest.mark.parametrize("daemon_dies", [False, True], ids=["daemon running", "daemon killed"])
+def test_a_database_truncated_to_nothing_beside_its_wal_is_refused_not_rebuilt(
+    scanned, tmp_path, home, daemon_dies
+):
+    log = tmp_path / "daemon.log"
+    daemon = watch(scanned, log)
+    try:
+        wait_for(lambda: "order at start" in log.read_text() or daemon.poll() is not None)
+        photo(scanned / "new.jpg", seed=50)
+        wait_for(lambda: "order updated after new.jpg" in log.read_text() or daemon.poll() is not None)
+        assert daemon.poll() is None, log.read_text()
+        if daemon_dies:
+            daemon.kill()  # its -wal and -shm stay, as after a crash
+            daemon.wait()
+        db, wal = home / "imgrank.db", home / "imgrank.db-wal"
+        assert wal.stat().st_size > 0
+        wal_bytes = wal.read_bytes()
+        os.truncate(db, 0)
+        for command in (["status"], ["restore"]):
+            done = subprocess.run([*IMGRANK, *command], capture_output=True, text=True, timeout=PATIENCE)
+            assert done.returncode == 1, (command, done.stdout, done.stderr)
+            assert f"database {db} is empty (0 bytes): it lost its contents" in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1 and "locked" not in done.stderr
+            assert db.stat().st_size == 0  # left as it was, not rebuilt
+            assert wal.read_bytes() == wal_bytes or not daemon_dies  # (a running daemon writes on)
+    finally:
+        if daemon.poll() is None:
+            daemon.terminate()
+            daemon.wait(timeout=PATIENCE)
+
+
 def test_two_daemons_started_at_the_same_instant_one_runs(scanned, tmp_path):
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     daemons = [watch(scanned, log) for log in logs]

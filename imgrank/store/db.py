@@ -20,7 +20,7 @@ import numpy as np
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from imgrank import config
+from imgrank import config, homes
 from imgrank.errors import StoreError
 from imgrank.private import write_private
 
@@ -227,6 +227,7 @@ class Store(sqlite_utils.Database):
 
 # Left in the home beside a database once one is made: a home that has it but no database lost its
 # store (deleted under a running daemon, a wrong --home), and only `scan` starts a new one there.
+# `rm -rf` of the whole home takes the marker too: imgrank.homes lists each database outside it.
 MARKER = ".imgrank-store"
 
 
@@ -265,7 +266,7 @@ def _open(path: Path, fresh: bool = False) -> Store:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         _refuse_empty(path)
         if not path.exists():
-            if marker.exists() and not fresh:
+            if not fresh and (marker.exists() or homes.known(path)):
                 raise StoreError(
                     f"the database {path} is gone, though this home held one: nothing was created. "
                     "Point --home (or IMGRANK_HOME) at the folder that holds it, or run `imgrank scan "
@@ -274,6 +275,7 @@ def _open(path: Path, fresh: bool = False) -> Store:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         if not marker.exists():
             write_private(marker, f"{path}\n")
+        homes.remember(path)  # the marker goes with the home; this list, outside it, stays
         db = Store(path)
         db.conn.isolation_level = None  # autocommit; transactions only through atomic()
         db.execute("PRAGMA busy_timeout = 30000")
@@ -292,14 +294,16 @@ def _open(path: Path, fresh: bool = False) -> Store:
 
 
 def _refuse_empty(path: Path) -> None:
-    """An existing database of 0 bytes lost its contents (a full disk, a bad copy): refuse it
-    rather than start afresh, which would forget every original mtime `restore` needs."""
+    """An existing database of 0 bytes lost its contents (a full disk, a bad copy, a truncation):
+    refuse it rather than start afresh, which would forget every original mtime `restore` needs.
+    A -wal beside it does not save it: imgrank's database holds its first page from the switch to
+    WAL on, so the -wal holds only the changes since the last checkpoint, and SQLite given the
+    empty file would drop them and let the migrations build an empty store over it."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return
-    wal = Path(str(path) + "-wal")
-    if size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+    if size == 0:
         raise StoreError(
             f"database {path} is empty (0 bytes): it lost its contents, so it is left as it is; "
             "move it aside (or restore it from a backup) and run `imgrank scan` to start a new one"

@@ -299,6 +299,7 @@ class Toucher:
         self._fd: int | None = None
         self._why: str | None = None
         self.held_ns: int | None = None  # the time the last touch left, as the file system holds it
+        self._looked: list = []  # [path, descriptor] that look() left open
 
     def __enter__(self) -> Toucher:
         return self
@@ -307,6 +308,7 @@ class Toucher:
         self._close()
 
     def _close(self) -> None:
+        self._drop_looked()
         if self._fd is not None:
             os.close(self._fd)
         self._folder = self._fd = self._why = None
@@ -316,6 +318,9 @@ class Toucher:
         self._folder = folder
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._why = VANISHED  # its folder is gone, and it with it
+            return
         except OSError as e:
             if os.path.islink(folder):
                 self._why = f"its folder is a symlink now (to {os.path.realpath(folder)}): not touched"
@@ -336,22 +341,19 @@ class Toucher:
 
         With `read` (the stat the caller planned from), the file is checked just before the touch,
         through the descriptor the touch goes through: one written, replaced or given another
-        time since is left alone (CHANGED), so the owner's edit wins. `held_ns` is then the time
-        the file system holds, read back after the touch (a coarse one keeps less than was set)."""
-        folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
-        if folder != self._folder:
-            self._open_folder(folder)
+        time since is left alone (CHANGED), so the owner's edit wins. Right after `look(path)` that
+        stat, read through the descriptor the touch goes through, is the check. `held_ns` is then
+        the time the file system holds, read back after the touch (a coarse one keeps less)."""
         self.held_ns = None
-        if self._fd is None:
-            return self._why
+        looked, check = self._looked, read is not None
+        if looked and looked[0] == path:  # look() just read it through this descriptor
+            fd, check, self._looked = looked[1], False, []
+        else:
+            fd, name, why = self._open_file(path)
+            if fd is None:
+                return why if why is not None else self._touch_by_name(name, atime_ns, mtime_ns, read)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._fd)
-        except FileNotFoundError:
-            return VANISHED
-        except OSError:  # not readable by us (the owner may still set its time): by name
-            return self._touch_by_name(name, atime_ns, mtime_ns, read)
-        try:
-            if read is not None and _moved(os.fstat(fd), read):
+            if check and _moved(os.fstat(fd), read):
                 return CHANGED
             os.utime(fd, ns=(atime_ns, mtime_ns))
             self.held_ns = os.fstat(fd).st_mtime_ns
@@ -360,6 +362,38 @@ class Toucher:
         finally:
             os.close(fd)
         return None
+
+    def look(self, path: str) -> tuple[os.stat_result | None, str | None]:
+        """The file's stat read through the descriptor a `touch` of it right after goes through
+        (held open until then), or why it cannot be touched (as `lstat` says, or its folder's)."""
+        fd, name, why = self._open_file(path)
+        if fd is None:  # a symlink, or not readable by us (touch checks it by name), or why not
+            return lstat(path) if why is None else (None, why)
+        self._looked = [path, fd]
+        st = os.fstat(fd)  # an error here (EIO) is the caller's, as lstat's would have been
+        return (st, None) if stat_mod.S_ISREG(st.st_mode) else (None, "not a regular file any more")
+
+    def _open_file(self, path: str) -> tuple[int | None, str, str | None]:
+        """(descriptor, name, None); (None, name, why) where it cannot be touched; (None, name,
+        None) where it cannot be opened but may be touched by name (not readable by us)."""
+        if self._looked:
+            self._drop_looked()
+        folder, _, name = path.rpartition(os.sep)  # os.path.split's result for an absolute path, faster
+        if folder != self._folder:
+            self._open_folder(folder)
+        if self._fd is None:
+            return None, name, self._why
+        try:
+            return os.open(name, _OPEN_FLAGS, dir_fd=self._fd), name, None
+        except FileNotFoundError:
+            return None, name, VANISHED
+        except OSError:
+            return None, name, None
+
+    def _drop_looked(self) -> None:
+        if self._looked:
+            os.close(self._looked[1])
+            self._looked = []
 
     def _touch_by_name(
         self, name: str, atime_ns: int, mtime_ns: int, read: os.stat_result | None
@@ -374,6 +408,9 @@ class Toucher:
         except OSError as e:
             return e.strerror or str(e)
         return None
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 
 
 def _moved(now: os.stat_result, read: os.stat_result) -> bool:
