@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
-    """Point IMGRANK_HOME at a fresh folder for each test (and the per-user state, imgrank.homes)."""
+    """Point IMGRANK_HOME at a fresh folder for each test (and the per-user state, imgrank.store.homes)."""
     path = tmp_path / "imgrank-home"
     monkeypatch.setenv("IMGRANK_HOME", str(path))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))

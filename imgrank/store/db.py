@@ -20,9 +20,10 @@ import numpy as np
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from imgrank import config, homes
+from imgrank import config
 from imgrank.errors import StoreError
 from imgrank.private import write_private
+from imgrank.store import homes
 
 migrations = Migrations("imgrank")
 IN_JSON = "(SELECT value FROM json_each(?))"  # `x IN` a JSON list bound as one parameter
@@ -227,7 +228,7 @@ class Store(sqlite_utils.Database):
 
 # Left in the home beside a database once one is made: a home that has it but no database lost its
 # store (deleted under a running daemon, a wrong --home), and only `scan` starts a new one there.
-# `rm -rf` of the whole home takes the marker too: imgrank.homes lists each database outside it.
+# `rm -rf` of the whole home takes the marker too: imgrank.store.homes lists each database outside it.
 MARKER = ".imgrank-store"
 
 
