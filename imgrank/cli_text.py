@@ -49,7 +49,11 @@ def format_report(run: dict) -> str:
     c = run["counts"]
     held = c["held_out"]
     tried = mlp.get("tried", True) and "ap" in mlp
-    regression = "L2 logistic regression"
+    on = {
+        "image": " on the image vector alone",
+        "both": ": on every feature and on the image vector, averaged",
+    }
+    regression = "L2 logistic regression" + on.get(b.get("features"), "")
     if run["recipe"] == "mlp":
         chosen = f"MLP, {run['epochs']} epochs"
     elif tried:
