@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +82,20 @@ def can_mount_read_only(path: Path) -> bool:
         return False
     probe = f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"
     return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def wait_for(condition, timeout: float = 60.0, every: float = 0.05):
+    """Poll `condition` until it is truthy and return its value; fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def run_python(code: str, home) -> subprocess.CompletedProcess:
+    """`python -c code` in a fresh interpreter with IMGRANK_HOME at `home` (what a new process imports)."""
+    env = {**os.environ, "IMGRANK_HOME": str(home)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 
+import helpers
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -208,12 +208,7 @@ def shot(path, shift: int) -> None:
 
 
 def wait_for(condition, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
+    return helpers.wait_for(condition, timeout, every=0.1)
 
 
 def stored_listing() -> list[dict]:

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from click.testing import CliRunner
 from helpers import separable, store
@@ -29,14 +30,8 @@ def run(*args):
     return CliRunner().invoke(cli, list(args))
 
 
-def wait_for(condition, timeout: float = PATIENCE, every: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout:.0f} s")
+def wait_for(condition, timeout: float = PATIENCE):
+    return helpers.wait_for(condition, timeout)
 
 
 @pytest.fixture

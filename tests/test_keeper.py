@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import run_python
 from PIL import Image
 
 from imgrank import config, dupes
@@ -239,12 +238,7 @@ def test_train_learns_the_keeper_and_the_order_applies_it_without_scikit_learn(t
         "rows = [r.path for r in ranked(open_db())]; "
         "print(json.dumps([rows, [m for m in ('sklearn', 'torch') if m in sys.modules]]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "IMGRANK_HOME": str(home)},
-    )
+    out = run_python(code, home)
     assert out.returncode == 0, out.stderr
     rows, imported = json.loads(out.stdout)
     assert imported == []

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import separable, store
+from helpers import run_python, separable, store
 
 from imgrank import prior, runs
 from imgrank.cli import cli
@@ -216,12 +215,7 @@ def test_scoring_never_imports_torch_or_scikit_learn(home):
         "n = score_all(open_db()); assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'sklearn' not in sys.modules, 'scikit-learn imported'; print(n)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "IMGRANK_HOME": str(home)},
-    )
+    out = run_python(code, home)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "120"
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import activate_random_head
+from helpers import activate_random_head, wait_for
 from images import photo
 
 from imgrank.config import home_dir
@@ -31,17 +31,6 @@ SETTLE = 0.3
 # it needs (well under a second), as a loaded CI machine can be many times slower. Only a failing
 # test ever waits this long.
 PATIENCE = 60.0
-
-
-def wait_for(condition, timeout: float = PATIENCE, every: float = 0.05):
-    """Poll `condition` until it is truthy; fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def q(sql: str, params=()):
