@@ -277,16 +277,10 @@ def test_another_local_user_gets_nothing_from_ps(library_like, tmp_path, strange
     browser = tmp_path / "browser"
     browser.write_text(f'#!/bin/sh\nprintf "%s" "$*" > {seen}\n')
     browser.chmod(0o755)
-    server, printed = start_review(tmp_path, browser)
-    try:
-        deadline = time.monotonic() + 30
-        while not seen.exists() or not seen.read_text():
-            assert time.monotonic() < deadline and server.poll() is None, "the browser was not started"
-            time.sleep(0.1)
-        argv = seen.read_text()
-        assert "token" not in argv and "code=" not in argv and "key=" not in argv, argv
-        stranger_run = subprocess.run(
-            ["/usr/bin/python3", "-c", STRANGER, argv],
+    def as_stranger(address: str) -> subprocess.CompletedProcess:
+        """The STRANGER script, run as the other local user, with what it read from `ps`."""
+        return subprocess.run(
+            ["/usr/bin/python3", "-c", STRANGER, address],
             user=stranger.pw_uid,
             group=stranger.pw_gid,
             extra_groups=[],
@@ -295,6 +289,16 @@ def test_another_local_user_gets_nothing_from_ps(library_like, tmp_path, strange
             text=True,
             timeout=60,
         )
+
+    server, printed = start_review(tmp_path, browser)
+    try:
+        deadline = time.monotonic() + 30
+        while not seen.exists() or not seen.read_text():
+            assert time.monotonic() < deadline and server.poll() is None, "the browser was not started"
+            time.sleep(0.1)
+        argv = seen.read_text()
+        assert "token" not in argv and "code=" not in argv and "key=" not in argv, argv
+        stranger_run = as_stranger(argv)
         assert stranger_run.returncode == 0, stranger_run.stderr
         assert json.loads(stranger_run.stdout) == []
         # The owner's browser: the file it was given is the owner's alone, and leads to the page.
@@ -306,16 +310,7 @@ def test_another_local_user_gets_nothing_from_ps(library_like, tmp_path, strange
         assert json.loads(owner.open(base + "/api/queue/least-wanted", timeout=10).read())["items"]
         # The printed address works once: for the owner, not for whoever reads it after.
         login(printed)
-        late = subprocess.run(
-            ["/usr/bin/python3", "-c", STRANGER, printed],
-            user=stranger.pw_uid,
-            group=stranger.pw_gid,
-            extra_groups=[],
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        late = as_stranger(printed)
         assert json.loads(late.stdout) == []
         # A body far over the cap is refused at once, without waiting for (or reading) the rest.
         jar = [h for h in owner.handlers if hasattr(h, "cookiejar")][0].cookiejar
