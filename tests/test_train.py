@@ -528,3 +528,27 @@ def test_with_a_handful_of_held_out_deletes_the_head_keeps_every_feature():
             x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
         )
         assert result.metrics["baseline"]["features"] == "all"
+
+
+def test_an_mlp_that_wins_by_less_than_the_margin_is_not_chosen():
+    """The MLP's rule, on held-out predictions made up to the point: better in every fold by a hair
+    (pooled AP +0.001 or so) is not enough to replace the regression; better by a clear margin is."""
+    from imgrank.learn.evaluation import average_precision
+    from imgrank.learn.validation import SWITCH_MARGIN, mlp_beats_baseline
+
+    rng = np.random.default_rng(3)
+    y = np.tile([1, 0, 0, 0, 0], 80)
+    fold = np.arange(len(y)) % 4
+    base = y * 1.0 + rng.normal(0, 0.9, len(y))
+
+    def better_by(shift: float) -> dict:
+        mlp = base + shift * y  # each delete a little higher: better in every fold
+        return {"baseline": base, "mlp": mlp}
+
+    def pooled_gain(cv):
+        return average_precision(y, cv["mlp"]) - average_precision(y, cv["baseline"])
+
+    hair, clear = better_by(0.01), better_by(0.6)
+    assert 0 < pooled_gain(hair) < SWITCH_MARGIN and pooled_gain(clear) > 2 * SWITCH_MARGIN
+    assert not mlp_beats_baseline(y, fold, 4, hair)
+    assert mlp_beats_baseline(y, fold, 4, clear)
