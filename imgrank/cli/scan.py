@@ -23,6 +23,7 @@ from imgrank.errors import ModelError
 from imgrank.files import HEIF_HINT, shown_path
 from imgrank.first_order import FirstOrder
 from imgrank.raw import RAW_HINT
+from imgrank.store import sidecars as sidecar_records
 from imgrank.thumbs import THUMBS_CAP, cache_size
 from imgrank.words import counts, plural, scan_summary
 
@@ -164,11 +165,9 @@ def status(list_unreadable, as_json):
         rows = index.unreadable(db)
         emit(rows, as_json, unreadable_text(rows, shown_path))
         return
-    from imgrank import sidecars  # lazy: sqlite_utils
-
     info = index.status(db)
     info["pairs"] = pairs.count(p for p, _ in index.present_files(db))
-    info["xmp_sidecars"] = sidecars.count(db)
+    info["xmp_sidecars"] = sidecar_records.count(db)
     lines = [
         "roots: " + (", ".join(map(shown_path, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
         "images: "
