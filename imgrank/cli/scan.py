@@ -17,8 +17,6 @@ from imgrank.cli.common import (
 )
 from imgrank.cli_text import unreadable_text
 from imgrank.daemon.heartbeat import daemon_status
-from imgrank.dupes import refresh
-from imgrank.embed import load_embedder
 from imgrank.errors import ModelError
 from imgrank.files import HEIF_HINT, shown_path
 from imgrank.first_order import FirstOrder
@@ -64,6 +62,8 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
         imgrank scan --order ~/Pictures           # a big first scan: a first order after 2,000 photos
     """
     from imgrank import index  # lazy: sqlite_utils
+    from imgrank.dupes import refresh  # lazy: numpy
+    from imgrank.embed import load_embedder  # lazy: numpy
     from imgrank.runs import score_unscored  # lazy: sqlite_utils
 
     db = open_db(fresh=True)  # the one command that may start a new store where one was
