@@ -16,8 +16,9 @@ formed again. `regroup` (the `dupes` command) groups everything afresh.
 Within a group the keeper is the shot the owner would keep: learned from their own choices inside
 groups (imgrank.learn.keeper; `learn_keeper`, run by `train` and `dupes`), else the lowest deletion score
 (the head's, else the prior's). The keeper keeps its rank; the others move up the deletion order,
-never to below their keeper (`adjust`, used by the ranking). This module owns the `dupe_groups`
-table: every grouped photo with its group, and every other photo looked at with none.
+never to below their keeper (`adjust`, used by the ranking). The groups are stored in the
+`dupe_groups` table (store/dupes.py): every grouped photo with its group, and every other photo
+looked at with none.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from imgrank.learn import keeper
 from imgrank.learn.keeper import Keeper, facts
 from imgrank.learn.neighbours import NEAR_DUP, close_pairs, exact_pairs
 from imgrank.prior import load_cues
+from imgrank.store import dupes as dupe_groups
 from imgrank.store.labels import current_sources
 
 # `refresh` compares the new photos with all while that is fewer pairs than this (~2 s); beyond, a
@@ -132,8 +134,7 @@ def regroup(db, threshold: float | None = None) -> dict:
     shas, v = _present_vectors(db, model_id)
     rows = _group_ids(shas, near_groups(v, threshold))
     with db.atomic():
-        db.execute("DELETE FROM dupe_groups")
-        db.conn.executemany("INSERT INTO dupe_groups (sha256, group_id) VALUES (?, ?)", rows)
+        dupe_groups.replace(db, rows)
         set_setting(db, SETTING, json.dumps({"model": model_id, "threshold": threshold}))
     return _summary(rows, start, threshold, "all")
 
@@ -151,7 +152,7 @@ def refresh(db, threshold: float | None = None) -> dict:
     model_id, threshold = _basis(db, threshold)
     if get_setting(db, SETTING) != json.dumps({"model": model_id, "threshold": threshold}):
         return regroup(db, threshold)
-    stored = dict(db.execute("SELECT sha256, group_id FROM dupe_groups").fetchall())
+    stored = dupe_groups.stored(db)
     present = {sha for _, sha in present_files(db)} & embedded(db, model_id)
     new, gone = sorted(present - stored.keys()), sorted(stored.keys() - present)
     if not new and not gone:
@@ -169,15 +170,10 @@ def refresh(db, threshold: float | None = None) -> dict:
     redone = _group_ids(local, near_groups(v[[row[s] for s in local]], threshold), above)
     with db.atomic():
         for chunk in (gone, local):
-            db.conn.executemany("DELETE FROM dupe_groups WHERE sha256 = ?", [(s,) for s in chunk])
-        db.conn.executemany("INSERT INTO dupe_groups (sha256, group_id) VALUES (?, ?)", redone)
-    rows = db.execute("SELECT sha256, group_id FROM dupe_groups").fetchall()
+            dupe_groups.forget(db, chunk)
+        dupe_groups.add(db, redone)
+    rows = list(dupe_groups.stored(db).items())
     return _summary(rows, start, threshold, "some", new=len(new), gone=len(gone))
-
-
-def load_groups(db) -> dict[str, int]:
-    """sha256 -> near-duplicate group id, as last stored (photos in no group are left out)."""
-    return dict(db.execute("SELECT sha256, group_id FROM dupe_groups WHERE group_id IS NOT NULL").fetchall())
 
 
 def _group_key(row, near: dict[str, int], copies: set[str]):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from imgrank import dupes, index, pairs, runs
+from imgrank.store import dupes as dupe_groups
 from imgrank.store import labels
 
 
@@ -35,7 +36,7 @@ def ranked_with_partners(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[
     for every RAW+JPEG pair in it: `order` gives them their photo's time."""
 
     rows, partners = _scored(db)
-    near = dupes.load_groups(db)
+    near = dupe_groups.groups(db)
     return dupes.adjust(rows, near, dupes.keeper_utility(db, near)), partners
 
 
@@ -81,7 +82,7 @@ def _pair_label(partners, current: dict) -> str | None:
 def dupe_listing(db) -> list[dict]:
     """Every group of the stored grouping plus exact copies: members best first, the keeper marked,
     and how it was chosen ("keeper_by": "learned" from the owner's choices, or "score")."""
-    near = dupes.load_groups(db)
+    near = dupe_groups.groups(db)
     utility = dupes.keeper_utility(db, near)
     groups = dupes.grouped(scored_photos(db), near, utility)
     out = []

@@ -9,6 +9,7 @@ on what its header declares. Nothing here writes a file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -18,13 +19,26 @@ from imgrank.errors import UnreadableImage
 # The RAW formats imgrank reads: the one list (the walk, decoding and RAW+JPEG pairs use it).
 RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"})
 
-try:  # the `raw` extra
-    import rawpy
 
-    RAW_SUPPORTED = True
-except ImportError:  # pragma: no cover - depends on the extra
-    rawpy = None
-    RAW_SUPPORTED = False
+@functools.cache
+def _rawpy():
+    """rawpy (the `raw` extra), or None where it cannot be imported; imported on first use, not with
+    this module: it loads numpy, which `imgrank --help` and `status` never need (files imports this)."""
+    try:
+        import rawpy
+    except ImportError:  # pragma: no cover - depends on the extra
+        return None
+    return rawpy
+
+
+def __getattr__(name: str):
+    # RAW_SUPPORTED and rawpy, as module attributes found on first use (see _rawpy).
+    if name == "RAW_SUPPORTED":
+        return _rawpy() is not None
+    if name == "rawpy":
+        return _rawpy()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 RAW_HINT = "RAW photos are skipped: install the raw extra (pip install 'imgrank[raw]') to read them"
 
@@ -57,7 +71,8 @@ class Picture:
 def picture(data: bytes, max_bytes: int) -> Picture:
     """The picture inside RAW bytes: the embedded preview, else a half-size demosaic costing at most
     `max_bytes`. Raises UnreadableImage with a one-line reason."""
-    if not RAW_SUPPORTED:
+    rawpy = _rawpy()
+    if rawpy is None:
         raise UnreadableImage(RAW_HINT)
     try:
         with _quiet_stderr(), rawpy.imread(io.BytesIO(data)) as raw:
@@ -89,6 +104,7 @@ def picture(data: bytes, max_bytes: int) -> Picture:
 def _preview(raw) -> tuple[bytes | None, object | None]:
     """The embedded preview: (JPEG bytes, None) when it is a JPEG big enough to judge, (None, bitmap)
     for a bitmap one, (None, None) when there is none or it is a placeholder."""
+    rawpy = _rawpy()
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):

@@ -1,5 +1,5 @@
 """The order as XMP ratings in sidecar files, which digiKam, darktable and Lightroom read; and their
-restore. Owns the `sidecars` table.
+restore. Its records (the `sidecars` table) are imgrank/store/sidecars.py's.
 
 Each scored photo gets `xmp:Rating` 1-5 by its place in the order (5 = the most wanted fifth), and
 the `top` least-wanted are marked rejected: `xmp:Rating="-1"` for darktable and Lightroom,
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from imgrank.files import db_path, db_prefix, fs_path
 from imgrank.store import owntimes
+from imgrank.store import sidecars as records
 
 STYLES = ("darktable", "digikam", "lightroom")
 BATCH = 500  # sidecars read, recorded in one transaction, then written
@@ -192,64 +192,6 @@ def _sha(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
-# --- the table ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Original:
-    photo: str
-    original: bytes | None  # None: imgrank created the sidecar
-    mtime_ns: int | None  # the original's mtime (programs compare it with their own records)
-    written_sha256: str | None  # what imgrank wrote last
-    prev_sha256: str | None  # what the sidecar held just before (until that write is done)
-
-
-def originals(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> dict[str, Original]:
-    """The recorded sidecars (all, or those of photos at or under the given absolute paths)."""
-    sql = "SELECT path, photo, original, existed, mtime_ns, written_sha256, prev_sha256 FROM sidecars"
-    if under is None:
-        rows = db.execute(sql).fetchall()
-    else:
-        rows = []
-        for p in under:
-            prefix = db_prefix(p)
-            rows += db.execute(
-                sql + " WHERE photo = ? OR substr(photo, 1, ?) = ? OR path = ?",
-                [db_path(p), len(prefix), prefix, db_path(p)],
-            ).fetchall()
-    return {fs_path(r[0]): Original(fs_path(r[1]), r[2] if r[3] else None, *r[4:]) for r in rows}
-
-
-def count(db: sqlite_utils.Database) -> int:
-    return db.execute("SELECT count(*) FROM sidecars").fetchone()[0]
-
-
-def _remember(
-    db: sqlite_utils.Database, path: str, photo: str, original: bytes | None, mtime_ns: int | None
-) -> None:
-    db.execute(
-        "INSERT OR IGNORE INTO sidecars (path, photo, original, existed, mtime_ns, at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [db_path(path), db_path(photo), original, int(original is not None), mtime_ns, time.time()],
-    )
-
-
-def _recorded(db: sqlite_utils.Database) -> set[str]:
-    return {fs_path(p) for (p,) in db.execute("SELECT path FROM sidecars")}
-
-
-def _about_to_write(db: sqlite_utils.Database, path: str, before: bytes | None, after: bytes) -> None:
-    """The sidecar holds `before` and is about to hold `after`: either is imgrank's, for restore."""
-    db.execute(
-        "UPDATE sidecars SET prev_sha256 = ?, written_sha256 = ? WHERE path = ?",
-        [_sha(before), _sha(after), db_path(path)],
-    )
-
-
-def _forget(db: sqlite_utils.Database, paths: list[str]) -> None:
-    db.conn.executemany("DELETE FROM sidecars WHERE path = ?", [(db_path(p),) for p in paths])
-
-
 # --- write and restore --------------------------------------------------------------------------
 
 
@@ -267,7 +209,7 @@ def write_ratings(
         for f in files:
             plan.setdefault(sidecar_path(f, style), (f, *marks[files[0]]))
     with owntimes.locked(db):
-        known = _recorded(db)
+        known = records.recorded(db)
         items = sorted(plan.items())
         for i in range(0, len(items), BATCH):
             _write_batch(db, items[i : i + BATCH], style, known, result)
@@ -295,8 +237,8 @@ def _write_batch(db, batch, style: str, known: set[str], result: XmpResult) -> N
     with db.atomic():  # committed before the first write: whatever a crash leaves, restore knows it
         for path, photo, before, st, after in edits:
             if path not in known:
-                _remember(db, path, photo, before, st.st_mtime_ns if st else None)
-            _about_to_write(db, path, before, after)
+                records.remember(db, path, photo, before, st.st_mtime_ns if st else None)
+            records.about_to_write(db, path, _sha(before), _sha(after))
     known.update(e[0] for e in edits)
     for path, _, before, st, after in edits:
         try:
@@ -318,7 +260,7 @@ def restore(
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
     with owntimes.locked(db):
         done = []
-        for path, rec in sorted(originals(db, wanted).items()):
+        for path, rec in sorted(records.originals(db, wanted).items()):
             try:
                 now, st = _read(path)
             except SidecarError as e:
@@ -345,5 +287,5 @@ def restore(
                 continue
             done.append(path)
         with db.atomic():
-            _forget(db, done)
+            records.forget(db, done)
     return result

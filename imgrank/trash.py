@@ -2,7 +2,7 @@
 
 Photos go through send2trash (the freedesktop trash on Linux: `~/.local/share/Trash`, or a
 `.Trash-UID` folder at the top of another disk; the platform's own elsewhere), never `os.unlink`.
-Each move is logged in the `trash` table, which this module owns, before the next one starts: the
+Each move is logged in the `trash` table (store/trash.py) before the next one starts: the
 batch, the photo's path, its content, and where in the Trash it went. `undo` moves the last batch
 back from there and removes their `.trashinfo` entries. Labels stay as they are either way; a
 photo moved here without a `delete` label gets one (source `deleted`, as when the owner deletes in
@@ -19,10 +19,10 @@ from urllib.parse import unquote_to_bytes
 
 from imgrank import index, pairs
 from imgrank.errors import ImgrankError
-from imgrank.files import db_path, display_name, fs_path
+from imgrank.files import display_name
 from imgrank.ranking import ranked
 from imgrank.store import labels
-from imgrank.store.db import IN_JSON
+from imgrank.store import trash as moves
 
 
 @dataclass
@@ -70,7 +70,7 @@ def move(db, paths: list[str], dry_run: bool = False) -> Batch:
             out.moved.append(path)
             continue
         if out.batch is None:
-            out.batch = (db.execute("SELECT max(batch) FROM trash").fetchone()[0] or 0) + 1
+            out.batch = (moves.last_batch(db) or 0) + 1
         since = time.time()
         try:
             send2trash(path)
@@ -81,10 +81,7 @@ def move(db, paths: list[str], dry_run: bool = False) -> Batch:
         sha = row.sha256 if row else None
         where = _found_in_trash(path, since)
         with db.atomic():
-            db.execute(
-                "INSERT INTO trash (batch, path, sha256, trashed, info, at) VALUES (?, ?, ?, ?, ?, ?)",
-                [out.batch, db_path(path), sha, *(db_path(w) if w else None for w in where), time.time()],
-            )
+            moves.log(db, out.batch, path, sha, *where)
             if sha:
                 index.mark_missing(db, path)
                 if labels.current_label(db, sha) != "delete":
@@ -95,18 +92,14 @@ def move(db, paths: list[str], dry_run: bool = False) -> Batch:
 
 def undo(db) -> Batch:
     """Move the photos of the last batch not yet undone back where they were."""
-    last = db.execute("SELECT max(batch) FROM trash WHERE undone_at IS NULL").fetchone()[0]
+    last = moves.last_open_batch(db)
     if last is None:
         raise ImgrankError("nothing to undo: no photos were moved to the Trash by imgrank")
     out = Batch(batch=last)
-    sql = "SELECT id, path, trashed, info FROM trash WHERE batch = ? AND undone_at IS NULL"
-    rows = db.execute(sql, [last])
-    for rid, path, trashed, info in rows.fetchall():
-        path = fs_path(path)
+    for rid, path, trashed, info in moves.open_moves(db, last):
         if trashed is None:
             out.failed.append((path, "where it went in the Trash is not known: restore it from your Trash"))
             continue
-        trashed, info = fs_path(trashed), fs_path(info)
         if os.path.lexists(path):
             out.failed.append((path, "something is there now: left in the Trash"))
             continue
@@ -119,7 +112,7 @@ def undo(db) -> Batch:
             os.unlink(info)  # the Trash's record of it, not the photo
         except OSError:
             pass
-        db.execute("UPDATE trash SET undone_at = ? WHERE id = ?", [time.time(), rid])
+        moves.undone(db, rid)
         out.moved.append(path)
     return out
 
@@ -129,13 +122,7 @@ def trashed(db, paths: list[str], within: float = 3600.0) -> set[str]:
     put back: deletions the daemon sees that imgrank made itself."""
     if not paths:
         return set()
-    import json
-
-    found = db.execute(
-        f"SELECT path FROM trash WHERE undone_at IS NULL AND at > ? AND path IN {IN_JSON}",
-        [time.time() - within, json.dumps([db_path(p) for p in paths])],
-    )
-    return {fs_path(r[0]) for r in found}
+    return moves.moved_since(db, paths, time.time() - within)
 
 
 def _found_in_trash(path: str, since: float) -> tuple[str | None, str | None]:

@@ -20,6 +20,7 @@ from imgrank.dupes import moved_up, near_groups
 from imgrank.learn.neighbours import EXACT_BELOW
 from imgrank.order import ranked
 from imgrank.ranking import dupe_listing
+from imgrank.store import dupes as dupe_groups
 from imgrank.store.db import open_db, set_setting, to_blob
 
 
@@ -136,7 +137,7 @@ def test_dupes_command_marks_keepers_and_the_order_moves_the_others_up():
 def groups_of(db) -> list[set[str]]:
     """The stored near-duplicate groups (no regrouping), as sets of content hashes."""
     out: dict[int, set[str]] = {}
-    for sha, g in dupes.load_groups(db).items():
+    for sha, g in dupe_groups.groups(db).items():
         out.setdefault(g, set()).add(sha)
     return sorted(out.values(), key=min)
 

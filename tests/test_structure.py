@@ -63,6 +63,18 @@ def test_each_table_has_one_owner_module():
     assert not shared, f"tables whose SQL runs in more than one module: {shared}"
 
 
+# Tables whose SQL has moved into the store (issue 25): services ask imgrank/store/ for their rows.
+STORE_ONLY = {"dupe_groups", "trash", "sidecars", "daemon"}
+
+
+def test_these_tables_sql_runs_only_in_the_store():
+    users = table_users()
+    assert STORE_ONLY <= set(users), sorted(STORE_ONLY - set(users))  # the checker sees their SQL
+    outside = {t: sorted(m for m in users[t] if not m.startswith("imgrank/store/")) for t in STORE_ONLY}
+    outside = {t: m for t, m in outside.items() if m}
+    assert not outside, f"SQL on these tables outside imgrank/store/: {outside}"
+
+
 def test_modules_stay_small():
     big = {}
     for path in _modules():
@@ -91,8 +103,9 @@ def test_the_daemon_imports_no_torch_at_module_level():
 
 # Libraries slow to import, or kept off a light path on purpose: `imgrank status` loads no watchdog
 # or torch, `train --data` (a GPU box without the store) no sqlite-utils (it imports pandas where
-# that is installed), scoring no scikit-learn.
+# that is installed), scoring no scikit-learn, `imgrank --help` no numpy (~0.1 s of its start).
 HEAVY = {
+    "numpy",
     "torch",
     "sklearn",
     "scipy",
@@ -298,11 +311,20 @@ def test_no_module_over_400_lines():
 # test_model's `train --data` without the database layer, test_watch's `status` without watchdog or
 # torch, scoring and the ranking without torch or scikit-learn).
 LIGHT = {
-    "imgrank.cli": {"sqlite_utils", "torch", "sklearn", "watchdog", "starlette", "uvicorn", "pyarrow"},
+    "imgrank.cli": {
+        "numpy",
+        "sqlite_utils",
+        "torch",
+        "sklearn",
+        "watchdog",
+        "starlette",
+        "uvicorn",
+        "pyarrow",
+    },
     "imgrank.train": {"sqlite_utils", "torch", "sklearn"},
     "imgrank.runs": {"torch", "sklearn", "watchdog", "starlette"},
     "imgrank.ranking": {"torch", "sklearn", "watchdog", "starlette"},
-    "imgrank.daemon.heartbeat": {"torch", "sklearn", "watchdog", "sqlite_utils"},
+    "imgrank.daemon.heartbeat": {"numpy", "torch", "sklearn", "watchdog", "sqlite_utils"},
 }
 
 
@@ -310,6 +332,25 @@ def test_the_light_paths_stay_light():
     graph = Imports()
     loaded = {m: sorted(graph.heavy(m) & libs) for m, libs in LIGHT.items() if graph.heavy(m) & libs}
     assert not loaded, f"modules that load heavy libraries at import: {loaded}"
+
+
+def test_imgrank_help_imports_no_numpy():
+    # Start-up is what `imgrank --help` and every command pay first: numpy alone is ~0.1 s of it.
+    # The commands load what they need when they run (`# lazy: numpy`). Read in a fresh
+    # interpreter, which sees what the import graph above may miss (a library's own imports).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom imgrank.cli import cli\n"
+        "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "libs = ('numpy', 'sqlite_utils', 'torch', 'sklearn')\n"
+        "print('LOADED', sorted(m for m in libs if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout  # it did print the help
+    assert done.stdout.splitlines()[-1] == "LOADED []"
 
 
 # --- the layers (docs/ARCHITECTURE.md) -----------------------------------------------------------

@@ -15,6 +15,7 @@ from test_order import scored_folder
 
 from imgrank import sidecars
 from imgrank.cli import cli
+from imgrank.store import sidecars as sidecar_records
 from imgrank.store.db import open_db
 
 EXIFTOOL = shutil.which("exiftool")
@@ -150,7 +151,7 @@ def test_restore_puts_every_sidecar_back_byte_for_byte_and_every_mtime(tmp_path)
     assert result.exit_code == 0, result.output
     assert "XMP sidecars: 2 put back, 17 removed" in result.output
     assert state(root) == before  # every photo's bytes and mtime, every sidecar's bytes, no new file
-    assert sidecars.count(db) == 0
+    assert sidecar_records.count(db) == 0
 
 
 def test_restore_leaves_a_sidecar_changed_since_unless_forced(tmp_path):
@@ -185,7 +186,7 @@ def test_the_original_is_recorded_before_the_first_write(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         sidecars.write_ratings(db, [[str(p)] for p in photos], "darktable")
     monkeypatch.setattr(sidecars, "_write", real)
-    recorded = sidecars.originals(db)
+    recorded = sidecar_records.originals(db)
     assert recorded[str(side)].original == DARKTABLE  # recorded though the second write never came
     assert str(photos[1]) + ".xmp" in recorded and recorded[str(photos[1]) + ".xmp"].original is None
     result = run("restore")
@@ -235,7 +236,7 @@ def test_watch_xmp_writes_ratings_as_the_daemon_reorders(tmp_path, model_env):
     t.start()
     try:
         for _ in range(600):
-            if w.counters["reorders"] >= 1 and len(sidecars.originals(open_db())) == 3:
+            if w.counters["reorders"] >= 1 and len(sidecar_records.originals(open_db())) == 3:
                 break
             threading.Event().wait(0.1)
     finally:

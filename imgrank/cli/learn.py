@@ -25,14 +25,8 @@ from imgrank.cli_text import (
     scored_summary,
 )
 from imgrank.devices import resolve_device
-from imgrank.dupes import learn_keeper
-from imgrank.embed import load_embedder
 from imgrank.files import shown_path
-from imgrank.learn.logistic import require_sklearn
-from imgrank.learn.mlp import require_torch
 from imgrank.store.labels import current_labels, history, label_counts
-from imgrank.train import TrainConfig, train_file
-from imgrank.train import train as do_train
 
 
 @click.command()
@@ -122,6 +116,7 @@ def labels(limit, only, paths_only, nul, as_json):
 
 
 def _train_config(**options):
+    from imgrank.train import TrainConfig  # lazy: numpy
 
     hidden = options.pop("hidden")
     if hidden is not None:
@@ -163,6 +158,9 @@ def train(ctx, data, out, as_json, **options):
         imgrank train
         imgrank train --data labels.parquet --device cuda --out head.safetensors   # on a GPU box
     """
+    from imgrank.learn.logistic import require_sklearn  # lazy: numpy
+    from imgrank.learn.mlp import require_torch  # lazy: numpy
+    from imgrank.train import train_file  # lazy: numpy
 
     require_torch()  # one clear line before any work when the `train` extra is missing
     require_sklearn()
@@ -174,6 +172,9 @@ def train(ctx, data, out, as_json, **options):
         run = train_file(data, out or "head.safetensors", cfg, log)
         emit(run, as_json, format_report(run) + f"\n\nhead written to {run['head_path']}")
         return
+
+    from imgrank.dupes import learn_keeper  # lazy: numpy
+    from imgrank.train import train as do_train  # lazy: numpy
 
     db = open_db()
     run = do_train(db, cfg, log)
@@ -284,6 +285,7 @@ def score(model, as_json):
     Example:
         imgrank score
     """
+    from imgrank.embed import load_embedder  # lazy: numpy
     from imgrank.runs import score_all  # lazy: sqlite_utils
 
     db = open_db()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from imgrank import dupes as grouping
 from imgrank.cli.common import (
     emit,
     handles_errors,
@@ -18,7 +17,6 @@ from imgrank.cli.common import (
     source_line,
 )
 from imgrank.cli_text import keeper_summary
-from imgrank.export import export_parquet
 from imgrank.files import shown_path
 from imgrank.words import plural
 
@@ -85,6 +83,7 @@ def dupes(threshold, as_json):
         imgrank dupes
         imgrank dupes --threshold 0.97 --json
     """
+    from imgrank import dupes as grouping  # lazy: numpy
     from imgrank.ranking import dupe_listing  # lazy: sqlite_utils
 
     db = open_db()
@@ -143,6 +142,7 @@ def export(file, as_json):
         # on a GPU machine: imgrank train --data labels.parquet --device cuda --out head.safetensors
         # back here:       imgrank model import head.safetensors
     """
+    from imgrank.export import export_parquet  # lazy: numpy
 
     result = export_parquet(open_db(), file)
 

@@ -17,12 +17,11 @@ from imgrank.cli.common import (
 )
 from imgrank.cli_text import unreadable_text
 from imgrank.daemon.heartbeat import daemon_status
-from imgrank.dupes import refresh
-from imgrank.embed import load_embedder
 from imgrank.errors import ModelError
 from imgrank.files import HEIF_HINT, shown_path
 from imgrank.first_order import FirstOrder
 from imgrank.raw import RAW_HINT
+from imgrank.store import sidecars as sidecar_records
 from imgrank.thumbs import THUMBS_CAP, cache_size
 from imgrank.words import counts, plural, scan_summary
 
@@ -63,6 +62,8 @@ def scan(ctx, roots, model, jobs, device, retry_unreadable, order_too, as_json):
         imgrank scan --order ~/Pictures           # a big first scan: a first order after 2,000 photos
     """
     from imgrank import index  # lazy: sqlite_utils
+    from imgrank.dupes import refresh  # lazy: numpy
+    from imgrank.embed import load_embedder  # lazy: numpy
     from imgrank.runs import score_unscored  # lazy: sqlite_utils
 
     db = open_db(fresh=True)  # the one command that may start a new store where one was
@@ -164,11 +165,9 @@ def status(list_unreadable, as_json):
         rows = index.unreadable(db)
         emit(rows, as_json, unreadable_text(rows, shown_path))
         return
-    from imgrank import sidecars  # lazy: sqlite_utils
-
     info = index.status(db)
     info["pairs"] = pairs.count(p for p, _ in index.present_files(db))
-    info["xmp_sidecars"] = sidecars.count(db)
+    info["xmp_sidecars"] = sidecar_records.count(db)
     lines = [
         "roots: " + (", ".join(map(shown_path, info["roots"])) or "none (run `imgrank scan FOLDER`)"),
         "images: "

@@ -1,4 +1,5 @@
-"""The daemon's heartbeat: it owns the `daemon` table (one row: pid, start, last beat, counters).
+"""The daemon's heartbeat: what it writes in the `daemon` table (one row: pid, start, last beat,
+counters; the SQL is imgrank/store/heartbeat.py's), and whether the daemon is alive.
 
 `imgrank status` reads it through `daemon_status` without importing watchdog or the loop.
 """
@@ -6,13 +7,13 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import time
 
 from imgrank import config
 from imgrank.errors import ImgrankError
+from imgrank.store import heartbeat as store
 
 INTERVAL = 10.0  # seconds between heartbeats (the default of `WatchConfig.heartbeat`)
 STALE_AFTER = 3  # heartbeats missed before `status` calls the daemon dead
@@ -22,26 +23,21 @@ def beat(db, started_at: float, counters: dict, stopped: bool = False) -> None:
     """Record that the daemon is alive (or, with `stopped`, that it has stopped) and what it did."""
     if stopped:
         counters = dict(counters, stopped_at=time.time())
-    db.execute(
-        """INSERT OR REPLACE INTO daemon (id, pid, started_at, heartbeat_at, counters)
-           VALUES (1, ?, ?, ?, ?)""",
-        [None if stopped else os.getpid(), started_at, time.time(), json.dumps(counters)],
-    )
+    store.write(db, store.Beat(None if stopped else os.getpid(), started_at, time.time(), counters))
 
 
 def daemon_status(db) -> dict:
     """Whether the daemon runs (fresh heartbeat and live pid), since when, and its counters."""
-    row = db.execute("SELECT pid, started_at, heartbeat_at, counters FROM daemon WHERE id = 1").fetchone()
+    row = store.last(db)
     if row is None:
         return {"running": False, "pid": None, "started_at": None, "heartbeat_at": None, "counters": {}}
-    pid, started, last, counters = row
-    fresh = last is not None and time.time() - last < STALE_AFTER * INTERVAL
+    fresh = row.heartbeat_at is not None and time.time() - row.heartbeat_at < STALE_AFTER * INTERVAL
     return {
-        "running": bool(fresh and _pid_alive(pid)),
-        "pid": pid,
-        "started_at": started,
-        "heartbeat_at": last,
-        "counters": json.loads(counters or "{}"),
+        "running": bool(fresh and _pid_alive(row.pid)),
+        "pid": row.pid,
+        "started_at": row.started_at,
+        "heartbeat_at": row.heartbeat_at,
+        "counters": row.counters,
     }
 
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from imgrank.files import db_path, db_prefix, fs_path
+from imgrank.files import db_path, fs_path
 from imgrank.store.touch import CHANGED as CHANGED  # the touch itself (store/touch.py), re-exported
 from imgrank.store.touch import VANISHED as VANISHED
 from imgrank.store.touch import Toucher as Toucher
 from imgrank.store.touch import lstat as lstat
+from imgrank.store.where import at_or_under
 
 
 @dataclass
@@ -119,10 +120,8 @@ def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> di
     else:
         rows = []
         for p in under:
-            prefix = db_prefix(p)
-            rows += db.execute(
-                sql + " WHERE path = ? OR substr(path, 1, ?) = ?", [db_path(p), len(prefix), prefix]
-            ).fetchall()
+            where, params = at_or_under("path", p)
+            rows += db.execute(f"{sql} WHERE {where}", params).fetchall()
     return {fs_path(r[0]): Record(*r[1:]) for r in rows}
 
 
