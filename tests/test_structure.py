@@ -63,6 +63,20 @@ def test_each_table_has_one_owner_module():
     assert not shared, f"tables whose SQL runs in more than one module: {shared}"
 
 
+# Tables whose SQL runs only in the store layer (issue 25: "store/: one module per table group, SQL
+# only"). The services above call the store's functions. The other tables join this set as their
+# SQL moves down.
+STORE_ONLY = ("runs", "scores", "oof", "cues")
+
+
+def test_the_run_score_and_cue_tables_are_queried_only_in_the_store():
+    users = table_users()
+    assert set(STORE_ONLY) <= set(users), "the checker sees no SQL on some of these tables"
+    outside = {t: sorted(m for m in users[t] if not m.startswith("imgrank/store/")) for t in STORE_ONLY}
+    outside = {t: m for t, m in outside.items() if m}
+    assert not outside, f"SQL on store tables outside imgrank/store/: {outside}"
+
+
 def test_modules_stay_small():
     big = {}
     for path in _modules():
