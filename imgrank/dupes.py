@@ -33,8 +33,8 @@ from imgrank.errors import ImgrankError
 from imgrank.learn import keeper
 from imgrank.learn.keeper import Keeper, facts
 from imgrank.learn.neighbours import NEAR_DUP, close_pairs, exact_pairs
-from imgrank.prior import load_cues
 from imgrank.store import dupes as dupe_groups
+from imgrank.store.cues import load_cues
 from imgrank.store.labels import current_sources
 
 # `refresh` compares the new photos with all while that is fewer pairs than this (~2 s); beyond, a

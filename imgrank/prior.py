@@ -4,7 +4,7 @@ Zero-shot: each photo's image vector against the prompts of `prompts.txt` (embed
 own text encoder), a CLIP-style softmax over the prompts, P(delete) = the sum over the `delete`
 kinds. Cues measured while the photo is decoded for its embedding (blur as the variance of the
 Laplacian, clipped or dark exposure, a tiny resolution) each take their share of what is left.
-This module owns the `cues` table.
+The measured cues are stored in the `cues` table (`imgrank.store.cues`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from imgrank.embed import load_embedder
 from imgrank.errors import ImgrankError, ModelError
 from imgrank.learn.recipe import HEAD_FEATURES
 from imgrank.private import private_dir, write_private
+from imgrank.store.cues import MEASURES, load_cues
 
 CUE_NAMES = ("blur", "exposure", "tiny")
-MEASURES = ("sharpness", "dark", "bright", "mean")  # what measure_cues records per photo
 # Cues are measured on the decoded image brought to this long side: a drafted JPEG is already near it,
 # and the Laplacian's variance depends on the scale it is measured at.
 CUE_SIDE = 512
@@ -89,7 +89,8 @@ def load_prompts() -> Prompts:
 
 
 def measure_cues(img: Image.Image) -> dict[str, float]:
-    """Sharpness (variance of the Laplacian), clipped dark/bright fractions and mean of the grey image."""
+    """Sharpness (variance of the Laplacian), clipped dark/bright fractions and mean of the grey image:
+    the MEASURES the `cues` table stores."""
     grey = img.convert("L")
     if max(grey.size) > CUE_SIDE:
         grey.thumbnail((CUE_SIDE, CUE_SIDE), Image.BILINEAR)
@@ -105,25 +106,6 @@ def measure_cues(img: Image.Image) -> dict[str, float]:
         "bright": float((g >= 245).mean()),
         "mean": float(g.mean()),
     }
-
-
-def store_cues(db, rows: list[tuple[str, dict]]) -> None:
-    """Record the cues measured for these content hashes (sha256, measure_cues(...))."""
-    db.conn.executemany(
-        "INSERT OR REPLACE INTO cues (sha256, sharpness, dark, bright, mean) VALUES (?, ?, ?, ?, ?)",
-        [(sha, c["sharpness"], c["dark"], c["bright"], c["mean"]) for sha, c in rows],
-    )
-
-
-def load_cues(db, shas: list[str]) -> dict[str, dict[str, float]]:
-    # lazy: sqlite_utils
-    from imgrank.store.db import IN_JSON  # here: `train --data` imports this module and opens no database
-
-    rows = db.execute(
-        f"SELECT sha256, sharpness, dark, bright, mean FROM cues WHERE sha256 IN {IN_JSON}",
-        [json.dumps(shas)],
-    )
-    return {r[0]: {"sharpness": r[1], "dark": r[2], "bright": r[3], "mean": r[4]} for r in rows}
 
 
 def _ramp(x: float, bad: float, good: float) -> float:

@@ -10,9 +10,10 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from imgrank import dupes, index, pairs, runs
+from imgrank import dupes, index, pairs
 from imgrank.store import dupes as dupe_groups
 from imgrank.store import labels
+from imgrank.store.scores import all_scores
 
 
 class Ranked(NamedTuple):
@@ -55,7 +56,7 @@ def photo_files(db: sqlite_utils.Database) -> list[list[str]]:
 
 
 def _scored(db: sqlite_utils.Database) -> tuple[list[Ranked], dict[str, list[tuple[str, str]]]]:
-    scores = runs.scores(db)
+    scores = all_scores(db)
     current = labels.current_labels(db)
     present = index.present_files(db)
     partners = _partners(present, scores)

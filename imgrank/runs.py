@@ -1,8 +1,9 @@
-"""The run registry: owns the tables `runs`, `scores` and `oof`.
+"""The run registry: which head is active, and the scores it writes.
 
 One sequence, used by `train` and `model import` alike: record the run, save its head, activate
 it unless it is worse, and score the folder with it. A head that is not activated scores nothing.
-No torch here: the daemon scores with these functions.
+No torch here: the daemon scores with these functions. The SQL on the tables `runs`, `scores` and
+`oof` is `imgrank.store.scores`'s.
 """
 
 from __future__ import annotations
@@ -18,43 +19,15 @@ from imgrank import config
 from imgrank.errors import ModelError, NothingYet
 from imgrank.head_inputs import compute_prior, head_input
 from imgrank.model import Head, check_compatible, load_head, save_head
-from imgrank.store.db import IN_JSON
+from imgrank.store import scores as store
 from imgrank.store.labels import current_labels
 from imgrank.store.rows import paths_of_contents, present_contents
 from imgrank.store.vectors import current_model_id
 from imgrank.store.vectors import store_dims as _store_dims
 
-RUN_COLUMNS = (
-    "id",
-    "started_at",
-    "finished_at",
-    "config",
-    "counts",
-    "metrics",
-    "head_path",
-    "embed_model",
-    "active",
-)
 WORSE_MARGIN = 0.02  # a head whose held-out AP is this much below the comparison is "clearly worse"
 
 # --- runs ---
-
-
-def _run(row) -> dict:
-    return dict(zip(RUN_COLUMNS, row, strict=True))
-
-
-def active_run(db) -> dict | None:
-    """The active run's row, or None when no head is active."""
-    row = db.execute(
-        f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE active = 1 ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    return _run(row) if row else None
-
-
-def last_started(db) -> float | None:
-    """When the latest run (trained or imported) started."""
-    return db.execute("SELECT max(started_at) FROM runs").fetchone()[0]
 
 
 def headline(metrics: dict) -> dict:
@@ -65,8 +38,7 @@ def headline(metrics: dict) -> dict:
 def list_runs(db) -> list[dict]:
     """Every run, newest first, with its headline held-out metrics."""
     out = []
-    for r in db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC"):
-        run = _run(r)
+    for run in store.all_runs(db):
         metrics = json.loads(run["metrics"] or "{}")
         out.append(
             {
@@ -92,13 +64,6 @@ def head_digest(weights: dict[str, np.ndarray]) -> str:
     for k in sorted(weights):
         h.update(k.encode() + b"\0" + np.ascontiguousarray(weights[k], "<f4").tobytes())
     return h.hexdigest()
-
-
-def _run_with_digest(db, digest: str) -> int | None:
-    row = db.execute(
-        "SELECT id FROM runs WHERE json_extract(config, '$.head_digest') = ? ORDER BY id LIMIT 1", [digest]
-    ).fetchone()
-    return row[0] if row else None
 
 
 def verdict(
@@ -137,7 +102,7 @@ def record_and_activate(
     head carries: an imported head's config is the host's. An imported head already recorded (same
     weights) adds no second run. Returns {"id", "activated", "note", "scored", "head_path", "duplicate"}."""
     digest = head_digest(weights)
-    existing = _run_with_digest(db, digest) if imported_from else None
+    existing = store.run_with_digest(db, digest) if imported_from else None
     if existing is not None:
         return {
             "id": existing,
@@ -151,28 +116,24 @@ def record_and_activate(
     run_config = {**(meta.get("config") or {}), "head_digest": digest}
     if imported_from:
         run_config["imported_from"] = imported_from
-    previous = active_run(db)
+    previous = store.active_run(db)
     reason = verdict(meta, previous, force, margin)
     with db.atomic():
-        cur = db.execute(
-            "INSERT INTO runs (started_at, finished_at, config, counts, metrics, embed_model, active) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0)",
-            [
-                started or now,
-                now,
-                json.dumps(run_config),
-                json.dumps(meta.get("counts") or {}),
-                json.dumps(meta.get("metrics") or {}),
-                meta["feature_spec"]["embed_model"],
-            ],
+        run_id = store.add_run(
+            db,
+            started or now,
+            now,
+            run_config,
+            meta.get("counts") or {},
+            meta.get("metrics") or {},
+            meta["feature_spec"]["embed_model"],
         )
-        run_id = cur.lastrowid
         path = save_head(
             weights, {**meta, "run_id": run_id}, config.heads_dir() / f"head-{run_id}.safetensors"
         )
-        db.execute("UPDATE runs SET head_path = ? WHERE id = ?", [str(path), run_id])
+        store.set_head_path(db, run_id, str(path))
         if oof is not None:
-            write_oof(db, run_id, *oof)
+            store.write_oof(db, run_id, *oof)
     out = {"id": run_id, "activated": reason is None, "duplicate": False, "scored": 0, "head_path": str(path)}
     if reason is None:
         use_run(db, run_id)
@@ -187,15 +148,13 @@ def record_and_activate(
 
 def use_run(db, run_id: int) -> Head:
     """Make a run's head the active one, after checking it is sound and fits the store."""
-    row = db.execute("SELECT head_path FROM runs WHERE id = ?", [run_id]).fetchone()
-    if row is None or not row[0]:
+    path = store.head_path(db, run_id)
+    if not path:
         raise ModelError(f"no run {run_id} with a head (see `imgrank model list`)")
-    head = load_head(row[0])
+    head = load_head(path)
     model_id = current_model_id(db)
     check_compatible(head, model_id, *_store_dims(db, model_id))
-    with db.atomic():
-        db.execute("UPDATE runs SET active = 0 WHERE active = 1")
-        db.execute("UPDATE runs SET active = 1 WHERE id = ?", [run_id])
+    store.activate(db, run_id)
     return head
 
 
@@ -212,7 +171,7 @@ def import_head(db, path: Path | str, force: bool = False) -> dict:
 
 def active_head(db, model_id: str | None = None) -> Head | None:
     """The active head, checked against the store's embedding model; None if no head is active."""
-    run = active_run(db)
+    run = store.active_run(db)
     if run is None:
         return None
     head = load_head(run["head_path"])
@@ -225,44 +184,16 @@ def active_head(db, model_id: str | None = None) -> Head | None:
 # --- scores ---
 
 
-def write_scores(db, shas: list[str], values: np.ndarray, run_id: int | None, replace: bool = False) -> int:
-    """Store P(delete) per content hash; run_id None marks the cold-start prior's (replace: drop every
-    other score first). Returns the count."""
-    now = time.time()
-    with db.atomic():
-        if replace:
-            db.execute("DELETE FROM scores")
-        db.conn.executemany(
-            "INSERT OR REPLACE INTO scores (sha256, run_id, score, at) VALUES (?, ?, ?, ?)",
-            [(s, run_id, float(v), now) for s, v in zip(shas, values, strict=True)],
-        )
-    return len(shas)
-
-
 def score_prior(db, model_id: str, shas: list[str] | None = None, embedder=None) -> int:
     """Write the prior as the photos' scores (used while no head is active); returns the count."""
     result = compute_prior(db, model_id, shas, embedder)
-    write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)
+    store.write_scores(db, result.sha256, result.p, run_id=None, replace=shas is None)
     return len(result.sha256)
-
-
-def forget_scores(db, shas: list[str]) -> None:
-    """Drop the scores of these contents (their file name, a feature, changed)."""
-    db.execute(f"DELETE FROM scores WHERE sha256 IN {IN_JSON}", [json.dumps(list(shas))])
-
-
-def scores(db) -> dict[str, float]:
-    """Every stored score by content hash."""
-    return dict(db.execute("SELECT sha256, score FROM scores").fetchall())
-
-
-def has_scores(db) -> bool:
-    return db.execute("SELECT 1 FROM scores LIMIT 1").fetchone() is not None
 
 
 def _score(db, head: Head, shas: list[str] | None, replace: bool) -> int:
     found, x = head_input(db, head.spec, shas)
-    return write_scores(db, found, head.predict(x), head.meta["run_id"], replace=replace)
+    return store.write_scores(db, found, head.predict(x), head.meta["run_id"], replace=replace)
 
 
 def score_all(db, model_id: str | None = None, embedder=None) -> int:
@@ -283,8 +214,7 @@ def score_unscored(db, model_id: str | None = None) -> int:
     model_id = model_id or current_model_id(db)
     head = active_head(db, model_id)
     run_id = head.meta["run_id"] if head else None
-    scored = {r[0] for r in db.execute("SELECT sha256 FROM scores WHERE run_id IS ?", [run_id])}
-    todo = sorted(present_contents(db) - scored)
+    todo = sorted(present_contents(db) - store.scored_by(db, run_id))
     if not todo:
         return 0
     if head is None:
@@ -292,21 +222,7 @@ def score_unscored(db, model_id: str | None = None) -> int:
     return _score(db, head, todo, replace=False)
 
 
-def score_source(db) -> str | None:
-    """Where the stored scores come from: "head", "prior" (no head yet), or None when nothing is scored."""
-    row = db.execute("SELECT run_id IS NULL FROM scores ORDER BY run_id IS NULL LIMIT 1").fetchone()
-    return None if row is None else ("prior" if row[0] else "head")
-
-
 # --- out-of-fold predictions ---
-
-
-def write_oof(db, run_id: int, shas: list[str], p_delete: np.ndarray) -> None:
-    """Held-out P(delete) per labelled photo (rows never held out, NaN, are left out)."""
-    db.conn.executemany(
-        "INSERT INTO oof (run_id, sha256, p_delete) VALUES (?, ?, ?)",
-        [(run_id, s, float(p)) for s, p in zip(shas, p_delete, strict=True) if np.isfinite(p)],
-    )
 
 
 def suspects(db, n: int = 20) -> list[dict]:
@@ -315,12 +231,12 @@ def suspects(db, n: int = 20) -> list[dict]:
     The predictions are `train`'s label check (`imgrank.learn.suspects.label_check`): calibrated P(delete)
     from models that never saw the photo nor its near-duplicates, averaged over several fold splits."""
 
-    row = db.execute("SELECT max(run_id) FROM oof").fetchone()
-    if row is None or row[0] is None:
+    held_out = store.oof_of_latest_run(db)
+    if held_out is None:
         raise NothingYet("no held-out predictions yet: run `imgrank train`")
     labels = current_labels(db)
     rows = []
-    for sha, p in db.execute("SELECT sha256, p_delete FROM oof WHERE run_id = ?", [row[0]]):
+    for sha, p in held_out:
         if sha in labels:
             rows.append((p if labels[sha] == "delete" else 1 - p, sha, p))
     rows = sorted(rows)[:n]

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrank import config, prior
+from imgrank import config
 from imgrank.embed import resolve_model
 from imgrank.errors import ImgrankError
 from imgrank.private import private_output
 from imgrank.store import vectors
+from imgrank.store.cues import MEASURES, load_cues, store_cues
 from imgrank.store.db import get_setting
 
 META_KEY = b"imgrank-vectors"
@@ -55,7 +56,7 @@ def export_vectors(db, path: str | Path) -> dict:
     meta = {"model": model, "dim": dim, "format": FORMAT}
     schema = pa.schema(
         [("sha256", pa.string()), ("vector", pa.list_(pa.float32(), dim))]
-        + [(m, pa.float64()) for m in prior.MEASURES],
+        + [(m, pa.float64()) for m in MEASURES],
         metadata={META_KEY: json.dumps(meta).encode()},
     )
     try:
@@ -73,9 +74,9 @@ def _write_vectors(db, model: str, dim: int, schema, writer) -> int:
     for shas, matrix in vectors.image_vectors(db, model, CHUNK):
         flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
         vec = pa.FixedSizeListArray.from_arrays(flat, dim)
-        cues = prior.load_cues(db, shas)
+        cues = load_cues(db, shas)
         measured = [
-            pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64()) for m in prior.MEASURES
+            pa.array([cues[s][m] if s in cues else None for s in shas], pa.float64()) for m in MEASURES
         ]
         writer.write_table(pa.table([pa.array(shas, pa.string()), vec, *measured], schema=schema))
         rows += len(shas)
@@ -134,8 +135,8 @@ def import_vectors(db, path: str | Path, model: str | None = None) -> dict:
     if have_dim and have_dim != dim:
         raise ImgrankError(f"{path} has {dim}-d vectors, this store's {want} vectors are {have_dim}-d")
     added = already = cued = 0
-    has_cues = set(prior.MEASURES) <= set(reader.schema_arrow.names)
-    columns = ["sha256", "vector", *(prior.MEASURES if has_cues else ())]
+    has_cues = set(MEASURES) <= set(reader.schema_arrow.names)
+    columns = ["sha256", "vector", *(MEASURES if has_cues else ())]
     with db.atomic():  # all or nothing: a bad row anywhere leaves the store as it was
         for batch in reader.iter_batches(batch_size=CHUNK, columns=columns):
             shas = batch.column(0).to_pylist()
@@ -149,21 +150,21 @@ def import_vectors(db, path: str | Path, model: str | None = None) -> dict:
             already += len(shas) - len(new)
             if has_cues:
                 cued += _import_cues(
-                    db, shas, [batch.column(2 + i).to_pylist() for i in range(len(prior.MEASURES))]
+                    db, shas, [batch.column(2 + i).to_pylist() for i in range(len(MEASURES))]
                 )
     return {"path": str(path), "model": want, "dim": dim, "imported": added, "already": already, "cues": cued}
 
 
 def _import_cues(db, shas: list[str], columns: list[list]) -> int:
     """Store the file's cues for contents this store has measured none for; returns how many."""
-    known = prior.load_cues(db, shas)
+    known = load_cues(db, shas)
     rows = []
     for i, sha in enumerate(shas):
         values = [col[i] for col in columns]
         if sha in known or any(v is None or not np.isfinite(v) for v in values):
             continue
-        rows.append((sha, dict(zip(prior.MEASURES, values, strict=True))))
-    prior.store_cues(db, rows)
+        rows.append((sha, dict(zip(MEASURES, values, strict=True))))
+    store_cues(db, rows)
     return len(rows)
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from imgrank import config, dupes, runs
+from imgrank import config, dupes
 from imgrank.cli import cli
 from imgrank.daemon import loop
 from imgrank.dupes import moved_up, near_groups
@@ -22,6 +22,7 @@ from imgrank.order import ranked
 from imgrank.ranking import dupe_listing
 from imgrank.store import dupes as dupe_groups
 from imgrank.store.db import open_db, set_setting, to_blob
+from imgrank.store.scores import all_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -256,7 +257,7 @@ def test_the_daemon_groups_a_burst_as_it_arrives_and_finds_a_new_keeper_when_one
         assert set(groups) == {BURST}  # the shots of the burst, and no other photo
         keeper = groups[BURST]
         db = open_db()
-        own = runs.scores(db)  # each photo's own score (the prior's here)
+        own = all_scores(db)  # each photo's own score (the prior's here)
         burst = [r for r in ranked(db) if os.path.basename(r.path) in BURST]  # as `top` and `order` see it
         assert min(burst, key=lambda r: own[r.sha256]).path.endswith(keeper)  # the keeper: the best...
         for r in burst:  # ...keeps its score; the other shots move up the deletion order

@@ -17,8 +17,8 @@ from imgrank import config, dupes
 from imgrank.cli import cli
 from imgrank.learn import keeper
 from imgrank.order import ranked
-from imgrank.prior import store_cues
 from imgrank.review import queues
+from imgrank.store.cues import store_cues
 from imgrank.store.db import get_setting, open_db, set_setting, to_blob
 from imgrank.store.labels import set_label
 

@@ -19,6 +19,7 @@ from imgrank.learn.mlp import build_net, fit_mlp, net_weights
 from imgrank.model import feature_spec, load_head, save_head
 from imgrank.store.db import open_db
 from imgrank.store.labels import set_label
+from imgrank.store.scores import active_run, all_scores, has_scores, score_source
 from imgrank.train import TrainConfig, train
 
 SPEC = {"embed_model": "m", "image_dim": 16, "name_dim": 0, "meta": []}
@@ -162,7 +163,7 @@ def test_a_bad_head_is_refused_at_import_before_anything_is_activated(case, tmp_
         load_head(path)
     out = one_line_error(invoke("model", "import", path))
     assert message in out
-    assert runs.list_runs(db) == [] and not runs.has_scores(db)
+    assert runs.list_runs(db) == [] and not has_scores(db)
 
 
 def test_the_good_head_those_are_made_from_is_accepted(tmp_path):
@@ -195,7 +196,7 @@ def test_a_head_below_chance_is_not_activated_and_scores_nothing(tmp_path):
     assert result.exit_code == 0 and result.exception is None
     assert "run 1 NOT activated: its held-out ROC AUC 0.310 is below chance" in result.output
     assert "scored" not in result.output
-    assert runs.active_run(db) is None and not runs.has_scores(db)
+    assert active_run(db) is None and not has_scores(db)
 
 
 def test_model_use_with_an_absurd_id_is_one_clear_line():
@@ -252,7 +253,7 @@ def test_a_clearly_worse_head_is_not_activated_and_does_not_rescore():
     x, y = separable(300, seed=3)
     shas = store(db, x, y)
     assert invoke("train", "--epochs", "30").exit_code == 0
-    before = runs.scores(db)
+    before = all_scores(db)
     # scramble the labels: the next head is clearly worse
     rng = np.random.default_rng(0)
     for sha, label in zip(shas, rng.permutation(y), strict=True):
@@ -261,12 +262,12 @@ def test_a_clearly_worse_head_is_not_activated_and_does_not_rescore():
     assert result.exit_code == 0 and result.exception is None
     assert "run 2 NOT activated: its held-out" in result.output
     assert [r["active"] for r in runs.list_runs(db)] == [False, True]
-    assert runs.scores(db) == before  # run 2 scored nothing
+    assert all_scores(db) == before  # run 2 scored nothing
     assert "run 3 is now the active head" in invoke("train", "--force", "--epochs", "30").output
-    assert runs.scores(db) != before
+    assert all_scores(db) != before
     assert invoke("model", "use", "1").exit_code == 0
     assert {r["id"]: r["active"] for r in runs.list_runs(db)} == {1: True, 2: False, 3: False}
-    assert runs.scores(db) == pytest.approx(before)
+    assert all_scores(db) == pytest.approx(before)
 
 
 def test_a_head_from_another_embedding_model_is_refused(tmp_path):
@@ -343,7 +344,7 @@ def test_a_head_taking_prior_features_is_refused_where_its_prompts_cannot_be_emb
     meta["feature_spec"] = {**SPEC, "prior": PRIOR}
     out = one_line_error(invoke("model", "import", crafted(tmp_path, weights, meta)))
     assert "head takes the prior's features, but its prompts cannot be embedded" in out
-    assert runs.list_runs(db) == [] and not runs.has_scores(db)
+    assert runs.list_runs(db) == [] and not has_scores(db)
 
 
 def test_a_head_from_before_the_prior_features_scores_a_store_that_has_them(model_env, tmp_path):
@@ -363,8 +364,8 @@ def test_a_head_from_before_the_prior_features_scores_a_store_that_has_them(mode
     assert "prior" not in head.spec and head.weights["mean"].shape == (64 + 64 + 3,)
     parts = load_parts(db, current_model_id(db))
     expected = head.predict(assemble(head.spec, parts["image"], parts["name"], parts["meta"]))
-    stored = runs.scores(db)
-    assert runs.score_source(db) == "head"
+    stored = all_scores(db)
+    assert score_source(db) == "head"
     assert np.allclose([stored[s] for s in parts["sha256"]], expected, atol=1e-6)
 
 

@@ -15,8 +15,8 @@ from imgrank.cli import cli
 from imgrank.errors import ImgrankError
 from imgrank.head_inputs import compute_prior, explain_prior
 from imgrank.learn.recipe import HELPS_BY
-from imgrank.runs import score_source
 from imgrank.store.db import open_db
+from imgrank.store.scores import all_scores, score_source
 from imgrank.store.vectors import current_model_id
 
 
@@ -184,7 +184,7 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
 
     from imgrank.head_inputs import head_input
     from imgrank.learn.mlp import build_net
-    from imgrank.runs import active_head, scores
+    from imgrank.runs import active_head
     from imgrank.train import TrainConfig
 
     root = tmp_path / "photos"
@@ -220,23 +220,23 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
         )
         expected = net.eval()(z).squeeze(1).numpy()
     assert np.allclose(head.logit(x), expected, atol=1e-4)
-    stored = scores(db)
+    stored = all_scores(db)
     assert np.allclose([stored[s] for s in shas], head.predict(x), atol=1e-6)
 
     # A changed prompts file changes the cold-start prior, not the head: it keeps the prompts it learnt with.
     text = prior.prompts_path().read_text()
     (config.home_dir() / "prompts.txt").write_text(text.replace("cue blur 0.5", "cue blur 0.0"))
     invoke("score")
-    assert np.allclose([scores(db)[s] for s in shas], [stored[s] for s in shas], atol=1e-6)
+    assert np.allclose([all_scores(db)[s] for s in shas], [stored[s] for s in shas], atol=1e-6)
 
     # A new photo is scored as it arrives (the daemon's path: score_unscored), with the same features.
     Image.open(_detailed(tmp_path / "new.jpg", 999)).filter(ImageFilter.GaussianBlur(1)).save(
         root / "new.jpg"
     )
     assert json.loads(invoke("scan", "--json").output)["scored"] == 1
-    (new,), x_new = head_input(db, head.spec, sorted(set(scores(db)) - set(shas)))
-    assert scores(db)[new] == pytest.approx(float(head.predict(x_new)[0]), abs=1e-6)
-    assert scores(db)[new] > np.median([stored[s] for s in shas])  # a soft one: among the deletes
+    (new,), x_new = head_input(db, head.spec, sorted(set(all_scores(db)) - set(shas)))
+    assert all_scores(db)[new] == pytest.approx(float(head.predict(x_new)[0]), abs=1e-6)
+    assert all_scores(db)[new] > np.median([stored[s] for s in shas])  # a soft one: among the deletes
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from PIL import Image
 from imgrank import model, runs
 from imgrank.cli import cli
 from imgrank.store.db import open_db
+from imgrank.store.scores import active_run
 from imgrank.store.vectors import current_model_id
 
 CHROMIUM = "/usr/bin/chromium"
@@ -161,7 +162,7 @@ def test_a_heads_own_worse_margin_is_ignored(small_store, tmp_path):
     result = import_head(bad)
     assert result.exit_code == 0 and result.exception is None, result.output
     assert "NOT activated" in result.output and "clearly below the active run 1" in result.output
-    assert runs.active_run(small_store)["id"] == 1
+    assert active_run(small_store)["id"] == 1
 
 
 # --- requests the page would never send ---
@@ -277,6 +278,7 @@ def test_another_local_user_gets_nothing_from_ps(library_like, tmp_path, strange
     browser = tmp_path / "browser"
     browser.write_text(f'#!/bin/sh\nprintf "%s" "$*" > {seen}\n')
     browser.chmod(0o755)
+
     def as_stranger(address: str) -> subprocess.CompletedProcess:
         """The STRANGER script, run as the other local user, with what it read from `ps`."""
         return subprocess.run(

@@ -37,7 +37,7 @@ def top(limit, unlabelled, paths_only, nul, as_json):
         imgrank top -n 50 --paths -0 | xargs -0 ls -l
     """
     from imgrank.ranking import ranked  # lazy: sqlite_utils
-    from imgrank.runs import score_source  # lazy: sqlite_utils
+    from imgrank.store.scores import score_source  # lazy: sqlite_utils
 
     db = open_db()
     found = ranked(db, None if unlabelled else limit)

@@ -191,7 +191,7 @@ def status(list_unreadable, as_json):
 
     info["daemon"] = daemon_status(db)
     lines.append(format_daemon_status(info["daemon"]))
-    from imgrank.runs import score_source  # lazy: sqlite_utils
+    from imgrank.store.scores import score_source  # lazy: sqlite_utils
 
     info["order_source"] = score_source(db)
     lines.append(source_line(info["order_source"]))

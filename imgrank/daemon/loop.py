@@ -30,6 +30,7 @@ from imgrank.errors import ModelError
 from imgrank.first_order import FirstOrder
 from imgrank.index import list_roots
 from imgrank.store.db import model_name, open_db
+from imgrank.store.scores import active_run
 from imgrank.words import plural
 
 log = logging.getLogger("imgrank.daemon")
@@ -259,7 +260,7 @@ class Watcher:
         if n:
             self._dirty()
             self.counters["scored"] += n
-        if runs.active_run(self.db) is None:
+        if active_run(self.db) is None:
             self._say_once("head", "no trained head yet: photos are scored by the zero-shot prior")
 
     def _deletions(self) -> None:

@@ -42,9 +42,9 @@ class Retrainer:
 
     def count_labels_since_last_run(self, db) -> None:
         """Start counting new labels from the latest training run (the daemon's start)."""
-        from imgrank import runs  # lazy: sqlite_utils
+        from imgrank.store.scores import last_started  # lazy: sqlite_utils
 
-        started = runs.last_started(db)
+        started = last_started(db)
         self.mark = 0 if started is None else labels.changes_count(db, until=started)
 
     def new_labels(self, db) -> int:

@@ -16,8 +16,8 @@ from imgrank import dupes, index, sidecars
 from imgrank.errors import describe
 from imgrank.order import order
 from imgrank.ranking import photo_files
-from imgrank.runs import has_scores
 from imgrank.store import vectors
+from imgrank.store.scores import has_scores
 from imgrank.words import names, plural, scan_summary
 
 log = logging.getLogger("imgrank.daemon")

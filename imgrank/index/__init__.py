@@ -6,7 +6,6 @@ Callers use `imgrank.index` alone; what they need is here.
 
 from functools import partial
 
-from imgrank import runs
 from imgrank.index.needs import needs_work, unchanged
 from imgrank.index.pipeline import BATCH, ScanResult, embed_names, index_paths, scan, scan_lock
 from imgrank.store.rows import (
@@ -31,6 +30,7 @@ from imgrank.store.rows import (
 from imgrank.store.rows import (
     move_path as _move_path,
 )
+from imgrank.store.scores import forget_scores
 
 __all__ = [
     "BATCH",
@@ -65,4 +65,4 @@ __all__ = [
 def move_path(db, src, dst) -> bool:
     """A rename seen as it happened (rows.move_path): the row follows the file, and the photo's score
     is forgotten in the same transaction (the file name is one of a head's features)."""
-    return _move_path(db, src, dst, partial(runs.forget_scores, db))
+    return _move_path(db, src, dst, partial(forget_scores, db))

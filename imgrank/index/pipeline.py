@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
-from imgrank import config, runs
+from imgrank import config
 from imgrank.embed import Embedder
 from imgrank.files import display_name, under, walk
 from imgrank.index import needs
-from imgrank.prior import store_cues
 from imgrank.store import db as dbm
 from imgrank.store import owntimes, vectors
 from imgrank.store import rows as store
+from imgrank.store.cues import store_cues
+from imgrank.store.scores import forget_scores
 from imgrank.workers import init_worker, read_all, read_one
 
 BATCH = 32
@@ -273,7 +274,7 @@ def _scan(
     if on_total:
         on_total(len(todo))
     _index(db, todo, embedder, _jobs(jobs), result, progress, on_embedded)
-    moved = store.settle_moves(db, partial(runs.forget_scores, db))
+    moved = store.settle_moves(db, partial(forget_scores, db))
     result.missing -= len(set(vanished) & moved)
     result.seconds = time.monotonic() - start
     return result

@@ -30,7 +30,8 @@ def _count(v) -> str:
 def gather(db) -> dict:
     """Everything the metrics tab shows, as plain data."""
     from imgrank.ranking import scored_photos  # lazy: sqlite_utils
-    from imgrank.runs import active_run, headline, list_runs, score_source  # lazy: sqlite_utils
+    from imgrank.runs import headline, list_runs  # lazy: sqlite_utils
+    from imgrank.store.scores import active_run, score_source  # lazy: sqlite_utils
 
     runs = sorted(list_runs(db), key=lambda r: r["id"])
     active = active_run(db)

@@ -20,9 +20,10 @@ from imgrank.head_inputs import explain_prior, head_input
 from imgrank.learn.active import choose
 from imgrank.learn.head_math import standardise
 from imgrank.ranking import dupe_listing, ranked, scored_photos
-from imgrank.runs import active_head, active_run, score_source
+from imgrank.runs import active_head
 from imgrank.store import owntimes
 from imgrank.store.labels import current_labels, set_label
+from imgrank.store.scores import active_run, score_source
 from imgrank.store.vectors import current_model_id, image_vectors
 
 QUEUES = ("least-wanted", "suspects", "informative", "bursts")

@@ -34,9 +34,9 @@ from imgrank.errors import ImgrankError
 from imgrank.review import metrics, queues
 from imgrank.review.login import open_file
 from imgrank.review.queues import queue
-from imgrank.runs import score_source
 from imgrank.store.db import open_db
 from imgrank.store.labels import current_label, label_counts, set_label
+from imgrank.store.scores import score_source
 from imgrank.train import TrainConfig, train
 from imgrank.trash import chosen
 

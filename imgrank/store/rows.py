@@ -234,7 +234,7 @@ def settle_moves(db: sqlite_utils.Database, forget: Callable[[list[str]], None])
     """A vanished path whose content is present at another path was moved, not lost: its row goes
     (the vectors and labels stay with the content), the record of its original mtime follows it,
     and it is scored again under its new name (a feature): `forget(hashes)`, in the same transaction,
-    drops their scores (runs.forget_scores; the store does not call up into scores). Returns the
+    drops their scores (scores.forget_scores, passed in by the indexing service). Returns the
     paths moved from."""
     # Under the mtimes lock: a record that follows its file must not cross an order or a restore.
     with owntimes.locked(db), db.atomic():
@@ -291,7 +291,7 @@ def move_path(
     db: sqlite_utils.Database, src: Path | str, dst: Path | str, forget: Callable[[list[str]], None]
 ) -> bool:
     """A rename seen as it happened: the row (and so its vectors and labels) follows the file;
-    `forget(hashes)` (runs.forget_scores), in the same transaction, drops the photo's score."""
+    `forget(hashes)` (scores.forget_scores), in the same transaction, drops the photo's score."""
     try:
         st = os.stat(dst)
         size, mtime_ns = st.st_size, st.st_mtime_ns
