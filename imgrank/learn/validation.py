@@ -21,6 +21,7 @@ from imgrank.learn.evaluation import (
     near_duplicate_groups,
     stratified_group_folds,
 )
+from imgrank.learn.evidence import evidence_gap
 from imgrank.learn.logistic import Design, Space, input_space, logit, restandardised
 from imgrank.learn.mlp import fit_mlp
 from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
@@ -211,12 +212,22 @@ def validate_logistic(
     # pooled APs differ by a few hundredths from fold luck alone, and without the second test the
     # image regression was chosen on folds it then lost on new events (name taste: -0.07 AP).
     features = max(aps, key=lambda name: aps[name] - (0 if name == "all" else SWITCH_MARGIN))
+    import os
+    mode = os.environ.get("EV_MODE", "off")
+    gap = evidence_gap(x, y, blocks[0]) if image_design is not None and len(y) < 1000 else None
+    by_folds = features
     if int(y[held].sum()) < SWITCH_MIN_DELETES:  # folds of one or two deletes: a choice by luck
         features = "all"
     if features != "all":
         diff = fold_aps(y, fold, k, found[features]["p"]) - fold_aps(y, fold, k, found["all"]["p"])
         if not (np.isfinite(diff).any() and np.nanmean(diff) > standard_error(diff)):
             features = "all"
+    if mode == "and" and gap is not None:  # folds' pooled choice when the evidence agrees
+        features = by_folds if by_folds == "all" or gap < 0 else "all"
+    elif mode == "or" and gap is not None and features == "all" and by_folds != "all" and gap < -2:
+        features = by_folds
+    elif mode == "ev" and gap is not None:
+        features = "all" if gap >= 0 else "image"
     cv = {
         "baseline": found[features]["p"],
         "all": found["all"]["p"],
@@ -229,8 +240,33 @@ def validate_logistic(
         "l2": cv["l2"],
         "features": features,
         "tried": {name: round(ap, 4) for name, ap in aps.items()},
+        "evidence_gap": gap,
     }
-    return Validation(x, space, design, cv, {"baseline": baseline}, image_design=image_design)
+    v = Validation(x, space, design, cv, {"baseline": baseline}, image_design=image_design)
+    if os.environ.get("EV_DUMP") and image_design is not None:
+        se = {}
+        found["image1"] = cross_validate_logistic(image_design, y, fold, k, (1.0,))
+        m1 = (logit(found["all"]["p"]) + logit(found["image1"]["p"])) / 2
+        found["both1"] = {"p": 1 / (1 + np.exp(-m1))}
+        aps = dict(aps)
+        for name in ("image1", "both1"):
+            aps[name] = average_precision(y[held], found[name]["p"][held]) or 0.0
+        for name in ("image", "both", "image1", "both1"):
+            diff = fold_aps(y, fold, k, found[name]["p"]) - fold_aps(y, fold, k, found["all"]["p"])
+            se[name] = bool(np.isfinite(diff).any() and np.nanmean(diff) > standard_error(diff))
+        cands = {}
+        for name in ("all", "image", "both"):
+            v.cv["features"] = name
+            cands[name] = refit_logistic(v, y)
+        il2 = v.cv["image_l2"]
+        v.cv["image_l2"] = 1.0
+        for name in ("image", "both"):
+            v.cv["features"] = name
+            cands[name + "1"] = refit_logistic(v, y)
+        v.cv["features"], v.cv["image_l2"] = features, il2
+        se["image_l2"] = il2
+        baseline["_dump"] = {"cands": cands, "aps": aps, "se": se, "held_del": int(y[held].sum()), "gap": gap}
+    return v
 
 
 def refit_logistic(v: Validation, y: np.ndarray) -> dict[str, np.ndarray]:
