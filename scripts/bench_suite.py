@@ -114,19 +114,7 @@ def one_task(task: tuple[str, int, list[int], int, int]) -> list[dict]:
         row["seconds"] = time.perf_counter() - started
         row["recipe"] = result.recipe
         row["l2"] = result.metrics["baseline"].get("l2")
-        row["features"] = result.metrics["baseline"].get("features")
-        row["gap"] = result.metrics["baseline"].get("evidence_gap")
         scores = {"imgrank": predict(result.weights, test.x)}
-        dump = result.metrics["baseline"].pop("_dump", None)
-        if dump:
-            row["dump"] = {
-                "test_ap": {k: average_precision(test.y_true, predict(w, test.x)) for k, w in dump["cands"].items()},
-                **{k: dump[k] for k in ("aps", "se", "held_del", "gap")},
-            }
-            if os.environ.get("EV_GAPS"):
-                from imgrank.learn.evidence import _dev_gaps
-
-                row["dump"] |= _dev_gaps(x, y, BLOCKS[0])
         scores |= references(x, y, image, test.x, test.image[:, :IMAGE_DIM])
         for name, p in scores.items():
             row[name] = average_precision(test.y_true, p)
