@@ -5,7 +5,8 @@ An L2 logistic regression on standardised columns with prior variance 1 per weig
 Gaussian-process classifier with the kernel K = Z Zᵀ (+ a constant for the bias). Laplace's
 approximation of its log evidence (Rasmussen & Williams, algorithm 3.1, with B = I + W½KW½) is
 steady where the folds' choice rests on the 4-20 deletes they hold out: `evidence_by_block` compares
-the regression on the image vector, and the one on the columns after it, with the bias alone. Numpy and scipy.
+the regression on the image vector, and the one on the columns after it, with the bias alone.
+Numpy and scipy.
 """
 
 from __future__ import annotations

@@ -229,8 +229,9 @@ def validate_logistic(
     # The labels are better explained without the file name and the facts, and better by the image
     # vector than by them: then their 259 columns only add noise, and the image regression is the head
     # whatever a handful of held-out deletes say (bench_suite: the quality and image-only tastes at
-    # 20-50 labels). Without the second test, 2 of 40 draws of the name taste at 20-30 labels, whose
-    # few deletes neither block explained, lost 0.3-0.75 AP to the image regression.
+    # 20-50 labels). Without the second test, 3 of 39 draws of the name taste at 20-30 labels, whose
+    # few deletes neither block explained, lost 0.3-0.75 AP to the image regression; with it, one
+    # (4 deletes) still does (docs/learning.md).
     if evidence is not None and evidence[1] < 0 and evidence[0] > evidence[1]:
         features = "image"
     cv = {
