@@ -18,6 +18,7 @@ import numpy as np
 from imgrank import config
 from imgrank.errors import ModelError, NothingYet
 from imgrank.head_inputs import compute_prior, head_input
+from imgrank.learn.suspects import suspect_order
 from imgrank.model import Head, check_compatible, load_head, save_head
 from imgrank.store import scores as store
 from imgrank.store.labels import current_labels
@@ -239,7 +240,9 @@ def suspects(db, n: int = 20) -> list[dict]:
     for sha, p in held_out:
         if sha in labels:
             rows.append((p if labels[sha] == "delete" else 1 - p, sha, p))
-    rows = sorted(rows)[:n]
+    rows.sort(key=lambda r: r[1])  # by sha256: ties in suspect_order keep one order from run to run
+    given = np.array([labels[r[1]] == "delete" for r in rows], int)
+    rows = [rows[i] for i in suspect_order(np.array([r[2] for r in rows], np.float64), given)[:n]]
     paths = paths_of_contents(db, [r[1] for r in rows])
     return [
         {

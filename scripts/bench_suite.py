@@ -73,12 +73,13 @@ def references(x, y, image, x_test, image_test) -> dict[str, np.ndarray]:
 
 
 def flips_found(check: np.ndarray, y_given: np.ndarray, y_true: np.ndarray) -> float | None:
-    """Share of the flipped labels among the first 2 x flips by `suspects`' held-out P(label)."""
+    """Share of the flipped labels among the first 2 x flips in `suspects`' order (`suspect_order`)."""
+    from imgrank.learn.suspects import suspect_order
+
     flipped = y_given != y_true
     if not flipped.any():
         return None
-    p_label = np.where(y_given == 1, check, 1 - check)
-    order = [i for i in np.argsort(p_label, kind="stable") if np.isfinite(p_label[i])]
+    order = suspect_order(check, y_given)
     return float(flipped[order[: 2 * int(flipped.sum())]].sum() / flipped.sum())
 
 

@@ -100,3 +100,59 @@ def test_the_fit_on_the_rows_span_is_scikit_learns_fit_on_every_feature():
         space(x), y, sample_weight=class_weights(y)
     )
     assert np.allclose(ours, full.predict_proba(space(x))[:, 1], atol=1e-4)
+
+
+def test_suspect_order_is_p_of_the_given_label_ascending_without_unknowns():
+    from imgrank.learn.suspects import suspect_order
+
+    p_delete = np.array([0.9, 0.2, np.nan, 0.6, 0.4, 0.8])
+    labels = np.array([1, 1, 0, 0, 0, 1])  # P(given label): 0.9, 0.2, -, 0.4, 0.6, 0.8
+    assert suspect_order(p_delete, labels).tolist() == [1, 3, 4, 5, 0]
+    tie = suspect_order(np.array([0.25, 0.75, 0.25]), np.array([1, 0, 1]))
+    assert tie.tolist() == [0, 1, 2]  # equal doubt: the rows' own order
+
+
+def test_label_check_is_folds_and_leave_group_out_averaged_as_scikit_learn_computes_them():
+    """The check's logit per photo: the mean over the fold splits of the held-out logit, averaged half
+    and half with the logit of a fit on every label but the photo's near-duplicate group; then Platt.
+    Recomputed here with scikit-learn's LogisticRegression and LeaveOneGroupOut on the standardised
+    features, on the same folds and groups."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    from imgrank.learn.evaluation import near_duplicate_groups, stratified_group_folds
+    from imgrank.learn.head_math import calibrated, standardise, standardiser
+    from imgrank.learn.logistic import class_weights, fit_platt
+
+    x, y = separable(48, dim=12, seed=3, margin=0.1)
+    y[[0, 7, 20]] ^= 1  # wrong labels
+    x[31] = x[30] + 1e-4  # one pair of near-duplicates: held out together
+    config = TrainConfig(min_per_class=3, seed=2)
+    result = train_arrays(x, y, x, config)
+    assert result.metrics["baseline"]["features"] == "all"
+    l2, k = result.metrics["baseline"]["l2"], result.counts["folds"]
+    z = standardise(x, *standardiser(x))
+    groups = near_duplicate_groups(x, config.near_dup, config.max_group)
+    assert groups[30] == groups[31] and len(np.unique(groups)) == len(y) - 1
+
+    def fit_logit(train, test):
+        model = LogisticRegression(C=1 / l2, tol=1e-10, max_iter=10000)
+        model.fit(z[train], y[train], sample_weight=class_weights(y[train]))
+        return model.decision_function(z[test])
+
+    splits = []
+    for r in range(config.check_splits):
+        fold = stratified_group_folds(y, groups, k, config.seed + 1000 * r).fold
+        one = np.empty(len(y))
+        for f in range(k):
+            one[fold == f] = fit_logit(fold != f, fold == f)
+        splits.append(one)
+    alone = np.empty(len(y))
+    for rest, group in LeaveOneGroupOut().split(z, y, groups):
+        alone[group] = fit_logit(rest, group)
+    mean = (np.mean(splits, 0) + alone) / 2
+    reference = calibrated(mean, fit_platt(mean, y))
+    assert np.allclose(result.check, reference, atol=2e-3)
+    # and not the folds alone, as before: the leave-group-out half moves the check
+    folds_only = np.mean(splits, 0)
+    assert not np.allclose(result.check, calibrated(folds_only, fit_platt(folds_only, y)), atol=2e-3)
