@@ -643,3 +643,32 @@ def test_an_mlp_that_wins_by_less_than_the_margin_is_not_chosen():
     assert 0 < pooled_gain(hair) < SWITCH_MARGIN and pooled_gain(clear) > 2 * SWITCH_MARGIN
     assert not mlp_beats_baseline(y, fold, 4, hair)
     assert mlp_beats_baseline(y, fold, 4, clear)
+
+
+def test_the_report_says_when_the_evidence_chose_the_image_regression():
+    """A quality taste at 30 labels (the evidence's case) and a name taste (the folds keep every
+    feature): the report names who chose, so the owner is not told the folds did."""
+    from imgrank.cli_text import format_report
+
+    def report(by_name: bool, seed: int):
+        x, y, image = _quality_or_name_folder(seed, 1200, by_name=by_name)
+        rows = np.random.default_rng(seed).choice(600, 30, replace=False)
+        r = train_arrays(
+            x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
+        )
+        run = {
+            "metrics": r.metrics,
+            "counts": r.counts,
+            "recipe": r.recipe,
+            "epochs": r.epochs,
+            "warnings": [],
+        }
+        return r.metrics["baseline"], format_report(run)
+
+    chosen = [report(False, seed) for seed in range(8)]
+    by_evidence = [text for b, text in chosen if b.get("chosen_by") == "evidence"]
+    assert by_evidence, [b.get("evidence") for b, _ in chosen]
+    assert all("on the image vector alone" in t and "the evidence of every label" in t for t in by_evidence)
+    baseline, text = report(True, 0)
+    assert baseline["features"] == "all" and baseline["chosen_by"] == "folds"
+    assert "evidence" not in text and "image vector alone" not in text

@@ -244,8 +244,9 @@ def validate_logistic(
     # 20-50 labels). Without the second test, 3 of 39 draws of the name taste at 20-30 labels, whose
     # few deletes neither block explained, lost 0.3-0.75 AP to the image regression; with it, one
     # (4 deletes) still does (docs/learning.md).
+    chosen_by = "folds"
     if evidence is not None and evidence[1] < 0 and evidence[0] > evidence[1]:
-        features = "image"
+        features, chosen_by = "image", "evidence"
     cv = {
         "baseline": found[features]["p"],
         "all": found["all"]["p"],
@@ -258,6 +259,7 @@ def validate_logistic(
         "l2": cv["l2"],
         "features": features,
         "tried": {name: round(ap, 4) for name, ap in aps.items()},
+        "chosen_by": chosen_by,
         "evidence": None
         if evidence is None
         else {"image": round(evidence[0], 3), "names": round(evidence[1], 3)},
