@@ -672,3 +672,30 @@ def test_the_report_says_when_the_evidence_chose_the_image_regression():
     baseline, text = report(True, 0)
     assert baseline["features"] == "all" and baseline["chosen_by"] == "folds"
     assert "evidence" not in text and "image vector alone" not in text
+
+
+def test_the_evidences_image_head_is_the_regression_it_judged():
+    """Where the evidence chose the image regression, the head is that regression at C = 1 (the
+    prior the evidence was computed with), ranking new photos as scikit-learn's L2 regression on the
+    standardised image vector at C = 1 does; not the strength a handful of held-out deletes picked."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    checked = 0
+    for seed in range(8):
+        x, y, image = _quality_or_name_folder(seed, 1200, by_name=False)
+        rows, new = np.random.default_rng(seed).choice(600, 30, replace=False), np.arange(600, 1200)
+        r = train_arrays(
+            x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
+        )
+        if r.metrics["baseline"].get("chosen_by") != "evidence":
+            continue
+        ref = make_pipeline(
+            StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
+        )
+        ref_p = ref.fit(image[rows], y[rows]).decision_function(image[new])
+        assert spearmanr(predict(r.weights, x[new]), ref_p).statistic > 0.999, seed
+        checked += 1
+    assert checked >= 4
