@@ -4,6 +4,7 @@ is one line, and a killed scan leaves no process behind. Real processes, files a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -59,14 +60,25 @@ def watch(root: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=os.environ)
 
 
+@contextlib.contextmanager
+def started(root: Path, log: Path):
+    """`imgrank watch root` once it has made its order at start; killed afterwards if still running."""
+    daemon = watch(root, log)
+    try:
+        wait_for(lambda: "order at start" in log.read_text() or daemon.poll() is not None)
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 # --- 3. no store, no touching ---------------------------------------------------------------------
 
 
 def test_the_daemon_stops_touching_photos_once_its_database_is_deleted(scanned, tmp_path, home):
     log = tmp_path / "daemon.log"
-    daemon = watch(scanned, log)
-    try:
-        wait_for(lambda: "order at start" in log.read_text() or daemon.poll() is not None)
+    with started(scanned, log) as daemon:
         assert daemon.poll() is None, log.read_text()
         for p in home.glob("imgrank.db*"):
             p.unlink()  # rm imgrank.db (and its WAL)
@@ -74,10 +86,6 @@ def test_the_daemon_stops_touching_photos_once_its_database_is_deleted(scanned, 
         new = photo(scanned / "new.jpg", seed=50)  # something to reorder for
         times[new] = os.lstat(new).st_mtime_ns
         assert daemon.wait(timeout=PATIENCE) == 1
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     text = log.read_text()
     assert "is gone or was replaced since the daemon opened it: stopping" in text
     assert text.count("is gone or was replaced") == 1 and "Traceback" not in text
@@ -106,17 +114,11 @@ def test_scan_starts_afresh_where_a_store_was(scanned, home):
 
 def test_no_command_makes_a_new_store_after_rm_rf_of_the_home_under_a_running_daemon(scanned, tmp_path, home):
     log = tmp_path / "daemon.log"
-    daemon = watch(scanned, log)
-    try:
-        wait_for(lambda: "order at start" in log.read_text() or daemon.poll() is not None)
+    with started(scanned, log) as daemon:
         assert daemon.poll() is None, log.read_text()
         shutil.rmtree(home)  # rm -rf $IMGRANK_HOME: the marker goes with it
         photo(scanned / "new.jpg", seed=50)  # something to reorder for
         assert daemon.wait(timeout=PATIENCE) == 1
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     for command in (["status"], ["order"], ["watch", str(scanned)]):
         done = subprocess.run([*IMGRANK, *command], capture_output=True, text=True, timeout=PATIENCE)
         assert done.returncode == 1, (command, done.stdout, done.stderr)
@@ -138,9 +140,7 @@ def test_a_database_truncated_to_nothing_beside_its_wal_is_refused_not_rebuilt(
     scanned, tmp_path, home, daemon_dies
 ):
     log = tmp_path / "daemon.log"
-    daemon = watch(scanned, log)
-    try:
-        wait_for(lambda: "order at start" in log.read_text() or daemon.poll() is not None)
+    with started(scanned, log) as daemon:
         photo(scanned / "new.jpg", seed=50)
         wait_for(lambda: "order updated after new.jpg" in log.read_text() or daemon.poll() is not None)
         assert daemon.poll() is None, log.read_text()
@@ -158,10 +158,6 @@ def test_a_database_truncated_to_nothing_beside_its_wal_is_refused_not_rebuilt(
             assert len(done.stderr.strip().splitlines()) == 1 and "locked" not in done.stderr
             assert db.stat().st_size == 0  # left as it was, not rebuilt
             assert wal.read_bytes() == wal_bytes or not daemon_dies  # (a running daemon writes on)
-    finally:
-        if daemon.poll() is None:
-            daemon.terminate()
-            daemon.wait(timeout=PATIENCE)
 
 
 def test_two_daemons_started_at_the_same_instant_one_runs(scanned, tmp_path):
