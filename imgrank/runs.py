@@ -236,21 +236,19 @@ def suspects(db, n: int = 20) -> list[dict]:
     if held_out is None:
         raise NothingYet("no held-out predictions yet: run `imgrank train`")
     labels = current_labels(db)
-    rows = []
-    for sha, p in held_out:
-        if sha in labels:
-            rows.append((p if labels[sha] == "delete" else 1 - p, sha, p))
-    rows.sort(key=lambda r: r[1])  # by sha256: ties in suspect_order keep one order from run to run
-    given = np.array([labels[r[1]] == "delete" for r in rows], int)
-    rows = [rows[i] for i in suspect_order(np.array([r[2] for r in rows], np.float64), given)[:n]]
-    paths = paths_of_contents(db, [r[1] for r in rows])
+    # by sha256 first: ties in suspect_order keep one order from run to run
+    rows = sorted((sha, p) for sha, p in held_out if sha in labels)
+    p_delete = np.array([p for _, p in rows], np.float64)
+    given = np.array([labels[sha] == "delete" for sha, _ in rows], int)
+    rows = [rows[i] for i in suspect_order(p_delete, given)[:n]]
+    paths = paths_of_contents(db, [sha for sha, _ in rows])
     return [
         {
             "path": paths.get(sha),
             "label": labels[sha],
-            "p_label": round(pl, 4),
+            "p_label": round(p if labels[sha] == "delete" else 1 - p, 4),
             "p_delete": round(p, 4),
             "sha256": sha,
         }
-        for pl, sha, p in rows
+        for sha, p in rows
     ]
