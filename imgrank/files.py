@@ -296,7 +296,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def readable_now(reason: str | None) -> bool:
     """Was a file unreadable only for want of an extra that is installed now (read it again)?"""
-    return (reason == HEIF_HINT and HEIF_SUPPORTED) or (reason == RAW_HINT and raw.RAW_SUPPORTED)
+    return (reason == HEIF_HINT and HEIF_SUPPORTED) or (reason == RAW_HINT and raw.load_rawpy() is not None)
 
 
 def open_image(path: Path | str, target: int = 224) -> Image.Image:

@@ -21,7 +21,7 @@ RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".or
 
 
 @functools.cache
-def _rawpy():
+def load_rawpy():
     """rawpy (the `raw` extra), or None where it cannot be imported; imported on first use, not with
     this module: it loads numpy, which `imgrank --help` and `status` never need (files imports this)."""
     try:
@@ -29,15 +29,6 @@ def _rawpy():
     except ImportError:  # pragma: no cover - depends on the extra
         return None
     return rawpy
-
-
-def __getattr__(name: str):
-    # RAW_SUPPORTED and rawpy, as module attributes found on first use (see _rawpy).
-    if name == "RAW_SUPPORTED":
-        return _rawpy() is not None
-    if name == "rawpy":
-        return _rawpy()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 RAW_HINT = "RAW photos are skipped: install the raw extra (pip install 'imgrank[raw]') to read them"
@@ -71,7 +62,7 @@ class Picture:
 def picture(data: bytes, max_bytes: int) -> Picture:
     """The picture inside RAW bytes: the embedded preview, else a half-size demosaic costing at most
     `max_bytes`. Raises UnreadableImage with a one-line reason."""
-    rawpy = _rawpy()
+    rawpy = load_rawpy()
     if rawpy is None:
         raise UnreadableImage(RAW_HINT)
     try:
@@ -104,7 +95,7 @@ def picture(data: bytes, max_bytes: int) -> Picture:
 def _preview(raw) -> tuple[bytes | None, object | None]:
     """The embedded preview: (JPEG bytes, None) when it is a JPEG big enough to judge, (None, bitmap)
     for a bitmap one, (None, None) when there is none or it is a placeholder."""
-    rawpy = _rawpy()
+    rawpy = load_rawpy()
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):

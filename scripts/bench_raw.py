@@ -68,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="time per case")
     args = ap.parse_args()
-    if not raw.RAW_SUPPORTED:
+    if raw.load_rawpy() is None:
         sys.exit(raw.RAW_HINT)
 
     cases = []
@@ -98,8 +98,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "libraw": ".".join(map(str, raw.rawpy.libraw_version)),
-        "rawpy": raw.rawpy.__version__,
+        "libraw": ".".join(map(str, raw.load_rawpy().libraw_version)),
+        "rawpy": raw.load_rawpy().__version__,
     }
     (out / "bench_raw.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"\n{meta['machine']}; LibRaw {meta['libraw']} (rawpy {meta['rawpy']})")

@@ -20,7 +20,7 @@ from imgrank.cli import cli
 from imgrank.store import labels
 from imgrank.store.db import open_db
 
-pytestmark = pytest.mark.skipif(not raw.RAW_SUPPORTED, reason="rawpy (the raw extra, in dev) is missing")
+pytestmark = pytest.mark.skipif(raw.load_rawpy() is None, reason="rawpy (the raw extra, in dev) is missing")
 
 
 def run(*args):

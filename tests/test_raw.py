@@ -22,7 +22,7 @@ from imgrank.files import decode_image, walk
 from imgrank.store.db import open_db
 
 RAW_DATA = Path(__file__).parent / "data" / "raw"
-pytestmark = pytest.mark.skipif(not raw.RAW_SUPPORTED, reason="rawpy (the raw extra, in dev) is missing")
+pytestmark = pytest.mark.skipif(raw.load_rawpy() is None, reason="rawpy (the raw extra, in dev) is missing")
 
 
 def run(*args):
