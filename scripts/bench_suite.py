@@ -17,7 +17,8 @@ that prints as 1.000, and imgrank's training seconds.
         [--generators kinds,quality,...] [--out bench-out/bench_suite.json]
 
 Prints per generator and size the mean +- standard error of each learner's AP, and the mean paired
-difference imgrank - reference +- its standard error; writes every run and the summary as JSON.
+difference imgrank - reference +- its standard error; writes every run (with the head each draw chose,
+who chose it, the evidence and the held-out deletes) and the summary as JSON.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def one_task(task: tuple[str, int, list[int], int, int]) -> list[dict]:
             continue
         row["seconds"] = time.perf_counter() - started
         row["recipe"] = result.recipe
-        row["l2"] = result.metrics["baseline"].get("l2")
+        base = result.metrics["baseline"]
+        row["l2"], row["features"], row["chosen_by"] = base.get("l2"), base["features"], base["chosen_by"]
+        row["evidence"], row["held_deletes"] = base["evidence"], result.counts["held_out"]["delete"]
         scores = {"imgrank": predict(result.weights, test.x)}
         scores |= references(x, y, image, test.x, test.image[:, :IMAGE_DIM])
         for name, p in scores.items():
