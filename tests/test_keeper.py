@@ -246,3 +246,31 @@ def test_train_learns_the_keeper_and_the_order_applies_it_without_scikit_learn(t
     for g in NEW:
         kept, *others = [shots[(g, i)][0] for i in range(SHOTS)]
         assert all(position[o] < position[kept] for o in others)
+
+
+def test_a_head_trained_elsewhere_brings_the_learned_keeper_with_its_import(tmp_path, monkeypatch, home):
+    """The remote flow (`export`, `train --data` on another machine, `model import` here) ends with
+    the keeper learned from this store's labels, as `train` here would: before, a remotely trained
+    head left bursts at the lowest score until `dupes` or `train` ran locally."""
+    pytest.importorskip("torch")
+    shots = library(tmp_path, groups=20)
+    db = open_db()
+    owner_sorts(db, shots, groups=[*range(LABELLED), *range(8, 20)])
+    data, head = tmp_path / "labels.parquet", tmp_path / "head.safetensors"
+    result = CliRunner().invoke(cli, ["export", str(data)])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    monkeypatch.setenv("IMGRANK_HOME", str(tmp_path / "gpu-box"))  # elsewhere: no store at all
+    result = CliRunner().invoke(cli, ["train", "--data", str(data), "--out", str(head)])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    monkeypatch.setenv("IMGRANK_HOME", str(home))
+    assert get_setting(db, "keeper") is None  # nothing here has learned it yet
+
+    result = CliRunner().invoke(cli, ["model", "import", str(head)])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "burst keepers: learned from your 54 choices in 18 bursts" in result.output
+    assert get_setting(db, "keeper") is not None
+    dupes.refresh(db)  # what a scan or the daemon does next; `dupes` itself would learn it again
+    position = {row.path: i for i, row in enumerate(ranked(db))}
+    for g in NEW:  # bursts nobody sorted: the sharp shot is kept, after the rest of its burst
+        kept, *others = [shots[(g, i)][0] for i in range(SHOTS)]
+        assert all(position[o] < position[kept] for o in others)

@@ -251,6 +251,7 @@ def model_use(run_id):
 @handles_errors
 def model_import(head, force):
     """Import a head trained elsewhere (`train --data`), check it fits the local model, activate it.
+    With the `train` extra, the burst keeper is learned here from the same labels, as `train` does.
 
     \b
     Example:
@@ -258,13 +259,19 @@ def model_import(head, force):
     """
     from imgrank.runs import import_head  # lazy: sqlite_utils
 
-    run = import_head(open_db(), head, force=force)
+    db = open_db()
+    run = import_head(db, head, force=force)
     if run["duplicate"]:
         click.echo(run["note"])
-    elif run["activated"]:
+        return
+    if run["activated"]:
         click.echo(f"imported as run {run['id']}, now active; {scored_summary(run['scored'])}")
     else:
         click.echo(f"imported as {run['note']}")
+    if has_sklearn():  # the keeper needs no head: the labels in this store teach it
+        from imgrank.dupes import learn_keeper  # lazy: numpy
+
+        click.echo(keeper_summary(learn_keeper(db)))
 
 
 @click.command()
