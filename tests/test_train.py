@@ -699,3 +699,21 @@ def test_the_evidences_image_head_is_the_regression_it_judged():
         assert spearmanr(predict(r.weights, x[new]), ref_p).statistic > 0.999, seed
         checked += 1
     assert checked >= 4
+
+
+def test_a_fact_in_huge_units_is_standardised_like_any_other():
+    """Standardising makes the head blind to a column's unit: facts in units 1e20 times larger (a
+    crafted or broken `train --data` file) give the same head. Their float32 variance overflowed,
+    the column went unscaled, and the evidence's Cholesky failed with a traceback."""
+    rng = np.random.default_rng(3)
+    n, d = 60, 16
+    image, name = unit(rng.normal(size=(n + 200, d))), unit(rng.normal(size=(n + 200, d)))
+    facts = rng.normal(size=(n + 200, 3))
+    y = (image[:, 0] + facts[:, 0] + 0.3 * rng.normal(size=n + 200) > 0.8).astype(int)
+    heads = []
+    for scale in (1.0, 1e20):
+        x = np.hstack([image, name, facts * scale]).astype(np.float32)
+        result = train_arrays(x[:n], y[:n], image[:n], TrainConfig(min_per_class=2), blocks=(d, d))
+        heads.append(predict(result.weights, x[n:]))
+        assert np.isfinite(heads[-1]).all()
+    assert np.corrcoef(heads[0], heads[1])[0, 1] > 0.999

@@ -51,8 +51,11 @@ def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of the training rows (unknown metadata, NaN, is left out)."""
     with warnings.catch_warnings():  # an all-unknown metadata column is fine: it becomes 0
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x_train, axis=0).astype(np.float32)
-        std = np.nanstd(x_train, axis=0).astype(np.float32)
+        # in float64: a float32 column of values from about 1e19 on squares past float32's range,
+        # and its standard deviation came out inf, so such a column went unscaled
+        x64 = np.asarray(x_train, np.float64)
+        mean = np.nanmean(x64, axis=0).astype(np.float32)
+        std = np.nanstd(x64, axis=0).astype(np.float32)
     mean = np.where(np.isnan(mean), 0.0, mean).astype(np.float32)
     std = np.where(~np.isfinite(std) | (std < 1e-6), 1.0, std).astype(np.float32)
     return mean, std
