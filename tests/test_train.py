@@ -717,3 +717,23 @@ def test_a_fact_in_huge_units_is_standardised_like_any_other():
         heads.append(predict(result.weights, x[n:]))
         assert np.isfinite(heads[-1]).all()
     assert np.corrcoef(heads[0], heads[1])[0, 1] > 0.999
+
+
+def test_an_infinite_fact_is_unknown_like_a_missing_one():
+    """An infinite value (log of a zero size in a hand-made `train --data` file) is unknown, as NaN
+    is: the head trains, it equals the head with NaN there, and scores the row finitely. Before,
+    scikit-learn refused the NaN that inf - inf made, with a traceback."""
+    rng = np.random.default_rng(4)
+    n, d = 60, 16
+    image, name = unit(rng.normal(size=(n, d))), unit(rng.normal(size=(n, d)))
+    facts = rng.normal(size=(n, 3))
+    y = (image[:, 0] + facts[:, 0] + 0.3 * rng.normal(size=n) > 0.8).astype(int)
+    heads = []
+    for unknown in (np.inf, np.nan):
+        f = facts.copy()
+        f[[3, 7], [2, 0]] = [-unknown, unknown]
+        x = np.hstack([image, name, f]).astype(np.float32)
+        result = train_arrays(x, y, image, TrainConfig(min_per_class=2), blocks=(d, d))
+        heads.append(predict(result.weights, x))
+    assert np.isfinite(heads[0]).all()
+    assert np.allclose(heads[0], heads[1], atol=1e-6)

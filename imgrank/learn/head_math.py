@@ -48,12 +48,13 @@ def calibrated(logit: np.ndarray, calibration: dict | None) -> np.ndarray:
 
 
 def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std of the training rows (unknown metadata, NaN, is left out)."""
+    """Per-feature mean and std of the training rows (unknown values, NaN or infinite, are left out)."""
     with warnings.catch_warnings():  # an all-unknown metadata column is fine: it becomes 0
         warnings.simplefilter("ignore", RuntimeWarning)
         # in float64: a float32 column of values from about 1e19 on squares past float32's range,
         # and its standard deviation came out inf, so such a column went unscaled
-        x64 = np.asarray(x_train, np.float64)
+        x64 = np.array(x_train, np.float64)
+        x64[np.isinf(x64)] = np.nan
         mean = np.nanmean(x64, axis=0).astype(np.float32)
         std = np.nanstd(x64, axis=0).astype(np.float32)
     mean = np.where(np.isnan(mean), 0.0, mean).astype(np.float32)
@@ -62,8 +63,8 @@ def standardiser(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Standardised features (float32); unknown values (NaN) become the mean, 0."""
+    """Standardised features (float32); unknown values (NaN or infinite) become the mean, 0."""
     z = np.asarray(x, dtype=np.float32) - np.asarray(mean, np.float32)  # new: the rest works in place
     z /= std
-    np.copyto(z, 0.0, where=np.isnan(z))
+    np.copyto(z, 0.0, where=~np.isfinite(z))
     return z
