@@ -133,6 +133,7 @@ def train_arrays(
     which shape the L2 prior (`input_space`). `extra`: the prior's features, offered as more
     columns and kept only if validation shows they help (`offer_prior`; the head has them when
     metrics["prior_features"]["used"]); `extra_reason`: why there are none, when None."""
+    import sklearn.linear_model  # noqa: F401  loaded before the limit below, which then reaches scipy's own BLAS
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     started = time.time()

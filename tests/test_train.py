@@ -475,6 +475,33 @@ def test_many_rows_fit_the_l2_path_by_lbfgs_as_well_and_far_quicker():
     assert cpu < 0.6, f"{cpu:.2f} s of CPU for the L2 path on {train_rows.sum()} rows"
 
 
+def test_a_fresh_process_fits_on_one_blas_thread():
+    """`imgrank train` imports scikit-learn and scipy first inside `train_arrays`. scipy brings its own
+    BLAS, which a thread limit set before it was loaded does not reach: its fits then ran on two
+    threads, and on this two-core machine, busy, the first train on 500 labels took 16-23 s of CPU
+    instead of 0.8-1.7. In a fresh process every BLAS that the fits use runs on one thread."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from threadpoolctl import threadpool_info
+import imgrank.learn.logistic as logistic
+from imgrank.train import TrainConfig, train_arrays
+seen, path = [], logistic.Design.path
+def watched(*args, **kwargs):
+    seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    return path(*args, **kwargs)
+logistic.Design.path = watched
+rng = np.random.default_rng(0)
+x = rng.normal(size=(60, 8)).astype(np.float32)
+train_arrays(x, (x[:, 0] > 0.5).astype(int), x, TrainConfig(min_per_class=2, threads=None))
+print(sorted(set(seen)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == "[1]", out.stdout
+
+
 def _quality_or_name_folder(seed: int, n: int, by_name: bool):
     """Image vectors in 10 kinds with a low-variance quality direction, file-name vectors of two
     families (camera, messenger), three cheap facts. The owner deletes the worst quality (`by_name`
