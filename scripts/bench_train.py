@@ -13,7 +13,8 @@ compared on a 2,000-vector subset, where the original runs all of its 15 epochs.
 It also shows where the time of a small `train` goes: the imports (timed in a fresh process: numpy,
 scikit-learn, imgrank's training modules) and `train_arrays` itself on 30 to 500 labels of
 bench_suite's folders (the whole recipe: folds, L2 path, label check, learning curve, refit), on
-one BLAS thread as `train` runs them.
+one BLAS thread as `train` runs them; and the first `train_arrays` of a fresh process, as `imgrank
+train` runs it (scikit-learn and scipy imported inside it).
 
 Prints a table and writes bench-out/bench_train.json.
 """
@@ -159,6 +160,35 @@ def small_trains(sizes: list[int], seeds: int = 3) -> list[dict]:
     return rows
 
 
+def first_train_seconds(n: int = 500) -> float:
+    """CPU seconds of the first `train_arrays` on n labels of the "mixed" folder in a fresh process
+    that imported only imgrank's training module, as `imgrank train` runs it: scikit-learn and scipy
+    are first imported inside, and their thread pools must still run on one thread (a limit set
+    before scipy's BLAS was loaded missed it: 9-23 s of CPU at 500 labels on the busy 2-core VM)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, time
+import numpy as np
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from suite_folders import BLOCKS, make
+from imgrank.train import TrainConfig, train_arrays
+pool, test, _ = make("mixed", 0, 1500, 1000)
+library = np.concatenate([pool.x, test.x])[:, : sum(BLOCKS)]
+idx = np.random.default_rng(0).choice(len(pool.x), {n}, replace=False)
+t = time.process_time()
+train_arrays(pool.x[idx], pool.y_given[idx], pool.image[idx], TrainConfig(min_per_class=2),
+             blocks=BLOCKS, library=library)
+print(time.process_time() - t)
+"""
+    import imgrank
+
+    here = Path(imgrank.__file__).parent.parent  # `-c` puts the working directory first on sys.path
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=here)
+    return float(out.stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labels", default="30,100,500", help="small trains timed after imports")
@@ -172,7 +202,9 @@ def main() -> None:
     imports = import_seconds()
     train_arrays(*make_data(200, seed=5), TrainConfig())  # first use: lazy imports inside the recipe
     small = small_trains([int(v) for v in args.labels.split(",")])
+    first = first_train_seconds()
     print(f"imports (fresh process, {IMPORTS.count(',') + 1} modules): {imports:.2f} s CPU")
+    print(f"first train_arrays on  500 labels, fresh process (as imgrank train runs it): {first:.2f} s CPU")
     for r in small:
         print(
             f"train_arrays on {r['labels']:>4} labels (after imports): {r['seconds']:.2f} s wall, "
@@ -182,7 +214,8 @@ def main() -> None:
     if args.split_only:
         Path("bench-out").mkdir(exist_ok=True)
         Path("bench-out/bench_train-split.json").write_text(
-            json.dumps({"imports_cpu_seconds": imports, "small": small}, indent=2) + "\n"
+            json.dumps({"imports_cpu_seconds": imports, "first_cpu_seconds": first, "small": small}, indent=2)
+            + "\n"
         )
         return
     x, y, image = make_data(args.n)
