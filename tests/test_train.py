@@ -764,3 +764,59 @@ def test_an_infinite_fact_is_unknown_like_a_missing_one():
         heads.append(predict(result.weights, x))
     assert np.isfinite(heads[0]).all()
     assert np.allclose(heads[0], heads[1], atol=1e-6)
+
+
+class _FixedDesign:
+    """A Design whose held-out predictions at each L2 strength are given (`cross_validate_logistic`
+    asks it for a fold's path, then for the predictions of each fit)."""
+
+    def __init__(self, scores: dict[float, np.ndarray]):
+        self.scores = scores
+
+    def path(self, rows, y, l2s):
+        return list(l2s)
+
+    def predict(self, fit, rows):
+        return self.scores[fit][rows]
+
+
+def test_the_strongest_penalty_that_ranks_as_well_as_the_best_is_chosen():
+    """Pooled held-out APs within L2_TIE / sqrt(held-out deletes) of the best are a tie, and a tie
+    goes to the stronger penalty; a weaker one that ranks better by more is still chosen."""
+    from imgrank.learn.validation import L2_TIE, cross_validate_logistic
+
+    y = np.r_[np.ones(10, int), np.zeros(30, int)]
+    fold = np.arange(40) % 2
+    perfect = np.r_[np.linspace(0.9, 1.0, 10), np.linspace(0.0, 0.8, 30)]
+    one_keep_ahead = perfect.copy()
+    one_keep_ahead[39] = 0.905  # one keep ahead of the last delete: AP 0.991, within the tie of 0.019
+    worse = perfect.copy()
+    worse[30:] = 0.97  # ten keeps ahead of every delete: far outside it
+    for strong, expected in ((one_keep_ahead, 10000.0), (worse, 1.0)):
+        gap = average_precision(y, perfect) - average_precision(y, strong)
+        assert (gap <= L2_TIE / np.sqrt(10)) == (expected == 10000.0), gap
+        chosen = cross_validate_logistic(
+            _FixedDesign({1.0: perfect, 10000.0: strong}), y, fold, 2, (1.0, 10000.0)
+        )
+        assert chosen["l2"] == expected
+        assert np.array_equal(chosen["p"], strong if expected == 10000.0 else perfect)
+
+
+def test_a_name_taste_whose_strengths_tie_takes_the_strongest_and_ranks_as_the_pipeline():
+    """bench_suite's name taste, seed 7, 30 labels (8 deletes, 3 labels flipped): the pooled held-out
+    AP of every L2 strength lies between 0.36 and 0.38. The best of them (l2 = 1) ranked new photos at
+    0.52 AP, where the scikit-learn pipeline reaches 0.95; the strongest, l2 = 10,000, ranks them
+    at 0.95 too."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+    from suite_folders import BLOCKS, make
+
+    pool, test, _ = make("name", 7, 1500, 1000)
+    rows = np.random.default_rng([7, 30]).choice(len(pool.x), 30, replace=False)
+    x, y, image = pool.x[rows], pool.y_given[rows], pool.image[rows]
+    library = np.concatenate([pool.x, test.x])[:, : sum(BLOCKS)]
+    result = train_arrays(x, y, image, TrainConfig(min_per_class=2, seed=7), blocks=BLOCKS, library=library)
+    assert result.metrics["baseline"]["l2"] == 10000.0
+    assert average_precision(test.y_true, predict(result.weights, test.x)) > 0.9
