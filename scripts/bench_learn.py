@@ -19,8 +19,9 @@ For each size: held-out AP of
 - seed recipe: MLP 515-2048-2048-2048-256-1, batch 1, SGD lr 3e-4, 15 epochs, where it runs
   under a minute;
 and the share of flipped labels found in the top 2 x flips of `suspects` (the label check `train`
-stores: calibrated held-out P(label) over several fold splits). `--unbalanced` standardises column
-by column instead of giving each feature block one share of the prior.
+stores: calibrated held-out P(label) over several fold splits). imgrank runs with `train`'s defaults
+(each column standardised); `--balanced` gives each feature block one share of the prior, shaped by
+the folder's photos, as `TrainConfig(balance_blocks=True)` does (the default before issue 23).
 
 How labels are chosen is a plug-in: STRATEGIES maps a name to a function
 (world, n, rng) -> indices of the pool to label. "random" is what a user labelling as they go does.
@@ -255,7 +256,7 @@ def flips_found(result, y_given: np.ndarray, y_true: np.ndarray) -> tuple[int, f
 
 
 def one_size(
-    world: World, test: World, n: int, strategy: str, seed: int, with_seed_recipe: bool, balance: bool = True
+    world: World, test: World, n: int, strategy: str, seed: int, with_seed_recipe: bool, balance: bool = False
 ) -> dict:
     from imgrank.learn.evaluation import near_duplicate_groups
 
@@ -300,7 +301,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=3000)
     ap.add_argument("--seed-recipe-seeds", type=int, default=1, help="run the seed recipe on this many seeds")
     ap.add_argument(
-        "--unbalanced", action="store_true", help="standardise column by column (before block_scale)"
+        "--balanced", action="store_true", help="one share of the prior per feature block (before issue 23)"
     )
     args = ap.parse_args()
     import torch
@@ -323,7 +324,7 @@ def main() -> None:
         )
         for n in sizes:
             row = one_size(
-                labelled, test, n, args.strategy, seed, seed < args.seed_recipe_seeds, not args.unbalanced
+                labelled, test, n, args.strategy, seed, seed < args.seed_recipe_seeds, args.balanced
             )
             rows.append(row)
             print(
@@ -379,7 +380,7 @@ def main() -> None:
         "runs": rows,
     }
     name = "bench_learn.json" if args.strategy == "random" else f"bench_learn-{args.strategy}.json"
-    name = name.replace(".json", "-unbalanced.json") if args.unbalanced else name
+    name = name.replace(".json", "-balanced.json") if args.balanced else name
     Path("bench-out", name).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwritten: bench-out/{name}")
 
