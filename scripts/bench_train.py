@@ -109,17 +109,24 @@ def fit(x_train, y_train, x_val, y_val, cfg):
 IMPORTS = "import imgrank.train, imgrank.learn.validation, imgrank.learn.suspects, sklearn.linear_model"
 
 
-def import_seconds() -> float:
-    """CPU seconds a fresh process takes to import what `train` needs (median of 3)."""
+def fresh_process(code: str) -> str:
+    """The output of `code` run by `python -c` in a fresh process, next to the imgrank this script
+    imports: `-c` puts the working directory first on sys.path, so from another checkout's folder
+    the fresh process would time that checkout's imgrank."""
     import subprocess
     import sys
 
+    import imgrank
+
+    here = Path(imgrank.__file__).parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=here)
+    return out.stdout
+
+
+def import_seconds() -> float:
+    """CPU seconds a fresh process takes to import what `train` needs (median of 3)."""
     code = f"import time; t = time.process_time(); {IMPORTS}; print(time.process_time() - t)"
-    runs = [
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-        for _ in range(3)
-    ]
-    return sorted(runs)[1]
+    return sorted(float(fresh_process(code)) for _ in range(3))[1]
 
 
 def small_trains(sizes: list[int], seeds: int = 3) -> list[dict]:
@@ -165,9 +172,6 @@ def first_train_seconds(n: int = 500) -> float:
     that imported only imgrank's training module, as `imgrank train` runs it: scikit-learn and scipy
     are first imported inside, and their thread pools must still run on one thread (a limit set
     before scipy's BLAS was loaded missed it: 9-23 s of CPU at 500 labels on the busy 2-core VM)."""
-    import subprocess
-    import sys
-
     code = f"""
 import sys, time
 import numpy as np
@@ -182,11 +186,7 @@ train_arrays(pool.x[idx], pool.y_given[idx], pool.image[idx], TrainConfig(min_pe
              blocks=BLOCKS, library=library)
 print(time.process_time() - t)
 """
-    import imgrank
-
-    here = Path(imgrank.__file__).parent.parent  # `-c` puts the working directory first on sys.path
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=here)
-    return float(out.stdout)
+    return float(fresh_process(code))
 
 
 def main() -> None:
