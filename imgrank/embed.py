@@ -21,6 +21,12 @@ from imgrank.embed_torch import TorchImageEncoder, TorchTextEncoder
 from imgrank.encoder_files import CLIP_MEAN, CLIP_STD, ModelFiles, read_model_config
 from imgrank.errors import ModelError
 
+# onnxruntime's Linux and macOS builds (from 1.29) keep a device id and an event database under
+# ~/.cache/Microsoft and look up Microsoft's telemetry host every half minute from each process that
+# opens a model: the daemon too. A photo tool that promises to stay on the machine opts out before
+# onnxruntime is first loaded; a user who wants it sets ORT_DISABLE_TELEMETRY=0 themselves.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 IMAGE_SIZE = 224
 TEXT_BATCH = 256
 # Images per inference call. On two AVX2 cores a ViT-S/16 runs 10-20% faster in batches of 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -76,3 +77,40 @@ def test_hub_id_without_internet_gives_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelError, match="local directory in uform's layout"):
         load_embedder("unum-cloud/uform3-image-text-english-small")
+
+
+def test_embedding_leaves_no_telemetry_trace_and_the_test_sees_one_otherwise(tiny_model, tmp_path):
+    """onnxruntime (from 1.29, outside Windows) writes a device id and an event database under
+    ~/.cache/Microsoft and looks up Microsoft's telemetry host from every process that opens a
+    session, unless ORT_DISABLE_TELEMETRY is set before it loads. Embedding through imgrank, in a
+    fresh process with its own HOME, leaves no such folder; a bare onnxruntime session, in the same
+    way, does (so the check can see it)."""
+    import subprocess
+    import sys
+
+    image = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(image)
+    codes = {
+        "imgrank": (
+            "import numpy as np; from PIL import Image; "
+            "from imgrank.embed import Embedder, resolve_model, preprocess_image; "
+            f"e = Embedder(resolve_model({str(tiny_model)!r})); "
+            f"print(e.embed_images(np.stack([preprocess_image(Image.open({str(image)!r}))])).shape)"
+        ),
+        "bare": (
+            "import onnxruntime as ort; "
+            f"ort.InferenceSession({str(tiny_model / 'image_encoder.onnx')!r}, "
+            "providers=['CPUExecutionProvider'])"
+        ),
+    }
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    traces = {}
+    for name, code in codes.items():
+        fake_home = tmp_path / name
+        fake_home.mkdir()
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "HOME": str(fake_home)}
+        )
+        assert out.returncode == 0, out.stderr
+        traces[name] = (fake_home / ".cache" / "Microsoft").exists()
+    assert traces == {"imgrank": False, "bare": True}
