@@ -7,10 +7,14 @@
    is in the database and until `order` has given it its place (its mtime is the one recorded in
    `mtimes`). Trials are spaced by the reorder interval (default: the daemon's own, 30 s), so
    each photo arrives as one would on a quiet day, and is placed by the daemon's default rules;
-4. idle CPU over 60 s from /proc/PID/stat, and resident memory from /proc/PID/status;
+4. idle CPU over 60 s: the daemon's CPU time (its process CPU clock, in ns, which counts threads
+   that ended too; /proc/PID/stat's utime + stime, in 1/100 s, beside it), which thread used it,
+   its page faults, the load average, and whether its counters moved (an idle window in which it
+   reordered or indexed was not idle); resident memory from /proc/PID/status;
 5. stops it with SIGTERM and times the exit.
 
     python scripts/bench_watch.py [--photos 40] [--trials 5] [--idle 60] [--reorder-interval 30]
+    python scripts/bench_watch.py --shape tiny --photos 12 --trials 0 --idle 120   # idle CPU alone, quick
 
 Prints a table and writes bench-out/bench_watch.json.
 """
@@ -18,6 +22,7 @@ Prints a table and writes bench-out/bench_watch.json.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -71,9 +76,68 @@ def placed_in_order(db: Path, path: Path) -> bool:
     return bool(rows) and path.stat().st_mtime_ns == rows[0][0]
 
 
-def cpu_ticks(pid: int) -> int:
+def proc_stat(pid: int | str) -> dict:
+    """Page faults and CPU ticks (1/100 s) of a process, or of one thread (pid/task/tid)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+    minflt, majflt, utime, stime = (int(fields[i]) for i in (7, 9, 11, 12))  # fields 10, 12, 14, 15
+    return {"minflt": minflt, "majflt": majflt, "utime": utime, "stime": stime}
+
+
+def cpu_ns(pid: int) -> int:
+    """The process's CPU time in ns (all its threads, those that ended included)."""
+    clock = ctypes.c_int()
+    if ctypes.CDLL(None).clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        raise OSError(f"no CPU clock for pid {pid}")
+    return time.clock_gettime_ns(clock.value)
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """utime + stime of each live thread, by 'tid name' (the main thread's tid is the pid)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        st = proc_stat(f"{pid}/task/{task.name}")
+        out[f"{task.name} {text[text.index('(') + 1 : text.rindex(')')]}"] = st["utime"] + st["stime"]
+    return out
+
+
+def measure_idle(pid: int, seconds: float, db: Path) -> dict:
+    """The daemon's CPU over `seconds` in which nothing is asked of it."""
+    counters0 = daemon_counters(db, after=time.time())  # the window opens right after a heartbeat
+    threads0 = thread_ticks(pid)
+    stat0, ns0, t0, load0 = proc_stat(pid), cpu_ns(pid), time.monotonic(), os.getloadavg()
+    time.sleep(seconds)
+    stat1, ns1, t1, load1 = proc_stat(pid), cpu_ns(pid), time.monotonic(), os.getloadavg()
+    threads1, counters1 = thread_ticks(pid), daemon_counters(db, after=time.time())
+    hz, wall = os.sysconf("SC_CLK_TCK"), t1 - t0
+    moved = {
+        k: [counters0.get(k), counters1.get(k)]
+        for k in ("events", "indexed", "scored", "reorders", "retrains", "errors")
+        if counters0.get(k) != counters1.get(k)
+    }
+    return {
+        "idle_seconds": round(wall, 1),
+        "idle_cpu_percent_of_core": round(100 * (ns1 - ns0) / 1e9 / wall, 3),
+        "idle_cpu_ms": round((ns1 - ns0) / 1e6, 1),
+        "idle_ticks_percent_of_core": round(
+            100 * (stat1["utime"] + stat1["stime"] - stat0["utime"] - stat0["stime"]) / hz / wall, 3
+        ),
+        "idle_delta": {k: stat1[k] - stat0[k] for k in stat0},  # faults, and ticks split user/system
+        "idle_threads_ticks": {
+            k: n - threads0.get(k, 0) for k, n in threads1.items() if n - threads0.get(k, 0)
+        },
+        "idle_load": [round(x, 2) for x in (*load0, *load1)],  # 1, 5, 15 min: at the start, at the end
+        "idle_counters_moved": moved,  # by the heartbeats just before and after: empty when idle
+    }
+
+
+def daemon_counters(db: Path, after: float) -> dict:
+    """The counters of the daemon's first heartbeat (one every 10 s) after the time `after`."""
+    rows = wait_for(lambda: query(db, "SELECT counters FROM daemon WHERE heartbeat_at > ?", [after]), 30)
+    return json.loads(rows[0][0]) if rows and rows[0][0] else {}
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -96,6 +160,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU measurement")
     parser.add_argument("--settle", type=float, default=2.0)
     parser.add_argument("--reorder-interval", type=float, default=30.0, help="the daemon's default")
+    parser.add_argument("--shape", default="small", help="the random model's layout: small (real) or tiny")
     parser.add_argument("--out", default="bench-out/bench_watch.json")
     args = parser.parse_args()
 
@@ -110,7 +175,7 @@ def main() -> None:
         t = time.monotonic()
         from imgrank.testing.tinymodel import build_model
 
-        env["IMGRANK_MODEL"] = str(build_model(work / "model", shape="small"))
+        env["IMGRANK_MODEL"] = str(build_model(work / "model", shape=args.shape))
         print(f"model built in {time.monotonic() - t:.1f}s", file=sys.stderr)
         for i in range(args.photos):
             camera_photo(root / f"IMG_{i:04}.jpg", seed=i)
@@ -142,7 +207,7 @@ def main() -> None:
             time.sleep(max(args.reorder_interval, 2.0) + 1)  # let the catch-up's reorder pass
 
             trials = []
-            for src in sorted(staged.iterdir()):
+            for src in sorted(staged.glob("*.jpg")):  # none with --trials 0
                 sha = hashlib.sha256(src.read_bytes()).hexdigest()
                 dest = root / src.name
                 shutil.copy(src, dest)  # the copy has closed the file when this returns
@@ -160,12 +225,7 @@ def main() -> None:
 
             rss_loaded = status_kb(pid, "VmRSS")
             time.sleep(2)
-            ticks0, t0 = cpu_ticks(pid), time.monotonic()
-            time.sleep(args.idle)
-            ticks1, t1 = cpu_ticks(pid), time.monotonic()
-            hz = os.sysconf("SC_CLK_TCK")
-            out["idle_seconds"] = round(t1 - t0, 1)
-            out["idle_cpu_percent_of_core"] = round(100 * (ticks1 - ticks0) / hz / (t1 - t0), 3)
+            out.update(measure_idle(pid, args.idle, db))
             out["rss_mb"] = round(max(rss_loaded, status_kb(pid, "VmRSS")) / 1024, 1)
             out["peak_rss_mb"] = round(status_kb(pid, "VmHWM") / 1024, 1)
             counters = json.loads(query(db, "SELECT counters FROM daemon")[0][0])
@@ -184,7 +244,11 @@ def main() -> None:
 
     score_times = [t["score_s"] for t in out["trials"] if t["score_s"] is not None]
     order_times = [t["order_s"] for t in out["trials"] if t["order_s"] is not None]
-    idle = f"{out['idle_cpu_percent_of_core']:.2f}% of a core"
+    idle = f"{out['idle_cpu_percent_of_core']:.3f}% of a core ({out['idle_cpu_ms']:.0f} ms)"
+    load = "load {:.2f} {:.2f} {:.2f} -> {:.2f} {:.2f} {:.2f}".format(*out["idle_load"])
+    moved = ", ".join(f"{k} {a}->{b}" for k, (a, b) in out["idle_counters_moved"].items()) or "none"
+    by_thread = ", ".join(f"{k}: {v}" for k, v in out["idle_threads_ticks"].items()) or "none"
+    by_thread += f"; {out['idle_delta']['minflt']}, {out['idle_delta']['majflt']}"
     rss = f"{out['rss_mb']:.0f} MB (peak {out['peak_rss_mb']:.0f} MB)"
     placed = _mm(order_times)
     stop = f"{out['sigterm_seconds']:.2f} s, code {out['sigterm_exit_code']}"
@@ -195,7 +259,10 @@ def main() -> None:
         ("closed -> scored (median, max)", _mm(score_times), "< 5 s"),
         ("closed -> placed in order (median, max)", placed, "< 5 s"),
         (f"idle CPU over {out['idle_seconds']:.0f} s", idle, "< 1%"),
-        ("RSS, real-shape model loaded", rss, "< 400 MB"),
+        ("  load average over it", load, ""),
+        ("  counters that moved over it", moved, "none"),
+        ("  ticks by thread; faults (minor, major)", by_thread, ""),
+        (f"RSS, {args.shape} model loaded", rss, "< 400 MB"),
         ("torch imported in the daemon", str(out["torch_in_daemon"]), "False"),
         ("SIGTERM -> exit", stop, "< 5 s, 0"),
     ]
