@@ -134,6 +134,13 @@ def standard_error(values: np.ndarray) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
+def beats_fold_by_fold(y: np.ndarray, fold: np.ndarray, k: int, p: np.ndarray, base: np.ndarray) -> bool:
+    """Whether held-out predictions `p` rank better than `base` fold by fold by more than one standard
+    error of their AP difference (folds without a delete left out)."""
+    diff = fold_aps(y, fold, k, p) - fold_aps(y, fold, k, base)
+    return bool(np.isfinite(diff).any() and np.nanmean(diff) > standard_error(diff))
+
+
 def mlp_beats_baseline(y: np.ndarray, fold: np.ndarray, k: int, cv: dict) -> bool:
     """The MLP only when it ranks the held-out photos better by SWITCH_MARGIN of pooled AP and beats
     the logistic regression fold by fold by more than one standard error of their AP difference: the
@@ -145,10 +152,7 @@ def mlp_beats_baseline(y: np.ndarray, fold: np.ndarray, k: int, cv: dict) -> boo
     pooled = (average_precision(y[rows], cv["mlp"][rows]) or 0.0) - (
         average_precision(y[rows], cv["baseline"][rows]) or 0.0
     )
-    diff = fold_aps(y, fold, k, cv["mlp"]) - fold_aps(y, fold, k, cv["baseline"])
-    if pooled < SWITCH_MARGIN or not np.isfinite(diff).any():
-        return False
-    return bool(np.nanmean(diff) > standard_error(diff))
+    return pooled >= SWITCH_MARGIN and beats_fold_by_fold(y, fold, k, cv["mlp"], cv["baseline"])
 
 
 @dataclass
@@ -245,10 +249,8 @@ def validate_logistic(
     features = max(aps, key=lambda name: aps[name] - (0 if name == "all" else SWITCH_MARGIN))
     if int(y[held].sum()) < SWITCH_MIN_DELETES:  # folds of one or two deletes: a choice by luck
         features = "all"
-    if features != "all":
-        diff = fold_aps(y, fold, k, found[features]["p"]) - fold_aps(y, fold, k, found["all"]["p"])
-        if not (np.isfinite(diff).any() and np.nanmean(diff) > standard_error(diff)):
-            features = "all"
+    if features != "all" and not beats_fold_by_fold(y, fold, k, found[features]["p"], found["all"]["p"]):
+        features = "all"
     # The labels are better explained without the file name and the facts, and better by the image
     # vector than by them: then their 259 columns only add noise, and the image regression is the head
     # whatever a handful of held-out deletes say (bench_suite: the quality and image-only tastes at
