@@ -18,7 +18,7 @@ import numpy as np
 from imgrank import config
 from imgrank.errors import ModelError, NothingYet
 from imgrank.head_inputs import compute_prior, head_input
-from imgrank.learn.suspects import suspect_order
+from imgrank.learn.suspects import p_given_label, suspect_order
 from imgrank.model import Head, check_compatible, load_head, save_head
 from imgrank.store import scores as store
 from imgrank.store.labels import current_labels
@@ -240,15 +240,16 @@ def suspects(db, n: int = 20) -> list[dict]:
     rows = sorted((sha, p) for sha, p in held_out if sha in labels)
     p_delete = np.array([p for _, p in rows], np.float64)
     given = np.array([labels[sha] == "delete" for sha, _ in rows], int)
-    rows = [rows[i] for i in suspect_order(p_delete, given)[:n]]
-    paths = paths_of_contents(db, [sha for sha, _ in rows])
+    p_label = p_given_label(p_delete, given)
+    picked = [(*rows[i], float(p_label[i])) for i in suspect_order(p_delete, given)[:n]]
+    paths = paths_of_contents(db, [sha for sha, _, _ in picked])
     return [
         {
             "path": paths.get(sha),
             "label": labels[sha],
-            "p_label": round(p if labels[sha] == "delete" else 1 - p, 4),
+            "p_label": round(pl, 4),
             "p_delete": round(p, 4),
             "sha256": sha,
         }
-        for sha, p in rows
+        for sha, p, pl in picked
     ]

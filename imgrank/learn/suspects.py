@@ -79,6 +79,12 @@ def leave_group_out(
     return out
 
 
+def p_given_label(p_delete, labels) -> np.ndarray:
+    """P(given label): p_delete for a delete (label 1), 1 - p_delete for a keep (label 0)."""
+    p = np.asarray(p_delete, np.float64)
+    return np.where(np.asarray(labels) == 1, p, 1 - p)
+
+
 def suspect_order(p_delete: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The rows `imgrank suspects` lists, most doubted first: P(given label) ascending, where the
     label is 1 for delete and 0 for keep and P(given label) is p_delete for a delete and 1 - p_delete
@@ -87,7 +93,6 @@ def suspect_order(p_delete: np.ndarray, labels: np.ndarray) -> np.ndarray:
     wrong falls as P(given label) rises, alike for both labels, so this order is the one by that
     chance. (Thresholds per class, as confident learning ranks, found fewer flips on bench_suite's
     folders: docs/learning.md.)"""
-    p = np.asarray(p_delete, np.float64)
-    p_label = np.where(np.asarray(labels) == 1, p, 1 - p)
+    p_label = p_given_label(p_delete, labels)
     order = np.argsort(p_label, kind="stable")
     return order[np.isfinite(p_label[order])]
