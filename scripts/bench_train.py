@@ -171,7 +171,7 @@ def first_train_seconds(n: int = 500) -> float:
     """CPU seconds of the first `train_arrays` on n labels of the "mixed" folder in a fresh process
     that imported only imgrank's training module, as `imgrank train` runs it: scikit-learn and scipy
     are first imported inside, and their thread pools must still run on one thread (a limit set
-    before scipy's BLAS was loaded missed it: 9-23 s of CPU at 500 labels on the busy 2-core VM)."""
+    before scipy's BLAS was loaded missed it: 7-23 s of CPU at 500 labels on the busy 2-core VM)."""
     code = f"""
 import sys, time
 import numpy as np
