@@ -49,11 +49,9 @@ def format_report(run: dict) -> str:
     c = run["counts"]
     held = c["held_out"]
     tried = mlp.get("tried", True) and "ap" in mlp
-    on = {
-        "image": " on the image vector alone",
-        "both": ": on every feature and on the image vector, averaged",
-    }
-    regression = "L2 logistic regression" + on.get(b.get("features"), "")
+    regression = "L2 logistic regression" + (
+        " on the image vector alone" if b.get("features") == "image" else ""
+    )
     if b.get("chosen_by") == "evidence":
         regression += (
             " (your labels are explained no better by the file names and sizes than by chance, and "

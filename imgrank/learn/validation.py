@@ -22,7 +22,7 @@ from imgrank.learn.evaluation import (
     stratified_group_folds,
 )
 from imgrank.learn.evidence import evidence_by_block
-from imgrank.learn.logistic import Design, Space, input_space, logit, restandardised
+from imgrank.learn.logistic import Design, Space, input_space, regression_space, restandardised
 from imgrank.learn.mlp import fit_mlp
 from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
 
@@ -119,8 +119,7 @@ def cross_validate_mlp(
     return {"mlp": pooled[best], "epochs": best + 1, "curve_ap": aps}
 
 
-# Pooled held-out AP by which the image regression, both averaged, or the MLP must beat the regression
-# on every feature to replace it
+# Pooled held-out AP by which the MLP must beat the regression to replace it
 SWITCH_MARGIN = 0.01
 
 
@@ -202,13 +201,9 @@ class Validation:
     image_design: Design | None = None  # the regression on the image vector alone
 
 
-# Held-out deletes from which the folds may choose them at all: on the suite's 20 seeds, 20 and 30
-# labels (8-9 deletes in 5 folds) chose the image regression on the name taste by luck (-0.06 AP)
-SWITCH_MIN_DELETES = 10
 # Held-out deletes below which the evidence of every label asks whether the file name and the facts
-# say anything at all (`evidence.evidence_by_block`): with more, the folds tell every feature from
-# the image vector fold by fold (on bench_suite's kinds taste at 100-200 labels, the evidence's image
-# regression lost up to 0.04 AP where the folds kept every feature).
+# say anything at all (`evidence.evidence_by_block`): with more, every feature is as good (on
+# bench_suite's kinds taste at 100-200 labels, the evidence's image regression lost up to 0.04 AP).
 EVIDENCE_DELETES = 15
 EVIDENCE_L2 = 1.0  # the prior variance 1 a column `evidence_by_block` judges the image vector at
 
@@ -221,60 +216,39 @@ def validate_logistic(
     blocks: tuple[int, ...] | None = None,
     library: np.ndarray | None = None,
 ) -> Validation:
-    """The quick half of the validation: L2 logistic regressions on the split's folds, and the one
-    whose held-out predictions rank best. On every feature (in the space `input_space` shapes with
-    the folder's own photos), on the image vector alone (plainly standardised), and the two averaged:
-    on bench_suite's folders each of them is best somewhere (whole kinds and file names need every
-    feature; a quality direction the image vector alone, whose few columns a few labels can weigh),
-    and the choice by held-out AP matched or beat each one alone on average."""
+    """The quick half of the validation: the L2 logistic regression on every feature (in the space
+    `regression_space` makes with the folder's own photos), cross-validated on the split's folds.
+    With fewer than EVIDENCE_DELETES held-out deletes, the evidence of every label may make the head
+    the regression on the image vector alone instead."""
     fold, k, held = parts.folds.fold, parts.folds.k, parts.held
-    space = input_space(x, blocks if config.balance_blocks else None, library)
+    if config.balance_blocks:
+        space = input_space(x, blocks, library)
+    else:
+        space = regression_space(x, blocks, library)
     design = Design(x, space)
-    found = {"all": cross_validate_logistic(design, y, fold, k, config.l2_choices)}
-    image_design = None
-    if blocks and 0 < blocks[0] < x.shape[1]:
-        image = x[:, : blocks[0]]
-        image_design = Design(image, input_space(image))
-        found["image"] = cross_validate_logistic(image_design, y, fold, k, config.l2_choices)
-        mean_logit = (logit(found["all"]["p"]) + logit(found["image"]["p"])) / 2
-        found["both"] = {"p": 1 / (1 + np.exp(-mean_logit))}
-    aps = {name: average_precision(y[held], c["p"][held]) or 0.0 for name, c in found.items()}
-    evidence = None
-    if image_design is not None and int(y[held].sum()) < EVIDENCE_DELETES:
-        evidence = evidence_by_block(x, y, blocks[0])
-    # Every feature unless another ranks the held-out photos better by a margin AND beats it fold by
-    # fold by more than one standard error of the difference (the MLP's rule, `mlp_beats_baseline`):
-    # pooled APs differ by a few hundredths from fold luck alone, and without the second test the
-    # image regression was chosen on folds it then lost on new events (name taste: -0.07 AP).
-    features = max(aps, key=lambda name: aps[name] - (0 if name == "all" else SWITCH_MARGIN))
-    if int(y[held].sum()) < SWITCH_MIN_DELETES:  # folds of one or two deletes: a choice by luck
-        features = "all"
-    if features != "all" and not beats_fold_by_fold(y, fold, k, found[features]["p"], found["all"]["p"]):
-        features = "all"
+    found = cross_validate_logistic(design, y, fold, k, config.l2_choices)
+    cv = {"baseline": found["p"], "all": found["p"], "l2": found["l2"], "features": "all"}
+    image_design, evidence, chosen_by = None, None, "folds"
     # The labels are better explained without the file name and the facts, and better by the image
-    # vector than by them: then their 259 columns only add noise, and the image regression is the head
+    # vector than by them: then those columns only add noise, and the head is the image regression
     # whatever a handful of held-out deletes say (bench_suite: the quality and image-only tastes at
     # 20-50 labels). Without the second test, 3 of 39 draws of the name taste at 20-30 labels, whose
     # few deletes neither block explained, lost 0.3-0.75 AP to the image regression; with it, one
     # (4 deletes) still does (docs/learning.md).
-    chosen_by = "folds"
-    if evidence is not None and evidence[1] < 0 and evidence[0] > evidence[1]:
-        features, chosen_by = "image", "evidence"
-        # at the strength the evidence judged it (C = 1), not the one a handful of held-out deletes
-        # chose: on the suite's image-only taste at 20-50 labels +0.007 to +0.014 of AP
-        found["image"] = cross_validate_logistic(image_design, y, fold, k, (EVIDENCE_L2,))
-    cv = {
-        "baseline": found[features]["p"],
-        "all": found["all"]["p"],
-        "l2": found["all"]["l2"],
-        "image_l2": found.get("image", {}).get("l2"),
-        "features": features,
-    }
+    if blocks and 0 < blocks[0] < x.shape[1] and int(y[held].sum()) < EVIDENCE_DELETES:
+        evidence = evidence_by_block(x, y, blocks[0])
+        if evidence[1] < 0 and evidence[0] > evidence[1]:
+            image = x[:, : blocks[0]]
+            image_design = Design(image, input_space(image))
+            # at the strength the evidence judged it (C = 1), not one a handful of held-out deletes
+            # chose: on the suite's image-only taste at 20-50 labels +0.007 to +0.014 of AP
+            found = cross_validate_logistic(image_design, y, fold, k, (EVIDENCE_L2,))
+            cv |= {"baseline": found["p"], "image_l2": EVIDENCE_L2, "features": "image"}
+            chosen_by = "evidence"
     baseline = {
         **evaluate(y[held], cv["baseline"][held]),
         "l2": cv["l2"],
-        "features": features,
-        "tried": {name: round(ap, 4) for name, ap in aps.items()},
+        "features": cv["features"],
         "chosen_by": chosen_by,
         "evidence": None
         if evidence is None
@@ -291,10 +265,7 @@ def refit_logistic(v: Validation, y: np.ndarray) -> dict[str, np.ndarray]:
     if v.cv["features"] == "all":
         return every
     image = v.image_design.weights(v.image_design.path(rows, y, (v.cv["image_l2"],))[0])
-    image = restandardised(image, every["mean"], every["std"])
-    if v.cv["features"] == "image":
-        return image
-    return {**every, "w0": (every["w0"] + image["w0"]) / 2, "b0": (every["b0"] + image["b0"]) / 2}
+    return restandardised(image, every["mean"], every["std"])
 
 
 def mlp_offered(y: np.ndarray, config: TrainConfig) -> bool:
