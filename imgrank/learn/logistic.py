@@ -117,15 +117,14 @@ def regression_space(
     A folder's names come in families (camera, screenshot, messenger, an old camera's DSC_), and
     a taste the name tells (delete what the messenger saved) lies along the few directions between
     them. The rest of the 256 columns is the noise of numbers and dates, which a regression on a few
-    labels otherwise fits: on bench_suite's folders (20 seeds, 20-200 labels) held-out AP +0.008 ±
+    labels otherwise fits: on bench_suite's folders (20 seeds, 20-200 labels) held-out AP +0.007 ±
     0.002 over the same draws, and the regression on every feature as good as the one on the image
     vector alone where the names say nothing (docs/learning.md). From NAME_DIRECTIONS_BELOW labels
     the whole name vector, standardised."""
     mean, std = standardiser(x)
     basis = np.eye(x.shape[1])
-    sample = library is not None and len(library) > 1
-    if blocks and len(blocks) > 1 and blocks[1] and sample and len(x) < NAME_DIRECTIONS_BELOW:
-        names = slice(blocks[0], blocks[0] + blocks[1])
+    names = slice(blocks[0], blocks[0] + blocks[1]) if blocks and len(blocks) > 1 and blocks[1] else None
+    if names and library is not None and len(library) > 1 and len(x) < NAME_DIRECTIONS_BELOW:
         sample = library[:, names].astype(np.float64)
         mean[names] = sample.mean(0)
         std[names] = np.sqrt(sample.var(0).mean()) or 1.0
@@ -137,8 +136,9 @@ def regression_space(
 
 def name_directions(z: np.ndarray) -> np.ndarray:
     """An orthonormal basis (columns) of the directions along which the rows `z` (a sample of the
-    folder's standardised file-name vectors) differ beyond noise: the right singular vectors whose
-    singular value is above Gavish and Donoho's optimal hard threshold for noise of unknown level,
+    folder's file-name vectors, centred and scaled as a whole) differ beyond noise: the right
+    singular vectors whose singular value is above Gavish and Donoho's optimal hard threshold for
+    noise of unknown level,
     omega(beta) times the median singular value, beta the aspect ratio of z ("The optimal hard
     threshold for singular values is 4/sqrt(3)", IEEE Trans. Inf. Theory 60, 2014), which assumes
     noise alike in every column. Names that are one family plus noise give none; three families, two."""
