@@ -49,13 +49,13 @@ def format_report(run: dict) -> str:
     c = run["counts"]
     held = c["held_out"]
     tried = mlp.get("tried", True) and "ap" in mlp
-    regression = "L2 logistic regression" + (
-        " on the image vector alone" if b.get("features") == "image" else ""
-    )
+    regression = "L2 logistic regression"
+    if b.get("features") == "image":  # a run from before 7 December 2026, when this could be the head
+        regression += " on the image vector alone"
     if b.get("chosen_by") == "evidence":
         regression += (
             " (your labels are explained no better by the file names and sizes than by chance, and "
-            "better by the image: the evidence of every label, not the folds, chose it)"
+            "better by the image: the evidence of every label, not the folds, chose its penalty)"
         )
     if run["recipe"] == "mlp":
         chosen = f"MLP, {run['epochs']} epochs"

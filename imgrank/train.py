@@ -78,7 +78,7 @@ def finish(
     calibration = fit_platt(_logit(oof[held]), y[held])
     chosen.metrics["verdict"] = first_k(y[held], oof[held])
     chosen.metrics["curve"] = learning_curve(
-        chosen.design, y, folds.fold, folds.k, cv["l2"], cv["all"], config.seed
+        chosen.design, y, folds.fold, folds.k, cv["l2"], cv["baseline"], config.seed
     )
     # groups kept in training are named in counts["too_big"] instead
     warnings = [w for w in folds.warnings if "too big to hold out" not in w]

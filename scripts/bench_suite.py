@@ -116,7 +116,7 @@ def one_task(task: tuple[str, int, list[int], int, int]) -> list[dict]:
         row["seconds"] = time.perf_counter() - started
         row["recipe"] = result.recipe
         base = result.metrics["baseline"]
-        row["l2"], row["features"], row["chosen_by"] = base.get("l2"), base["features"], base["chosen_by"]
+        row["l2"], row["chosen_by"] = base.get("l2"), base["chosen_by"]
         row["evidence"], row["held_deletes"] = base["evidence"], result.counts["held_out"]["delete"]
         scores = {"imgrank": predict(result.weights, test.x)}
         scores |= references(x, y, image, test.x, test.image[:, :IMAGE_DIM])

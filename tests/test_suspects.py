@@ -129,7 +129,6 @@ def test_label_check_is_folds_and_leave_group_out_averaged_as_scikit_learn_compu
     x[31] = x[30] + 1e-4  # one pair of near-duplicates: held out together
     config = TrainConfig(min_per_class=3, seed=2)
     result = train_arrays(x, y, x, config)
-    assert result.metrics["baseline"]["features"] == "all"
     l2, k = result.metrics["baseline"]["l2"], result.counts["folds"]
     z = standardise(x, *standardiser(x))
     groups = near_duplicate_groups(x, config.near_dup, config.max_group)

@@ -532,7 +532,6 @@ def test_file_names_that_say_nothing_cost_the_regression_nothing(seed):
     config = TrainConfig(min_per_class=2, seed=seed)
     folder = train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256), library=x[:, :512])
     noisy = train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256))  # no sample: every column
-    assert folder.metrics["baseline"]["features"] == "all"
     image_ap, _ = _references(x, y, image, rows, new)
     ap = average_precision(y[new], predict(folder.weights, x[new]))
     assert ap >= image_ap - 0.02, (ap, image_ap)
@@ -564,7 +563,6 @@ def test_the_name_vector_keeps_the_directions_between_name_families():
     head = train_arrays(
         x[:150], y[:150], image[:150], TrainConfig(min_per_class=2), blocks=(256, 256), library=x[:, :512]
     )
-    assert head.metrics["baseline"]["features"] == "all"
     assert not head.weights["w0"][0, 256:512].any() and head.weights["w0"][0, :256].any()
 
 
@@ -575,7 +573,6 @@ def test_a_taste_the_file_name_tells_keeps_every_feature():
         result = train_arrays(
             x[:150], y[:150], image[:150], TrainConfig(min_per_class=2), blocks=(256, 256), library=library
         )
-        assert result.metrics["baseline"]["features"] == "all"
         assert average_precision(y[150:], predict(result.weights, x[150:])) > 0.8
 
 
@@ -615,8 +612,8 @@ def _references(x, y, image, rows, new):
 
 def _few_labels(by_name: bool, n: int, seeds=range(8)):
     """imgrank's held-out AP, the references' and what the head chose, on n labels drawn at random
-    from the folder of each seed (new photos: the other half of the folder); a draw with fewer than
-    2 deletes is skipped."""
+    from the folder of each seed (new photos: the other half of the folder; the whole folder is the
+    library sample, as `train` passes it); a draw with fewer than 2 deletes is skipped."""
     out = []
     for seed in seeds:
         x, y, image = _quality_or_name_folder(seed, 1200, by_name=by_name)
@@ -624,7 +621,12 @@ def _few_labels(by_name: bool, n: int, seeds=range(8)):
         if min(y[rows].sum(), n - y[rows].sum()) < 2:  # skipped for every learner, as bench_suite does
             continue
         result = train_arrays(
-            x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
+            x[rows],
+            y[rows],
+            image[rows],
+            TrainConfig(min_per_class=2, seed=seed),
+            blocks=(256, 256),
+            library=x[:, :512],
         )
         ap = average_precision(y[new], predict(result.weights, x[new]))
         out.append((ap, *_references(x, y, image, rows, new), result.metrics["baseline"]))
@@ -632,17 +634,16 @@ def _few_labels(by_name: bool, n: int, seeds=range(8)):
 
 
 def test_a_quality_taste_at_30_labels_is_learned_as_well_as_the_image_regression():
-    """30 labels, 6-11 deletes: too few held out for the folds to choose the image regression (they
-    chose it by luck on the name taste), so every feature was kept, 0.03 AP behind the image-only
-    reference (0.265 against 0.292 on these 8 folders). The evidence of every label says the file
-    name and the facts explain nothing here, less than the image vector, and the head is the image
-    regression."""
+    """30 labels, 6-11 deletes: the folds, on a handful of held-out deletes, chose a strong penalty,
+    under which a low-variance quality direction is hardly learnt. The evidence of every label says
+    the file name and the facts explain nothing here, less than the image vector, and the penalty is
+    the one it judged (C = 1)."""
     runs_ = _few_labels(by_name=False, n=30)
     ap, image_ap, pipe_ap = (np.mean([r[i] for r in runs_]) for i in range(3))
     assert ap >= image_ap - 0.01, (ap, image_ap)
     assert ap >= pipe_ap - 0.02
-    assert sum(r[3]["features"] == "image" for r in runs_) >= 6
-    assert all(r[3]["features"] == "image" for r in runs_ if _names_explain_nothing(r[3]))
+    assert sum(r[3]["chosen_by"] == "evidence" for r in runs_) >= 6
+    assert all(r[3]["l2"] == 1.0 for r in runs_ if _names_explain_nothing(r[3]))
 
 
 def _names_explain_nothing(baseline: dict) -> bool:
@@ -655,11 +656,14 @@ def _names_explain_nothing(baseline: dict) -> bool:
 @pytest.mark.parametrize("n", [20, 30])
 def test_a_name_taste_keeps_the_file_name_from_20_labels(n):
     """Only the file name tells: with 3-9 deletes the evidence that it matters is clear (above 2 in
-    every folder here), so the head keeps every feature, as well as the pipeline on the same draws."""
+    every folder here), so the folds choose the penalty, and the head ranks as well as the pipeline
+    on the same draws."""
     runs_ = _few_labels(by_name=True, n=n)
     ap, image_ap, pipe_ap = (np.mean([r[i] for r in runs_]) for i in range(3))
-    assert all(r[3]["features"] == "all" and r[3]["evidence"]["names"] > 2 for r in runs_)
-    assert ap >= pipe_ap - 0.01 and ap > image_ap + 0.4
+    assert all(r[3]["chosen_by"] == "folds" and r[3]["evidence"]["names"] > 2 for r in runs_)
+    # issue 23's target; at 30 labels 0.842 against 0.854 here, one draw of 8 deletes (seed 7) at
+    # 0.81 against 0.89, its folds choosing l2 = 1 (on bench_suite's 20 seeds: -0.004)
+    assert ap >= pipe_ap - 0.02 and ap > image_ap + 0.4
 
 
 def test_the_laplace_evidence_is_scikit_learns():
@@ -680,27 +684,31 @@ def test_the_laplace_evidence_is_scikit_learns():
     assert ours == pytest.approx(gpc.log_marginal_likelihood_value_, abs=1e-4)
 
 
-def test_only_the_evidence_makes_the_image_regression_the_head():
-    """Folds of one or two deletes each cannot tell the image regression from every feature: the
-    suite's name taste lost 0.06 AP at 30 labels (8-9 deletes) where they chose it by luck, and 0.5
-    on a draw of 100 labels (12 deletes). The head is the image regression only when the evidence of
-    every label says the file name and the facts explain nothing (9 deletes here: seeds whose folds
-    chose the image regression before), and never from the folds (40 deletes)."""
+def test_only_the_evidence_of_every_label_overrules_the_folds_penalty():
+    """Folds of one or two deletes each choose a penalty mostly by luck. Below EVIDENCE_DELETES held
+    out (9 deletes here), the evidence of every label sets it (C = 1) when it says the file name and
+    the facts explain nothing; with 40 deletes, and whenever the name tells, the folds choose it."""
     for seed in (7, 9, 11):
         for by_name in (False, True):
             x, y, image = _quality_or_name_folder(seed, 800, by_name=by_name)
             for deletes in (9, 40):
                 rows = np.r_[np.flatnonzero(y == 1)[:deletes], np.flatnonzero(y == 0)[: 4 * deletes]]
                 result = train_arrays(
-                    x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
+                    x[rows],
+                    y[rows],
+                    image[rows],
+                    TrainConfig(min_per_class=2, seed=seed),
+                    blocks=(256, 256),
+                    library=x[:, :512],
                 )
                 b = result.metrics["baseline"]
-                assert b["features"] == ("image" if b["chosen_by"] == "evidence" else "all")
                 assert b["chosen_by"] == (
                     "evidence" if b["evidence"] and _names_explain_nothing(b) else "folds"
                 )
+                if b["chosen_by"] == "evidence":
+                    assert b["l2"] == 1.0
                 if by_name or deletes == 40:
-                    assert b["features"] == "all"
+                    assert b["chosen_by"] == "folds"
 
 
 def test_an_mlp_that_wins_by_less_than_the_margin_is_not_chosen():
@@ -727,17 +735,25 @@ def test_an_mlp_that_wins_by_less_than_the_margin_is_not_chosen():
     assert mlp_beats_baseline(y, fold, 4, clear)
 
 
-def test_the_report_says_when_the_evidence_chose_the_image_regression():
-    """A quality taste at 30 labels (the evidence's case) and a name taste (the folds keep every
-    feature): the report names who chose, so the owner is not told the folds did."""
+def _train_30(by_name: bool, seed: int):
+    x, y, image = _quality_or_name_folder(seed, 1200, by_name=by_name)
+    rows = np.random.default_rng(seed).choice(600, 30, replace=False)
+    config = TrainConfig(min_per_class=2, seed=seed)
+    return (
+        x,
+        y,
+        rows,
+        train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256), library=x[:, :512]),
+    )
+
+
+def test_the_report_says_when_the_evidence_chose_the_penalty():
+    """A quality taste at 30 labels (the evidence's case) and a name taste (the folds choose): the
+    report names who chose, so the owner is not told the folds did."""
     from imgrank.cli_text import format_report
 
     def report(by_name: bool, seed: int):
-        x, y, image = _quality_or_name_folder(seed, 1200, by_name=by_name)
-        rows = np.random.default_rng(seed).choice(600, 30, replace=False)
-        r = train_arrays(
-            x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
-        )
+        r = _train_30(by_name, seed)[3]
         run = {
             "metrics": r.metrics,
             "counts": r.counts,
@@ -750,35 +766,32 @@ def test_the_report_says_when_the_evidence_chose_the_image_regression():
     chosen = [report(False, seed) for seed in range(8)]
     by_evidence = [text for b, text in chosen if b.get("chosen_by") == "evidence"]
     assert by_evidence, [b.get("evidence") for b, _ in chosen]
-    assert all("on the image vector alone" in t and "the evidence of every label" in t for t in by_evidence)
+    assert all("the evidence of every label, not the folds, chose its penalty" in t for t in by_evidence)
     baseline, text = report(True, 0)
-    assert baseline["features"] == "all" and baseline["chosen_by"] == "folds"
+    assert baseline["chosen_by"] == "folds"
     assert "evidence" not in text and "image vector alone" not in text
 
 
-def test_the_evidences_image_head_is_the_regression_it_judged():
-    """Where the evidence chose the image regression, the head is that regression at C = 1 (the
-    prior the evidence was computed with), ranking new photos as scikit-learn's L2 regression on the
-    standardised image vector at C = 1 does; not the strength a handful of held-out deletes picked."""
+def test_the_evidences_head_is_the_regression_it_judged():
+    """Where the evidence chose, the head is the regression at C = 1 (the prior the evidence was
+    computed with), not the strength a handful of held-out deletes picked: it ranks new photos as
+    scikit-learn's LogisticRegression at C = 1 does, with the same class weights, on the same
+    space (the features standardised, the name vector kept to its families' directions)."""
     from scipy.stats import spearmanr
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    from imgrank.learn.logistic import class_weights, regression_space
 
     checked = 0
     for seed in range(8):
-        x, y, image = _quality_or_name_folder(seed, 1200, by_name=False)
-        rows, new = np.random.default_rng(seed).choice(600, 30, replace=False), np.arange(600, 1200)
-        r = train_arrays(
-            x[rows], y[rows], image[rows], TrainConfig(min_per_class=2, seed=seed), blocks=(256, 256)
-        )
+        x, y, rows, r = _train_30(False, seed)
         if r.metrics["baseline"].get("chosen_by") != "evidence":
             continue
-        ref = make_pipeline(
-            StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
-        )
-        ref_p = ref.fit(image[rows], y[rows]).decision_function(image[new])
-        assert spearmanr(predict(r.weights, x[new]), ref_p).statistic > 0.999, seed
+        space, new = regression_space(x[rows], (256, 256), x[:, :512]), np.arange(600, 1200)
+        ref = LogisticRegression(C=1.0, max_iter=5000, tol=1e-8)
+        ref.fit(space(x[rows]), y[rows], sample_weight=class_weights(y[rows]))
+        ref_logit = ref.decision_function(space(x[new]))
+        assert spearmanr(predict(r.weights, x[new]), ref_logit).statistic > 0.999, seed
         checked += 1
     assert checked >= 4
 

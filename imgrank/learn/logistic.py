@@ -249,23 +249,6 @@ class Design:
         }
 
 
-def restandardised(
-    weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray
-) -> dict[str, np.ndarray]:
-    """A linear head over the first columns of the features, as the same function of the raw features
-    over every column, standardised with `mean` and `std` (the other columns weighed 0)."""
-    width = weights["w0"].shape[1]
-    u = np.zeros(len(mean), np.float64)
-    u[:width] = weights["w0"][0] / weights["std"]  # weights on the raw columns
-    bias = float(weights["b0"][0]) - float(u[:width] @ weights["mean"]) + float(u @ mean)
-    return {
-        "mean": mean,
-        "std": std,
-        "w0": (u * std)[None, :].astype(np.float32),
-        "b0": np.array([bias], np.float32),
-    }
-
-
 def fit_logistic(
     x_train: np.ndarray, y_train: np.ndarray, l2: float = 1.0, space: Space | None = None
 ) -> dict[str, np.ndarray]:

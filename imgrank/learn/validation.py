@@ -22,7 +22,7 @@ from imgrank.learn.evaluation import (
     stratified_group_folds,
 )
 from imgrank.learn.evidence import evidence_by_block
-from imgrank.learn.logistic import Design, Space, input_space, regression_space, restandardised
+from imgrank.learn.logistic import Design, Space, input_space, regression_space
 from imgrank.learn.mlp import fit_mlp
 from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
 
@@ -198,14 +198,13 @@ class Validation:
     metrics: dict
     recipe: str = "logistic"
     mlp_space: Space | None = None  # the MLP's: block-weighted, prior shaped by the library
-    image_design: Design | None = None  # the regression on the image vector alone
 
 
 # Held-out deletes below which the evidence of every label asks whether the file name and the facts
 # say anything at all (`evidence.evidence_by_block`): with more, every feature is as good (on
 # bench_suite's kinds taste at 100-200 labels, the evidence's image regression lost up to 0.04 AP).
 EVIDENCE_DELETES = 15
-EVIDENCE_L2 = 1.0  # the prior variance 1 a column `evidence_by_block` judges the image vector at
+EVIDENCE_L2 = 1.0  # the prior variance 1 a column `evidence_by_block` judges the blocks at
 
 
 def validate_logistic(
@@ -217,55 +216,44 @@ def validate_logistic(
     library: np.ndarray | None = None,
 ) -> Validation:
     """The quick half of the validation: the L2 logistic regression on every feature (in the space
-    `regression_space` makes with the folder's own photos), cross-validated on the split's folds.
-    With fewer than EVIDENCE_DELETES held-out deletes, the evidence of every label may make the head
-    the regression on the image vector alone instead."""
+    `regression_space` makes with the folder's own photos), cross-validated on the split's folds at
+    the L2 strength they choose; with fewer than EVIDENCE_DELETES held-out deletes, at the one the
+    evidence of every label judged (C = 1) when it says the file name and the facts explain nothing."""
     fold, k, held = parts.folds.fold, parts.folds.k, parts.held
     if config.balance_blocks:
         space = input_space(x, blocks, library)
     else:
         space = regression_space(x, blocks, library)
     design = Design(x, space)
-    found = cross_validate_logistic(design, y, fold, k, config.l2_choices)
-    cv = {"baseline": found["p"], "all": found["p"], "l2": found["l2"], "features": "all"}
-    image_design, evidence, chosen_by = None, None, "folds"
-    # The labels are better explained without the file name and the facts, and better by the image
-    # vector than by them: then those columns only add noise, and the head is the image regression
-    # whatever a handful of held-out deletes say (bench_suite: the quality and image-only tastes at
-    # 20-50 labels). Without the second test, 3 of 39 draws of the name taste at 20-30 labels, whose
-    # few deletes neither block explained, lost 0.3-0.75 AP to the image regression; with it, one
-    # (4 deletes) still does (docs/learning.md).
+    evidence, chosen_by = None, "folds"
+    l2s = config.l2_choices
+    # The labels are better explained without the file name and the facts than with them, and better
+    # by the image vector: a quality direction, which a weak penalty (C = 1) learns and the strong one
+    # a handful of held-out deletes tends to choose does not (bench_suite's quality and image-only
+    # tastes at 20-50 labels). The names and facts stay: kept to their few directions they cost
+    # little, and when the evidence is wrong (a kinds or name taste whose few deletes neither block
+    # explains) they are what ranks. The image regression alone at C = 1 in their place lost those
+    # draws: name at 20 labels -0.023 and kinds at 20 -0.019 against the pipeline (docs/learning.md).
     if blocks and 0 < blocks[0] < x.shape[1] and int(y[held].sum()) < EVIDENCE_DELETES:
         evidence = evidence_by_block(x, y, blocks[0])
         if evidence[1] < 0 and evidence[0] > evidence[1]:
-            image = x[:, : blocks[0]]
-            image_design = Design(image, input_space(image))
-            # at the strength the evidence judged it (C = 1), not one a handful of held-out deletes
-            # chose: on the suite's image-only taste at 20-50 labels +0.007 to +0.014 of AP
-            found = cross_validate_logistic(image_design, y, fold, k, (EVIDENCE_L2,))
-            cv |= {"baseline": found["p"], "image_l2": EVIDENCE_L2, "features": "image"}
-            chosen_by = "evidence"
+            l2s, chosen_by = (EVIDENCE_L2,), "evidence"
+    found = cross_validate_logistic(design, y, fold, k, l2s)
+    cv = {"baseline": found["p"], "l2": found["l2"]}
     baseline = {
         **evaluate(y[held], cv["baseline"][held]),
         "l2": cv["l2"],
-        "features": cv["features"],
         "chosen_by": chosen_by,
         "evidence": None
         if evidence is None
         else {"image": round(evidence[0], 3), "names": round(evidence[1], 3)},
     }
-    return Validation(x, space, design, cv, {"baseline": baseline}, image_design=image_design)
+    return Validation(x, space, design, cv, {"baseline": baseline})
 
 
 def refit_logistic(v: Validation, y: np.ndarray) -> dict[str, np.ndarray]:
-    """The chosen regression refit on every label, as a head over every feature (a regression on the
-    image vector alone weighs the other columns 0)."""
-    rows = np.arange(len(y))
-    every = v.design.weights(v.design.path(rows, y, (v.cv["l2"],))[0])
-    if v.cv["features"] == "all":
-        return every
-    image = v.image_design.weights(v.image_design.path(rows, y, (v.cv["image_l2"],))[0])
-    return restandardised(image, every["mean"], every["std"])
+    """The regression refit on every label at its chosen strength, as a head."""
+    return v.design.weights(v.design.path(np.arange(len(y)), y, (v.cv["l2"],))[0])
 
 
 def mlp_offered(y: np.ndarray, config: TrainConfig) -> bool:
