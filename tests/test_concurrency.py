@@ -258,4 +258,6 @@ def test_daemon_and_commands_at_once_lose_no_original(model_env, tmp_path, home,
     assert min(shuffler.done.values()) >= ROUNDS, shuffler.done
     assert outputs["order"].count("ordered ") >= ROUNDS
     assert len(re.findall(r"restored [1-9]\d* mtime", outputs["restore"])) >= ROUNDS // 2
-    assert open_db().execute("SELECT count(*) FROM mtimes").fetchone()[0] == 0
+    left = open_db().execute("SELECT * FROM mtimes").fetchall()
+    # once (7 December) one record was left; what the final restore said about it is the clue
+    assert not left, f"{left}; the final restore: {final.stdout.strip()[-1000:]}"
