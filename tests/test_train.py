@@ -520,6 +520,14 @@ def _quality_or_name_folder(seed: int, n: int, by_name: bool):
     return np.hstack([image, name, meta]).astype(np.float32), y.astype(int), image
 
 
+def _train_folder(x, y, image, rows, seed: int = 0, library: bool = True):
+    """`train_arrays` on these rows of a `_quality_or_name_folder` (image and name blocks of 256),
+    with the whole folder as the library sample, as `train` passes it (`library` False: none)."""
+    config = TrainConfig(min_per_class=2, seed=seed)
+    sample = x[:, :512] if library else None
+    return train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256), library=sample)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_file_names_that_say_nothing_cost_the_regression_nothing(seed):
     """A low-variance quality direction in the image vector, file names of two families that say
@@ -529,9 +537,8 @@ def test_file_names_that_say_nothing_cost_the_regression_nothing(seed):
     of noise it fell 0.06-0.16 of AP behind it."""
     x, y, image = _quality_or_name_folder(seed, 1200, by_name=False)
     rows, new = np.arange(150), np.arange(150, 1200)
-    config = TrainConfig(min_per_class=2, seed=seed)
-    folder = train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256), library=x[:, :512])
-    noisy = train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256))  # no sample: every column
+    folder = _train_folder(x, y, image, rows, seed)
+    noisy = _train_folder(x, y, image, rows, seed, library=False)  # no sample: every column
     image_ap, _ = _references(x, y, image, rows, new)
     ap = average_precision(y[new], predict(folder.weights, x[new]))
     assert ap >= image_ap - 0.02, (ap, image_ap)
@@ -560,19 +567,15 @@ def test_the_name_vector_keeps_the_directions_between_name_families():
 
     x, y, image = _quality_or_name_folder(1, 600, by_name=False)
     x[:, 256:512] = unit(families[0] + 0.5 * rng.normal(size=(600, 256)))  # every photo a camera photo
-    head = train_arrays(
-        x[:150], y[:150], image[:150], TrainConfig(min_per_class=2), blocks=(256, 256), library=x[:, :512]
-    )
+    head = _train_folder(x, y, image, slice(0, 150))
     assert not head.weights["w0"][0, 256:512].any() and head.weights["w0"][0, :256].any()
 
 
 def test_a_taste_the_file_name_tells_keeps_every_feature():
     """...and the direction between the name families carries the taste the name tells."""
     x, y, image = _quality_or_name_folder(0, 400, by_name=True)
-    for library in (None, x[:, :512]):
-        result = train_arrays(
-            x[:150], y[:150], image[:150], TrainConfig(min_per_class=2), blocks=(256, 256), library=library
-        )
+    for library in (False, True):
+        result = _train_folder(x, y, image, slice(0, 150), library=library)
         assert average_precision(y[150:], predict(result.weights, x[150:])) > 0.8
 
 
@@ -620,14 +623,7 @@ def _few_labels(by_name: bool, n: int, seeds=range(8)):
         rows, new = np.random.default_rng(seed).choice(600, n, replace=False), np.arange(600, 1200)
         if min(y[rows].sum(), n - y[rows].sum()) < 2:  # skipped for every learner, as bench_suite does
             continue
-        result = train_arrays(
-            x[rows],
-            y[rows],
-            image[rows],
-            TrainConfig(min_per_class=2, seed=seed),
-            blocks=(256, 256),
-            library=x[:, :512],
-        )
+        result = _train_folder(x, y, image, rows, seed)
         ap = average_precision(y[new], predict(result.weights, x[new]))
         out.append((ap, *_references(x, y, image, rows, new), result.metrics["baseline"]))
     return out
@@ -693,14 +689,7 @@ def test_only_the_evidence_of_every_label_overrules_the_folds_penalty():
             x, y, image = _quality_or_name_folder(seed, 800, by_name=by_name)
             for deletes in (9, 40):
                 rows = np.r_[np.flatnonzero(y == 1)[:deletes], np.flatnonzero(y == 0)[: 4 * deletes]]
-                result = train_arrays(
-                    x[rows],
-                    y[rows],
-                    image[rows],
-                    TrainConfig(min_per_class=2, seed=seed),
-                    blocks=(256, 256),
-                    library=x[:, :512],
-                )
+                result = _train_folder(x, y, image, rows, seed)
                 b = result.metrics["baseline"]
                 assert b["chosen_by"] == (
                     "evidence" if b["evidence"] and _names_explain_nothing(b) else "folds"
@@ -738,13 +727,7 @@ def test_an_mlp_that_wins_by_less_than_the_margin_is_not_chosen():
 def _train_30(by_name: bool, seed: int):
     x, y, image = _quality_or_name_folder(seed, 1200, by_name=by_name)
     rows = np.random.default_rng(seed).choice(600, 30, replace=False)
-    config = TrainConfig(min_per_class=2, seed=seed)
-    return (
-        x,
-        y,
-        rows,
-        train_arrays(x[rows], y[rows], image[rows], config, blocks=(256, 256), library=x[:, :512]),
-    )
+    return x, y, rows, _train_folder(x, y, image, rows, seed)
 
 
 def test_the_report_says_when_the_evidence_chose_the_penalty():
