@@ -20,8 +20,9 @@ For each size: held-out AP of
   under a minute;
 and the share of flipped labels found in the top 2 x flips of `suspects` (the label check `train`
 stores: calibrated held-out P(label) over several fold splits). imgrank runs with `train`'s defaults
-(each column standardised); `--balanced` gives each feature block one share of the prior, shaped by
-the folder's photos, as `TrainConfig(balance_blocks=True)` does (the default before issue 23).
+(each column standardised, the name vector kept to its families' directions); `--balanced` gives
+each feature block one share of the prior, shaped by the folder's photos, as
+`TrainConfig(balance_blocks=True)` does (the default before issue 23).
 
 How labels are chosen is a plug-in: STRATEGIES maps a name to a function
 (world, n, rng) -> indices of the pool to label. "random" is what a user labelling as they go does.

@@ -138,10 +138,10 @@ def name_directions(z: np.ndarray) -> np.ndarray:
     """An orthonormal basis (columns) of the directions along which the rows `z` (a sample of the
     folder's file-name vectors, centred and scaled as a whole) differ beyond noise: the right
     singular vectors whose singular value is above Gavish and Donoho's optimal hard threshold for
-    noise of unknown level,
-    omega(beta) times the median singular value, beta the aspect ratio of z ("The optimal hard
-    threshold for singular values is 4/sqrt(3)", IEEE Trans. Inf. Theory 60, 2014), which assumes
-    noise alike in every column. Names that are one family plus noise give none; three families, two."""
+    noise of unknown level, omega(beta) times the median singular value, beta the aspect ratio of z
+    ("The optimal hard threshold for singular values is 4/sqrt(3)", IEEE Trans. Inf. Theory 60,
+    2014), which assumes noise alike in every column. Names that are one family plus noise give
+    none; three families, two."""
     _, s, vt = np.linalg.svd(z, full_matrices=False)
     beta = min(z.shape) / max(z.shape)
     omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43

@@ -51,10 +51,9 @@ L2_TIE = 0.06
 def cross_validate_logistic(design: Design, y: np.ndarray, fold: np.ndarray, k: int, l2s) -> dict:
     """Held-out P(delete) of the L2 logistic regression for every row in a fold, at the strongest L2
     penalty whose held-out predictions, pooled over the folds, rank as well as the best (AP within
-    L2_TIE / sqrt(held-out deletes)); the same measure then chooses between the regressions
-    (`validate_logistic`). The mean of the folds' APs, each fold holding a handful of deletes, chose
-    l2 = 1000 on a bench_suite folder (500 labels) and then the image regression, which ranked new
-    photos at 0.62 AP; pooled, they choose l2 = 100 and every feature: 0.87. With a handful of deletes
+    L2_TIE / sqrt(held-out deletes)). The mean of the folds' APs, each fold holding a handful of
+    deletes, chose l2 = 1000 on a bench_suite folder (500 labels), and a head that ranked new photos
+    at 0.62 AP; pooled, they choose l2 = 100: 0.87. With a handful of deletes
     the pooled APs of every strength lie within noise of each other, and the best of them is luck: on
     a name-taste draw of 30 labels they spanned 0.361-0.376, the best (l2 = 1) ranked new photos at
     0.52 AP and l2 = 10,000 at 0.95 (docs/learning.md). Each fold fits the whole L2 path, strongest
@@ -201,8 +200,8 @@ class Validation:
 
 
 # Held-out deletes below which the evidence of every label asks whether the file name and the facts
-# say anything at all (`evidence.evidence_by_block`): with more, every feature is as good (on
-# bench_suite's kinds taste at 100-200 labels, the evidence's image regression lost up to 0.04 AP).
+# say anything at all (`evidence.evidence_by_block`): with more, the folds choose better (on
+# bench_suite's kinds taste at 100-200 labels, the evidence's choice lost up to 0.04 AP).
 EVIDENCE_DELETES = 15
 EVIDENCE_L2 = 1.0  # the prior variance 1 a column `evidence_by_block` judges the blocks at
 
