@@ -7,6 +7,10 @@ follows its photo wherever it went, and never goes to another photo that took it
   that photo, moved (a rename nobody saw, a move to another file system, `cp -p a b && rm a`):
   the record follows it. Of several such files the one with the record's inode is the photo;
   the others are copies, new files with their own times.
+- So is a file with no record that has the imgrank time and content of a photo given its original
+  back lately whose file is gone since: a copy made before the restore (a move across disks by
+  copy and delete, rsync --remove-source-files, that a restore saw halfway). Records given back are
+  kept a day (owntimes.put_back).
 - A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
   disk mounted under another time zone) is reported and left out: those are not the owner's times.
 - `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the roots.
@@ -26,6 +30,13 @@ from imgrank.files import sha256_of, under
 from imgrank.store import owntimes
 from imgrank.store.owntimes import Record
 
+# What `settle` and `find_moved` look for: a record whose file is gone, known by its path, and a
+# record given back lately (owntimes.given_back) whose file is gone since, known by (GIVEN, its
+# path). A photo can have both: given its original back while a copy of it was made, then ordered
+# again before it went.
+GIVEN = "given back"
+Lost = str | tuple[str, str]
+
 
 def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
     """Set apart the records of replaced photos and let moved photos take their records; `records`
@@ -39,40 +50,72 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
     take_over_copies(db, records)
     # Only a record with an imgrank time some file without a record has can be that file's: the
     # others are not even looked at on disk (an order of 100,000 photos costs no extra syscall).
-    unrecorded = {st.st_mtime_ns for r in rows if r.path not in records and (st := stats[r.path][0])}
-    orphans = {
-        p: rec
-        for p, rec in records.items()
-        if rec.sha256 and unrecorded.intersection(rec.set_times()) and not os.path.lexists(p)
-    }
-    by_time: dict[int, list[str]] = {}
-    for p, rec in orphans.items():
-        if _still_on_its_disk(p, rec):
-            for t in rec.set_times():
-                by_time.setdefault(t, []).append(p)
-    if not by_time:
+    unrecorded = {r.path: st.st_mtime_ns for r in rows if r.path not in records and (st := stats[r.path][0])}
+    times = set(unrecorded.values())
+    if not times:
         return
-    fits: dict[str, list[str]] = {}
-    for r in rows:
-        st = stats[r.path][0]
-        olds = by_time.get(st.st_mtime_ns) if st is not None and r.path not in records else None
-        if not olds:
-            continue
-        sha = sha256_of(r.path)
-        for old in olds:
-            if orphans[old].sha256 == sha:
-                fits.setdefault(old, []).append(r.path)
-    for old in sorted(fits):
-        new = owntimes.pick(orphans[old], [p for p in fits[old] if p not in records])
-        if new is not None:
-            owntimes.follow(db, old, new)
-            records[new] = records.pop(old)
+    lost: dict[Lost, Record] = {
+        p: rec for p, rec in records.items() if rec.sha256 and times.intersection(rec.set_times())
+    }
+    # A photo given its original back while a copy of it held imgrank's time, and gone since: the
+    # copy is that photo (a move by copy and delete that a restore saw halfway).
+    lost |= {(GIVEN, p): rec for p, rec in owntimes.given_back(db, times).items()}
+    lost = {k: rec for k, rec in lost.items() if _gone(_path(k), rec)}
+    moved = _by_content(unrecorded.items(), lost)
+    for key in moved:
+        records.pop(key, None)  # a followed record's old path (a key given back is no path)
+    records |= take(db, moved, lost)
+
+
+def take(db, moved: dict[Lost, str], lost: dict[Lost, Record]) -> dict[str, Record]:
+    """The files found (`moved`: what was lost -> where it is) take the records of the photos they
+    are: a record follows its file, a record given back becomes the file's. Returns {path: record}."""
+    out = {}
+    for key, new in moved.items():
+        if isinstance(key, tuple):
+            owntimes.reclaim(db, key[1], new)
+        else:
+            owntimes.follow(db, key, new)
+        out[new] = lost[key]
+    return out
+
+
+def given_back_and_gone(db) -> dict[Lost, Record]:
+    """The records given back lately whose file is gone from a disk still mounted, keyed (GIVEN,
+    path): for `restore` to look for where they went."""
+    gone = [p for p in owntimes.given_back_paths(db) if not os.path.lexists(p)]
+    return {(GIVEN, p): rec for p, rec in owntimes.given_back(db, paths=gone).items() if _gone(p, rec)}
+
+
+def given_back_in(lost: Iterable[Lost]) -> list[str]:
+    """The paths of the records given back among these."""
+    return [k[1] for k in lost if isinstance(k, tuple)]
+
+
+def _path(key: Lost) -> str:
+    return key[1] if isinstance(key, tuple) else key
+
+
+def _gone(path: str, rec: Record) -> bool:
+    """Is the file gone from a disk that is still mounted (see _still_on_its_disk)?"""
+    return not os.path.lexists(path) and _still_on_its_disk(path, rec)
 
 
 def take_over_copies(db, records: dict[str, Record]) -> None:
     """A move by copy and delete (`cp -p a b && rm a`, a file manager moving across disks) that an
     order saw halfway, while both files were there: b was recorded as a new file whose original is
-    imgrank's time for a. Once a is gone, b takes a's original. `records` is updated in place."""
+    imgrank's time for a. Once a is gone, b takes a's original; so does a copy made before a restore
+    gave a its original back (a's record is then among those given back). `records` is updated in
+    place."""
+    given = owntimes.given_back(db, {rec.original_ns for rec in records.values()})
+    by_time = {(rec.sha256, t): p for p, rec in given.items() for t in rec.set_times()}
+    for path, rec in list(records.items()):
+        old = by_time.pop((rec.sha256, rec.original_ns), None)
+        if old is None or old in records or not _gone(old, given[old]) or not os.path.lexists(path):
+            continue
+        records[path] = dataclasses.replace(rec, original_ns=given[old].original_ns)
+        owntimes.write(db, [(path, records[path])])
+        owntimes.forget_given_back(db, [old])
     recs = records.values()
     originals = {rec.original_ns for rec in recs}
     if originals.isdisjoint({rec.set_ns for rec in recs}) and originals.isdisjoint(
@@ -144,30 +187,51 @@ def owner_gone(rec: Record, path: str, st: os.stat_result) -> bool:
     return rec.sha256 is not None and sha256_of(path) != rec.sha256
 
 
-def find_moved(roots: Iterable[Path | str], lost: dict[str, Record], taken: set[str], walk) -> dict[str, str]:
+def find_moved(
+    roots: Iterable[Path | str], lost: dict[Lost, Record], taken: set[str], walk
+) -> dict[Lost, str]:
     """Where did these vanished files go? Walks the roots for files that still have imgrank's time
     for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
-    them by content. Returns {old path: new path}. `walk(root)` yields the image files under a root."""
-    by_time: dict[int, list[str]] = {}
-    for path, rec in lost.items():
+    them by content. Returns {what was lost: new path}. `walk(root)` yields the image files under
+    a root."""
+    times = {t for rec in lost.values() if rec.sha256 for t in rec.set_times()}
+    if not times:
+        return {}
+
+    def candidates():
+        for root in roots:
+            for p in walk(root):
+                p = str(p)
+                st, _ = owntimes.lstat(p)
+                if st is not None and st.st_mtime_ns in times and p not in taken:
+                    yield p, st.st_mtime_ns
+
+    return _by_content(candidates(), lost)
+
+
+def _by_content(candidates: Iterable[tuple[str, int]], lost: dict[Lost, Record]) -> dict[Lost, str]:
+    """Which of these files ((path, mtime_ns), none with a record of its own) are the lost photos:
+    one with a lost record's imgrank time and its content. Of several, the one with the record's
+    inode (a move within a file system), else the first (the others are copies). Only a file with
+    such a time is read. Returns {what was lost: path}."""
+    by_time: dict[int, list[Lost]] = {}
+    for key, rec in lost.items():
         if rec.sha256:
             for t in rec.set_times():
-                by_time.setdefault(t, []).append(path)
+                by_time.setdefault(t, []).append(key)
     if not by_time:
         return {}
-    fits: dict[str, list[str]] = {}  # old path -> files with its time and content
-    for root in roots:
-        for p in walk(root):
-            p = str(p)
-            st, _ = owntimes.lstat(p)
-            olds = by_time.get(st.st_mtime_ns) if st else None
-            if not olds or p in taken:
-                continue
-            sha = sha256_of(p)
-            for old in olds:
-                if lost[old].sha256 == sha:
-                    fits.setdefault(old, []).append(p)
-    found: dict[str, str] = {}
+    fits: dict[Lost, list[str]] = {}  # what was lost -> files with its time and content
+    for p, t in candidates:
+        olds = by_time.get(t)
+        if not olds:
+            continue
+        sha = sha256_of(p)
+        for old in olds:
+            if lost[old].sha256 == sha:
+                fits.setdefault(old, []).append(p)
+    found: dict[Lost, str] = {}
+    taken: set[str] = set()
     for old in sorted(fits, key=lambda o: not any(_same(lost[o], p) for p in fits[o])):
         new = owntimes.pick(lost[old], [p for p in fits[old] if p not in taken])
         if new is not None:

@@ -283,7 +283,8 @@ def restore(
     alone, its record kept, unless `force`. A file that is not where it was is looked for under
     the roots (by its imgrank time and content: a move nobody scanned yet) and restored where it
     is now; one not found is reported and its record kept (it may be on a disk that is not
-    mounted), unless `forget_missing`.
+    mounted), unless `forget_missing`. So is a photo given its original back lately whose file is
+    gone since, where a copy made before still holds imgrank's time (identities.settle).
     """
 
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
@@ -294,14 +295,14 @@ def restore(
         if wanted is None:
             identities.take_over_copies(db, records)
         _give_back(db, records, force, result)
-        if result.missing:  # moved before any scan saw it? Look for it by time and content.
-            lost = {p: records[p] for p in result.missing}
+        lost: dict[identities.Lost, Record] = {p: records[p] for p in result.missing}
+        if wanted is None:  # given their originals back (now or lately) and gone since: see settle
+            lost |= identities.given_back_and_gone(db)
+        if lost:  # moved before any scan saw it? Look for it by time and content.
             taken = set(owntimes.records(db))  # the files restored or set apart are free now
             moved = identities.find_moved(index.list_roots(db), lost, taken, walk)
-            for old, new in moved.items():
-                owntimes.follow(db, old, new)
             missing, result.missing = result.missing, []
-            _give_back(db, {new: lost[old] for old, new in moved.items()}, force, result)
+            _give_back(db, identities.take(db, moved, lost), force, result)
             result.followed = len(moved)
             result.missing = [p for p in missing if p not in moved] + result.missing
         result.gone = [
@@ -309,6 +310,8 @@ def restore(
         ]
         if forget_missing:
             owntimes.forget(db, result.missing)
+            if wanted is None:
+                owntimes.forget_given_back(db, identities.given_back_in(lost))
             n = owntimes.forget_set_apart(db) if wanted is None else 0
             result.forgotten, result.missing, result.gone = len(result.missing) + n, [], []
     result.seconds = time.monotonic() - start
@@ -325,7 +328,7 @@ def _give_back(
     there are listed in `missing`, their records kept. A file another one replaced (moved onto
     its path) never gets its original: that record is set apart (owntimes.set_aside)."""
     result = result if result is not None else RestoreResult()
-    done = []  # paths whose record goes
+    done = []  # (path, record) of the records that go
     with owntimes.Toucher() as toucher:
         for path in sorted(records):
             rec = records[path]
@@ -341,7 +344,7 @@ def _give_back(
                 continue
             if st.st_mtime_ns == rec.original_ns:
                 result.already += 1
-                done.append(path)
+                done.append((path, rec))
                 continue
             if not rec.ours(st.st_mtime_ns) and not force:
                 result.failed.append(
@@ -356,9 +359,9 @@ def _give_back(
                 result.failed.append((path, why))
                 continue
             result.restored += 1
-            done.append(path)
+            done.append((path, rec))
             if len(done) >= 5000:  # what is put back is forgotten as it goes: an error later keeps it
-                owntimes.forget(db, done)
+                owntimes.put_back(db, done)
                 done = []
-    owntimes.forget(db, done)
+    owntimes.put_back(db, done)
     return result

@@ -143,6 +143,40 @@ def test_a_move_by_copy_and_delete_that_an_order_saw_halfway_keeps_its_original(
     assert mtime(paths["b.jpg"]) == originals["b.jpg"]
 
 
+@pytest.mark.parametrize("then", ["restore", "order", "restore before any scan"])
+def test_a_move_by_copy_and_delete_that_a_restore_saw_halfway_keeps_its_original(tmp_path, other_disk, then):
+    """`cp -p a b` while a holds imgrank's time, a `restore` while both are there (a gets its original
+    back and its record goes), then `rm a`: b is photo a, moved, and must end with a's original, not
+    with imgrank's time that nobody remembered (a file manager moving across disks, or rsync
+    --remove-source-files, racing a restore; test_concurrency lost one so in CI). A `cp -p` copy
+    whose source stays is a new file and keeps the time it was made with."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db, now_ns=time.time_ns() - 3600 * 10**9)
+    moved, copy = other_disk / "a.jpg", other_disk / "b-copy.jpg"
+    for src, dst in ((paths["a.jpg"], moved), (paths["b.jpg"], copy)):
+        subprocess.run(["cp", "-p", str(src), str(dst)], check=True)
+    ordered_b = mtime(copy)
+    assert restore(db).restored == 2
+    assert mtime(moved) not in (originals["a.jpg"], mtime(paths["a.jpg"]))  # imgrank's time, copied
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    if then != "restore before any scan":
+        add_row(db, moved, 0.9)
+        add_row(db, copy, 0.5)
+    if then == "order":
+        assert order(db).failed == []
+        assert owntimes.record(db, str(moved)).original_ns == originals["a.jpg"]
+    back = restore(db)
+    assert back.failed == []
+    assert mtime(moved) == originals["a.jpg"]
+    assert mtime(copy) == ordered_b  # a copy beside its source: the time it was made with
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+    assert owntimes.count(db) == 0
+
+
 def test_the_daemon_carries_the_original_of_a_photo_moved_to_another_file_system(
     tmp_path, other_disk, model_env
 ):
@@ -275,7 +309,7 @@ def test_restore_says_what_it_did_before_a_full_disk_stops_it(tmp_path, monkeypa
         raise sqlite3.OperationalError("database or disk is full")
 
     with monkeypatch.context() as m:
-        m.setattr(owntimes, "forget", full)  # the final commit finds the disk full
+        m.setattr(owntimes, "put_back", full)  # the final commit finds the disk full
         result = run("restore")
     assert result.exit_code == 1
     assert "stopped part-way: restored 5 mtimes" in result.output

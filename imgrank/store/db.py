@@ -204,6 +204,18 @@ def m009_mtimes_identity(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m010_mtimes_given_back(db: sqlite_utils.Database) -> None:
+    # The records of files given their original back, kept for a while (owntimes.given_back): a copy
+    # made before the restore still holds imgrank's time, and once its source is gone it is that
+    # photo, moved, and takes the original.
+    db.execute(
+        """CREATE TABLE mtimes_given_back (path TEXT PRIMARY KEY, original_ns INTEGER NOT NULL,
+           set_ns INTEGER, prev_set_ns INTEGER, sha256 TEXT, dev INTEGER, ino INTEGER, at FLOAT)
+           WITHOUT ROWID"""
+    )  # no other index: each lookup reads it whole (a restore writes a row per photo, kept cheap)
+
+
 class Store(sqlite_utils.Database):
     """The imgrank database: bare statements autocommit; `atomic()` is BEGIN IMMEDIATE (module text)."""
 

@@ -133,13 +133,14 @@ def record(db: sqlite_utils.Database, path: str) -> Record | None:
 
 def records_of(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, Record]:
     """The records of those of these paths imgrank touched."""
+    return {fs_path(r[0]): Record(*r[1:]) for r in _of_paths(db, f"SELECT {_COLUMNS} FROM mtimes", paths)}
+
+
+def _of_paths(db: sqlite_utils.Database, sql: str, paths: Iterable[str]) -> list[tuple]:
     import json
 
-    rows = db.execute(
-        f"SELECT {_COLUMNS} FROM mtimes WHERE path IN (SELECT value FROM json_each(?))",
-        [json.dumps([db_path(p) for p in paths])],
-    )
-    return {fs_path(r[0]): Record(*r[1:]) for r in rows}
+    where = " WHERE path IN (SELECT value FROM json_each(?))"
+    return db.execute(sql + where, [json.dumps([db_path(p) for p in paths])]).fetchall()
 
 
 def own_times(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
@@ -193,6 +194,86 @@ def _write(db: sqlite_utils.Database, sql: str, params: list[tuple]) -> None:
         return
     with db.atomic():
         db.conn.executemany(sql, sorted(params))
+
+
+# --- records of originals given back ---------------------------------------------------------
+
+# How long the record of a file given its original back is kept (in `mtimes_given_back`). A copy
+# made while the file held imgrank's time (a move across disks by copy and delete, rsync
+# --remove-source-files) still holds that time after the restore; once its source is gone it is
+# that photo, moved, and takes the original (identities.settle, take_over_copies, order.restore).
+# A day covers the move of a whole library; the table holds at most what was given back that day.
+GIVEN_BACK_S = 86_400
+
+
+def put_back(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
+    """These files have their originals back: their records go, kept GIVEN_BACK_S among those
+    given back (see `given_back`)."""
+    _require_lock(db)
+    if not items:
+        return
+    now = time.time()
+    rows = sorted(
+        (db_path(p), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, r.dev, r.ino, now) for p, r in items
+    )
+    with db.atomic():
+        db.conn.executemany(
+            f"INSERT OR REPLACE INTO mtimes_given_back ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [r for r in rows if r[4] is not None],  # without its content no copy can be told for it
+        )
+        db.conn.executemany("DELETE FROM mtimes WHERE path = ?", [r[:1] for r in rows])
+        db.execute("DELETE FROM mtimes_given_back WHERE at < ?", [now - GIVEN_BACK_S])
+
+
+def given_back(
+    db: sqlite_utils.Database, times: Iterable[int] | None = None, paths: Iterable[str] | None = None
+) -> dict[str, Record]:
+    """The records of files given their original back lately (`put_back`) whose imgrank times are
+    among `times`, or of these `paths`, or all, by the path they had."""
+    sql = f"SELECT {_COLUMNS} FROM mtimes_given_back"
+    if times is None and paths is None:
+        rows = db.execute(sql).fetchall()
+    elif paths is not None:
+        rows = _of_paths(db, sql, paths)
+    else:
+        import json
+
+        wanted = json.dumps(sorted(set(times)))
+        rows = db.execute(
+            f"""{sql} WHERE set_ns IN (SELECT value FROM json_each(?))
+                UNION {sql} WHERE prev_set_ns IN (SELECT value FROM json_each(?))""",
+            [wanted, wanted],
+        ).fetchall()
+    return {fs_path(r[0]): Record(*r[1:]) for r in rows}
+
+
+def forget_given_back(db: sqlite_utils.Database, paths: list[str] | None = None) -> None:
+    """Drop these records given back (all if None): another file took the original, or the owner
+    said to forget what is missing (`restore --forget-missing`)."""
+    _require_lock(db)
+    if paths is None:
+        db.execute("DELETE FROM mtimes_given_back")
+    else:
+        _write(db, "DELETE FROM mtimes_given_back WHERE path = ?", [(db_path(p),) for p in paths])
+
+
+def given_back_paths(db: sqlite_utils.Database) -> list[str]:
+    """The paths of the files given their original back lately."""
+    return [fs_path(r[0]) for r in db.execute("SELECT path FROM mtimes_given_back")]
+
+
+def reclaim(db: sqlite_utils.Database, old: str, new: str) -> None:
+    """The file at `new` (no record of its own) is the photo given back at `old`, which is gone: it
+    was copied before the restore and its source removed after. Its kept record becomes new's, as
+    `follow` would have carried it. Call under `locked(db)`."""
+    _require_lock(db)
+    with db.atomic():
+        db.execute(
+            f"""INSERT INTO mtimes ({_COLUMNS}, at) SELECT ?, original_ns, set_ns, prev_set_ns, sha256,
+                dev, ino, ? FROM mtimes_given_back WHERE path = ?""",
+            [db_path(new), time.time(), db_path(old)],
+        )
+        db.execute("DELETE FROM mtimes_given_back WHERE path = ?", [db_path(old)])
 
 
 def follow(db: sqlite_utils.Database, src: str, dst: str) -> None:
