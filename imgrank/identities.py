@@ -10,7 +10,10 @@ follows its photo wherever it went, and never goes to another photo that took it
 - So is a file with no record that has the imgrank time and content of a photo given its original
   back lately whose file is gone since: a copy made before the restore (a move across disks by
   copy and delete, rsync --remove-source-files, that a restore saw halfway). Records given back are
-  kept a day (owntimes.put_back).
+  kept a day (owntimes.put_back). A record also keeps the last imgrank times it set (EARLIER), so
+  a copy made several orders before its source went still tells that photo.
+- A record of a file gone whose photo lives on with its original at another path (a copy made
+  while it had its original) adds nothing and is dropped (`held_elsewhere`).
 - A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
   disk mounted under another time zone) is reported and left out: those are not the owner's times.
 - `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the roots.
@@ -48,6 +51,19 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
             owntimes.set_aside(db, r.path, "another file was moved onto it")
             del records[r.path]
     take_over_copies(db, records)
+    _follow_moves(db, rows, stats, records)
+    # Records of files gone (not among the rows: a scan saw them go) whose photo lives on elsewhere.
+    gone = {p: rec for p, rec in records.items() if p not in stats and _gone(p, rec)}
+    if gone:
+        present = {p: rec for p, rec in records.items() if p in stats and stats[p][0] is not None}
+        done = held_elsewhere(db, gone, present)
+        owntimes.forget(db, done)
+        for p in done:
+            del records[p]
+
+
+def _follow_moves(db, rows, stats: dict, records: dict[str, Record]) -> None:
+    """Files without a record that are lost photos, moved, take their records (see settle)."""
     # Only a record with an imgrank time some file without a record has can be that file's: the
     # others are not even looked at on disk (an order of 100,000 photos costs no extra syscall).
     unrecorded = {r.path: st.st_mtime_ns for r in rows if r.path not in records and (st := stats[r.path][0])}
@@ -65,6 +81,19 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
     for key in moved:
         records.pop(key, None)  # a followed record's old path (a key given back is no path)
     records |= take(db, moved, lost)
+
+
+def held_elsewhere(db, gone: dict[str, Record], present: dict[str, Record]) -> list[str]:
+    """Of these records whose files are gone (`gone`), those whose photo lives on with its original
+    at another path: a record of a file still there (`present`), or one given back lately whose
+    file is there, has the same content and the same original. A copy made while the photo had its
+    original, whose source was ordered again and then removed: its record adds nothing now."""
+    keys = {(rec.sha256, rec.original_ns) for rec in gone.values() if rec.sha256}
+    held = keys & {(rec.sha256, rec.original_ns) for rec in present.values()}
+    if keys - held:
+        given = owntimes.given_back(db, contents={sha for sha, _ in keys - held})
+        held |= keys & {(rec.sha256, rec.original_ns) for p, rec in given.items() if os.path.lexists(p)}
+    return [p for p, rec in gone.items() if (rec.sha256, rec.original_ns) in held]
 
 
 def take(db, moved: dict[Lost, str], lost: dict[Lost, Record]) -> dict[str, Record]:
@@ -118,9 +147,7 @@ def take_over_copies(db, records: dict[str, Record]) -> None:
         owntimes.forget_given_back(db, [old])
     recs = records.values()
     originals = {rec.original_ns for rec in recs}
-    if originals.isdisjoint({rec.set_ns for rec in recs}) and originals.isdisjoint(
-        {rec.prev_set_ns for rec in recs}
-    ):
+    if originals.isdisjoint({t for rec in recs for t in rec.set_times()}):
         return  # no record's original is another record's imgrank time (nearly always): nothing to take
     by_key: dict[tuple[str, int], str] = {}  # (content, imgrank time) -> whose record has it
     for p, rec in records.items():

@@ -196,6 +196,9 @@ def _order(
     if not dry_run:
         identities.settle(db, in_path_order, stats, records)
     shifted = identities.shifted_roots(roots, stats, records, result.warnings)
+    # A photo given its original back lately and ordered again: its record goes on with the times
+    # imgrank set before (a copy made with one of them still tells that photo: identities).
+    revived = owntimes.given_back(db, paths=[r.path for r in in_path_order if r.path not in records])
     places = [r.path for r in (chosen[::-1] if oldest_first else chosen)]  # newest time first
     current = [None] * len(places)
     if keep_places:  # the time a file has now, if it is the one imgrank set last
@@ -221,13 +224,14 @@ def _order(
         if st.st_mtime_ns == target:
             result.in_place += 1
             continue
-        rec = records.get(path)
+        rec = records.get(path) or revived.get(path)
         if rec is not None and rec.ours(st.st_mtime_ns):
             original = rec.original_ns
             prev = st.st_mtime_ns if st.st_mtime_ns != rec.original_ns else None
+            earlier = rec.history(target, prev)
         else:  # never touched, or changed by someone else since: today's time is its own
-            original, prev = st.st_mtime_ns, None
-        plans.append((path, st, Record(original, target, prev, sha, st.st_dev, st.st_ino)))
+            original, prev, earlier = st.st_mtime_ns, None, ()
+        plans.append((path, st, Record(original, target, prev, sha, st.st_dev, st.st_ino, earlier)))
         if dry_run:
             result.plan.append(
                 {"path": path, "score": score, "mtime_ns": st.st_mtime_ns, "new_mtime_ns": target}
@@ -258,6 +262,9 @@ def _order(
     if undo:
         owntimes.write(db, [(p, records[p]) for p in undo if p in records])
         owntimes.forget(db, [p for p in undo if p not in records])
+    if revived:  # their records go on in the new ones
+        kept = set(undo)
+        owntimes.forget_given_back(db, [p for p, _, _ in plans if p in revived and p not in kept])
 
     # Files imgrank ordered before that are no longer in the order get their own times back
     # (those not on disk now are left for `restore`, which looks for where they went).
@@ -305,6 +312,13 @@ def restore(
             _give_back(db, identities.take(db, moved, lost), force, result)
             result.followed = len(moved)
             result.missing = [p for p in missing if p not in moved] + result.missing
+        if result.missing:  # a photo whose original another file already has: nothing to keep
+            gone = {p: records[p] for p in result.missing if p in records}
+            present = {p: rec for p, rec in records.items() if p not in gone}
+            done = identities.held_elsewhere(db, gone, present)
+            owntimes.forget(db, done)
+            result.already += len(done)
+            result.missing = [p for p in result.missing if p not in done]
         result.gone = [
             p for p, _ in owntimes.set_apart(db) if wanted is None or any(under(p, w) for w in wanted)
         ]

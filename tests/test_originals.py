@@ -177,6 +177,98 @@ def test_a_move_by_copy_and_delete_that_a_restore_saw_halfway_keeps_its_original
     assert owntimes.count(db) == 0
 
 
+@pytest.mark.parametrize("orders", [2, 3])
+def test_a_copy_made_several_orders_before_its_source_goes_is_that_photo(tmp_path, other_disk, orders):
+    """`cp -p a b`, then orders that touch a again (b was scanned in between, a new file then),
+    then `rm a`: b holds an imgrank time a had orders ago, which its record no longer named among
+    its last two, and b kept imgrank's time for its own."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    now = time.time_ns() - 3600 * 10**9
+    order(db, now_ns=now)
+    moved = other_disk / "a.jpg"
+    subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(moved)], check=True)
+    copied = mtime(moved)
+    for i in range(orders):
+        assert order(db, now_ns=now + (i + 1) * 60 * 10**9).touched >= 2
+        if i == 0:
+            add_row(db, moved, 0.7)
+    assert copied not in (owntimes.record(db, str(paths["a.jpg"])).set_ns, mtime(paths["a.jpg"]))
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    assert order(db).failed == []
+    assert restore(db).failed == []
+    assert mtime(moved) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+    assert owntimes.count(db) == 0
+
+
+def test_a_photo_given_back_and_ordered_again_still_knows_the_copy_made_before(tmp_path, other_disk):
+    """`cp -p a b` while a holds imgrank's time, a `restore`, an `order` (a is ordered afresh), then
+    `rm a`: a's new record must still know the time b was made with. It began with a's original
+    and no history, and b (scanned since) took imgrank's old time for its own."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    order(db, now_ns=time.time_ns() - 3600 * 10**9)
+    moved = other_disk / "a.jpg"
+    subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(moved)], check=True)
+    assert restore(db).restored == 2
+    assert order(db).touched == 2
+    add_row(db, moved, 0.7)
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    assert order(db).failed == []
+    assert restore(db).failed == []
+    assert mtime(moved) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+    assert owntimes.count(db) == 0
+
+
+@pytest.mark.parametrize("then", ["order", "restore"])
+def test_a_copy_made_with_the_original_leaves_nothing_missing_when_its_source_goes(
+    tmp_path, other_disk, then
+):
+    """`cp -p a b` while a has its original, an `order` (both recorded, b as a new file with that
+    same original), then `rm a`: b is the photo with its original, and a's record is of nothing
+    left to restore. It used to be reported missing at every restore until --forget-missing."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    originals = {n: mtime(p) for n, p in paths.items()}
+    copy = other_disk / "a.jpg"
+    subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(copy)], check=True)
+    add_row(db, copy, 0.7)
+    assert order(db).touched == 3
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    if then == "order":
+        assert order(db).failed == []
+        assert owntimes.record(db, str(paths["a.jpg"])) is None
+    back = restore(db)
+    assert (back.failed, back.missing) == ([], [])
+    assert mtime(copy) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+    assert owntimes.count(db) == 0
+
+
+def test_a_deleted_photo_with_no_copy_is_still_reported_missing(tmp_path):
+    """The other side: an ordered photo deleted with no file holding its original elsewhere keeps
+    its record, and `restore` says so."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    order(db)
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    assert order(db).failed == []
+    back = restore(db)
+    assert back.missing == [str(paths["a.jpg"])]
+    assert owntimes.record(db, str(paths["a.jpg"])) is not None
+
+
 def test_the_daemon_carries_the_original_of_a_photo_moved_to_another_file_system(
     tmp_path, other_disk, model_env
 ):

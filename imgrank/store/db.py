@@ -205,14 +205,16 @@ def m009_mtimes_identity(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m010_mtimes_given_back(db: sqlite_utils.Database) -> None:
+def m010_mtimes_history(db: sqlite_utils.Database) -> None:
+    # The imgrank times set before a record's last two (a JSON list, newest first; owntimes.EARLIER).
+    db.execute("ALTER TABLE mtimes ADD COLUMN earlier TEXT")
     # The records of files given their original back, kept for a while (owntimes.given_back): a copy
     # made before the restore still holds imgrank's time, and once its source is gone it is that
     # photo, moved, and takes the original.
     db.execute(
         """CREATE TABLE mtimes_given_back (path TEXT PRIMARY KEY, original_ns INTEGER NOT NULL,
-           set_ns INTEGER, prev_set_ns INTEGER, sha256 TEXT, dev INTEGER, ino INTEGER, at FLOAT)
-           WITHOUT ROWID"""
+           set_ns INTEGER, prev_set_ns INTEGER, sha256 TEXT, dev INTEGER, ino INTEGER, earlier TEXT,
+           at FLOAT) WITHOUT ROWID"""
     )  # no other index: each lookup reads it whole (a restore writes a row per photo, kept cheap)
 
 

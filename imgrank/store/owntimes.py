@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import threading
 import time
@@ -44,20 +45,33 @@ class Record:
     sha256: str | None = None
     dev: int | None = None  # the file's device and inode when imgrank last set its time
     ino: int | None = None
+    earlier: tuple[int, ...] = ()  # imgrank times set before those two, newest first (EARLIER)
 
     def ours(self, mtime_ns: int) -> bool:
         """Is this on-disk time one imgrank set (or the original, not yet touched)?"""
-        return mtime_ns in (self.original_ns, self.set_ns, self.prev_set_ns)
+        return mtime_ns == self.original_ns or mtime_ns in self.set_times()
 
     def set_times(self) -> tuple[int, ...]:
-        """The imgrank times a file may have now (a move keeps them)."""
-        return tuple(t for t in (self.set_ns, self.prev_set_ns) if t is not None)
+        """The imgrank times a file or a copy of it may have now (a move and `cp -p` keep them)."""
+        return tuple(t for t in (self.set_ns, self.prev_set_ns) if t is not None) + self.earlier
+
+    def history(self, *but: int | None) -> tuple[int, ...]:
+        """`earlier` for the record that sets a new time after these: the times set before but
+        those (the new one, the one before it), newest first, at most EARLIER."""
+        return tuple(dict.fromkeys(t for t in self.set_times() if t not in but))[:EARLIER]
 
     def same_file(self, st: os.stat_result) -> bool | None:
         """Is this the file the record was made for (device and inode)? None where not known."""
         if self.ino is None:
             return None
         return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+
+
+# How many of the imgrank times set before the last two a record keeps. A copy made with its times
+# (`cp -p a b`, a file manager's move across disks) holds the time a had then; when a is removed
+# later, after orders touched it again (and a restore maybe gave it back), that time still tells b
+# for photo a (identities). Eight orders of one photo between the copy and the rm are plenty.
+EARLIER = 8
 
 
 # --- the lock --------------------------------------------------------------------------------
@@ -109,7 +123,19 @@ def _require_lock(db: sqlite_utils.Database) -> None:
 
 # --- records ---------------------------------------------------------------------------------
 
-_COLUMNS = "path, original_ns, set_ns, prev_set_ns, sha256, dev, ino"
+_COLUMNS = "path, original_ns, set_ns, prev_set_ns, sha256, dev, ino, earlier"
+
+
+def _record(row: tuple) -> Record:
+    """A Record from a row of _COLUMNS but the path (earlier is a JSON list, or NULL)."""
+    *head, earlier = row
+    return Record(*head, earlier=tuple(json.loads(earlier)) if earlier else ())
+
+
+def _row(path: str, r: Record, at: float) -> tuple:
+    """The row of _COLUMNS and `at` for a record."""
+    earlier = json.dumps(r.earlier) if r.earlier else None
+    return (db_path(path), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, r.dev, r.ino, earlier, at)
 
 
 def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> dict[str, Record]:
@@ -122,23 +148,21 @@ def records(db: sqlite_utils.Database, under: Iterable[str] | None = None) -> di
         for p in under:
             where, params = at_or_under("path", p)
             rows += db.execute(f"{sql} WHERE {where}", params).fetchall()
-    return {fs_path(r[0]): Record(*r[1:]) for r in rows}
+    return {fs_path(r[0]): _record(r[1:]) for r in rows}
 
 
 def record(db: sqlite_utils.Database, path: str) -> Record | None:
     """The record of one file, if imgrank touched it."""
     row = db.execute(f"SELECT {_COLUMNS} FROM mtimes WHERE path = ?", [db_path(path)]).fetchone()
-    return Record(*row[1:]) if row else None
+    return _record(row[1:]) if row else None
 
 
 def records_of(db: sqlite_utils.Database, paths: Iterable[str]) -> dict[str, Record]:
     """The records of those of these paths imgrank touched."""
-    return {fs_path(r[0]): Record(*r[1:]) for r in _of_paths(db, f"SELECT {_COLUMNS} FROM mtimes", paths)}
+    return {fs_path(r[0]): _record(r[1:]) for r in _of_paths(db, f"SELECT {_COLUMNS} FROM mtimes", paths)}
 
 
 def _of_paths(db: sqlite_utils.Database, sql: str, paths: Iterable[str]) -> list[tuple]:
-    import json
-
     where = " WHERE path IN (SELECT value FROM json_each(?))"
     return db.execute(sql + where, [json.dumps([db_path(p) for p in paths])]).fetchall()
 
@@ -177,8 +201,8 @@ def write(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
     now = time.time()
     _write(
         db,
-        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(db_path(p), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, r.dev, r.ino, now) for p, r in items],
+        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_row(p, r, now) for p, r in items],
     )
 
 
@@ -213,12 +237,10 @@ def put_back(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None
     if not items:
         return
     now = time.time()
-    rows = sorted(
-        (db_path(p), r.original_ns, r.set_ns, r.prev_set_ns, r.sha256, r.dev, r.ino, now) for p, r in items
-    )
+    rows = sorted(_row(p, r, now) for p, r in items)
     with db.atomic():
         db.conn.executemany(
-            f"INSERT OR REPLACE INTO mtimes_given_back ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO mtimes_given_back ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [r for r in rows if r[4] is not None],  # without its content no copy can be told for it
         )
         db.conn.executemany("DELETE FROM mtimes WHERE path = ?", [r[:1] for r in rows])
@@ -226,25 +248,32 @@ def put_back(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None
 
 
 def given_back(
-    db: sqlite_utils.Database, times: Iterable[int] | None = None, paths: Iterable[str] | None = None
+    db: sqlite_utils.Database,
+    times: Iterable[int] | None = None,
+    paths: Iterable[str] | None = None,
+    contents: Iterable[str] | None = None,
 ) -> dict[str, Record]:
     """The records of files given their original back lately (`put_back`) whose imgrank times are
-    among `times`, or of these `paths`, or all, by the path they had."""
+    among `times`, or of these `paths`, or with these `contents`, or all, by the path they had."""
+    if db.execute("SELECT 1 FROM mtimes_given_back LIMIT 1").fetchone() is None:
+        return {}  # none (nearly always): no list of times or paths to send
     sql = f"SELECT {_COLUMNS} FROM mtimes_given_back"
-    if times is None and paths is None:
+    if times is None and paths is None and contents is None:
         rows = db.execute(sql).fetchall()
     elif paths is not None:
         rows = _of_paths(db, sql, paths)
+    elif contents is not None:
+        where = " WHERE sha256 IN (SELECT value FROM json_each(?))"
+        rows = db.execute(sql + where, [json.dumps(sorted(set(contents)))]).fetchall()
     else:
-        import json
-
-        wanted = json.dumps(sorted(set(times)))
         rows = db.execute(
-            f"""{sql} WHERE set_ns IN (SELECT value FROM json_each(?))
-                UNION {sql} WHERE prev_set_ns IN (SELECT value FROM json_each(?))""",
-            [wanted, wanted],
+            f"""{sql} WHERE set_ns IN (SELECT value FROM json_each(:t))
+                OR prev_set_ns IN (SELECT value FROM json_each(:t))
+                OR EXISTS (SELECT 1 FROM json_each(earlier) e
+                           WHERE e.value IN (SELECT value FROM json_each(:t)))""",
+            {"t": json.dumps(sorted(set(times)))},
         ).fetchall()
-    return {fs_path(r[0]): Record(*r[1:]) for r in rows}
+    return {fs_path(r[0]): _record(r[1:]) for r in rows}
 
 
 def forget_given_back(db: sqlite_utils.Database, paths: list[str] | None = None) -> None:
@@ -270,7 +299,7 @@ def reclaim(db: sqlite_utils.Database, old: str, new: str) -> None:
     with db.atomic():
         db.execute(
             f"""INSERT INTO mtimes ({_COLUMNS}, at) SELECT ?, original_ns, set_ns, prev_set_ns, sha256,
-                dev, ino, ? FROM mtimes_given_back WHERE path = ?""",
+                dev, ino, earlier, ? FROM mtimes_given_back WHERE path = ?""",
             [db_path(new), time.time(), db_path(old)],
         )
         db.execute("DELETE FROM mtimes_given_back WHERE path = ?", [db_path(old)])
