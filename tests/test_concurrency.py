@@ -60,6 +60,7 @@ class Shuffler:
     def __init__(self, pool: list[str], other_disk: Path, originals: dict[str, int], lock: threading.Lock):
         self.pool, self.other_disk, self.originals, self.lock = pool, other_disk, originals, lock
         self.done = {"overwrite": 0, "other disk": 0, "cp -p": 0}
+        self.rng = random.Random(1)
         self.what: dict[str, str] = {}  # path -> what the owner did there (for a failure's message)
 
     def step(self, i: int) -> None:
@@ -73,7 +74,7 @@ class Shuffler:
             elif kind == "other disk":  # a move across file systems: a copy with its times, then rm
                 a = self.pool.pop()
                 dest = str(self.other_disk / Path(a).name)
-                shutil.move(a, dest)
+                shutil.copy2(a, dest)
                 self.originals[dest] = self.originals.pop(a)
                 self.what[dest] = "moved from another file system"
             else:  # cp -p: a new file with the time its source has now; the source stays as it is
@@ -84,6 +85,11 @@ class Shuffler:
                 os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
                 self.originals[copy] = st.st_mtime_ns
                 self.what[copy], self.what[a] = "a copy", "copied"
+        if kind == "other disk":
+            # The rm a moment after the copy (`mv` does it at once; a file manager, `cp -p a b && rm a`
+            # or rsync --remove-source-files later): an order or a restore may run between the two.
+            time.sleep(self.rng.uniform(0, 0.3))
+            os.unlink(a)
         self.done[kind] += 1
 
 
