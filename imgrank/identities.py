@@ -16,7 +16,9 @@ follows its photo wherever it went, and never goes to another photo that took it
   while it had its original) adds nothing and is dropped (`held_elsewhere`).
 - A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
   disk mounted under another time zone) is reported and left out: those are not the owner's times.
-- `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the roots.
+- `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the
+  roots; a file holding a vanished photo's original and content (a copy made while it had it) is
+  taken too, where no file holds its imgrank time: given its own time back, nothing is left missing.
 
 Records are changed only through owntimes, under its lock (the caller, `order`, holds it).
 """
@@ -218,10 +220,11 @@ def find_moved(
     roots: Iterable[Path | str], lost: dict[Lost, Record], taken: set[str], walk
 ) -> dict[Lost, str]:
     """Where did these vanished files go? Walks the roots for files that still have imgrank's time
-    for one of them (a move keeps it) and no record of their own (not in `taken`), and matches
-    them by content. Returns {what was lost: new path}. `walk(root)` yields the image files under
-    a root."""
-    times = {t for rec in lost.values() if rec.sha256 for t in rec.set_times()}
+    for one of them (a move keeps it) or its original (a copy made while it had it, `cp -p a b`
+    before an order touched a, whose source went since) and no record of their own (not in
+    `taken`), and matches them by content; a file with imgrank's time goes first. Returns {what
+    was lost: new path}. `walk(root)` yields the image files under a root."""
+    times = {t for rec in lost.values() if rec.sha256 for t in (*rec.set_times(), rec.original_ns)}
     if not times:
         return {}
 
@@ -233,22 +236,25 @@ def find_moved(
                 if st is not None and st.st_mtime_ns in times and p not in taken:
                     yield p, st.st_mtime_ns
 
-    return _by_content(candidates(), lost)
+    return _by_content(candidates(), lost, originals=True)
 
 
-def _by_content(candidates: Iterable[tuple[str, int]], lost: dict[Lost, Record]) -> dict[Lost, str]:
+def _by_content(
+    candidates: Iterable[tuple[str, int]], lost: dict[Lost, Record], originals: bool = False
+) -> dict[Lost, str]:
     """Which of these files ((path, mtime_ns), none with a record of its own) are the lost photos:
-    one with a lost record's imgrank time and its content. Of several, the one with the record's
-    inode (a move within a file system), else the first (the others are copies). Only a file with
-    such a time is read. Returns {what was lost: path}."""
+    one with a lost record's imgrank time (or, with `originals`, its original) and its content.
+    Of several, the one with the record's inode (a move within a file system), else the first
+    with an imgrank time, else the first (the others are copies). Only a file with such a time is
+    read. Returns {what was lost: path}."""
     by_time: dict[int, list[Lost]] = {}
     for key, rec in lost.items():
         if rec.sha256:
-            for t in rec.set_times():
+            for t in (*rec.set_times(), rec.original_ns) if originals else rec.set_times():
                 by_time.setdefault(t, []).append(key)
     if not by_time:
         return {}
-    fits: dict[Lost, list[str]] = {}  # what was lost -> files with its time and content
+    fits: dict[Lost, list[tuple[str, int]]] = {}  # what was lost -> files with its time and content
     for p, t in candidates:
         olds = by_time.get(t)
         if not olds:
@@ -256,11 +262,13 @@ def _by_content(candidates: Iterable[tuple[str, int]], lost: dict[Lost, Record])
         sha = sha256_of(p)
         for old in olds:
             if lost[old].sha256 == sha:
-                fits.setdefault(old, []).append(p)
+                fits.setdefault(old, []).append((p, t))
     found: dict[Lost, str] = {}
     taken: set[str] = set()
-    for old in sorted(fits, key=lambda o: not any(_same(lost[o], p) for p in fits[o])):
-        new = owntimes.pick(lost[old], [p for p in fits[old] if p not in taken])
+    for old in sorted(fits, key=lambda o: not any(_same(lost[o], p) for p, _ in fits[o])):
+        # A file holding the original only if none holds imgrank's time (sorted is stable).
+        files = sorted(fits[old], key=lambda pt: pt[1] == lost[old].original_ns)
+        new = owntimes.pick(lost[old], [p for p, _ in files if p not in taken])
         if new is not None:
             found[old] = new
             taken.add(new)

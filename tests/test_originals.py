@@ -228,21 +228,24 @@ def test_a_photo_given_back_and_ordered_again_still_knows_the_copy_made_before(t
     assert owntimes.count(db) == 0
 
 
-@pytest.mark.parametrize("then", ["order", "restore"])
+@pytest.mark.parametrize("then", ["order", "restore", "restore, the copy never scanned"])
 def test_a_copy_made_with_the_original_leaves_nothing_missing_when_its_source_goes(
     tmp_path, other_disk, then
 ):
     """`cp -p a b` while a has its original, an `order` (both recorded, b as a new file with that
-    same original), then `rm a`: b is the photo with its original, and a's record is of nothing
-    left to restore. It used to be reported missing at every restore until --forget-missing."""
+    same original; or b not scanned yet, as when the daemon had not seen it), then `rm a`: b is the
+    photo with its original, and a's record is of nothing left to restore. It used to be reported
+    missing at every restore until --forget-missing (test_concurrency once left such a record)."""
     db = open_db()
     paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
     index.add_roots(db, [other_disk])
     originals = {n: mtime(p) for n, p in paths.items()}
     copy = other_disk / "a.jpg"
     subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(copy)], check=True)
-    add_row(db, copy, 0.7)
-    assert order(db).touched == 3
+    scanned = then != "restore, the copy never scanned"
+    if scanned:
+        add_row(db, copy, 0.7)
+    assert order(db).touched == 2 + scanned
     paths["a.jpg"].unlink()
     drop_row(db, paths["a.jpg"])
     if then == "order":
@@ -252,6 +255,28 @@ def test_a_copy_made_with_the_original_leaves_nothing_missing_when_its_source_go
     assert (back.failed, back.missing) == ([], [])
     assert mtime(copy) == originals["a.jpg"]
     assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+    assert owntimes.count(db) == 0
+
+
+def test_a_photo_moved_beside_a_copy_holding_its_original_gets_the_original(tmp_path, other_disk):
+    """The moved photo (with imgrank's time) and a copy made before the order (with the original)
+    both fit a vanished record: the moved one takes it, whatever the names' order; the copy keeps
+    the original it has."""
+    db = open_db()
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    original = mtime(paths["a.jpg"])
+    copy = other_disk / "0copy.jpg"  # walked before the moved photo
+    subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(copy)], check=True)
+    order(db)
+    ordered = mtime(paths["a.jpg"])
+    assert ordered != original
+    moved = other_disk / "z.jpg"
+    shutil.move(paths["a.jpg"], moved)
+    back = restore(db)
+    assert (back.failed, back.missing, back.followed) == ([], [], 1)
+    assert mtime(moved) == original
+    assert mtime(copy) == original
     assert owntimes.count(db) == 0
 
 
