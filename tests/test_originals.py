@@ -315,7 +315,8 @@ def test_the_daemon_carries_the_original_of_a_photo_moved_to_another_file_system
         end = time.monotonic() + 60
         while w.counters["moved"] < 1 and time.monotonic() < end:
             time.sleep(0.05)
-        assert w.counters["moved"] == 1
+        # once (7 December, in the whole suite only) it was never counted: the counters tell how
+        assert w.counters["moved"] == 1, dict(w.counters)
     finally:
         w.stop()
         t.join(60)

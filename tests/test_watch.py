@@ -607,6 +607,28 @@ def test_a_deletion_then_a_scan_at_once_still_labels_it(daemon, roots):
     assert q("SELECT label, source FROM labels WHERE sha256 = ?", [sha]) == [("delete", "deleted")]
 
 
+def test_a_move_by_copy_and_rm_is_a_move_when_the_copys_times_are_set_after_it_was_read(daemon, roots):
+    """`mv` to another disk, `cp -p a b && rm a`, rsync --remove-source-files: the copy is written
+    and closed, then its times are set (an attribute change, which wakes nothing), then the source
+    goes. Had the daemon looked at the copy before its times were set, the copy waited another
+    settle while the deletion fell due, and the deletion was judged first: a photo moved, labelled
+    delete (test_originals saw it once in the whole suite)."""
+    dest = roots / "elsewhere" / "old1.jpg"
+    dest.parent.mkdir()  # watched from the start (a file in a folder just made may come unannounced)
+    w = daemon()
+    src = roots / "old1.jpg"
+    sha = file_row(src)[0]
+    st = src.stat()
+    dest.write_bytes(src.read_bytes())
+    wait_for(lambda: (p := w.settler.pending.get(str(dest))) is not None and p.closed, every=0.005)
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    src.unlink()
+    wait_for(lambda: w.counters["moved"] + w.counters["deleted"] >= 1)
+    assert (w.counters["moved"], w.counters["deleted"]) == (1, 0), dict(w.counters)
+    assert q("SELECT count(*) FROM labels WHERE sha256 = ?", [sha]) == [(0,)]
+    assert file_row(dest)[:2] == (sha, "ok") and file_row(src) is None
+
+
 def test_a_photo_marked_missing_long_before_is_not_judged_again(daemon, roots):
     """The other side: a row a scan marked missing before this deletion gives no label."""
     w = daemon(settle=0.5)

@@ -27,7 +27,6 @@ def stat_key(path: str) -> tuple[int, int] | None:
 
 @dataclass
 class _Pending:
-    first: float  # first event
     due: float  # when to look again
     key: tuple[int, int] | None  # (size, mtime_ns) when last looked
     closed: bool = False
@@ -50,18 +49,16 @@ class Settler:
         p = self.pending.get(path)
         key = stat_key(path)
         if p is None:
-            p = self.pending[path] = _Pending(first=now, due=now, key=key)
+            p = self.pending[path] = _Pending(due=now, key=key)
         p.closed = closed
         p.key = key
         p.due = now + (self.grace if closed else self.settle)
 
     def rename(self, src: str, dst: str, now: float) -> bool:
         """A pending file was renamed (e.g. `photo.jpg.part` -> `photo.jpg`); True if it was pending."""
-        p = self.pending.pop(src, None)
-        if p is None:
+        if self.pending.pop(src, None) is None:
             return False
         self.touch(dst, now, closed=True)  # a rename publishes a finished file
-        self.pending[dst].first = p.first
         return True
 
     def forget(self, path: str) -> bool:
@@ -69,10 +66,6 @@ class Settler:
 
     def next_due(self) -> float | None:
         return min((p.due for p in self.pending.values()), default=None)
-
-    def first_since(self, t: float) -> bool:
-        """Whether a file first seen at or after `t` is still pending."""
-        return any(p.first >= t for p in self.pending.values())
 
     def ready(self, now: float) -> list[str]:
         """Files whose wait is over and whose size and mtime held still; they leave the pending set."""

@@ -152,7 +152,7 @@ class Watcher:
             times.append(self.held_since + self.cfg.settle)
         due = self.deletes.due()
         if due is not None:
-            if self.settler.first_since(self.deletes.first):  # waits for those arrivals (see _tick)
+            if self.settler:  # waits for the arrivals pending (see _tick)
                 due = max(due, self.settler.next_due())
             times.append(due)
         elif self.dirty_since is not None and not self.settler and not self.held:
@@ -211,9 +211,12 @@ class Watcher:
             held, self.held = sorted(set(self.held)), []
             self._index(held)
         due = self.deletes.due()
-        # Wait for files that arrived during the burst: a move across roots is a deletion plus an arrival.
+        # Wait for the files still arriving: a move across roots or disks is an arrival and a deletion,
+        # and the copy is seen first (it may still be settling when the deletion falls due: its times
+        # are set after it is closed, which wakes nothing). Judged before the copy is indexed, a
+        # photo moved would be labelled delete.
         if due is not None and now >= due:
-            waiting = self.held or self.settler.first_since(self.deletes.first)
+            waiting = self.held or bool(self.settler)
             if not waiting or now > due + 10 * self.cfg.settle:
                 self._deletions()
         if self.renamed:
