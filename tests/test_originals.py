@@ -177,6 +177,18 @@ def test_a_move_by_copy_and_delete_that_a_restore_saw_halfway_keeps_its_original
     assert owntimes.count(db) == 0
 
 
+def a_goes_and_its_copy_has_its_original(db, paths: dict, moved: Path, originals: dict) -> None:
+    """`rm a`, an `order` and a `restore`: `moved` (a's copy) is photo a and has its original, b
+    has its own, and no record is left."""
+    paths["a.jpg"].unlink()
+    drop_row(db, paths["a.jpg"])
+    assert order(db).failed == []
+    assert restore(db).failed == []
+    assert mtime(moved) == originals["a.jpg"]
+    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
+    assert owntimes.count(db) == 0
+
+
 @pytest.mark.parametrize("orders", [2, 3])
 def test_a_copy_made_several_orders_before_its_source_goes_is_that_photo(tmp_path, other_disk, orders):
     """`cp -p a b`, then orders that touch a again (b was scanned in between, a new file then),
@@ -196,13 +208,7 @@ def test_a_copy_made_several_orders_before_its_source_goes_is_that_photo(tmp_pat
         if i == 0:
             add_row(db, moved, 0.7)
     assert copied not in (owntimes.record(db, str(paths["a.jpg"])).set_ns, mtime(paths["a.jpg"]))
-    paths["a.jpg"].unlink()
-    drop_row(db, paths["a.jpg"])
-    assert order(db).failed == []
-    assert restore(db).failed == []
-    assert mtime(moved) == originals["a.jpg"]
-    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
-    assert owntimes.count(db) == 0
+    a_goes_and_its_copy_has_its_original(db, paths, moved, originals)
 
 
 def test_a_photo_given_back_and_ordered_again_still_knows_the_copy_made_before(tmp_path, other_disk):
@@ -219,13 +225,7 @@ def test_a_photo_given_back_and_ordered_again_still_knows_the_copy_made_before(t
     assert restore(db).restored == 2
     assert order(db).touched == 2
     add_row(db, moved, 0.7)
-    paths["a.jpg"].unlink()
-    drop_row(db, paths["a.jpg"])
-    assert order(db).failed == []
-    assert restore(db).failed == []
-    assert mtime(moved) == originals["a.jpg"]
-    assert mtime(paths["b.jpg"]) == originals["b.jpg"]
-    assert owntimes.count(db) == 0
+    a_goes_and_its_copy_has_its_original(db, paths, moved, originals)
 
 
 @pytest.mark.parametrize("then", ["order", "restore", "restore, the copy never scanned"])
