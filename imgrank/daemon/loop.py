@@ -211,10 +211,8 @@ class Watcher:
             held, self.held = sorted(set(self.held)), []
             self._index(held)
         due = self.deletes.due()
-        # Wait for the files still arriving: a move across roots or disks is an arrival and a deletion,
-        # and the copy is seen first (it may still be settling when the deletion falls due: its times
-        # are set after it is closed, which wakes nothing). Judged before the copy is indexed, a
-        # photo moved would be labelled delete.
+        # Wait for every file still arriving: a move across disks is a copy, seen first and maybe still
+        # settling (its times are set after it is closed), then a deletion. Judged first, it is a delete.
         if due is not None and now >= due:
             waiting = self.held or bool(self.settler)
             if not waiting or now > due + 10 * self.cfg.settle:
