@@ -291,7 +291,8 @@ def restore(
     the roots (by its imgrank time and content: a move nobody scanned yet) and restored where it
     is now; one not found is reported and its record kept (it may be on a disk that is not
     mounted), unless `forget_missing`. So is a photo given its original back lately whose file is
-    gone since, where a copy made before still holds imgrank's time (identities.settle).
+    gone since, where a copy made before still holds imgrank's time (identities.settle). A record
+    whose photo lives on with its original elsewhere (a copy made while it had it) just goes.
     """
 
     wanted = None if paths is None else [str(Path(p).expanduser().resolve()) for p in paths]
