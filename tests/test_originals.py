@@ -94,15 +94,21 @@ def other_disk(tmp_path):
 # --- 1. an original follows its photo ------------------------------------------------------------
 
 
+def two_photos_and_another_disk(db, tmp_path: Path, other_disk: Path) -> tuple[dict, dict]:
+    """Photos a.jpg and b.jpg indexed under tmp_path/photos (scores 0.9, 0.5), the other disk a root
+    too; returns their paths and original times by name."""
+    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
+    index.add_roots(db, [other_disk])
+    return paths, {n: mtime(p) for n, p in paths.items()}
+
+
 @pytest.mark.parametrize("how", ["mv", "cp -p && rm"])
 def test_a_photo_moved_to_another_file_system_keeps_its_original(tmp_path, other_disk, how):
     """Moved to a root on another disk, seen as the daemon sees it (a deletion, then an arrival
     indexed under the new path with the imgrank time the move kept): the next `order` took that
     time for the photo's own and the 1956 original was gone."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    originals = {n: mtime(p) for n, p in paths.items()}
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
     order(db, now_ns=time.time_ns() - 3600 * 10**9)  # an hour ago: the next order moves every photo
     new = other_disk / "a.jpg"
     if how == "mv":
@@ -125,9 +131,7 @@ def test_a_move_by_copy_and_delete_that_an_order_saw_halfway_keeps_its_original(
     """`cp -p a b`, an order while both are there (b is a new file then, its original imgrank's
     time for a), then `rm a`: b is photo a, moved, and takes a's original."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    originals = {n: mtime(p) for n, p in paths.items()}
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
     order(db, now_ns=time.time_ns() - 3600 * 10**9)
     new = other_disk / "a.jpg"
     subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(new)], check=True)
@@ -151,9 +155,7 @@ def test_a_move_by_copy_and_delete_that_a_restore_saw_halfway_keeps_its_original
     --remove-source-files, racing a restore; test_concurrency lost one so in CI). A `cp -p` copy
     whose source stays is a new file and keeps the time it was made with."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    originals = {n: mtime(p) for n, p in paths.items()}
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
     order(db, now_ns=time.time_ns() - 3600 * 10**9)
     moved, copy = other_disk / "a.jpg", other_disk / "b-copy.jpg"
     for src, dst in ((paths["a.jpg"], moved), (paths["b.jpg"], copy)):
@@ -195,9 +197,7 @@ def test_a_copy_made_several_orders_before_its_source_goes_is_that_photo(tmp_pat
     then `rm a`: b holds an imgrank time a had orders ago, which its record no longer named among
     its last two, and b kept imgrank's time for its own."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    originals = {n: mtime(p) for n, p in paths.items()}
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
     now = time.time_ns() - 3600 * 10**9
     order(db, now_ns=now)
     moved = other_disk / "a.jpg"
@@ -216,9 +216,7 @@ def test_a_photo_given_back_and_ordered_again_still_knows_the_copy_made_before(t
     `rm a`: a's new record must still know the time b was made with. It began with a's original
     and no history, and b (scanned since) took imgrank's old time for its own."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    originals = {n: mtime(p) for n, p in paths.items()}
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
     order(db, now_ns=time.time_ns() - 3600 * 10**9)
     moved = other_disk / "a.jpg"
     subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(moved)], check=True)
@@ -237,9 +235,7 @@ def test_a_copy_made_with_the_original_leaves_nothing_missing_when_its_source_go
     photo with its original, and a's record is of nothing left to restore. It used to be reported
     missing at every restore until --forget-missing (test_concurrency once left such a record)."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    originals = {n: mtime(p) for n, p in paths.items()}
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
     copy = other_disk / "a.jpg"
     subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(copy)], check=True)
     scanned = then != "restore, the copy never scanned"
@@ -263,9 +259,8 @@ def test_a_photo_moved_beside_a_copy_holding_its_original_gets_the_original(tmp_
     both fit a vanished record: the moved one takes it, whatever the names' order; the copy keeps
     the original it has."""
     db = open_db()
-    paths = indexed(db, tmp_path / "photos", {"a.jpg": 0.9, "b.jpg": 0.5})
-    index.add_roots(db, [other_disk])
-    original = mtime(paths["a.jpg"])
+    paths, originals = two_photos_and_another_disk(db, tmp_path, other_disk)
+    original = originals["a.jpg"]
     copy = other_disk / "0copy.jpg"  # walked before the moved photo
     subprocess.run(["cp", "-p", str(paths["a.jpg"]), str(copy)], check=True)
     order(db)
