@@ -13,7 +13,7 @@ follows its photo wherever it went, and never goes to another photo that took it
   kept a day (owntimes.put_back). A record also keeps the last imgrank times it set (EARLIER), so
   a copy made several orders before its source went still tells that photo.
 - A record of a file gone whose photo lives on with its original at another path (a copy made
-  while it had its original) adds nothing and is dropped (`held_elsewhere`).
+  while it had its original) adds nothing and is dropped (`drop_held_elsewhere`).
 - A root whose files all have their imgrank times moved by the same whole number of hours (a FAT
   disk mounted under another time zone) is reported and left out: those are not the owner's times.
 - `find_moved` (for `restore`): where vanished files went, by imgrank time and content, under the
@@ -58,9 +58,7 @@ def settle(db, rows, stats: dict, records: dict[str, Record]) -> None:
     gone = {p: rec for p, rec in records.items() if p not in stats and _gone(p, rec)}
     if gone:
         present = {p: rec for p, rec in records.items() if p in stats and stats[p][0] is not None}
-        done = held_elsewhere(db, gone, present)
-        owntimes.forget(db, done)
-        for p in done:
+        for p in drop_held_elsewhere(db, gone, present):
             del records[p]
 
 
@@ -85,17 +83,20 @@ def _follow_moves(db, rows, stats: dict, records: dict[str, Record]) -> None:
     records |= take(db, moved, lost)
 
 
-def held_elsewhere(db, gone: dict[str, Record], present: dict[str, Record]) -> list[str]:
-    """Of these records whose files are gone (`gone`), those whose photo lives on with its original
-    at another path: a record of a file still there (`present`), or one given back lately whose
-    file is there, has the same content and the same original. A copy made while the photo had its
-    original, whose source was ordered again and then removed: its record adds nothing now."""
+def drop_held_elsewhere(db, gone: dict[str, Record], present: dict[str, Record]) -> list[str]:
+    """Forget those of these records whose files are gone (`gone`) whose photo lives on with its
+    original at another path: a record of a file still there (`present`), or one given back lately
+    whose file is there, has the same content and the same original. A copy made while the photo
+    had its original, whose source was ordered again and then removed: its record adds nothing
+    now. Returns their paths."""
     keys = {(rec.sha256, rec.original_ns) for rec in gone.values() if rec.sha256}
     held = keys & {(rec.sha256, rec.original_ns) for rec in present.values()}
     if keys - held:
         given = owntimes.given_back(db, contents={sha for sha, _ in keys - held})
         held |= keys & {(rec.sha256, rec.original_ns) for p, rec in given.items() if os.path.lexists(p)}
-    return [p for p, rec in gone.items() if (rec.sha256, rec.original_ns) in held]
+    done = [p for p, rec in gone.items() if (rec.sha256, rec.original_ns) in held]
+    owntimes.forget(db, done)
+    return done
 
 
 def take(db, moved: dict[Lost, str], lost: dict[Lost, Record]) -> dict[str, Record]:
@@ -224,7 +225,7 @@ def find_moved(
     before an order touched a, whose source went since) and no record of their own (not in
     `taken`), and matches them by content; a file with imgrank's time goes first. Returns {what
     was lost: new path}. `walk(root)` yields the image files under a root."""
-    times = {t for rec in lost.values() if rec.sha256 for t in (*rec.set_times(), rec.original_ns)}
+    times = {t for rec in lost.values() if rec.sha256 for t in _told_by(rec, originals=True)}
     if not times:
         return {}
 
@@ -250,7 +251,7 @@ def _by_content(
     by_time: dict[int, list[Lost]] = {}
     for key, rec in lost.items():
         if rec.sha256:
-            for t in (*rec.set_times(), rec.original_ns) if originals else rec.set_times():
+            for t in _told_by(rec, originals):
                 by_time.setdefault(t, []).append(key)
     if not by_time:
         return {}
@@ -273,6 +274,11 @@ def _by_content(
             found[old] = new
             taken.add(new)
     return found
+
+
+def _told_by(rec: Record, originals: bool) -> tuple[int, ...]:
+    """The times a file may have that, with the content, tell it for this record's photo."""
+    return (*rec.set_times(), rec.original_ns) if originals else rec.set_times()
 
 
 def _same(rec: Record, path: str) -> bool:

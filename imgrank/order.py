@@ -316,8 +316,7 @@ def restore(
         if result.missing:  # a photo whose original another file already has: nothing to keep
             gone = {p: records[p] for p in result.missing if p in records}
             present = {p: rec for p, rec in records.items() if p not in gone}
-            done = identities.held_elsewhere(db, gone, present)
-            owntimes.forget(db, done)
+            done = identities.drop_held_elsewhere(db, gone, present)
             result.already += len(done)
             result.missing = [p for p in result.missing if p not in done]
         result.gone = [
