@@ -124,6 +124,7 @@ def _require_lock(db: sqlite_utils.Database) -> None:
 # --- records ---------------------------------------------------------------------------------
 
 _COLUMNS = "path, original_ns, set_ns, prev_set_ns, sha256, dev, ino, earlier"
+_VALUES = ", ".join("?" * (_COLUMNS.count(",") + 2))  # the columns and `at`
 
 
 def _record(row: tuple) -> Record:
@@ -202,7 +203,7 @@ def write(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None:
     now = time.time()
     _write(
         db,
-        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO mtimes ({_COLUMNS}, at) VALUES ({_VALUES})",
         [_row(p, r, now) for p, r in items],
     )
 
@@ -241,7 +242,7 @@ def put_back(db: sqlite_utils.Database, items: list[tuple[str, Record]]) -> None
     rows = sorted(_row(p, r, now) for p, r in items)
     with db.atomic():
         db.conn.executemany(
-            f"INSERT OR REPLACE INTO mtimes_given_back ({_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO mtimes_given_back ({_COLUMNS}, at) VALUES ({_VALUES})",
             [r for r in rows if r[4] is not None],  # without its content no copy can be told for it
         )
         db.conn.executemany("DELETE FROM mtimes WHERE path = ?", [r[:1] for r in rows])
