@@ -78,6 +78,9 @@ def test_scan_reads_every_format_and_records_every_bad_file(tmp_path, model_env)
     assert "decompression bomb" in reasons[str(bad["bomb"])]
     assert snapshot(root) == before  # same bytes, same mtimes
 
+    status = run("status")
+    assert status.exit_code == 0, status.output
+    assert f"unreadable: {len(bad)} (`imgrank status --unreadable` lists them)" in status.stdout
     listing = run("status", "--unreadable")
     assert str(bad["bomb"]) in listing.output and "decompression bomb" in listing.output
 

@@ -36,7 +36,10 @@ def test_metrics_match_hand_computed_values():
     m = evaluate(y, p)
     assert m["confusion"] == {"keep": {"keep": 2, "delete": 0}, "delete": {"keep": 1, "delete": 2}}
     assert m["delete"] == {"precision": 1.0, "recall": 0.6667}
-    assert m["precision_at_10"] == 0.6 and m["chance_ap"] == 0.6
+    assert m["chance_ap"] == 0.6
+    assert m["precision_at_10"] is None and m["precision_at_50"] is None  # 5 photos: no first 10
+    ten = evaluate(np.r_[np.ones(4, int), np.zeros(8, int)], np.linspace(1, 0, 12))
+    assert ten["precision_at_10"] == 0.4 and ten["precision_at_50"] is None
 
 
 def line_of_points(n: int, step_cos: float, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -184,6 +187,20 @@ def test_too_few_labels_says_how_many_more_of_which_class():
     y[:4] = 1
     with pytest.raises(ImgrankError, match="label at least 6 more as delete"):
         train_arrays(x, y, x, TrainConfig())
+
+
+def test_deletes_that_are_all_one_burst_say_so_and_distinct_ones_train():
+    """Ten deletes that are shots of one burst cannot be held out apart from each other: the error
+    names the group, not just "label more"; the same count of deletes from other scenes trains."""
+    rng = np.random.default_rng(0)
+    keeps = unit(rng.normal(size=(20, 64)))
+    burst = unit(rng.normal(size=64) + 0.03 * rng.normal(size=(10, 64)))
+    y = np.r_[np.zeros(20, int), np.ones(10, int)]
+    with pytest.raises(ImgrankError, match="the 10 you marked delete are 1 group of near-duplicates"):
+        train_arrays(np.r_[keeps, burst], y, np.r_[keeps, burst], TrainConfig())
+    scenes = unit(rng.normal(size=(10, 64)))
+    result = train_arrays(np.r_[keeps, scenes], y, np.r_[keeps, scenes], TrainConfig())
+    assert result.counts["held_out"]["delete"] == 10
 
 
 def test_learnable_task_from_real_images_beats_chance(model_env):

@@ -212,7 +212,7 @@ def _unreadable_line(info: dict) -> str:
     if not n:
         return "unreadable: 0"
     split = f": {n - ours} bad files, {ours} imgrank failed on (read again by the next scan)" if ours else ""
-    return f"unreadable: {n}{split} (see --unreadable)"
+    return f"unreadable: {n}{split} (`imgrank status --unreadable` lists them)"
 
 
 def _image_counts(images: dict) -> str:

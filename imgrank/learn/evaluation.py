@@ -58,8 +58,9 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
         "roc_auc": rnd(roc_auc(y, p)),
         "ap": rnd(average_precision(y, p)),
         "chance_ap": ratio(int(y.sum()), len(y)),
-        "precision_at_10": rnd(float(y[order[:10]].mean())) if len(y) else None,
-        "precision_at_50": rnd(float(y[order[:50]].mean())) if len(y) else None,
+        # None with fewer photos than that: "precision@50" of 40 photos would be their delete share
+        "precision_at_10": rnd(float(y[order[:10]].mean())) if len(y) >= 10 else None,
+        "precision_at_50": rnd(float(y[order[:50]].mean())) if len(y) >= 50 else None,
         "delete": {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)},
         "keep": {"precision": ratio(tn, tn + fn), "recall": ratio(tn, tn + fp)},
         # rows: true label, columns: predicted label

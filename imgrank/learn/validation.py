@@ -177,10 +177,15 @@ def split(y: np.ndarray, image: np.ndarray, config: TrainConfig) -> Split:
         k = 2
     folds = stratified_group_folds(y, groups, k, config.seed)
     held = folds.fold >= 0
-    if y[held].sum() == 0 or (1 - y[held]).sum() == 0:
-        raise ImgrankError(
-            "too few distinct delete photos to hold some out for validation: label more as delete"
-        )
+    for label, name in ((1, "delete"), (0, "keep")):
+        if not (y[held] == label).any():
+            n, g = int((y == label).sum()), len(np.unique(groups[y == label]))
+            raise ImgrankError(
+                f"too few distinct {name} photos to hold some out for validation: the {n} you marked "
+                f"{name} are {g} group{'s' if g != 1 else ''} of near-duplicates (`imgrank dupes` shows "
+                f"them), and a group is held out whole or not at all; label as {name} some photos "
+                "unlike these"
+            )
     return Split(groups, folds)
 
 
