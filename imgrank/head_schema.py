@@ -105,6 +105,8 @@ SCHEMA = {
         "format": {"type": "string", "maxLength": 40},
         "feature_spec": _SPEC,
         "n_layers": {"type": "integer", "minimum": 1, "maximum": 64},
+        # k-means centres the head holds (`centroids`, k x image_dim): 0 or absent, none
+        "contrast": {"type": "integer", "minimum": 0, "maximum": 4096},
         "calibration": {
             "type": ["object", "null"],
             "required": ["a", "b"],

@@ -186,13 +186,23 @@ def head_problem(weights: dict[str, np.ndarray], meta) -> str | None:
     bounds = (cal or {}).get("floor", 0.0), (cal or {}).get("ceiling", 1.0)
     if not (all(isinstance(v, (int, float)) for v in bounds) and 0 <= bounds[0] < bounds[1] <= 1):
         return "calibration's floor and ceiling must be numbers with 0 <= floor < ceiling <= 1"
+    contrast = meta.get("contrast") or 0  # centres of the folder's clusters (`head_math.with_contrast`)
     expected = {"mean", "std"} | {f"{w}{i}" for i in range(n_layers) for w in "wb"}
+    expected |= {"centroids"} if contrast else set()
     if set(weights) != expected:
+        if "centroids" in set(weights) ^ expected:
+            held = "centroids" if "centroids" in weights else "no centroids"
+            return f"its metadata says contrast {contrast}, but it holds {held}"
         layers = sum(1 for k in weights if k[:1] == "w" and k[1:].isdigit())
         return (
             f"n_layers says {n_layers} but it holds {layers} layers of weights ({', '.join(sorted(weights))})"
         )
     width = n_features(meta["feature_spec"])
+    if contrast:
+        image_dim = meta["feature_spec"]["image_dim"]
+        if weights["centroids"].shape != (contrast, image_dim):
+            return f"centroids have shape {weights['centroids'].shape}, expected ({contrast}, {image_dim})"
+        width += image_dim  # how each photo differs from its cluster's centre, after the features
     if weights["mean"].shape != (width,) or weights["std"].shape != (width,):
         return f"mean/std do not have the {width} features of its feature_spec"
     for i in range(n_layers):

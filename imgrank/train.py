@@ -20,6 +20,7 @@ import numpy as np
 from imgrank import prior
 from imgrank.devices import torch_device
 from imgrank.export import read_parquet
+from imgrank.learn.contrast import centroids
 from imgrank.learn.evaluation import dominated_by_one_group, first_k
 from imgrank.learn.logistic import fit_platt, spec_blocks
 from imgrank.learn.logistic import logit as _logit
@@ -74,6 +75,8 @@ def finish(
         weights, _ = fit_mlp(x, y, config, cv["epochs"], space=chosen.mlp_space)
     else:
         weights = refit_logistic(chosen, y)
+    if chosen.centroids is not None:  # the head's first step: how each photo differs from its cluster
+        weights["centroids"] = chosen.centroids
     oof = cv["mlp"] if recipe == "mlp" else cv["baseline"]
     calibration = fit_platt(_logit(oof[held]), y[held])
     chosen.metrics["verdict"] = first_k(y[held], oof[held])
@@ -146,7 +149,11 @@ def train_arrays(
 
 def _train_arrays(x, y, image, config, log, names, blocks, library, extra, extra_reason, started):
     parts = split(y, image, config)
-    fit = partial(validate_logistic, y=y, parts=parts, config=config, blocks=blocks, library=library)
+    image_dim = blocks[0] if blocks else 0
+    found = centroids(library, image_dim, config.contrast, config.seed) if image_dim else None
+    fit = partial(
+        validate_logistic, y=y, parts=parts, config=config, blocks=blocks, library=library, centroids=found
+    )
     chosen, compared = offer_prior(fit, x, extra, log, extra_reason)
     chosen = validate_mlp(chosen, y, parts, config, log, blocks, library)
     chosen.metrics["prior_features"] = compared
@@ -165,6 +172,7 @@ def head_meta(spec: dict, config: TrainConfig, result: TrainResult) -> dict:
         "activation": "relu",
         "output": "sigmoid = P(delete)",
         "calibration": result.calibration,
+        "contrast": len(result.weights["centroids"]) if "centroids" in result.weights else 0,
         "recipe": result.recipe,
         "config": config.to_dict(),
         "counts": result.counts,

@@ -90,6 +90,16 @@ def good_head() -> tuple[dict, dict]:
     return weights, {"format": "imgrank-head/1", "feature_spec": dict(SPEC), "n_layers": 2}
 
 
+def contrast_head() -> tuple[dict, dict]:
+    """A good head that holds 3 centroids: its first layer takes the 16 features, then how the photo
+    differs from the nearest centroid (16 more)."""
+    rng = np.random.default_rng(1)
+    weights, meta = good_head()
+    weights |= {"mean": np.zeros(32), "std": np.ones(32), "w0": rng.normal(size=(4, 32))}
+    weights["centroids"] = rng.normal(size=(3, 16))
+    return weights, {**meta, "contrast": 3}
+
+
 def crafted(tmp_path, weights: dict, meta) -> str:
     """A safetensors file with exactly this metadata string (or object) under "imgrank"."""
     from safetensors.numpy import save_file
@@ -131,6 +141,22 @@ BAD_HEADS = {
     "mean of the wrong width": (lambda w, m: ({**w, "mean": np.zeros(12)}, m), "mean/std"),
     "zero std": (lambda w, m: ({**w, "std": np.zeros(16)}, m), "std has values <= 0"),
     "bad calibration": (lambda w, m: (w, {**m, "calibration": {"a": "x", "b": 0}}), "calibration"),
+    "centroids its metadata does not name": (
+        lambda w, m: ({**contrast_head()[0]}, m),
+        "says contrast 0, but it holds centroids",
+    ),
+    "contrast without centroids": (
+        lambda w, m: (_without(contrast_head()[0], "centroids"), contrast_head()[1]),
+        "says contrast 3, but it holds no centroids",
+    ),
+    "centroids of the wrong width": (
+        lambda w, m: ({**contrast_head()[0], "centroids": np.ones((3, 8))}, contrast_head()[1]),
+        "centroids have shape (3, 8), expected (3, 16)",
+    ),
+    "contrast head without room for it": (
+        lambda w, m: ({**w, "centroids": np.ones((3, 16))}, {**m, "contrast": 3}),
+        "mean/std do not have the 32 features",
+    ),
     "unknown prior feature": (
         lambda w, m: (w, {**m, "feature_spec": {**SPEC, "prior": {**PRIOR, "features": ["exif_iso"]}}}),
         "feature_spec.prior.features",
@@ -173,6 +199,28 @@ def test_the_good_head_those_are_made_from_is_accepted(tmp_path):
     result = invoke("model", "import", crafted(tmp_path, *good_head()))
     assert result.exit_code == 0 and result.exception is None, result.output
     assert "imported as run 1, now active; 40 photos scored" in result.output
+
+
+def test_a_head_holding_centroids_scores_each_photo_by_how_it_differs_from_the_nearest(tmp_path):
+    """The contrast block, computed by scoring, is the photo less the centre scikit-learn's KMeans
+    assigns it to; the stored scores are that network's, not the one on the 16 features alone."""
+    from sklearn.cluster import KMeans
+
+    db = open_db()
+    x, y = separable(40, dim=16)
+    shas = store(db, x, y, model="m")
+    weights, meta = contrast_head()
+    result = invoke("model", "import", crafted(tmp_path, weights, meta))
+    assert result.exit_code == 0 and result.exception is None, result.output
+    km = KMeans(3).fit(weights["centroids"])  # a KMeans whose centres are the head's own
+    km.cluster_centers_ = weights["centroids"].astype(np.float64)
+    f = np.hstack([x, x - km.cluster_centers_[km.predict(x.astype(np.float64))]])
+    h = np.maximum(f @ weights["w0"].T + weights["b0"], 0) @ weights["w1"].T + weights["b1"]
+    expected = 1 / (1 + np.exp(-h[:, 0]))
+    scores = all_scores(db)
+    assert np.allclose([scores[sha] for sha in shas], expected, atol=1e-5)
+    alone = 1 / (1 + np.exp(-(np.maximum(f[:, :16] @ weights["w0"][:, :16].T, 0) @ weights["w1"].T)[:, 0]))
+    assert not np.allclose(expected, alone, atol=1e-3)
 
 
 def test_importing_the_same_head_twice_adds_no_second_run(tmp_path):

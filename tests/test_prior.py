@@ -14,6 +14,7 @@ from imgrank import config, prior
 from imgrank.cli import cli
 from imgrank.errors import ImgrankError
 from imgrank.head_inputs import compute_prior, explain_prior
+from imgrank.learn.head_math import with_contrast
 from imgrank.learn.recipe import HELPS_BY
 from imgrank.store.db import open_db
 from imgrank.store.scores import all_scores, score_source
@@ -208,14 +209,17 @@ def test_train_takes_the_prior_features_where_the_cues_carry_the_signal(model_en
 
     # The numpy scorer on the head's input (prior features included) is the torch network.
     shas, x = head_input(db, head.spec)
-    assert x.shape[1] == head.weights["mean"].shape[0] and not np.isnan(x[:, -4:]).any()
+    assert not np.isnan(x[:, -4:]).any()
+    # the head's first step, where it holds centroids: how each photo differs from the nearest
+    z = with_contrast(x, head.weights["centroids"]) if "centroids" in head.weights else x
+    assert z.shape[1] == head.weights["mean"].shape[0]
     hidden = tuple(len(head.weights[f"b{i}"]) for i in range(head.meta["n_layers"] - 1))
-    net = build_net(x.shape[1], TrainConfig(hidden=hidden, dropout=0.0))
+    net = build_net(z.shape[1], TrainConfig(hidden=hidden, dropout=0.0))
     with torch.no_grad():
         for i, layer in enumerate(m for m in net if isinstance(m, torch.nn.Linear)):
             layer.weight.copy_(torch.from_numpy(head.weights[f"w{i}"]))
             layer.bias.copy_(torch.from_numpy(head.weights[f"b{i}"]))
-        z = (torch.from_numpy(x) - torch.from_numpy(head.weights["mean"])) / torch.from_numpy(
+        z = (torch.from_numpy(z) - torch.from_numpy(head.weights["mean"])) / torch.from_numpy(
             head.weights["std"]
         )
         expected = net.eval()(z).squeeze(1).numpy()

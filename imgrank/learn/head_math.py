@@ -24,6 +24,8 @@ class Head:
 
     def logit(self, x: np.ndarray) -> np.ndarray:
         """Raw feature matrix (N×n_features, NaN where a metadata value is unknown) -> the network's logit."""
+        if "centroids" in self.weights:
+            x = with_contrast(x, self.weights["centroids"])
         h = standardise(x, self.weights["mean"], self.weights["std"])
         n_layers = self.meta["n_layers"]
         for i in range(n_layers):
@@ -35,6 +37,16 @@ class Head:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(delete), calibrated on held-out predictions when the head carries a calibration."""
         return calibrated(self.logit(x), self.meta.get("calibration"))
+
+
+def with_contrast(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The features `x`, then how each photo's image vector (x's first columns) differs from the
+    nearest of the folder's centroids (k-means on its photos, `contrast.centroids`): what sets a
+    photo apart from the photos like it (sharper, darker, blurred), with what they share taken out."""
+    centroids = np.asarray(centroids, np.float32)
+    image = np.asarray(x[:, : centroids.shape[1]], np.float32)
+    near = np.argmax(image @ centroids.T - 0.5 * (centroids**2).sum(1), axis=1)  # the nearest by distance
+    return np.hstack([np.asarray(x, np.float32), image - centroids[near]])
 
 
 def calibrated(logit: np.ndarray, calibration: dict | None) -> np.ndarray:

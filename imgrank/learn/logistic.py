@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgrank.errors import ImgrankError
+from imgrank.learn.contrast import CONTRAST_PRIOR
 from imgrank.learn.head_math import Head, standardise, standardiser
 
 
@@ -104,7 +105,10 @@ NAME_DIRECTIONS_BELOW = 10_000
 
 
 def regression_space(
-    x: np.ndarray, blocks: tuple[int, ...] | None = None, library: np.ndarray | None = None
+    x: np.ndarray,
+    blocks: tuple[int, ...] | None = None,
+    library: np.ndarray | None = None,
+    contrast: int = 0,
 ) -> Space:
     """The space the regression is fit in: every column standardised on the labelled rows `x`. With
     the leading feature blocks' widths (`spec_blocks`) and `library` (those blocks for a sample of
@@ -120,7 +124,9 @@ def regression_space(
     labels otherwise fits: on bench_suite's folders (20 seeds, 20-200 labels) held-out AP +0.007 ±
     0.002 over the same draws, and the regression on every feature as good as the one on the image
     vector alone where the names say nothing (docs/learning.md). From NAME_DIRECTIONS_BELOW labels
-    the whole name vector, standardised."""
+    the whole name vector, standardised. The last `contrast` columns (`head_math.with_contrast`)
+    have the prior scale `contrast.CONTRAST_PRIOR`."""
+
     mean, std = standardiser(x)
     basis = np.eye(x.shape[1])
     names = slice(blocks[0], blocks[0] + blocks[1]) if blocks and len(blocks) > 1 and blocks[1] else None
@@ -130,8 +136,12 @@ def regression_space(
         std[names] = np.sqrt(sample.var(0).mean()) or 1.0
         v = name_directions((sample - mean[names]) / std[names])
         basis[names, names] = v @ v.T
-    basis = basis.astype(np.float32)
-    return Space(mean, std, basis, basis)  # a projection is its own pseudo-inverse
+    inverse = basis.copy()  # a projection is its own pseudo-inverse
+    if contrast:
+        block = slice(x.shape[1] - contrast, x.shape[1])
+        basis[block, block] *= CONTRAST_PRIOR
+        inverse[block, block] /= CONTRAST_PRIOR
+    return Space(mean, std, basis.astype(np.float32), inverse.astype(np.float32))
 
 
 def name_directions(z: np.ndarray) -> np.ndarray:

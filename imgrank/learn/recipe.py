@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from imgrank.learn.contrast import CENTROIDS
 from imgrank.learn.evaluation import MAX_GROUP, NEAR_DUP
 
 # The prior's features a head is offered (prior.head_features computes them).
@@ -46,6 +47,9 @@ class TrainConfig:
     # behind the scikit-learn pipeline on some (a quality direction the folder's photos hardly vary
     # along; rare deletes), where the plain space kept up with it (docs/learning.md).
     balance_blocks: bool = False
+    # k-means clusters of the folder's photos for the features of how a photo differs from the photos
+    # like it (`contrast`); 0: none.
+    contrast: int = CENTROIDS
     check_splits: int = 5  # fold splits averaged for `suspects` (fewer from 500 labels on: see label_check)
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated

@@ -22,6 +22,7 @@ from imgrank.learn.evaluation import (
     stratified_group_folds,
 )
 from imgrank.learn.evidence import evidence_by_block
+from imgrank.learn.head_math import with_contrast
 from imgrank.learn.logistic import Design, Space, input_space, regression_space
 from imgrank.learn.mlp import fit_mlp
 from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
@@ -202,6 +203,7 @@ class Validation:
     metrics: dict
     recipe: str = "logistic"
     mlp_space: Space | None = None  # the MLP's: block-weighted, prior shaped by the library
+    centroids: np.ndarray | None = None  # x's last columns are `with_contrast`'s with these
 
 
 # Held-out deletes below which the evidence of every label asks whether the file name and the facts
@@ -218,17 +220,21 @@ def validate_logistic(
     config: TrainConfig,
     blocks: tuple[int, ...] | None = None,
     library: np.ndarray | None = None,
+    centroids: np.ndarray | None = None,
 ) -> Validation:
     """The quick half of the validation: the L2 logistic regression on every feature (in the space
     `regression_space` makes with the folder's own photos), cross-validated on the split's folds at
     the L2 strength they choose; with fewer than EVIDENCE_DELETES held-out deletes, at the one the
-    evidence of every label judged (C = 1) when it says the file name and the facts explain nothing."""
+    evidence of every label judged (C = 1) when it says the file name and the facts explain nothing.
+
+    With `centroids` (`contrast.centroids`), every feature and then how each photo differs from the
+    photos like it (`with_contrast`). From EVIDENCE_DELETES held-out deletes the same regression
+    without that block is validated on the same folds too, and it is the head only when its pooled
+    held-out AP is higher by more than the L2 strengths' tie (a taste by kind, which the block's
+    columns only add noise to: on bench_suite, kinds at 100-200 labels 0.014 behind the pipeline
+    with the block always, 0.004-0.006 with the choice)."""
     fold, k, held = parts.folds.fold, parts.folds.k, parts.held
-    if config.balance_blocks:
-        space = input_space(x, blocks, library)
-    else:
-        space = regression_space(x, blocks, library)
-    design = Design(x, space)
+    deletes = int(y[held].sum())
     evidence, chosen_by = None, "folds"
     l2s = config.l2_choices
     # The labels are better explained without the file name and the facts than with them, and better
@@ -238,11 +244,16 @@ def validate_logistic(
     # little, and when the evidence is wrong (a kinds or name taste whose few deletes neither block
     # explains) they are what ranks. The image regression alone at C = 1 in their place lost those
     # draws: name at 20 labels -0.023 and kinds at 20 -0.019 against the pipeline (docs/learning.md).
-    if blocks and 0 < blocks[0] < x.shape[1] and int(y[held].sum()) < EVIDENCE_DELETES:
+    if blocks and 0 < blocks[0] < x.shape[1] and deletes < EVIDENCE_DELETES:
         evidence = evidence_by_block(x, y, blocks[0])
         if evidence[1] < 0 and evidence[0] > evidence[1]:
             l2s, chosen_by = (EVIDENCE_L2,), "evidence"
-    found = cross_validate_logistic(design, y, fold, k, l2s)
+    tried = [centroids] if centroids is None or deletes < EVIDENCE_DELETES else [centroids, None]
+    fits = [_validate_space(x, y, fold, k, l2s, config, blocks, library, c) for c in tried]
+    ap = [average_precision(y[held], f[3]["p"][held]) or 0.0 for f in fits]
+    tie = L2_TIE / np.sqrt(max(deletes, 1))
+    x, space, design, found = fits[1] if len(fits) > 1 and ap[1] > ap[0] + tie else fits[0]
+    kept = centroids if found is fits[0][3] else None
     cv = {"baseline": found["p"], "l2": found["l2"]}
     baseline = {
         **evaluate(y[held], cv["baseline"][held]),
@@ -251,8 +262,25 @@ def validate_logistic(
         "evidence": None
         if evidence is None
         else {"image": round(evidence[0], 3), "names": round(evidence[1], 3)},
+        "contrast": None if kept is None else len(kept),
     }
-    return Validation(x, space, design, cv, {"baseline": baseline})
+    if len(ap) > 1:
+        baseline["contrast_ap"] = {"with": round(ap[0], 4), "without": round(ap[1], 4)}
+    return Validation(x, space, design, cv, {"baseline": baseline}, centroids=kept)
+
+
+def _validate_space(x, y, fold, k, l2s, config, blocks, library, centroids):
+    """(features, space, design, the folds' held-out predictions and strength) of the regression on
+    `x`, and on how each photo differs from its cluster's centre after it when `centroids` is given."""
+    width = x.shape[1]
+    if centroids is not None:
+        x = with_contrast(x, centroids)
+    if config.balance_blocks:
+        space = input_space(x, blocks, library)
+    else:
+        space = regression_space(x, blocks, library, contrast=x.shape[1] - width)
+    design = Design(x, space)
+    return x, space, design, cross_validate_logistic(design, y, fold, k, l2s)
 
 
 def refit_logistic(v: Validation, y: np.ndarray) -> dict[str, np.ndarray]:
