@@ -108,6 +108,9 @@ def format_report(run: dict) -> str:
         "its scores are calibrated on the held-out predictions",
     ]
     lines.append(prior_line(metrics.get("prior_features")))
+    contrast = contrast_line(b)
+    if contrast:
+        lines.append(contrast)
     for group in c.get("too_big", []):
         lines.append(
             f"kept in training (too big to hold out): {group['size']} near-duplicates of {group['example']}"
@@ -128,6 +131,23 @@ def prior_line(pf: dict | None) -> str:
     if pf.get("by") == "logistic":  # compared by the quick recipe (heads since b9a4363)
         aps += " (L2 logistic regression)"
     return f"the prior's features {verdict}: {aps}; {keep}"
+
+
+def contrast_line(baseline: dict) -> str | None:
+    """One line: whether the head weighs how each photo differs from the photos like it (None for a
+    head from before it, or trained with no sample of the folder)."""
+    if "contrast" not in baseline:
+        return None
+    aps = baseline.get("contrast_ap")
+    held = f" (held-out AP {_f(aps['with'])} with it, {_f(aps['without'])} without)" if aps else ""
+    if baseline["contrast"]:
+        return (
+            f"the head also weighs how each photo differs from the photos like it (the nearest of "
+            f"{baseline['contrast']} clusters of your folder){held}"
+        )
+    if aps:
+        return f"the head leaves out how each photo differs from the photos like it{held}"
+    return None
 
 
 # --- one-line summaries: only what happened, with the right plurals (`--json` keeps every count) ---

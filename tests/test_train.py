@@ -945,3 +945,29 @@ def test_the_contrast_block_has_its_own_prior_scale_and_needs_a_folder_to_cluste
     assert np.allclose(space.unfold(space.fold(w)), w, atol=1e-6)
     assert centroids(None, 16, 50) is None and centroids(x, 16, 50, 0).shape == (10, 16)
     assert centroids(x[:7], 16, 50) is None and centroids(x, 16, 0) is None
+
+
+def test_the_report_says_whether_the_head_weighs_how_photos_differ_from_their_cluster():
+    """With a library sample and few labels the head has the contrast block, and the report says so;
+    from 15 held-out deletes it says which way the folds went, with both held-out APs; a bare
+    `train_arrays` (no library) has none and says nothing of it."""
+    from imgrank.cli_text import format_report
+
+    def report(result) -> str:
+        run = {"metrics": result.metrics, "counts": result.counts, "recipe": result.recipe, "epochs": 0}
+        return format_report({**run, "warnings": []})
+
+    x, y, image = _quality_or_name_folder(0, 1200, by_name=False)
+    few = _train_folder(x, y, image, np.arange(30))
+    k = few.metrics["baseline"]["contrast"]
+    assert "centroids" in few.weights and k == len(few.weights["centroids"]) == 50
+    line = f"how each photo differs from the photos like it (the nearest of {k} clusters of your folder)"
+    assert line in report(few) and line + " (held-out AP" not in report(few)  # 30 labels: not compared
+    many = _train_folder(x, y, image, np.arange(300))
+    aps = many.metrics["baseline"]["contrast_ap"]
+    kept = many.metrics["baseline"]["contrast"] is not None
+    tie = 0.06 / np.sqrt(many.counts["held_out"]["delete"])  # validation.L2_TIE / sqrt(deletes)
+    assert kept == ("centroids" in many.weights) == (aps["without"] <= aps["with"] + tie)
+    assert f"with it, {aps['without']:.3f} without)" in report(many)
+    bare = _train_folder(x, y, image, np.arange(30), library=False)
+    assert "centroids" not in bare.weights and "differs from the photos like it" not in report(bare)
