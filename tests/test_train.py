@@ -971,3 +971,33 @@ def test_the_report_says_whether_the_head_weighs_how_photos_differ_from_their_cl
     assert f"with it, {aps['without']:.3f} without)" in report(many)
     bare = _train_folder(x, y, image, np.arange(30), library=False)
     assert "centroids" not in bare.weights and "differs from the photos like it" not in report(bare)
+
+
+def test_a_folder_of_copies_clusters_without_a_warning_and_a_big_folder_scores_in_slices(recwarn):
+    """Forty copies of three photos: fewer distinct photos than clusters, which k-means warns about;
+    the centres are those photos and nothing is printed. Scoring more photos than one slice gives the
+    same scores as scoring each photo alone."""
+    from imgrank.learn.contrast import centroids
+    from imgrank.learn.head_math import SCORE_ROWS, Head
+
+    rng = np.random.default_rng(0)
+    three = rng.normal(size=(3, 16)).astype(np.float32)
+    found = centroids(three[np.arange(40) % 3], 16, 50)
+    assert len(found) == 10 and not [w for w in recwarn if "distinct clusters" in str(w.message)]
+    assert {tuple(np.round(c, 5)) for c in found} <= {tuple(np.round(c, 5)) for c in three}
+    weights = {
+        "mean": np.zeros(32, np.float32),
+        "std": np.ones(32, np.float32),
+        "w0": rng.normal(size=(1, 32)).astype(np.float32),
+        "b0": np.zeros(1, np.float32),
+        "centroids": found,
+    }
+    head = Head(weights, {"n_layers": 1})
+    x = rng.normal(size=(SCORE_ROWS + 5, 16)).astype(np.float32)
+    whole = head.logit(x)
+    assert whole.shape == (len(x),)
+    assert np.allclose(
+        whole[[0, SCORE_ROWS - 1, SCORE_ROWS, -1]],
+        [head.logit(x[[i]])[0] for i in (0, SCORE_ROWS - 1, SCORE_ROWS, -1)],
+        atol=1e-5,
+    )

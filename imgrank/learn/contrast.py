@@ -18,6 +18,8 @@ its standardised columns against the others' 1): at 1 the 256 more columns cost 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 CENTROIDS = 50  # k-means clusters of the folder's photos (fewer with fewer than 4 photos a cluster)
@@ -36,5 +38,9 @@ def centroids(library: np.ndarray | None, image_dim: int, k: int, seed: int = 0)
     if k < 2:
         return None
     from sklearn.cluster import KMeans  # the `train` extra
+    from sklearn.exceptions import ConvergenceWarning
 
-    return KMeans(k, n_init=1, random_state=seed).fit(image).cluster_centers_.astype(np.float32)
+    with warnings.catch_warnings():  # a folder of copies has fewer distinct photos than clusters: fine
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = KMeans(k, n_init=1, random_state=seed).fit(image)
+    return fit.cluster_centers_.astype(np.float32)
