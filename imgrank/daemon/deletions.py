@@ -38,16 +38,17 @@ class Outcome:
     ignored: int = 0  # marked missing without a label (folder wiped, mass deletion)
 
     def report(self, counters: dict) -> None:
-        """Add to the daemon's counters, and log one line per photo, naming it."""
-        counters["ignored_deletions"] += self.ignored
-        counters["moved"] += self.moved
-        counters["deleted"] += len(self.deleted)
-        counters["labels"] += len(self.labelled)
+        """Log one line per photo, naming it, then add to the daemon's counters (in that order: whoever
+        waits on a counter, as `status` and the tests do, finds the lines written)."""
         for path in self.deleted:
             how = " (labelled delete)" if path in self.labelled else ""
             log.info("deleted: %s%s", path, " (by imgrank trash)" if path in self.trashed else how)
         for path in self.elsewhere:
             log.info("gone: %s (the same photo is at another path: moved, or an exact copy; no label)", path)
+        counters["ignored_deletions"] += self.ignored
+        counters["moved"] += self.moved
+        counters["deleted"] += len(self.deleted)
+        counters["labels"] += len(self.labelled)
 
 
 def judge(

@@ -190,8 +190,8 @@ class Watcher:
         if not change.wanted:
             index.mark_missing(self.db, src)  # renamed to a non-photo name: out of view, not judged
         elif index.move_path(self.db, src, dest):
-            self.counters["moved"] += 1
             log.info("moved: %s -> %s", src, dest)
+            self.counters["moved"] += 1  # after the line: whoever waits on the counter finds it
             self.renamed.append(dest)  # scored again under its new name (see _tick)
             self.why.append(f"{Path(dest).name} moved")
         else:
