@@ -126,7 +126,6 @@ def regression_space(
     vector alone where the names say nothing (docs/learning.md). From NAME_DIRECTIONS_BELOW labels
     the whole name vector, standardised. The last `contrast` columns (`head_math.with_contrast`)
     have the prior scale `contrast.CONTRAST_PRIOR`."""
-
     mean, std = standardiser(x)
     basis = np.eye(x.shape[1])
     names = slice(blocks[0], blocks[0] + blocks[1]) if blocks and len(blocks) > 1 and blocks[1] else None

@@ -252,8 +252,8 @@ def validate_logistic(
     fits = [_validate_space(x, y, fold, k, l2s, config, blocks, library, c) for c in tried]
     ap = [average_precision(y[held], f[3]["p"][held]) or 0.0 for f in fits]
     tie = L2_TIE / np.sqrt(max(deletes, 1))
-    x, space, design, found = fits[1] if len(fits) > 1 and ap[1] > ap[0] + tie else fits[0]
-    kept = centroids if found is fits[0][3] else None
+    chosen = 1 if len(fits) > 1 and ap[1] > ap[0] + tie else 0
+    (x, space, design, found), kept = fits[chosen], tried[chosen]
     cv = {"baseline": found["p"], "l2": found["l2"]}
     baseline = {
         **evaluate(y[held], cv["baseline"][held]),
