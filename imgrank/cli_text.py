@@ -141,9 +141,11 @@ def contrast_line(baseline: dict) -> str | None:
     aps = baseline.get("contrast_ap")
     held = f" (held-out AP {_f(aps['with'])} with it, {_f(aps['without'])} without)" if aps else ""
     if baseline["contrast"]:
+        ways = baseline.get("differ")
+        most = f", most by how shots of one burst differ ({plural(ways, 'direction')})" if ways else ""
         return (
             f"the head also weighs how each photo differs from the photos like it (the nearest of "
-            f"{baseline['contrast']} clusters of your folder){held}"
+            f"{baseline['contrast']} clusters of your folder){most}{held}"
         )
     if aps:
         return f"the head leaves out how each photo differs from the photos like it{held}"

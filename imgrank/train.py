@@ -21,6 +21,7 @@ from imgrank import prior
 from imgrank.devices import torch_device
 from imgrank.export import read_parquet
 from imgrank.learn.contrast import centroids
+from imgrank.learn.directions import differences
 from imgrank.learn.evaluation import dominated_by_one_group, first_k
 from imgrank.learn.logistic import fit_platt, spec_blocks
 from imgrank.learn.logistic import logit as _logit
@@ -151,8 +152,18 @@ def _train_arrays(x, y, image, config, log, names, blocks, library, extra, extra
     parts = split(y, image, config)
     image_dim = blocks[0] if blocks else 0
     found = centroids(library, image_dim, config.contrast, config.seed) if image_dim else None
+    differ = None
+    if found is not None and config.differ:
+        differ = differences(library, image_dim, config.near_dup, config.max_group)
     fit = partial(
-        validate_logistic, y=y, parts=parts, config=config, blocks=blocks, library=library, centroids=found
+        validate_logistic,
+        y=y,
+        parts=parts,
+        config=config,
+        blocks=blocks,
+        library=library,
+        centroids=found,
+        differ=differ,
     )
     chosen, compared = offer_prior(fit, x, extra, log, extra_reason)
     chosen = validate_mlp(chosen, y, parts, config, log, blocks, library)

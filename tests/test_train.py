@@ -566,7 +566,7 @@ def test_the_name_vector_keeps_the_directions_between_name_families():
     """Gavish and Donoho's threshold on a sample of standardised name vectors: three families plus
     noise differ along two directions, one family plus noise along none; and a head trained with such
     a sample gives the name vector's noise no weight."""
-    from imgrank.learn.logistic import name_directions
+    from imgrank.learn.directions import beyond_noise
 
     rng = np.random.default_rng(0)
     families = rng.normal(size=(3, 256))
@@ -575,12 +575,12 @@ def test_the_name_vector_keeps_the_directions_between_name_families():
         z = unit(families[rng.integers(0, n_families, n)] + 0.5 * rng.normal(size=(n, 256)))
         return (z - z.mean(0)) / z.std()  # centred, one scale (`regression_space`)
 
-    three = name_directions(names(3))
+    three = beyond_noise(names(3))
     assert three.shape == (256, 2)
     between = unit(families[1:] - families[0]).T  # the families' differences lie in the kept plane
     assert np.linalg.norm(three.T @ between, axis=0) == pytest.approx([1, 1], abs=0.05)
-    assert name_directions(names(1)).shape == (256, 0)
-    assert name_directions(names(1, n=150)).shape == (256, 0)  # fewer photos than columns
+    assert beyond_noise(names(1)).shape == (256, 0)
+    assert beyond_noise(names(1, n=150)).shape == (256, 0)  # fewer photos than columns
 
     x, y, image = _quality_or_name_folder(1, 600, by_name=False)
     x[:, 256:512] = unit(families[0] + 0.5 * rng.normal(size=(600, 256)))  # every photo a camera photo
@@ -893,11 +893,10 @@ def test_a_name_taste_whose_strengths_tie_takes_the_strongest_and_ranks_as_the_p
     assert average_precision(test.y_true, predict(result.weights, test.x)) > 0.9
 
 
-def test_a_quality_taste_is_learnt_from_how_photos_differ_from_the_photos_like_them():
-    """bench_suite's quality taste (the worst shots of every kind, in events and bursts), 50 labels,
-    seeds 0-7: with the contrast block (each photo less the centre of its k-means cluster of the
-    folder's photos) the head ranks new photos as well as the regression on the image vector alone;
-    without it, 0.03 behind (on the suite's 20 seeds, 0.030 behind at 50 labels)."""
+def _suite_draws(generator: str, n: int, configs: list[dict], seeds=range(8)):
+    """bench_suite's folder of one taste (suite_folders.py), n labels at random per seed: per draw, the
+    held-out AP of the head trained with each of `configs` (TrainConfig fields), of the L2 regression
+    on the image vector alone (bench_suite's reference), and the results themselves."""
     import sys
     from pathlib import Path
 
@@ -908,25 +907,100 @@ def test_a_quality_taste_is_learnt_from_how_photos_differ_from_the_photos_like_t
     sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
     from suite_folders import BLOCKS, IMAGE_DIM, make
 
-    aps = []
-    for seed in range(8):
-        pool, test, _ = make("quality", seed, 1500, 1000)
-        rows = np.random.default_rng([seed, 50]).choice(len(pool.x), 50, replace=False)
+    aps, results = [], []
+    for seed in seeds:
+        pool, test, _ = make(generator, seed, 1500, 1000)
+        rows = np.random.default_rng([seed, n]).choice(len(pool.x), n, replace=False)
         x, y, image = pool.x[rows], pool.y_given[rows], pool.image[rows]
         library = np.concatenate([pool.x, test.x])[:, : sum(BLOCKS)]
-        row = []
-        for contrast in (TrainConfig.contrast, 0):
-            config = TrainConfig(min_per_class=2, seed=seed, contrast=contrast)
-            result = train_arrays(x, y, image, config, blocks=BLOCKS, library=library)
-            assert ("centroids" in result.weights) == bool(contrast)
-            row.append(average_precision(test.y_true, predict(result.weights, test.x)))
+        row, got = [], []
+        for fields in configs:
+            config = TrainConfig(min_per_class=2, seed=seed, **fields)
+            got.append(train_arrays(x, y, image, config, blocks=BLOCKS, library=library))
+            row.append(average_precision(test.y_true, predict(got[-1].weights, test.x)))
         lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
         lr = make_pipeline(StandardScaler(), lr).fit(image, y)
         row.append(average_precision(test.y_true, lr.predict_proba(test.image[:, :IMAGE_DIM])[:, 1]))
         aps.append(row)
-    ap, without, image_ap = np.mean(aps, axis=0)
-    assert ap >= image_ap - 0.01, (ap, image_ap)
-    assert ap >= without + 0.02, (ap, without)
+        results.append(got)
+    return np.array(aps), results
+
+
+def test_a_quality_taste_is_learnt_from_how_photos_differ_from_the_photos_like_them():
+    """bench_suite's quality taste (the worst shots of every kind, in events and bursts whose shots
+    differ in quality), 50 labels, seeds 0-7. With the contrast block (each photo less the centre of
+    its k-means cluster of the folder's photos) the head ranks new photos as well as the regression
+    on the image vector alone, 0.03 behind without it; with more prior along the directions the
+    folder's near-duplicates differ along, well above both (on the suite's 20 seeds, +0.10)."""
+    configs = [{}, {"differ": False}, {"contrast": 0}]
+    aps, results = _suite_draws("quality", 50, configs)
+    for default, no_differ, no_contrast in results:
+        assert "centroids" in default.weights and "centroids" in no_differ.weights
+        assert "centroids" not in no_contrast.weights and no_differ.metrics["baseline"]["differ"] is None
+    ap, without_differ, without, image_ap = aps.mean(axis=0)
+    assert without_differ >= image_ap - 0.01, (without_differ, image_ap)
+    assert without_differ >= without + 0.02, (without_differ, without)
+    assert ap >= without_differ + 0.05 and ap >= image_ap + 0.05, (ap, without_differ, image_ap)
+
+
+def test_the_prior_leans_on_how_bursts_differ_only_when_the_labels_follow_it():
+    """The evidence of the labels decides (`validation._differ_gain`): on the quality taste, whose
+    deletes are the worse shots, the head leans on the direction bursts differ along in every draw,
+    and the report says so; on the kinds taste, whose deletes are whole kinds, in few draws (each
+    draw it leans on there costs AP: a direction the labels do not follow only adds noise)."""
+    from imgrank.cli_text import contrast_line
+
+    _, quality = _suite_draws("quality", 50, [{}])
+    kept = [r.metrics["baseline"] for (r,) in quality]
+    assert all(b["differ"] == 1 and b["differ_gain"] > 0 for b in kept), kept
+    line = contrast_line(kept[0])
+    assert "clusters of your folder), most by how shots of one burst differ (1 direction)" in line
+    _, kinds = _suite_draws("kinds", 30, [{}])
+    leaning = [r.metrics["baseline"]["differ"] is not None for (r,) in kinds]
+    assert sum(leaning) <= 2, leaning
+    assert all(
+        (b["differ_gain"] > 0) == (b["differ"] is not None) for b in (r.metrics["baseline"] for (r,) in kinds)
+    )
+    assert "burst" not in (contrast_line(kinds[leaning.index(False)][0].metrics["baseline"]) or "")
+
+
+def test_near_duplicates_differ_along_the_directions_a_sample_shows():
+    """`differences`: bursts whose shots differ along one planted direction (and a little noise) give
+    that direction; shots that differ by noise alike in every direction, or a folder without
+    near-duplicates, give none; so does a folder with too few bursts. The regression's space puts
+    DIFFER_PRIOR times the contrast block's prior scale along it, and still unfolds a stored head."""
+    from imgrank.learn.contrast import CONTRAST_PRIOR
+    from imgrank.learn.directions import DIFFER_GROUPS, DIFFER_PRIOR, differences
+    from imgrank.learn.logistic import regression_space
+
+    rng = np.random.default_rng(0)
+    planted = unit(rng.normal(size=(1, 64)))[0]
+
+    def folder(bursts: int, along: float, noise: float = 0.02) -> np.ndarray:
+        """Bursts of 4 shots of a scene each (cosine about 0.97 within a burst)."""
+        shots = np.repeat(unit(rng.normal(size=(bursts, 64))), 4, axis=0)
+        shots += along * rng.normal(size=(len(shots), 1)) * planted + noise * rng.normal(size=shots.shape)
+        return unit(shots)
+
+    found = differences(folder(100, 0.05), 64)
+    assert found.shape == (64, 1) and abs(found[:, 0] @ planted) > 0.95
+    assert differences(folder(100, 0.0), 64) is None  # shots differ by noise alone
+    assert differences(unit(rng.normal(size=(400, 64))), 64) is None  # no near-duplicates
+    assert differences(folder(DIFFER_GROUPS // 2 - 2, 0.05), 64) is None  # too few bursts (of 2+ shots)
+    assert differences(None, 64) is None
+
+    x = rng.normal(size=(40, 20)).astype(np.float32)
+    direction = unit(rng.normal(size=(1, 8))).T
+    space = regression_space(x, contrast=8, differ=direction)
+    block = space.basis[12:, 12:].astype(np.float64)
+    along = direction[:, 0] / space.std[12:]  # the direction in the standardised columns
+    along /= np.linalg.norm(along)
+    across = np.linalg.qr(np.c_[along, rng.normal(size=(8, 7))])[0][:, 1:]
+    assert np.linalg.norm(block @ along) == pytest.approx(CONTRAST_PRIOR * DIFFER_PRIOR, rel=1e-4)
+    assert np.allclose(np.linalg.norm(block @ across, axis=0), CONTRAST_PRIOR, rtol=1e-4)
+    assert np.array_equal(space.basis[:12, :12], np.eye(12)) and not space.basis[:12, 12:].any()
+    w = rng.normal(size=(1, 20)).astype(np.float32)
+    assert np.allclose(space.unfold(space.fold(w)), w, atol=1e-5)
 
 
 def test_the_contrast_block_has_its_own_prior_scale_and_needs_a_folder_to_cluster():

@@ -15,6 +15,7 @@ import numpy as np
 
 from imgrank.errors import ImgrankError
 from imgrank.learn.contrast import CONTRAST_PRIOR
+from imgrank.learn.directions import DIFFER_PRIOR, beyond_noise
 from imgrank.learn.head_math import Head, standardise, standardiser
 
 
@@ -109,6 +110,7 @@ def regression_space(
     blocks: tuple[int, ...] | None = None,
     library: np.ndarray | None = None,
     contrast: int = 0,
+    differ: np.ndarray | None = None,
 ) -> Space:
     """The space the regression is fit in: every column standardised on the labelled rows `x`. With
     the leading feature blocks' widths (`spec_blocks`) and `library` (those blocks for a sample of
@@ -116,7 +118,7 @@ def regression_space(
     scale for its columns, which keeps its geometry: column by column, the columns its families
     differ along would have their noise shrunk and the others not, and the noise would no longer look
     like noise), and kept to the directions along which the folder's names differ beyond noise
-    (`name_directions`): the prior puts no weight elsewhere in it.
+    (`beyond_noise`): the prior puts no weight elsewhere in it.
 
     A folder's names come in families (camera, screenshot, messenger, an old camera's DSC_), and
     a taste the name tells (delete what the messenger saved) lies along the few directions between
@@ -125,7 +127,9 @@ def regression_space(
     0.002 over the same draws, and the regression on every feature as good as the one on the image
     vector alone where the names say nothing (docs/learning.md). From NAME_DIRECTIONS_BELOW labels
     the whole name vector, standardised. The last `contrast` columns (`head_math.with_contrast`)
-    have the prior scale `contrast.CONTRAST_PRIOR`."""
+    have the prior scale `contrast.CONTRAST_PRIOR`, DIFFER_PRIOR times that along `differ` (an
+    orthonormal basis of image-vector directions, `directions.differences`) in their standardised
+    coordinates."""
     mean, std = standardiser(x)
     basis = np.eye(x.shape[1])
     names = slice(blocks[0], blocks[0] + blocks[1]) if blocks and len(blocks) > 1 and blocks[1] else None
@@ -133,28 +137,18 @@ def regression_space(
         sample = library[:, names].astype(np.float64)
         mean[names] = sample.mean(0)
         std[names] = np.sqrt(sample.var(0).mean()) or 1.0
-        v = name_directions((sample - mean[names]) / std[names])
+        v = beyond_noise((sample - mean[names]) / std[names])
         basis[names, names] = v @ v.T
     inverse = basis.copy()  # a projection is its own pseudo-inverse
     if contrast:
         block = slice(x.shape[1] - contrast, x.shape[1])
-        basis[block, block] *= CONTRAST_PRIOR
-        inverse[block, block] /= CONTRAST_PRIOR
+        along = np.zeros((contrast, contrast))
+        if differ is not None:  # a step along a direction is a step over std in its standardised columns
+            q = np.linalg.qr(differ / std[block][:, None])[0]
+            along = q @ q.T
+        basis[block, block] = CONTRAST_PRIOR * (np.eye(contrast) + (DIFFER_PRIOR - 1) * along)
+        inverse[block, block] = (np.eye(contrast) + (1 / DIFFER_PRIOR - 1) * along) / CONTRAST_PRIOR
     return Space(mean, std, basis.astype(np.float32), inverse.astype(np.float32))
-
-
-def name_directions(z: np.ndarray) -> np.ndarray:
-    """An orthonormal basis (columns) of the directions along which the rows `z` (a sample of the
-    folder's file-name vectors, centred and scaled as a whole) differ beyond noise: the right
-    singular vectors whose singular value is above Gavish and Donoho's optimal hard threshold for
-    noise of unknown level, omega(beta) times the median singular value, beta the aspect ratio of z
-    ("The optimal hard threshold for singular values is 4/sqrt(3)", IEEE Trans. Inf. Theory 60,
-    2014), which assumes noise alike in every column. Names that are one family plus noise give
-    none; three families, two."""
-    _, s, vt = np.linalg.svd(z, full_matrices=False)
-    beta = min(z.shape) / max(z.shape)
-    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
-    return vt[s > omega * np.median(s)].T
 
 
 def covariance_root(z: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,9 @@ class TrainConfig:
     # k-means clusters of the folder's photos for the features of how a photo differs from the photos
     # like it (`contrast`); 0: none.
     contrast: int = CENTROIDS
+    # More prior, in that block, along the directions the folder's near-duplicates differ along
+    # (`directions.differences`); False: none.
+    differ: bool = True
     check_splits: int = 5  # fold splits averaged for `suspects` (fewer from 500 labels on: see label_check)
     min_per_class: int = 10
     worse_margin: float = 0.02  # a new head whose AP is this much below the active one's is not activated

@@ -21,7 +21,7 @@ from imgrank.learn.evaluation import (
     near_duplicate_groups,
     stratified_group_folds,
 )
-from imgrank.learn.evidence import evidence_by_block
+from imgrank.learn.evidence import evidence_by_block, prior_gain
 from imgrank.learn.head_math import with_contrast
 from imgrank.learn.logistic import Design, Space, input_space, regression_space
 from imgrank.learn.mlp import fit_mlp
@@ -221,6 +221,7 @@ def validate_logistic(
     blocks: tuple[int, ...] | None = None,
     library: np.ndarray | None = None,
     centroids: np.ndarray | None = None,
+    differ: np.ndarray | None = None,
 ) -> Validation:
     """The quick half of the validation: the L2 logistic regression on every feature (in the space
     `regression_space` makes with the folder's own photos), cross-validated on the split's folds at
@@ -228,11 +229,12 @@ def validate_logistic(
     evidence of every label judged (C = 1) when it says the file name and the facts explain nothing.
 
     With `centroids` (`contrast.centroids`), every feature and then how each photo differs from the
-    photos like it (`with_contrast`). From EVIDENCE_DELETES held-out deletes the same regression
-    without that block is validated on the same folds too, and it is the head only when its pooled
-    held-out AP is higher by more than the L2 strengths' tie (a taste by kind, which the block's
-    columns only add noise to: on bench_suite, kinds at 100-200 labels 0.014 behind the pipeline
-    with the block always, 0.004-0.006 with the choice)."""
+    photos like it (`with_contrast`), with more prior along `differ` (`directions.differences`).
+    From EVIDENCE_DELETES held-out deletes the same regression without that block is validated on
+    the same folds too, and it is the head only when its pooled held-out AP is higher by more than
+    the L2 strengths' tie (a taste by kind, which the block's columns only add noise to: on
+    bench_suite, kinds at 100-200 labels 0.014 behind the pipeline with the block always,
+    0.004-0.006 with the choice)."""
     fold, k, held = parts.folds.fold, parts.folds.k, parts.held
     deletes = int(y[held].sum())
     evidence, chosen_by = None, "folds"
@@ -248,8 +250,12 @@ def validate_logistic(
         evidence = evidence_by_block(x, y, blocks[0])
         if evidence[1] < 0 and evidence[0] > evidence[1]:
             l2s, chosen_by = (EVIDENCE_L2,), "evidence"
+    gain = None
+    if centroids is not None and differ is not None:  # more prior along them only if the labels say so
+        gain = _differ_gain(x, y, blocks, library, centroids, differ, config.seed)
+        differ = differ if gain > 0 else None
     tried = [centroids] if centroids is None or deletes < EVIDENCE_DELETES else [centroids, None]
-    fits = [_validate_space(x, y, fold, k, l2s, config, blocks, library, c) for c in tried]
+    fits = [_validate_space(x, y, fold, k, l2s, config, blocks, library, c, differ) for c in tried]
     ap = [average_precision(y[held], f[3]["p"][held]) or 0.0 for f in fits]
     tie = L2_TIE / np.sqrt(max(deletes, 1))
     chosen = 1 if len(fits) > 1 and ap[1] > ap[0] + tie else 0
@@ -263,22 +269,37 @@ def validate_logistic(
         if evidence is None
         else {"image": round(evidence[0], 3), "names": round(evidence[1], 3)},
         "contrast": None if kept is None else len(kept),
+        "differ": None if kept is None or differ is None else differ.shape[1],
+        "differ_gain": None if gain is None else round(gain, 2),
     }
     if len(ap) > 1:
         baseline["contrast_ap"] = {"with": round(ap[0], 4), "without": round(ap[1], 4)}
     return Validation(x, space, design, cv, {"baseline": baseline}, centroids=kept)
 
 
-def _validate_space(x, y, fold, k, l2s, config, blocks, library, centroids):
+def _differ_gain(x, y, blocks, library, centroids, differ, seed) -> float:
+    """`evidence.prior_gain` of the regression's space with more prior along `differ` (the directions
+    near-duplicates differ along) over the one without: below 0 the labels do not follow them (a taste
+    by kind), and the boost would only add noise (on bench_suite, the kinds taste at 20-30 labels
+    lost up to 0.02 of AP with it always on)."""
+    x = with_contrast(x, centroids)
+    spaces = [
+        regression_space(x, blocks, library, contrast=centroids.shape[1], differ=d) for d in (differ, None)
+    ]
+    return prior_gain(spaces[0](x), spaces[1](x), y, seed)
+
+
+def _validate_space(x, y, fold, k, l2s, config, blocks, library, centroids, differ):
     """(features, space, design, the folds' held-out predictions and strength) of the regression on
-    `x`, and on how each photo differs from its cluster's centre after it when `centroids` is given."""
+    `x`, and on how each photo differs from its cluster's centre after it when `centroids` is given
+    (with more prior along `differ`)."""
     width = x.shape[1]
     if centroids is not None:
         x = with_contrast(x, centroids)
     if config.balance_blocks:
         space = input_space(x, blocks, library)
     else:
-        space = regression_space(x, blocks, library, contrast=x.shape[1] - width)
+        space = regression_space(x, blocks, library, contrast=x.shape[1] - width, differ=differ)
     design = Design(x, space)
     return x, space, design, cross_validate_logistic(design, y, fold, k, l2s)
 
