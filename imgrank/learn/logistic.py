@@ -140,15 +140,23 @@ def regression_space(
         v = beyond_noise((sample - mean[names]) / std[names])
         basis[names, names] = v @ v.T
     inverse = basis.copy()  # a projection is its own pseudo-inverse
-    if contrast:
-        block = slice(x.shape[1] - contrast, x.shape[1])
-        along = np.zeros((contrast, contrast))
-        if differ is not None:  # a step along a direction is a step over std in its standardised columns
-            q = np.linalg.qr(differ / std[block][:, None])[0]
-            along = q @ q.T
-        basis[block, block] = CONTRAST_PRIOR * (np.eye(contrast) + (DIFFER_PRIOR - 1) * along)
-        inverse[block, block] = (np.eye(contrast) + (1 / DIFFER_PRIOR - 1) * along) / CONTRAST_PRIOR
-    return Space(mean, std, basis.astype(np.float32), inverse.astype(np.float32))
+    space = Space(mean, std, basis.astype(np.float32), inverse.astype(np.float32))
+    return with_differ(space, contrast, differ) if contrast else space
+
+
+def with_differ(space: Space, contrast: int, differ: np.ndarray | None) -> Space:
+    """`space` with the prior of its last `contrast` columns (the contrast block) set anew: the scale
+    CONTRAST_PRIOR on their standardised columns, DIFFER_PRIOR times that along `differ` (None: no
+    direction)."""
+    block = slice(len(space.std) - contrast, len(space.std))
+    along = np.zeros((contrast, contrast))
+    if differ is not None:  # a step along a direction is a step over std in its standardised columns
+        q = np.linalg.qr(differ / space.std[block][:, None])[0]
+        along = q @ q.T
+    basis, inverse = space.basis.copy(), space.inverse.copy()
+    basis[block, block] = CONTRAST_PRIOR * (np.eye(contrast) + (DIFFER_PRIOR - 1) * along)
+    inverse[block, block] = (np.eye(contrast) + (1 / DIFFER_PRIOR - 1) * along) / CONTRAST_PRIOR
+    return Space(space.mean, space.std, basis, inverse)
 
 
 def covariance_root(z: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from imgrank.learn.evaluation import (
 )
 from imgrank.learn.evidence import evidence_by_block, prior_gain
 from imgrank.learn.head_math import with_contrast
-from imgrank.learn.logistic import Design, Space, input_space, regression_space
+from imgrank.learn.logistic import Design, Space, input_space, regression_space, with_differ
 from imgrank.learn.mlp import fit_mlp
 from imgrank.learn.recipe import HEAD_FEATURES, HELPS_BY
 
@@ -283,10 +283,8 @@ def _differ_gain(x, y, blocks, library, centroids, differ, seed) -> float:
     by kind), and the boost would only add noise (on bench_suite, the kinds taste at 20-30 labels
     lost up to 0.02 of AP with it always on)."""
     x = with_contrast(x, centroids)
-    spaces = [
-        regression_space(x, blocks, library, contrast=centroids.shape[1], differ=d) for d in (differ, None)
-    ]
-    return prior_gain(spaces[0](x), spaces[1](x), y, seed)
+    space = regression_space(x, blocks, library, contrast=centroids.shape[1], differ=differ)
+    return prior_gain(space(x), with_differ(space, centroids.shape[1], None)(x), y, seed)
 
 
 def _validate_space(x, y, fold, k, l2s, config, blocks, library, centroids, differ):
