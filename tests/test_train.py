@@ -944,7 +944,7 @@ def test_a_quality_taste_is_learnt_from_how_photos_differ_from_the_photos_like_t
 
 
 def test_the_prior_leans_on_how_bursts_differ_only_when_the_labels_follow_it():
-    """The evidence of the labels decides (`validation._differ_gain`): on the quality taste, whose
+    """The evidence of the labels decides (`evidence.prior_gain`): on the quality taste, whose
     deletes are the worse shots, the head leans on the direction bursts differ along in every draw,
     and the report says so; on the kinds taste, whose deletes are whole kinds, in few draws (each
     draw it leans on there costs AP: a direction the labels do not follow only adds noise)."""

@@ -6,7 +6,7 @@ Shots of one burst differ in what an owner culls by: sharpness, exposure, a blin
 directions the folder's near-duplicates differ along, the contrast block (how a photo differs from
 the photos like it, `contrast.py`) gets DIFFER_PRIOR times its prior scale, so a taste along them is
 learnt from a few labels, as the keeper learns a group's best shot from them (`keeper.py`), but
-only when the labels' evidence says they follow those directions (`validation._differ_gain`). On
+only when the labels' evidence says they follow those directions (`evidence.prior_gain`). On
 bench_suite's folders (20 seeds, 20-500 labels) it raised held-out AP by 0.06-0.10 on the quality
 taste, 0.04-0.07 on the mixed one and 0.04-0.05 on image-only deletes, cost the kinds taste at most
 0.008, and raised the flipped labels `suspects` finds at 50 labels from 0.68 to 0.72

@@ -139,8 +139,8 @@ def regression_space(
         std[names] = np.sqrt(sample.var(0).mean()) or 1.0
         v = beyond_noise((sample - mean[names]) / std[names])
         basis[names, names] = v @ v.T
-    inverse = basis.copy()  # a projection is its own pseudo-inverse
-    space = Space(mean, std, basis.astype(np.float32), inverse.astype(np.float32))
+    basis = basis.astype(np.float32)
+    space = Space(mean, std, basis, basis)  # a projection is its own pseudo-inverse
     return with_differ(space, contrast, differ) if contrast else space
 
 

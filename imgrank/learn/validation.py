@@ -250,12 +250,19 @@ def validate_logistic(
         evidence = evidence_by_block(x, y, blocks[0])
         if evidence[1] < 0 and evidence[0] > evidence[1]:
             l2s, chosen_by = (EVIDENCE_L2,), "evidence"
-    gain = None
-    if centroids is not None and differ is not None:  # more prior along them only if the labels say so
-        gain = _differ_gain(x, y, blocks, library, centroids, differ, config.seed)
-        differ = differ if gain > 0 else None
     tried = [centroids] if centroids is None or deletes < EVIDENCE_DELETES else [centroids, None]
-    fits = [_validate_space(x, y, fold, k, l2s, config, blocks, library, c, differ) for c in tried]
+    spaces = [_features(x, config, blocks, library, c, differ) for c in tried]
+    gain = None
+    if centroids is not None and differ is not None and not config.balance_blocks:
+        # more prior along them only if the labels say so: below 0 they do not follow them (a taste
+        # by kind), and the boost would only add noise (on bench_suite, the kinds taste at 20-30
+        # labels lost up to 0.02 of AP with it always on)
+        xc, space = spaces[0]
+        plain = with_differ(space, centroids.shape[1], None)  # the block is image_dim wide
+        gain = prior_gain(space(xc), plain(xc), y, config.seed)
+        if gain <= 0:
+            differ, spaces[0] = None, (xc, plain)
+    fits = [_validate_space(xs, space, y, fold, k, l2s) for xs, space in spaces]
     ap = [average_precision(y[held], f[3]["p"][held]) or 0.0 for f in fits]
     tie = L2_TIE / np.sqrt(max(deletes, 1))
     chosen = 1 if len(fits) > 1 and ap[1] > ap[0] + tie else 0
@@ -277,27 +284,20 @@ def validate_logistic(
     return Validation(x, space, design, cv, {"baseline": baseline}, centroids=kept)
 
 
-def _differ_gain(x, y, blocks, library, centroids, differ, seed) -> float:
-    """`evidence.prior_gain` of the regression's space with more prior along `differ` (the directions
-    near-duplicates differ along) over the one without: below 0 the labels do not follow them (a taste
-    by kind), and the boost would only add noise (on bench_suite, the kinds taste at 20-30 labels
-    lost up to 0.02 of AP with it always on)."""
-    x = with_contrast(x, centroids)
-    space = regression_space(x, blocks, library, contrast=centroids.shape[1], differ=differ)
-    return prior_gain(space(x), with_differ(space, centroids.shape[1], None)(x), y, seed)
-
-
-def _validate_space(x, y, fold, k, l2s, config, blocks, library, centroids, differ):
-    """(features, space, design, the folds' held-out predictions and strength) of the regression on
-    `x`, and on how each photo differs from its cluster's centre after it when `centroids` is given
-    (with more prior along `differ`)."""
+def _features(x, config, blocks, library, centroids, differ) -> tuple[np.ndarray, Space]:
+    """The features the regression sees (`x`, then how each photo differs from its cluster's centre
+    when `centroids` is given) and the space it is fit in (with more prior along `differ`)."""
     width = x.shape[1]
     if centroids is not None:
         x = with_contrast(x, centroids)
     if config.balance_blocks:
-        space = input_space(x, blocks, library)
-    else:
-        space = regression_space(x, blocks, library, contrast=x.shape[1] - width, differ=differ)
+        return x, input_space(x, blocks, library)
+    return x, regression_space(x, blocks, library, contrast=x.shape[1] - width, differ=differ)
+
+
+def _validate_space(x, space, y, fold, k, l2s):
+    """(features, space, design, the folds' held-out predictions and strength) of the regression on
+    `x` in `space`."""
     design = Design(x, space)
     return x, space, design, cross_validate_logistic(design, y, fold, k, l2s)
 
